@@ -1,0 +1,105 @@
+//! The one error type of key-provider. Messages say what was wrong and what to do; they never carry key
+//! bytes, PINs or the data being signed. Backend failures that are not cryptographic keep their cause as an
+//! optional boxed source; cryptographic failures stay opaque.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while naming, loading or using a key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key reference string could not be parsed.
+    #[error("invalid key reference: {reason}")]
+    InvalidKeyRef {
+        /// What was wrong (never includes a PIN value).
+        reason: String,
+    },
+    /// The key reference names a backend this build does not contain.
+    #[error("the {backend} key backend is not compiled in (enable the `{feature}` feature of key-provider)")]
+    BackendNotCompiled {
+        /// Backend name (`file`, `env`, `pkcs11`).
+        backend: &'static str,
+        /// Cargo feature that provides it.
+        feature: &'static str,
+    },
+    /// A key file could not be read.
+    #[error("cannot read key file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key file is readable by group or others.
+    #[error(
+        "key file {} is readable by group or others (mode {mode:03o}); run `chmod 600` on it, or allow it explicitly",
+        path.display()
+    )]
+    InsecurePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// An environment variable named by `env:VAR` is not set or not valid UTF-8.
+    #[error("environment variable {var} is not set (or is not valid UTF-8)")]
+    EnvVarMissing {
+        /// Variable name.
+        var: String,
+    },
+    /// The key bytes are not a key keybound can use.
+    #[error("invalid key material: {reason}")]
+    InvalidKeyMaterial {
+        /// What was wrong (no key bytes).
+        reason: String,
+    },
+    /// A file that should not be overwritten already exists.
+    #[error("{} already exists; refusing to overwrite it", path.display())]
+    AlreadyExists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The operation is not possible with this key (e.g. ECDSA with an RSA key).
+    #[error("{operation} is not possible with this key ({key})")]
+    WrongKeyType {
+        /// What was asked.
+        operation: String,
+        /// What the key is, e.g. `RSA-2048`.
+        key: String,
+    },
+    /// The backend cannot perform this operation at all (e.g. a token without the mechanism).
+    #[error("{operation} is not supported by this backend ({backend}): {reason}")]
+    NotSupported {
+        /// What was asked.
+        operation: String,
+        /// Backend name.
+        backend: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A cryptographic operation failed. Deliberately opaque.
+    #[error("cryptographic operation failed")]
+    Crypto,
+    /// The backend failed for a non-cryptographic reason (device, session, login…).
+    #[error("{backend} backend error: {message}")]
+    Backend {
+        /// Backend name.
+        backend: &'static str,
+        /// What happened.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+}
+
+impl KeyError {
+    pub(crate) fn invalid_key(reason: impl Into<String>) -> Self {
+        Self::InvalidKeyMaterial { reason: reason.into() }
+    }
+
+    pub(crate) fn invalid_ref(reason: impl Into<String>) -> Self {
+        Self::InvalidKeyRef { reason: reason.into() }
+    }
+}

@@ -1,0 +1,288 @@
+//! # key-provider
+//!
+//! The key backends of keybound, and the one trait, [`KeyBackend`], through which every private-key operation
+//! goes: signing with a named [`SignatureScheme`], decrypting a content-encryption key with a
+//! [`DecryptionScheme`], and handing out the [`PublicKey`]. This crate knows nothing of JOSE; `jose-core` maps
+//! JOSE algorithms onto these schemes.
+//!
+//! **Invariant: private key bytes never leave this crate.** Backends expose operations, never keys. Software
+//! keys (`file`, `env`) live in aws-lc key objects and `Zeroizing` buffers; PKCS#11 keys never leave the token.
+//!
+//! Backends are compiled in with cargo features and chosen at run time by a [`KeyRef`] string:
+//!
+//! | feature | key reference | where the key lives |
+//! |---|---|---|
+//! | `file` | `file:PATH` | PKCS#8 / PKCS#1 / SEC1 PEM (or DER) file, mode 0600 |
+//! | `env` | `env:VAR` | PEM or base64 DER in an environment variable |
+//! | `pkcs11` | `pkcs11:…` (RFC 7512) | inside a PKCS#11 token (HSM) |
+//!
+//! ## Blocking and async
+//! [`KeyBackend::sign`] and [`KeyBackend::decrypt`] are synchronous. Software keys finish in well under a
+//! millisecond, so their async variants run inline. The PKCS#11 backend overrides
+//! [`KeyBackend::sign_async`] / [`KeyBackend::decrypt_async`] to run the blocking C calls on tokio's blocking
+//! thread pool (`spawn_blocking`), never on an async worker thread. From async code, call the `_async`
+//! variants.
+//!
+//! ```
+//! # fn main() -> Result<(), key_provider::KeyError> {
+//! use key_provider::{KeySpec, SignatureScheme};
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("key.pem");
+//! key_provider::file::generate(&path, KeySpec::Ec(key_provider::EcCurve::P256))?;
+//! let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+//! let sig = key.sign(SignatureScheme::EcdsaP256Sha256, b"hello")?;
+//! assert_eq!(sig.len(), 64); // fixed-width r || s
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+mod der;
+mod error;
+mod keyref;
+mod public_key;
+
+#[cfg(feature = "env")]
+pub mod env;
+#[cfg(feature = "file")]
+pub mod file;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
+#[cfg(feature = "software")]
+pub mod software;
+
+pub use error::KeyError;
+pub use keyref::{KeyRef, ObjectType, PinSource, Pkcs11Uri};
+pub use public_key::{EcCurve, PublicKey};
+#[cfg(feature = "software")]
+pub use software::{KeySpec, SoftwareKey};
+
+/// A signature scheme: padding/curve plus hash. Signatures are returned in the form JOSE uses: RSA
+/// signatures as big-endian bytes of the modulus length, ECDSA as fixed-width `r || s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SignatureScheme {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RsaPkcs1Sha256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RsaPkcs1Sha384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RsaPkcs1Sha512,
+    /// RSASSA-PSS with SHA-256, MGF1-SHA-256, salt length 32.
+    RsaPssSha256,
+    /// RSASSA-PSS with SHA-384, MGF1-SHA-384, salt length 48.
+    RsaPssSha384,
+    /// RSASSA-PSS with SHA-512, MGF1-SHA-512, salt length 64.
+    RsaPssSha512,
+    /// ECDSA on P-256 with SHA-256, fixed-width `r || s` (64 bytes).
+    EcdsaP256Sha256,
+    /// ECDSA on P-384 with SHA-384, fixed-width `r || s` (96 bytes).
+    EcdsaP384Sha384,
+}
+
+impl SignatureScheme {
+    /// Every scheme, in a stable order.
+    pub const ALL: [Self; 8] = [
+        Self::RsaPkcs1Sha256,
+        Self::RsaPkcs1Sha384,
+        Self::RsaPkcs1Sha512,
+        Self::RsaPssSha256,
+        Self::RsaPssSha384,
+        Self::RsaPssSha512,
+        Self::EcdsaP256Sha256,
+        Self::EcdsaP384Sha384,
+    ];
+
+    /// Whether this scheme can be used with `key`.
+    #[must_use]
+    pub fn fits(self, key: &PublicKey) -> bool {
+        match (self, key) {
+            (Self::EcdsaP256Sha256, PublicKey::Ec { curve: EcCurve::P256, .. })
+            | (Self::EcdsaP384Sha384, PublicKey::Ec { curve: EcCurve::P384, .. }) => true,
+            (Self::EcdsaP256Sha256 | Self::EcdsaP384Sha384, _) | (_, PublicKey::Ec { .. }) => false,
+            (_, PublicKey::Rsa { .. }) => true,
+        }
+    }
+
+    /// Errors unless the scheme fits `key`.
+    ///
+    /// # Errors
+    /// [`KeyError::WrongKeyType`].
+    pub fn check_key(self, key: &PublicKey) -> Result<(), KeyError> {
+        if self.fits(key) { Ok(()) } else { Err(self.wrong_key(key)) }
+    }
+
+    pub(crate) fn wrong_key(self, key: &PublicKey) -> KeyError {
+        KeyError::WrongKeyType { operation: format!("signing with {self}"), key: key.describe() }
+    }
+}
+
+impl fmt::Display for SignatureScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::RsaPkcs1Sha256 => "RSA-PKCS1-SHA256",
+            Self::RsaPkcs1Sha384 => "RSA-PKCS1-SHA384",
+            Self::RsaPkcs1Sha512 => "RSA-PKCS1-SHA512",
+            Self::RsaPssSha256 => "RSA-PSS-SHA256",
+            Self::RsaPssSha384 => "RSA-PSS-SHA384",
+            Self::RsaPssSha512 => "RSA-PSS-SHA512",
+            Self::EcdsaP256Sha256 => "ECDSA-P256-SHA256",
+            Self::EcdsaP384Sha384 => "ECDSA-P384-SHA384",
+        })
+    }
+}
+
+/// A key-decryption scheme for content-encryption keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DecryptionScheme {
+    /// RSAES-OAEP with SHA-1 and MGF1-SHA-1.
+    RsaOaepSha1,
+    /// RSAES-OAEP with SHA-256 and MGF1-SHA-256.
+    RsaOaepSha256,
+}
+
+impl fmt::Display for DecryptionScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::RsaOaepSha1 => "RSA-OAEP-SHA1",
+            Self::RsaOaepSha256 => "RSA-OAEP-SHA256",
+        })
+    }
+}
+
+/// A private key behind some backend. Object-safe; share it as `Arc<dyn KeyBackend>`.
+///
+/// Implementations must never expose private key bytes, and their `Debug` must not print secrets.
+#[async_trait::async_trait]
+pub trait KeyBackend: fmt::Debug + Send + Sync {
+    /// The backend's name (`file`, `env`, `pkcs11`).
+    fn backend_name(&self) -> &'static str;
+
+    /// A label for logs and errors, e.g. `file:/etc/keys/a.pem` or the PKCS#11 URI without PIN.
+    fn key_label(&self) -> &str;
+
+    /// The public half of the key.
+    fn public_key(&self) -> &PublicKey;
+
+    /// Signs `message` (the scheme hashes it). Blocking; see the crate docs.
+    ///
+    /// # Errors
+    /// [`KeyError::WrongKeyType`] when the scheme does not fit the key, or a backend error.
+    fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError>;
+
+    /// Decrypts a content-encryption key. Blocking; see the crate docs.
+    ///
+    /// # Errors
+    /// [`KeyError::NotSupported`] by default; [`KeyError::Crypto`] when decryption fails.
+    fn decrypt(&self, scheme: DecryptionScheme, _ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        Err(KeyError::NotSupported {
+            operation: scheme.to_string(),
+            backend: self.backend_name(),
+            reason: "this backend cannot decrypt".into(),
+        })
+    }
+
+    /// Signs from async code without blocking a worker thread.
+    ///
+    /// # Errors
+    /// As [`KeyBackend::sign`].
+    async fn sign_async(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.sign(scheme, message)
+    }
+
+    /// Decrypts from async code without blocking a worker thread.
+    ///
+    /// # Errors
+    /// As [`KeyBackend::decrypt`].
+    async fn decrypt_async(
+        &self,
+        scheme: DecryptionScheme,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        self.decrypt(scheme, ciphertext)
+    }
+}
+
+/// Options for [`open`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// Accept a key file readable by group or others (off by default).
+    pub allow_insecure_permissions: bool,
+    /// Accept a `pin-value=` attribute in a PKCS#11 URI (off by default: prefer `pin-source`).
+    pub allow_pin_value: bool,
+    /// PKCS#11 module to use when the URI names none (also `KEYBOUND_PKCS11_MODULE`).
+    pub pkcs11_module: Option<PathBuf>,
+}
+
+impl OpenOptions {
+    /// Default options: strict permissions, no inline PINs.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`OpenOptions::allow_insecure_permissions`].
+    #[must_use]
+    pub fn allow_insecure_permissions(mut self, allow: bool) -> Self {
+        self.allow_insecure_permissions = allow;
+        self
+    }
+
+    /// Sets [`OpenOptions::allow_pin_value`].
+    #[must_use]
+    pub fn allow_pin_value(mut self, allow: bool) -> Self {
+        self.allow_pin_value = allow;
+        self
+    }
+
+    /// Sets [`OpenOptions::pkcs11_module`].
+    #[must_use]
+    pub fn pkcs11_module(mut self, module: Option<PathBuf>) -> Self {
+        self.pkcs11_module = module;
+        self
+    }
+}
+
+/// Opens the key named by `key_ref` with the backend it names.
+///
+/// # Errors
+/// [`KeyError::BackendNotCompiled`] when that backend's feature is off, or the backend's own errors.
+pub fn open(key_ref: &KeyRef, options: &OpenOptions) -> Result<Arc<dyn KeyBackend>, KeyError> {
+    let started = std::time::Instant::now();
+    let result = open_inner(key_ref, options);
+    match &result {
+        Ok(k) => tracing::debug!(
+            key = %key_ref,
+            backend = key_ref.backend(),
+            key_type = %k.public_key().describe(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "key opened"
+        ),
+        Err(e) => tracing::warn!(key = %key_ref, backend = key_ref.backend(), error = %e, "key open failed"),
+    }
+    result
+}
+
+fn open_inner(key_ref: &KeyRef, options: &OpenOptions) -> Result<Arc<dyn KeyBackend>, KeyError> {
+    let _ = options;
+    match key_ref {
+        #[cfg(feature = "file")]
+        KeyRef::File(path) => Ok(Arc::new(file::load(path, options.allow_insecure_permissions)?)),
+        #[cfg(not(feature = "file"))]
+        KeyRef::File(_) => Err(KeyError::BackendNotCompiled { backend: "file", feature: "file" }),
+        #[cfg(feature = "env")]
+        KeyRef::Env(var) => Ok(Arc::new(env::load(var)?)),
+        #[cfg(not(feature = "env"))]
+        KeyRef::Env(_) => Err(KeyError::BackendNotCompiled { backend: "env", feature: "env" }),
+        #[cfg(feature = "pkcs11")]
+        KeyRef::Pkcs11(uri) => pkcs11::open(uri, options),
+        #[cfg(not(feature = "pkcs11"))]
+        KeyRef::Pkcs11(_) => Err(KeyError::BackendNotCompiled { backend: "pkcs11", feature: "pkcs11" }),
+    }
+}
