@@ -1,0 +1,303 @@
+//! Compact JWS (RFC 7515): signing through a [`KeyBackend`] and verification against public keys.
+//!
+//! Parsing is strict and happens before any cryptography: size limit first, then exactly three parts,
+//! canonical base64url, a header that is a JSON object without duplicate members, an allowed asymmetric `alg`,
+//! no `crit` (none is understood), no `b64: false`. `jku`, `x5u`, `jwk` and `x5c` headers are never fetched
+//! or trusted: keys come only from the caller.
+
+use key_provider::{KeyBackend, PublicKey};
+use serde_json::{Map, Value};
+
+use crate::alg::JwsAlgorithm;
+use crate::b64;
+use crate::error::{JoseError, sanitize};
+use crate::keys::KeySet;
+
+/// Default maximum token size: 64 KiB.
+pub const DEFAULT_MAX_TOKEN_SIZE: usize = 64 * 1024;
+
+/// A JWS protected header to sign with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwsHeader {
+    /// The algorithm.
+    pub alg: JwsAlgorithm,
+    /// `typ`, e.g. `JWT`.
+    pub typ: Option<String>,
+    /// `kid`.
+    pub kid: Option<String>,
+    /// `cty`.
+    pub cty: Option<String>,
+    /// Further members (must not repeat the above).
+    pub extra: Map<String, Value>,
+}
+
+impl JwsHeader {
+    /// A header with only `alg`.
+    #[must_use]
+    pub fn new(alg: JwsAlgorithm) -> Self {
+        Self { alg, typ: None, kid: None, cty: None, extra: Map::new() }
+    }
+
+    /// Sets `typ`.
+    #[must_use]
+    pub fn typ(mut self, typ: impl Into<String>) -> Self {
+        self.typ = Some(typ.into());
+        self
+    }
+
+    /// Sets `kid`.
+    #[must_use]
+    pub fn kid(mut self, kid: impl Into<String>) -> Self {
+        self.kid = Some(kid.into());
+        self
+    }
+
+    /// The header as a JSON object, members in the order alg, typ, kid, cty, extra.
+    #[must_use]
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("alg".into(), Value::String(self.alg.as_str().into()));
+        if let Some(t) = &self.typ {
+            m.insert("typ".into(), Value::String(t.clone()));
+        }
+        if let Some(k) = &self.kid {
+            m.insert("kid".into(), Value::String(k.clone()));
+        }
+        if let Some(c) = &self.cty {
+            m.insert("cty".into(), Value::String(c.clone()));
+        }
+        for (k, v) in &self.extra {
+            if !m.contains_key(k) {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        m
+    }
+}
+
+/// Signs `payload` into a compact JWS with `key`.
+///
+/// # Errors
+/// [`JoseError::Key`] when the algorithm does not fit the key or the backend fails.
+pub fn sign(key: &dyn KeyBackend, header: &JwsHeader, payload: &[u8]) -> Result<String, JoseError> {
+    let header_json = serde_json::to_vec(&header.to_json()).map_err(|e| JoseError::InvalidInput(e.to_string()))?;
+    sign_with_raw_header(key, header.alg, &header_json, payload)
+}
+
+/// Async variant of [`sign`]: never blocks an async worker thread (PKCS#11 runs on the blocking pool).
+///
+/// # Errors
+/// As [`sign`].
+pub async fn sign_async(key: &dyn KeyBackend, header: &JwsHeader, payload: &[u8]) -> Result<String, JoseError> {
+    let header_json = serde_json::to_vec(&header.to_json()).map_err(|e| JoseError::InvalidInput(e.to_string()))?;
+    let signing_input = signing_input(key, header.alg, &header_json, payload)?;
+    let sig = key.sign_async(header.alg.scheme(), signing_input.as_bytes()).await?;
+    Ok(finish(signing_input, &sig))
+}
+
+/// Signs with exactly these header bytes (for byte-exact reproduction of published examples). The header
+/// must be a JSON object whose `alg` equals `alg`.
+///
+/// # Errors
+/// [`JoseError::InvalidInput`] when the header does not match `alg`; else as [`sign`].
+pub fn sign_with_raw_header(
+    key: &dyn KeyBackend,
+    alg: JwsAlgorithm,
+    header_json: &[u8],
+    payload: &[u8],
+) -> Result<String, JoseError> {
+    let signing_input = signing_input(key, alg, header_json, payload)?;
+    let started = std::time::Instant::now();
+    let sig = key.sign(alg.scheme(), signing_input.as_bytes())?;
+    tracing::debug!(key = key.key_label(), alg = alg.as_str(), elapsed_us = started.elapsed().as_micros() as u64, "JWS signed");
+    Ok(finish(signing_input, &sig))
+}
+
+fn signing_input(key: &dyn KeyBackend, alg: JwsAlgorithm, header_json: &[u8], payload: &[u8]) -> Result<String, JoseError> {
+    let header = crate::json::parse_object("header", header_json)?;
+    if header.get("alg").and_then(Value::as_str) != Some(alg.as_str()) {
+        return Err(JoseError::InvalidInput("header `alg` does not match the signing algorithm".into()));
+    }
+    alg.scheme().check_key(key.public_key())?;
+    let mut s = String::with_capacity((header_json.len() + payload.len()) * 4 / 3 + 4);
+    s.push_str(&b64::encode(header_json));
+    s.push('.');
+    s.push_str(&b64::encode(payload));
+    Ok(s)
+}
+
+fn finish(mut signing_input: String, sig: &[u8]) -> String {
+    signing_input.push('.');
+    signing_input.push_str(&b64::encode(sig));
+    signing_input
+}
+
+/// Limits and allowances for verification.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct VerifyOptions {
+    /// Algorithms accepted (default: every supported asymmetric algorithm).
+    pub algorithms: Vec<JwsAlgorithm>,
+    /// Maximum token size in bytes, checked before any decoding (default 64 KiB).
+    pub max_token_size: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self { algorithms: JwsAlgorithm::ALL.to_vec(), max_token_size: DEFAULT_MAX_TOKEN_SIZE }
+    }
+}
+
+impl VerifyOptions {
+    /// Accept only `algs`.
+    #[must_use]
+    pub fn algorithms(mut self, algs: &[JwsAlgorithm]) -> Self {
+        self.algorithms = algs.to_vec();
+        self
+    }
+
+    /// Sets the size limit.
+    #[must_use]
+    pub fn max_token_size(mut self, limit: usize) -> Self {
+        self.max_token_size = limit;
+        self
+    }
+}
+
+/// A compact JWS split and checked structurally; the signature is not yet verified.
+#[derive(Debug, Clone)]
+pub struct UnverifiedJws<'a> {
+    /// The protected header.
+    pub header: Map<String, Value>,
+    /// The algorithm from the header.
+    pub alg: JwsAlgorithm,
+    /// The decoded payload (untrusted until verified).
+    pub payload: Vec<u8>,
+    signing_input: &'a str,
+    signature: Vec<u8>,
+}
+
+impl UnverifiedJws<'_> {
+    /// The header `kid`, if any.
+    #[must_use]
+    pub fn kid(&self) -> Option<&str> {
+        self.header.get("kid").and_then(Value::as_str)
+    }
+
+    /// Verifies the signature with `key`.
+    ///
+    /// # Errors
+    /// [`JoseError::InvalidSignature`], or [`JoseError::NoKey`] when the key does not fit the algorithm.
+    pub fn verify_with(&self, key: &PublicKey) -> Result<(), JoseError> {
+        verify_signature(self.alg, key, self.signing_input.as_bytes(), &self.signature)
+    }
+}
+
+/// Splits and checks a compact JWS without verifying it.
+///
+/// # Errors
+/// [`JoseError::TooLarge`], [`JoseError::Malformed`], [`JoseError::ForbiddenAlgorithm`],
+/// [`JoseError::UnsupportedAlgorithm`], [`JoseError::UnsupportedHeader`].
+pub fn parse<'a>(token: &'a str, options: &VerifyOptions) -> Result<UnverifiedJws<'a>, JoseError> {
+    if token.len() > options.max_token_size {
+        return Err(JoseError::TooLarge { size: token.len(), limit: options.max_token_size });
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let n = token.split('.').count();
+        return Err(JoseError::malformed("JWS", format!("expected 3 dot-separated parts, found {n}")));
+    };
+    if h.is_empty() {
+        return Err(JoseError::malformed("JWS", "empty header"));
+    }
+    let header = crate::json::parse_object("JWS header", &b64::decode("JWS header", h)?)?;
+    let alg = check_header(&header, &options.algorithms)?;
+    let payload = b64::decode("JWS payload", p)?;
+    let signature = b64::decode("JWS signature", s)?;
+    let signing_input = &token[..h.len() + 1 + p.len()];
+    Ok(UnverifiedJws { header, alg, payload, signing_input, signature })
+}
+
+pub(crate) fn check_header(header: &Map<String, Value>, allowed: &[JwsAlgorithm]) -> Result<JwsAlgorithm, JoseError> {
+    let alg = match header.get("alg") {
+        Some(Value::String(a)) => a.parse::<JwsAlgorithm>()?,
+        Some(_) => return Err(JoseError::malformed("JWS header", "`alg` is not a string")),
+        None => return Err(JoseError::malformed("JWS header", "missing `alg`")),
+    };
+    if !allowed.contains(&alg) {
+        return Err(JoseError::UnsupportedAlgorithm { alg: alg.as_str().into() });
+    }
+    if let Some(crit) = header.get("crit") {
+        let names = crit.as_array().map(|a| {
+            a.iter().map(|v| v.as_str().map(sanitize).unwrap_or_else(|| "?".into())).collect::<Vec<_>>().join(",")
+        });
+        return Err(JoseError::UnsupportedHeader {
+            name: format!("crit[{}]", names.unwrap_or_default()),
+            reason: "no critical extensions are understood",
+        });
+    }
+    if let Some(b) = header.get("b64") {
+        if b != &Value::Bool(true) {
+            return Err(JoseError::UnsupportedHeader { name: "b64".into(), reason: "unencoded payloads are not supported" });
+        }
+    }
+    if let Some(kid) = header.get("kid") {
+        if !kid.is_string() {
+            return Err(JoseError::malformed("JWS header", "`kid` is not a string"));
+        }
+    }
+    Ok(alg)
+}
+
+/// Verifies a compact JWS against `keys` and returns its header and payload.
+///
+/// # Errors
+/// Every structural error of [`parse`], [`JoseError::NoKey`], [`JoseError::InvalidSignature`].
+pub fn verify(token: &str, keys: &KeySet, options: &VerifyOptions) -> Result<(Map<String, Value>, Vec<u8>), JoseError> {
+    let jws = parse(token, options)?;
+    let key = keys.select(jws.kid(), jws.alg)?;
+    jws.verify_with(&key.key)?;
+    Ok((jws.header, jws.payload))
+}
+
+/// Verifies `signature` over `message` with `key` under `alg` (JOSE signature encodings: raw RSA bytes,
+/// fixed-width ECDSA r || s).
+///
+/// # Errors
+/// [`JoseError::InvalidSignature`] or [`JoseError::NoKey`].
+pub fn verify_signature(alg: JwsAlgorithm, key: &PublicKey, message: &[u8], signature: &[u8]) -> Result<(), JoseError> {
+    use aws_lc_rs::signature as sig;
+    if !alg.fits(key) {
+        return Err(JoseError::NoKey { reason: format!("key ({}) does not fit algorithm {alg}", key.describe()) });
+    }
+    let (verifier, key_bytes): (&'static dyn sig::VerificationAlgorithm, Vec<u8>) = match key {
+        PublicKey::Rsa { n, .. } => {
+            if signature.len() != n.len() {
+                return Err(JoseError::InvalidSignature);
+            }
+            let v: &'static dyn sig::VerificationAlgorithm = match alg {
+                JwsAlgorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+                JwsAlgorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+                JwsAlgorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+                JwsAlgorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+                JwsAlgorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+                JwsAlgorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+                JwsAlgorithm::ES256 | JwsAlgorithm::ES384 => return Err(JoseError::InvalidSignature),
+            };
+            (v, key.rsa_public_key_der().unwrap_or_default())
+        }
+        PublicKey::Ec { curve, .. } => {
+            if signature.len() != 2 * curve.coordinate_len() {
+                return Err(JoseError::InvalidSignature);
+            }
+            let v: &'static dyn sig::VerificationAlgorithm = match alg {
+                JwsAlgorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+                JwsAlgorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+                _ => return Err(JoseError::InvalidSignature),
+            };
+            (v, key.ec_point().unwrap_or_default())
+        }
+        _ => return Err(JoseError::NoKey { reason: "unsupported key type".into() }),
+    };
+    sig::UnparsedPublicKey::new(verifier, &key_bytes).verify(message, signature).map_err(|_| JoseError::InvalidSignature)
+}
