@@ -1,1 +1,74 @@
-fn main() {}
+//! # keybound
+//!
+//! The command-line tool over keybound's crates: keys (generate, public, export), JWT (sign, verify, decode),
+//! JWE (encrypt, decrypt), and the partner flows. Every private-key operation goes through a key reference
+//! (`file:PATH`, `env:VAR`, `pkcs11:…`), so the same commands work with files and HSMs.
+//!
+//! Exit codes: 0 success; 1 a token or signature was rejected (one line on stderr says why); 2 usage, input or
+//! I/O error.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod context;
+mod error;
+mod io;
+mod jwe;
+mod jwt;
+mod keys;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::context::Context;
+
+/// keybound: JOSE signing, verification and encryption with keys that stay in their backend.
+#[derive(Debug, Parser)]
+#[command(name = "keybound", version, about, long_about = None)]
+struct Cli {
+    /// TOML configuration file (settings can also come from KEYBOUND_… environment variables).
+    #[arg(long, global = true, env = "KEYBOUND_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Log level for diagnostics on stderr (error, warn, info, debug, trace).
+    #[arg(long, global = true, default_value = "warn", env = "KEYBOUND_LOG")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate keys, print public keys, export them for partner onboarding.
+    #[command(subcommand)]
+    Keys(keys::Cmd),
+    /// Sign, verify and decode JWTs.
+    #[command(subcommand)]
+    Jwt(jwt::Cmd),
+    /// Encrypt and decrypt compact JWEs.
+    #[command(subcommand)]
+    Jwe(jwe::Cmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_target(false)
+        .init();
+    let result = Context::load(cli.config.as_deref()).and_then(|ctx| match cli.command {
+        Command::Keys(cmd) => keys::run(cmd, &ctx),
+        Command::Jwt(cmd) => jwt::run(cmd, &ctx),
+        Command::Jwe(cmd) => jwe::run(cmd, &ctx),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keybound: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The CLI's error: a message for stderr and the exit code (1 rejected, 2 usage/input/I/O).
+
+use std::fmt::Display;
+
+/// A failure with its exit code.
+#[derive(Debug)]
+pub struct CliError {
+    /// Exit code.
+    pub code: u8,
+    /// One line for stderr.
+    pub message: String,
+}
+
+impl CliError {
+    /// Exit code 1: the input was understood and rejected (bad signature, expired, wrong audience…).
+    pub fn rejected(message: impl Display) -> Self {
+        Self { code: 1, message: message.to_string() }
+    }
+
+    /// Exit code 2: usage, input or I/O error.
+    pub fn usage(message: impl Display) -> Self {
+        Self { code: 2, message: message.to_string() }
+    }
+}
+
+impl From<key_provider::KeyError> for CliError {
+    fn from(e: key_provider::KeyError) -> Self {
+        Self::usage(e)
+    }
+}
+
+/// Result alias for commands.
+pub type CliResult<T = ()> = Result<T, CliError>;

@@ -1,0 +1,84 @@
+//! `keybound jwe …`: encrypt stdin to a public key (SPKI PEM, JWK or JWKS) as a compact JWE, and decrypt a
+//! compact JWE from stdin through a key reference (the CEK is unwrapped inside the key's backend).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use jose_core::jwe::{DecryptOptions, EncryptOptions};
+use jose_core::{ContentEncryption, JoseError, KeyManagementAlgorithm};
+
+use crate::context::Context;
+use crate::error::{CliError, CliResult};
+use crate::io;
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Encrypt stdin to --pubkey; print the compact JWE.
+    Encrypt(EncryptArgs),
+    /// Decrypt a compact JWE from stdin with --key; write the plaintext to stdout. Exit 1 when rejected.
+    Decrypt(DecryptArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    /// Recipient public key: SPKI PEM, JWK or JWKS (RSA).
+    #[arg(long)]
+    pubkey: PathBuf,
+    /// Key management algorithm.
+    #[arg(long, value_parser = ["RSA-OAEP", "RSA-OAEP-256"])]
+    alg: String,
+    /// Content encryption.
+    #[arg(long, value_parser = ["A256GCM", "A128GCM"])]
+    enc: String,
+    /// Header `kid` (default: the JWK's kid, if it has one).
+    #[arg(long)]
+    kid: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// Key reference (file:PATH, env:VAR, pkcs11:…) or configured key name.
+    #[arg(long)]
+    key: Option<String>,
+}
+
+pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
+    match cmd {
+        Cmd::Encrypt(a) => encrypt(&a),
+        Cmd::Decrypt(a) => decrypt(&a, ctx),
+    }
+}
+
+fn encrypt(a: &EncryptArgs) -> CliResult {
+    let alg: KeyManagementAlgorithm = a.alg.parse().map_err(CliError::usage)?;
+    let enc: ContentEncryption = a.enc.parse().map_err(CliError::usage)?;
+    let keys = crate::jwt::load_keys(&a.pubkey)?;
+    let rsa: Vec<_> = keys
+        .keys()
+        .iter()
+        .filter(|k| matches!(k.key, key_provider::PublicKey::Rsa { .. }))
+        .filter(|k| a.kid.is_none() || k.kid == a.kid)
+        .collect();
+    let recipient = match rsa.as_slice() {
+        [one] => *one,
+        [] => return Err(CliError::usage("no RSA public key (with that kid) in --pubkey")),
+        _ => return Err(CliError::usage("several RSA keys in --pubkey: choose one with --kid")),
+    };
+    let mut options = EncryptOptions::new();
+    options.kid = a.kid.clone().or_else(|| recipient.kid.clone());
+    let plaintext = zeroize::Zeroizing::new(io::read_stdin()?);
+    let jwe = jose_core::jwe::encrypt(&recipient.key, alg, enc, &plaintext, &options).map_err(CliError::usage)?;
+    io::print_line(&jwe)
+}
+
+fn decrypt(a: &DecryptArgs, ctx: &Context) -> CliResult {
+    let key = ctx.open_key(a.key.as_deref())?;
+    let input = io::read_stdin()?;
+    let token = String::from_utf8(input).map_err(|_| CliError::rejected("JWE rejected: not UTF-8 text"))?;
+    let out = jose_core::jwe::decrypt(token.trim_end_matches(['\n', '\r']), key.as_ref(), &DecryptOptions::default())
+        .map_err(|e| match e {
+            JoseError::Key(k) => CliError::usage(k),
+            other => CliError::rejected(format!("JWE rejected: {other}")),
+        })?;
+    io::write_stdout(&out.plaintext)
+}

@@ -1,0 +1,178 @@
+//! `keybound keys …`: generate a key in its backend, print its public key (PEM, JWK, JWKS), and export the
+//! `public_key.pem` + `public_key_digest.txt` pair partners ask for at onboarding.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use jose_core::Jwk;
+use key_provider::{EcCurve, KeyBackend as _, KeyRef, KeySpec, PublicKey};
+
+use crate::context::Context;
+use crate::error::{CliError, CliResult};
+use crate::io;
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Generate a new private key in the backend named by --key (file written PKCS#8 PEM, mode 0600).
+    Generate(GenerateArgs),
+    /// Print the public key of --key.
+    Public(PublicArgs),
+    /// Write public_key.pem and public_key_digest.txt (as `openssl dgst -sha256`) into --out-dir.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Kty {
+    /// RSA.
+    #[value(name = "RSA")]
+    Rsa,
+    /// Elliptic curve.
+    #[value(name = "EC")]
+    Ec,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Crv {
+    /// NIST P-256.
+    #[value(name = "P-256")]
+    P256,
+    /// NIST P-384.
+    #[value(name = "P-384")]
+    P384,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Where the key goes: file:PATH (refuses to overwrite) or a pkcs11: URI.
+    #[arg(long)]
+    key: String,
+    /// Key type.
+    #[arg(long, value_enum, default_value = "RSA")]
+    kty: Kty,
+    /// RSA modulus size.
+    #[arg(long, default_value_t = 2048, value_parser = parse_bits)]
+    bits: usize,
+    /// EC curve.
+    #[arg(long, value_enum, default_value = "P-256")]
+    crv: Crv,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PublicFormat {
+    /// SubjectPublicKeyInfo PEM.
+    Pem,
+    /// JWK with kid = RFC 7638 thumbprint.
+    Jwk,
+    /// JWKS holding that JWK.
+    Jwks,
+}
+
+#[derive(Debug, Args)]
+pub struct PublicArgs {
+    /// Key reference (file:PATH, env:VAR, pkcs11:…) or configured key name.
+    #[arg(long)]
+    key: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "pem")]
+    format: PublicFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Key reference (file:PATH, env:VAR, pkcs11:…) or configured key name.
+    #[arg(long)]
+    key: Option<String>,
+    /// Directory to write public_key.pem and public_key_digest.txt into (created if missing).
+    #[arg(long)]
+    out_dir: PathBuf,
+}
+
+fn parse_bits(s: &str) -> Result<usize, String> {
+    match s {
+        "2048" | "3072" | "4096" => s.parse().map_err(|_| "not a number".to_owned()),
+        _ => Err("RSA key size must be 2048, 3072 or 4096".to_owned()),
+    }
+}
+
+pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
+    match cmd {
+        Cmd::Generate(a) => generate(&a, ctx),
+        Cmd::Public(a) => public(&a, ctx),
+        Cmd::Export(a) => export(&a, ctx),
+    }
+}
+
+fn spec(a: &GenerateArgs) -> KeySpec {
+    match a.kty {
+        Kty::Rsa => KeySpec::Rsa(a.bits),
+        Kty::Ec => KeySpec::Ec(match a.crv {
+            Crv::P256 => EcCurve::P256,
+            Crv::P384 => EcCurve::P384,
+        }),
+    }
+}
+
+fn generate(a: &GenerateArgs, ctx: &Context) -> CliResult {
+    let key_ref = ctx.key_ref(Some(&a.key))?;
+    let spec = spec(a);
+    let public: PublicKey = match &key_ref {
+        #[cfg(feature = "file")]
+        KeyRef::File(path) => key_provider::file::generate(path, spec)?.public_key().clone(),
+        #[cfg(feature = "pkcs11")]
+        KeyRef::Pkcs11(uri) => key_provider::pkcs11::generate(uri, spec, &ctx.open_options())?.public_key().clone(),
+        other => {
+            return Err(CliError::usage(format!(
+                "keys generate writes to file:PATH or a pkcs11: URI, not {}",
+                other.backend()
+            )));
+        }
+    };
+    io::print_line(&format!("{key_ref} {} thumbprint={}", public.describe(), jose_core::thumbprint(&public)))
+}
+
+/// The public JWK of a key with `kid` = RFC 7638 thumbprint.
+pub fn public_jwk(public: &PublicKey) -> CliResult<Jwk> {
+    Jwk::from_public_key(public).with_thumbprint_kid().map_err(CliError::usage)
+}
+
+fn public(a: &PublicArgs, ctx: &Context) -> CliResult {
+    let key = ctx.open_key(a.key.as_deref())?;
+    let public = key.public_key();
+    match a.format {
+        PublicFormat::Pem => io::write_stdout(public.to_spki_pem().as_bytes()),
+        PublicFormat::Jwk => io::print_json(&public_jwk(public)?),
+        PublicFormat::Jwks => io::print_json(&jose_core::Jwks { keys: vec![public_jwk(public)?] }),
+    }
+}
+
+/// The line `openssl dgst -sha256 FILE` prints (OpenSSL 3 spelling: `SHA2-256(FILE)= hex`).
+pub fn openssl_digest_line(file_name: &str, contents: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, contents);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("SHA2-256({file_name})= {hex}\n")
+}
+
+fn write_if_same_or_new(path: &Path, contents: &[u8]) -> CliResult {
+    match std::fs::read(path) {
+        Ok(existing) if existing == contents => Ok(()),
+        Ok(_) => Err(CliError::usage(format!(
+            "{} already exists with different contents; refusing to overwrite it",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::write(path, contents)
+            .map_err(|e| CliError::usage(format!("cannot write {}: {e}", path.display()))),
+        Err(e) => Err(CliError::usage(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn export(a: &ExportArgs, ctx: &Context) -> CliResult {
+    let key = ctx.open_key(a.key.as_deref())?;
+    let pem = key.public_key().to_spki_pem();
+    std::fs::create_dir_all(&a.out_dir)
+        .map_err(|e| CliError::usage(format!("cannot create {}: {e}", a.out_dir.display())))?;
+    let pem_path = a.out_dir.join("public_key.pem");
+    let digest_path = a.out_dir.join("public_key_digest.txt");
+    write_if_same_or_new(&pem_path, pem.as_bytes())?;
+    write_if_same_or_new(&digest_path, openssl_digest_line("public_key.pem", pem.as_bytes()).as_bytes())?;
+    io::print_line(&format!("wrote {} and {}", pem_path.display(), digest_path.display()))
+}
