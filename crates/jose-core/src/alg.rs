@@ -32,8 +32,16 @@ pub enum JwsAlgorithm {
 
 impl JwsAlgorithm {
     /// Every supported algorithm.
-    pub const ALL: [Self; 8] =
-        [Self::RS256, Self::RS384, Self::RS512, Self::PS256, Self::PS384, Self::PS512, Self::ES256, Self::ES384];
+    pub const ALL: [Self; 8] = [
+        Self::RS256,
+        Self::RS384,
+        Self::RS512,
+        Self::PS256,
+        Self::PS384,
+        Self::PS512,
+        Self::ES256,
+        Self::ES384,
+    ];
 
     /// The JOSE name.
     #[must_use]
@@ -91,7 +99,10 @@ impl JwsAlgorithm {
     #[must_use]
     pub fn default_for(key: &PublicKey) -> Self {
         match key {
-            PublicKey::Ec { curve: EcCurve::P384, .. } => Self::ES384,
+            PublicKey::Ec {
+                curve: EcCurve::P384,
+                ..
+            } => Self::ES384,
             PublicKey::Ec { .. } => Self::ES256,
             _ => Self::RS256,
         }
@@ -186,9 +197,10 @@ impl FromStr for KeyManagementAlgorithm {
                 alg: s.into(),
                 reason: "direct symmetric encryption is not supported",
             }),
-            _ if s.eq_ignore_ascii_case("none") => {
-                Err(JoseError::ForbiddenAlgorithm { alg: sanitize(s), reason: "`none` is never accepted" })
-            }
+            _ if s.eq_ignore_ascii_case("none") => Err(JoseError::ForbiddenAlgorithm {
+                alg: sanitize(s),
+                reason: "`none` is never accepted",
+            }),
             _ => Err(JoseError::UnsupportedAlgorithm { alg: sanitize(s) }),
         }
     }
@@ -256,10 +268,25 @@ mod tests {
     #[test]
     fn refuses_none_and_hmac_in_any_case() {
         for s in ["none", "None", "NONE", "nOnE", "HS256", "hs512"] {
-            assert!(matches!(s.parse::<JwsAlgorithm>(), Err(JoseError::ForbiddenAlgorithm { .. })), "{s}");
+            assert!(
+                matches!(
+                    s.parse::<JwsAlgorithm>(),
+                    Err(JoseError::ForbiddenAlgorithm { .. })
+                ),
+                "{s}"
+            );
         }
-        assert!(matches!("RS1".parse::<JwsAlgorithm>(), Err(JoseError::UnsupportedAlgorithm { .. })));
-        assert!(matches!("RSA1_5".parse::<KeyManagementAlgorithm>(), Err(JoseError::ForbiddenAlgorithm { .. })));
-        assert_eq!("PS384".parse::<JwsAlgorithm>().unwrap(), JwsAlgorithm::PS384);
+        assert!(matches!(
+            "RS1".parse::<JwsAlgorithm>(),
+            Err(JoseError::UnsupportedAlgorithm { .. })
+        ));
+        assert!(matches!(
+            "RSA1_5".parse::<KeyManagementAlgorithm>(),
+            Err(JoseError::ForbiddenAlgorithm { .. })
+        ));
+        assert_eq!(
+            "PS384".parse::<JwsAlgorithm>().unwrap(),
+            JwsAlgorithm::PS384
+        );
     }
 }

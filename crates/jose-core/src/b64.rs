@@ -17,7 +17,9 @@ pub fn encode(bytes: impl AsRef<[u8]>) -> String {
 /// # Errors
 /// [`JoseError::Malformed`] for anything but canonical unpadded base64url.
 pub fn decode(what: &'static str, s: &str) -> Result<Vec<u8>, JoseError> {
-    URL_SAFE_NO_PAD.decode(s).map_err(|_| JoseError::malformed(what, "not valid unpadded base64url"))
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| JoseError::malformed(what, "not valid unpadded base64url"))
 }
 
 #[cfg(test)]

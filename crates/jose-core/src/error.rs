@@ -97,13 +97,20 @@ pub enum JoseError {
 
 impl JoseError {
     pub(crate) fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
-        Self::Malformed { what, reason: reason.into() }
+        Self::Malformed {
+            what,
+            reason: reason.into(),
+        }
     }
 }
 
 /// Shortens an attacker-controlled string to at most 32 printable ASCII characters.
 pub(crate) fn sanitize(s: &str) -> String {
-    let mut out: String = s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(32).collect();
+    let mut out: String = s
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(32)
+        .collect();
     if s.chars().count() > 32 {
         out.push('…');
     }

@@ -12,8 +12,10 @@ use crate::error::JoseError;
 /// [`JoseError::Malformed`] naming `what`.
 pub fn parse_object(what: &'static str, bytes: &[u8]) -> Result<Map<String, Value>, JoseError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = StrictValue::deserialize_strict(&mut de).map_err(|e| JoseError::malformed(what, short(&e)))?;
-    de.end().map_err(|_| JoseError::malformed(what, "trailing characters after the JSON value"))?;
+    let value = StrictValue::deserialize_strict(&mut de)
+        .map_err(|e| JoseError::malformed(what, short(&e)))?;
+    de.end()
+        .map_err(|_| JoseError::malformed(what, "trailing characters after the JSON value"))?;
     match value {
         Value::Object(map) => Ok(map),
         _ => Err(JoseError::malformed(what, "not a JSON object")),
@@ -62,7 +64,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::from(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("number out of range"))
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number out of range"))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))

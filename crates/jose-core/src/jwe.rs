@@ -66,10 +66,17 @@ pub fn encrypt(
     options: &EncryptOptions,
 ) -> Result<String, JoseError> {
     let PublicKey::Rsa { .. } = recipient else {
-        return Err(JoseError::NoKey { reason: format!("{alg} needs an RSA key, not {}", recipient.describe()) });
+        return Err(JoseError::NoKey {
+            reason: format!("{alg} needs an RSA key, not {}", recipient.describe()),
+        });
     };
     if recipient.bits() < 2048 {
-        return Err(JoseError::NoKey { reason: format!("RSA key of {} bits is too small (minimum 2048)", recipient.bits()) });
+        return Err(JoseError::NoKey {
+            reason: format!(
+                "RSA key of {} bits is too small (minimum 2048)",
+                recipient.bits()
+            ),
+        });
     }
     let mut header = Map::new();
     header.insert("alg".into(), alg.as_str().into());
@@ -85,20 +92,29 @@ pub fn encrypt(
     }
     for (k, v) in &options.extra {
         if matches!(k.as_str(), "alg" | "enc" | "zip" | "crit") {
-            return Err(JoseError::InvalidInput(format!("header member `{k}` cannot be set here")));
+            return Err(JoseError::InvalidInput(format!(
+                "header member `{k}` cannot be set here"
+            )));
         }
         header.insert(k.clone(), v.clone());
     }
-    let header_b64 = b64::encode(serde_json::to_vec(&header).map_err(|e| JoseError::InvalidInput(e.to_string()))?);
+    let header_b64 = b64::encode(
+        serde_json::to_vec(&header).map_err(|e| JoseError::InvalidInput(e.to_string()))?,
+    );
 
     let rng = SystemRandom::new();
     let mut cek = Zeroizing::new(vec![0u8; enc.key_len()]);
-    rng.fill(&mut cek).map_err(|_| JoseError::Key(KeyError::Crypto))?;
+    rng.fill(&mut cek)
+        .map_err(|_| JoseError::Key(KeyError::Crypto))?;
     let mut iv = [0u8; 12];
-    rng.fill(&mut iv).map_err(|_| JoseError::Key(KeyError::Crypto))?;
+    rng.fill(&mut iv)
+        .map_err(|_| JoseError::Key(KeyError::Crypto))?;
 
-    let rejected = || JoseError::NoKey { reason: "RSA key rejected for encryption".into() };
-    let public = aws_lc_rs::rsa::PublicEncryptingKey::from_der(&recipient.to_spki_der()).map_err(|_| rejected())?;
+    let rejected = || JoseError::NoKey {
+        reason: "RSA key rejected for encryption".into(),
+    };
+    let public = aws_lc_rs::rsa::PublicEncryptingKey::from_der(&recipient.to_spki_der())
+        .map_err(|_| rejected())?;
     let public = aws_lc_rs::rsa::OaepPublicEncryptingKey::new(public).map_err(|_| rejected())?;
     let mut encrypted_key = vec![0u8; public.ciphertext_size()];
     let ek_len = public
@@ -107,13 +123,26 @@ pub fn encrypt(
         .len();
     encrypted_key.truncate(ek_len);
 
-    let key = LessSafeKey::new(UnboundKey::new(enc.aead(), &cek).map_err(|_| JoseError::Key(KeyError::Crypto))?);
+    let key = LessSafeKey::new(
+        UnboundKey::new(enc.aead(), &cek).map_err(|_| JoseError::Key(KeyError::Crypto))?,
+    );
     let mut buffer = plaintext.to_vec();
     let tag = key
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(header_b64.as_bytes()), &mut buffer)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(iv),
+            Aad::from(header_b64.as_bytes()),
+            &mut buffer,
+        )
         .map_err(|_| JoseError::Key(KeyError::Crypto))?;
     tracing::debug!(alg = alg.as_str(), enc = enc.as_str(), kid = ?options.kid, bytes = plaintext.len(), "JWE encrypted");
-    Ok([header_b64, b64::encode(&encrypted_key), b64::encode(iv), b64::encode(&buffer), b64::encode(tag.as_ref())].join("."))
+    Ok([
+        header_b64,
+        b64::encode(&encrypted_key),
+        b64::encode(iv),
+        b64::encode(&buffer),
+        b64::encode(tag.as_ref()),
+    ]
+    .join("."))
 }
 
 /// Limits and allowances for decryption.
@@ -131,7 +160,10 @@ pub struct DecryptOptions {
 impl Default for DecryptOptions {
     fn default() -> Self {
         Self {
-            algorithms: vec![KeyManagementAlgorithm::RsaOaep, KeyManagementAlgorithm::RsaOaep256],
+            algorithms: vec![
+                KeyManagementAlgorithm::RsaOaep,
+                KeyManagementAlgorithm::RsaOaep256,
+            ],
             encryptions: vec![ContentEncryption::A128GCM, ContentEncryption::A256GCM],
             max_token_size: crate::jws::DEFAULT_MAX_TOKEN_SIZE,
         }
@@ -179,11 +211,17 @@ pub struct ParsedJwe<'a> {
 /// [`JoseError::UnsupportedAlgorithm`], [`JoseError::UnsupportedHeader`].
 pub fn parse<'a>(token: &'a str, options: &DecryptOptions) -> Result<ParsedJwe<'a>, JoseError> {
     if token.len() > options.max_token_size {
-        return Err(JoseError::TooLarge { size: token.len(), limit: options.max_token_size });
+        return Err(JoseError::TooLarge {
+            size: token.len(),
+            limit: options.max_token_size,
+        });
     }
     let parts: Vec<&str> = token.split('.').collect();
     let [h, ek, iv, ct, tag] = parts.as_slice() else {
-        return Err(JoseError::malformed("JWE", format!("expected 5 dot-separated parts, found {}", parts.len())));
+        return Err(JoseError::malformed(
+            "JWE",
+            format!("expected 5 dot-separated parts, found {}", parts.len()),
+        ));
     };
     let header = crate::json::parse_object("JWE header", &b64::decode("JWE header", h)?)?;
     let alg: KeyManagementAlgorithm = match header.get("alg") {
@@ -197,18 +235,28 @@ pub fn parse<'a>(token: &'a str, options: &DecryptOptions) -> Result<ParsedJwe<'
         None => return Err(JoseError::malformed("JWE header", "missing `enc`")),
     };
     if !options.algorithms.contains(&alg) {
-        return Err(JoseError::UnsupportedAlgorithm { alg: alg.as_str().into() });
+        return Err(JoseError::UnsupportedAlgorithm {
+            alg: alg.as_str().into(),
+        });
     }
     if !options.encryptions.contains(&enc) {
-        return Err(JoseError::UnsupportedAlgorithm { alg: enc.as_str().into() });
+        return Err(JoseError::UnsupportedAlgorithm {
+            alg: enc.as_str().into(),
+        });
     }
     if header.contains_key("zip") {
-        return Err(JoseError::UnsupportedHeader { name: "zip".into(), reason: "compressed JWE payloads are refused" });
+        return Err(JoseError::UnsupportedHeader {
+            name: "zip".into(),
+            reason: "compressed JWE payloads are refused",
+        });
     }
     if let Some(crit) = header.get("crit") {
-        let names = crit
-            .as_array()
-            .map(|a| a.iter().map(|v| v.as_str().map(sanitize).unwrap_or_else(|| "?".into())).collect::<Vec<_>>().join(","));
+        let names = crit.as_array().map(|a| {
+            a.iter()
+                .map(|v| v.as_str().map(sanitize).unwrap_or_else(|| "?".into()))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
         return Err(JoseError::UnsupportedHeader {
             name: format!("crit[{}]", names.unwrap_or_default()),
             reason: "no critical extensions are understood",
@@ -217,14 +265,29 @@ pub fn parse<'a>(token: &'a str, options: &DecryptOptions) -> Result<ParsedJwe<'
     let encrypted_key = b64::decode("JWE encrypted key", ek)?;
     let iv = b64::decode("JWE IV", iv)?;
     if iv.len() != 12 {
-        return Err(JoseError::malformed("JWE", format!("IV must be 96 bits, got {} bits", iv.len() * 8)));
+        return Err(JoseError::malformed(
+            "JWE",
+            format!("IV must be 96 bits, got {} bits", iv.len() * 8),
+        ));
     }
     let ciphertext = b64::decode("JWE ciphertext", ct)?;
     let tag = b64::decode("JWE tag", tag)?;
     if tag.len() != 16 {
-        return Err(JoseError::malformed("JWE", format!("tag must be 128 bits, got {} bits", tag.len() * 8)));
+        return Err(JoseError::malformed(
+            "JWE",
+            format!("tag must be 128 bits, got {} bits", tag.len() * 8),
+        ));
     }
-    Ok(ParsedJwe { header, alg, enc, header_b64: h, encrypted_key, iv, ciphertext, tag })
+    Ok(ParsedJwe {
+        header,
+        alg,
+        enc,
+        header_b64: h,
+        encrypted_key,
+        iv,
+        ciphertext,
+        tag,
+    })
 }
 
 impl ParsedJwe<'_> {
@@ -237,12 +300,18 @@ impl ParsedJwe<'_> {
     fn check_key(&self, key: &dyn KeyBackend) -> Result<(), JoseError> {
         let public = key.public_key();
         let PublicKey::Rsa { n, .. } = public else {
-            return Err(JoseError::NoKey { reason: format!("{} needs an RSA key, not {}", self.alg, public.describe()) });
+            return Err(JoseError::NoKey {
+                reason: format!("{} needs an RSA key, not {}", self.alg, public.describe()),
+            });
         };
         if self.encrypted_key.len() != n.len() {
             return Err(JoseError::malformed(
                 "JWE",
-                format!("encrypted key is {} bytes; the key's modulus is {} bytes", self.encrypted_key.len(), n.len()),
+                format!(
+                    "encrypted key is {} bytes; the key's modulus is {} bytes",
+                    self.encrypted_key.len(),
+                    n.len()
+                ),
             ));
         }
         Ok(())
@@ -255,22 +324,33 @@ impl ParsedJwe<'_> {
             // failure surfaces only as a tag mismatch.
             Ok(_) | Err(KeyError::Crypto) => {
                 let mut random = Zeroizing::new(vec![0u8; self.enc.key_len()]);
-                SystemRandom::new().fill(&mut random).map_err(|_| JoseError::DecryptionFailed)?;
+                SystemRandom::new()
+                    .fill(&mut random)
+                    .map_err(|_| JoseError::DecryptionFailed)?;
                 random
             }
             Err(other) => return Err(JoseError::Key(other)),
         };
-        let key = LessSafeKey::new(UnboundKey::new(self.enc.aead(), &cek).map_err(|_| JoseError::DecryptionFailed)?);
+        let key = LessSafeKey::new(
+            UnboundKey::new(self.enc.aead(), &cek).map_err(|_| JoseError::DecryptionFailed)?,
+        );
         let mut iv = [0u8; 12];
         iv.copy_from_slice(&self.iv);
         let mut buffer = Zeroizing::new(self.ciphertext);
         buffer.extend_from_slice(&self.tag);
         let len = key
-            .open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(self.header_b64.as_bytes()), &mut buffer)
+            .open_in_place(
+                Nonce::assume_unique_for_key(iv),
+                Aad::from(self.header_b64.as_bytes()),
+                &mut buffer,
+            )
             .map_err(|_| JoseError::DecryptionFailed)?
             .len();
         buffer.truncate(len);
-        Ok(Decrypted { header: self.header, plaintext: buffer })
+        Ok(Decrypted {
+            header: self.header,
+            plaintext: buffer,
+        })
     }
 }
 
@@ -279,7 +359,11 @@ impl ParsedJwe<'_> {
 /// # Errors
 /// Structural errors of [`parse`], [`JoseError::NoKey`], [`JoseError::Key`] for backend failures (e.g.
 /// RSA-OAEP-256 on a token that does not support it), [`JoseError::DecryptionFailed`].
-pub fn decrypt(token: &str, key: &dyn KeyBackend, options: &DecryptOptions) -> Result<Decrypted, JoseError> {
+pub fn decrypt(
+    token: &str,
+    key: &dyn KeyBackend,
+    options: &DecryptOptions,
+) -> Result<Decrypted, JoseError> {
     let jwe = parse(token, options)?;
     jwe.check_key(key)?;
     let cek = key.decrypt(jwe.alg.scheme(), &jwe.encrypted_key);
@@ -292,9 +376,15 @@ pub fn decrypt(token: &str, key: &dyn KeyBackend, options: &DecryptOptions) -> R
 ///
 /// # Errors
 /// As [`decrypt`].
-pub async fn decrypt_async(token: &str, key: &dyn KeyBackend, options: &DecryptOptions) -> Result<Decrypted, JoseError> {
+pub async fn decrypt_async(
+    token: &str,
+    key: &dyn KeyBackend,
+    options: &DecryptOptions,
+) -> Result<Decrypted, JoseError> {
     let jwe = parse(token, options)?;
     jwe.check_key(key)?;
-    let cek = key.decrypt_async(jwe.alg.scheme(), &jwe.encrypted_key).await;
+    let cek = key
+        .decrypt_async(jwe.alg.scheme(), &jwe.encrypted_key)
+        .await;
     jwe.finish(cek)
 }

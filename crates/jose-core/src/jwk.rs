@@ -116,7 +116,9 @@ impl Jwk {
     /// [`JoseError::Malformed`] for missing members, [`JoseError::Key`] for invalid key values.
     pub fn to_public_key(&self) -> Result<PublicKey, JoseError> {
         let member = |v: &Option<String>, name: &'static str| -> Result<Vec<u8>, JoseError> {
-            let s = v.as_deref().ok_or_else(|| JoseError::malformed("JWK", format!("missing `{name}`")))?;
+            let s = v
+                .as_deref()
+                .ok_or_else(|| JoseError::malformed("JWK", format!("missing `{name}`")))?;
             b64::decode("JWK", s)
         };
         match self.kty.as_str() {
@@ -124,23 +126,35 @@ impl Jwk {
                 let n = member(&self.n, "n")?;
                 let e = member(&self.e, "e")?;
                 if n.first() == Some(&0) || e.first() == Some(&0) {
-                    return Err(JoseError::malformed("JWK", "RSA values must not have leading zero bytes"));
+                    return Err(JoseError::malformed(
+                        "JWK",
+                        "RSA values must not have leading zero bytes",
+                    ));
                 }
                 Ok(PublicKey::rsa(&n, &e)?)
             }
             "EC" => {
-                let crv = self.crv.as_deref().ok_or_else(|| JoseError::malformed("JWK", "missing `crv`"))?;
+                let crv = self
+                    .crv
+                    .as_deref()
+                    .ok_or_else(|| JoseError::malformed("JWK", "missing `crv`"))?;
                 let curve = EcCurve::from_name(crv)?;
                 let x = member(&self.x, "x")?;
                 let y = member(&self.y, "y")?;
                 if x.len() != curve.coordinate_len() || y.len() != curve.coordinate_len() {
-                    return Err(JoseError::malformed("JWK", "EC coordinates must be the curve's full length"));
+                    return Err(JoseError::malformed(
+                        "JWK",
+                        "EC coordinates must be the curve's full length",
+                    ));
                 }
                 Ok(PublicKey::ec(curve, &x, &y)?)
             }
             other => Err(JoseError::malformed(
                 "JWK",
-                format!("unsupported kty {:?} (RSA and EC are supported)", crate::error::sanitize(other)),
+                format!(
+                    "unsupported kty {:?} (RSA and EC are supported)",
+                    crate::error::sanitize(other)
+                ),
             )),
         }
     }
@@ -154,19 +168,36 @@ impl Jwk {
         let canonical = match self.kty.as_str() {
             "RSA" => serde_json::json!({"e": self.e, "kty": "RSA", "n": self.n}),
             "EC" => serde_json::json!({"crv": self.crv, "kty": "EC", "x": self.x, "y": self.y}),
-            _ => return Err(JoseError::malformed("JWK", "thumbprints need kty RSA or EC")),
+            _ => {
+                return Err(JoseError::malformed(
+                    "JWK",
+                    "thumbprints need kty RSA or EC",
+                ));
+            }
         };
-        if canonical.as_object().is_some_and(|o| o.values().any(Value::is_null)) {
-            return Err(JoseError::malformed("JWK", "missing required members for a thumbprint"));
+        if canonical
+            .as_object()
+            .is_some_and(|o| o.values().any(Value::is_null))
+        {
+            return Err(JoseError::malformed(
+                "JWK",
+                "missing required members for a thumbprint",
+            ));
         }
-        let mut members: Vec<(&String, &Value)> = canonical.as_object().map(|o| o.iter().collect()).unwrap_or_default();
+        let mut members: Vec<(&String, &Value)> = canonical
+            .as_object()
+            .map(|o| o.iter().collect())
+            .unwrap_or_default();
         members.sort_by(|a, b| a.0.cmp(b.0));
         let body: Vec<String> = members
             .iter()
             .map(|(k, v)| format!("{}:{}", Value::String((*k).clone()), v))
             .collect();
         let json = format!("{{{}}}", body.join(","));
-        Ok(b64::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, json.as_bytes())))
+        Ok(b64::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            json.as_bytes(),
+        )))
     }
 }
 
@@ -211,7 +242,8 @@ mod tests {
 
     #[test]
     fn refuses_private_jwk() {
-        let e = Jwk::from_json(r#"{"kty":"EC","crv":"P-256","x":"a","y":"b","d":"c"}"#).unwrap_err();
+        let e =
+            Jwk::from_json(r#"{"kty":"EC","crv":"P-256","x":"a","y":"b","d":"c"}"#).unwrap_err();
         assert!(e.to_string().contains("private member `d`"));
     }
 }

@@ -35,7 +35,13 @@ impl JwsHeader {
     /// A header with only `alg`.
     #[must_use]
     pub fn new(alg: JwsAlgorithm) -> Self {
-        Self { alg, typ: None, kid: None, cty: None, extra: Map::new() }
+        Self {
+            alg,
+            typ: None,
+            kid: None,
+            cty: None,
+            extra: Map::new(),
+        }
     }
 
     /// Sets `typ`.
@@ -80,7 +86,8 @@ impl JwsHeader {
 /// # Errors
 /// [`JoseError::Key`] when the algorithm does not fit the key or the backend fails.
 pub fn sign(key: &dyn KeyBackend, header: &JwsHeader, payload: &[u8]) -> Result<String, JoseError> {
-    let header_json = serde_json::to_vec(&header.to_json()).map_err(|e| JoseError::InvalidInput(e.to_string()))?;
+    let header_json = serde_json::to_vec(&header.to_json())
+        .map_err(|e| JoseError::InvalidInput(e.to_string()))?;
     sign_with_raw_header(key, header.alg, &header_json, payload)
 }
 
@@ -88,10 +95,17 @@ pub fn sign(key: &dyn KeyBackend, header: &JwsHeader, payload: &[u8]) -> Result<
 ///
 /// # Errors
 /// As [`sign`].
-pub async fn sign_async(key: &dyn KeyBackend, header: &JwsHeader, payload: &[u8]) -> Result<String, JoseError> {
-    let header_json = serde_json::to_vec(&header.to_json()).map_err(|e| JoseError::InvalidInput(e.to_string()))?;
+pub async fn sign_async(
+    key: &dyn KeyBackend,
+    header: &JwsHeader,
+    payload: &[u8],
+) -> Result<String, JoseError> {
+    let header_json = serde_json::to_vec(&header.to_json())
+        .map_err(|e| JoseError::InvalidInput(e.to_string()))?;
     let signing_input = signing_input(key, header.alg, &header_json, payload)?;
-    let sig = key.sign_async(header.alg.scheme(), signing_input.as_bytes()).await?;
+    let sig = key
+        .sign_async(header.alg.scheme(), signing_input.as_bytes())
+        .await?;
     Ok(finish(signing_input, &sig))
 }
 
@@ -109,14 +123,26 @@ pub fn sign_with_raw_header(
     let signing_input = signing_input(key, alg, header_json, payload)?;
     let started = std::time::Instant::now();
     let sig = key.sign(alg.scheme(), signing_input.as_bytes())?;
-    tracing::debug!(key = key.key_label(), alg = alg.as_str(), elapsed_us = started.elapsed().as_micros() as u64, "JWS signed");
+    tracing::debug!(
+        key = key.key_label(),
+        alg = alg.as_str(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "JWS signed"
+    );
     Ok(finish(signing_input, &sig))
 }
 
-fn signing_input(key: &dyn KeyBackend, alg: JwsAlgorithm, header_json: &[u8], payload: &[u8]) -> Result<String, JoseError> {
+fn signing_input(
+    key: &dyn KeyBackend,
+    alg: JwsAlgorithm,
+    header_json: &[u8],
+    payload: &[u8],
+) -> Result<String, JoseError> {
     let header = crate::json::parse_object("header", header_json)?;
     if header.get("alg").and_then(Value::as_str) != Some(alg.as_str()) {
-        return Err(JoseError::InvalidInput("header `alg` does not match the signing algorithm".into()));
+        return Err(JoseError::InvalidInput(
+            "header `alg` does not match the signing algorithm".into(),
+        ));
     }
     alg.scheme().check_key(key.public_key())?;
     let mut s = String::with_capacity((header_json.len() + payload.len()) * 4 / 3 + 4);
@@ -144,7 +170,10 @@ pub struct VerifyOptions {
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        Self { algorithms: JwsAlgorithm::ALL.to_vec(), max_token_size: DEFAULT_MAX_TOKEN_SIZE }
+        Self {
+            algorithms: JwsAlgorithm::ALL.to_vec(),
+            max_token_size: DEFAULT_MAX_TOKEN_SIZE,
+        }
     }
 }
 
@@ -189,7 +218,12 @@ impl UnverifiedJws<'_> {
     /// # Errors
     /// [`JoseError::InvalidSignature`], or [`JoseError::NoKey`] when the key does not fit the algorithm.
     pub fn verify_with(&self, key: &PublicKey) -> Result<(), JoseError> {
-        verify_signature(self.alg, key, self.signing_input.as_bytes(), &self.signature)
+        verify_signature(
+            self.alg,
+            key,
+            self.signing_input.as_bytes(),
+            &self.signature,
+        )
     }
 }
 
@@ -200,12 +234,20 @@ impl UnverifiedJws<'_> {
 /// [`JoseError::UnsupportedAlgorithm`], [`JoseError::UnsupportedHeader`].
 pub fn parse<'a>(token: &'a str, options: &VerifyOptions) -> Result<UnverifiedJws<'a>, JoseError> {
     if token.len() > options.max_token_size {
-        return Err(JoseError::TooLarge { size: token.len(), limit: options.max_token_size });
+        return Err(JoseError::TooLarge {
+            size: token.len(),
+            limit: options.max_token_size,
+        });
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         let n = token.split('.').count();
-        return Err(JoseError::malformed("JWS", format!("expected 3 dot-separated parts, found {n}")));
+        return Err(JoseError::malformed(
+            "JWS",
+            format!("expected 3 dot-separated parts, found {n}"),
+        ));
     };
     if h.is_empty() {
         return Err(JoseError::malformed("JWS", "empty header"));
@@ -215,21 +257,35 @@ pub fn parse<'a>(token: &'a str, options: &VerifyOptions) -> Result<UnverifiedJw
     let payload = b64::decode("JWS payload", p)?;
     let signature = b64::decode("JWS signature", s)?;
     let signing_input = &token[..h.len() + 1 + p.len()];
-    Ok(UnverifiedJws { header, alg, payload, signing_input, signature })
+    Ok(UnverifiedJws {
+        header,
+        alg,
+        payload,
+        signing_input,
+        signature,
+    })
 }
 
-pub(crate) fn check_header(header: &Map<String, Value>, allowed: &[JwsAlgorithm]) -> Result<JwsAlgorithm, JoseError> {
+pub(crate) fn check_header(
+    header: &Map<String, Value>,
+    allowed: &[JwsAlgorithm],
+) -> Result<JwsAlgorithm, JoseError> {
     let alg = match header.get("alg") {
         Some(Value::String(a)) => a.parse::<JwsAlgorithm>()?,
         Some(_) => return Err(JoseError::malformed("JWS header", "`alg` is not a string")),
         None => return Err(JoseError::malformed("JWS header", "missing `alg`")),
     };
     if !allowed.contains(&alg) {
-        return Err(JoseError::UnsupportedAlgorithm { alg: alg.as_str().into() });
+        return Err(JoseError::UnsupportedAlgorithm {
+            alg: alg.as_str().into(),
+        });
     }
     if let Some(crit) = header.get("crit") {
         let names = crit.as_array().map(|a| {
-            a.iter().map(|v| v.as_str().map(sanitize).unwrap_or_else(|| "?".into())).collect::<Vec<_>>().join(",")
+            a.iter()
+                .map(|v| v.as_str().map(sanitize).unwrap_or_else(|| "?".into()))
+                .collect::<Vec<_>>()
+                .join(",")
         });
         return Err(JoseError::UnsupportedHeader {
             name: format!("crit[{}]", names.unwrap_or_default()),
@@ -238,7 +294,10 @@ pub(crate) fn check_header(header: &Map<String, Value>, allowed: &[JwsAlgorithm]
     }
     if let Some(b) = header.get("b64") {
         if b != &Value::Bool(true) {
-            return Err(JoseError::UnsupportedHeader { name: "b64".into(), reason: "unencoded payloads are not supported" });
+            return Err(JoseError::UnsupportedHeader {
+                name: "b64".into(),
+                reason: "unencoded payloads are not supported",
+            });
         }
     }
     if let Some(kid) = header.get("kid") {
@@ -253,7 +312,11 @@ pub(crate) fn check_header(header: &Map<String, Value>, allowed: &[JwsAlgorithm]
 ///
 /// # Errors
 /// Every structural error of [`parse`], [`JoseError::NoKey`], [`JoseError::InvalidSignature`].
-pub fn verify(token: &str, keys: &KeySet, options: &VerifyOptions) -> Result<(Map<String, Value>, Vec<u8>), JoseError> {
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    options: &VerifyOptions,
+) -> Result<(Map<String, Value>, Vec<u8>), JoseError> {
     let jws = parse(token, options)?;
     let key = keys.select(jws.kid(), jws.alg)?;
     jws.verify_with(&key.key)?;
@@ -265,10 +328,17 @@ pub fn verify(token: &str, keys: &KeySet, options: &VerifyOptions) -> Result<(Ma
 ///
 /// # Errors
 /// [`JoseError::InvalidSignature`] or [`JoseError::NoKey`].
-pub fn verify_signature(alg: JwsAlgorithm, key: &PublicKey, message: &[u8], signature: &[u8]) -> Result<(), JoseError> {
+pub fn verify_signature(
+    alg: JwsAlgorithm,
+    key: &PublicKey,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), JoseError> {
     use aws_lc_rs::signature as sig;
     if !alg.fits(key) {
-        return Err(JoseError::NoKey { reason: format!("key ({}) does not fit algorithm {alg}", key.describe()) });
+        return Err(JoseError::NoKey {
+            reason: format!("key ({}) does not fit algorithm {alg}", key.describe()),
+        });
     }
     let (verifier, key_bytes): (&'static dyn sig::VerificationAlgorithm, Vec<u8>) = match key {
         PublicKey::Rsa { n, .. } => {
@@ -282,7 +352,9 @@ pub fn verify_signature(alg: JwsAlgorithm, key: &PublicKey, message: &[u8], sign
                 JwsAlgorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
                 JwsAlgorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
                 JwsAlgorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
-                JwsAlgorithm::ES256 | JwsAlgorithm::ES384 => return Err(JoseError::InvalidSignature),
+                JwsAlgorithm::ES256 | JwsAlgorithm::ES384 => {
+                    return Err(JoseError::InvalidSignature);
+                }
             };
             (v, key.rsa_public_key_der().unwrap_or_default())
         }
@@ -297,7 +369,13 @@ pub fn verify_signature(alg: JwsAlgorithm, key: &PublicKey, message: &[u8], sign
             };
             (v, key.ec_point().unwrap_or_default())
         }
-        _ => return Err(JoseError::NoKey { reason: "unsupported key type".into() }),
+        _ => {
+            return Err(JoseError::NoKey {
+                reason: "unsupported key type".into(),
+            });
+        }
     };
-    sig::UnparsedPublicKey::new(verifier, &key_bytes).verify(message, signature).map_err(|_| JoseError::InvalidSignature)
+    sig::UnparsedPublicKey::new(verifier, &key_bytes)
+        .verify(message, signature)
+        .map_err(|_| JoseError::InvalidSignature)
 }

@@ -18,14 +18,21 @@ use crate::keys::KeySet;
 /// Seconds since the Unix epoch.
 #[must_use]
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Signs `claims` (any serializable JSON object) as a compact JWT.
 ///
 /// # Errors
 /// [`JoseError::InvalidInput`] if the claims are not a JSON object; else as [`jws::sign`].
-pub fn sign(key: &dyn KeyBackend, header: &JwsHeader, claims: &impl Serialize) -> Result<String, JoseError> {
+pub fn sign(
+    key: &dyn KeyBackend,
+    header: &JwsHeader,
+    claims: &impl Serialize,
+) -> Result<String, JoseError> {
     jws::sign(key, header, &claims_bytes(claims)?)
 }
 
@@ -33,15 +40,22 @@ pub fn sign(key: &dyn KeyBackend, header: &JwsHeader, claims: &impl Serialize) -
 ///
 /// # Errors
 /// As [`sign`].
-pub async fn sign_async(key: &dyn KeyBackend, header: &JwsHeader, claims: &(impl Serialize + Sync)) -> Result<String, JoseError> {
+pub async fn sign_async(
+    key: &dyn KeyBackend,
+    header: &JwsHeader,
+    claims: &(impl Serialize + Sync),
+) -> Result<String, JoseError> {
     let bytes = claims_bytes(claims)?;
     jws::sign_async(key, header, &bytes).await
 }
 
 fn claims_bytes(claims: &impl Serialize) -> Result<Vec<u8>, JoseError> {
-    let value = serde_json::to_value(claims).map_err(|e| JoseError::InvalidInput(format!("claims: {e}")))?;
+    let value = serde_json::to_value(claims)
+        .map_err(|e| JoseError::InvalidInput(format!("claims: {e}")))?;
     if !value.is_object() {
-        return Err(JoseError::InvalidInput("JWT claims must be a JSON object".into()));
+        return Err(JoseError::InvalidInput(
+            "JWT claims must be a JSON object".into(),
+        ));
     }
     serde_json::to_vec(&value).map_err(|e| JoseError::InvalidInput(format!("claims: {e}")))
 }
@@ -166,7 +180,11 @@ pub fn install_crypto_provider() {
 /// Structural errors (see [`jws::parse`]), [`JoseError::NoKey`], [`JoseError::InvalidSignature`],
 /// [`JoseError::Expired`], [`JoseError::NotYetValid`], [`JoseError::InvalidAudience`],
 /// [`JoseError::InvalidIssuer`], [`JoseError::MissingClaim`], [`JoseError::InvalidClaim`].
-pub fn verify(token: &str, keys: &KeySet, validation: &Validation) -> Result<VerifiedJwt, JoseError> {
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    validation: &Validation,
+) -> Result<VerifiedJwt, JoseError> {
     install_crypto_provider();
     let options = VerifyOptions::default()
         .algorithms(&validation.algorithms)
@@ -182,7 +200,11 @@ pub fn verify(token: &str, keys: &KeySet, validation: &Validation) -> Result<Ver
     v.leeway = validation.leeway;
     v.validate_exp = validation.validate_exp;
     v.validate_nbf = validation.validate_nbf;
-    v.required_spec_claims = validation.required_claims.iter().cloned().collect::<HashSet<_>>();
+    v.required_spec_claims = validation
+        .required_claims
+        .iter()
+        .cloned()
+        .collect::<HashSet<_>>();
     match &validation.audience {
         Some(aud) => v.set_audience(aud),
         None => v.validate_aud = false,
@@ -206,7 +228,11 @@ pub fn verify(token: &str, keys: &KeySet, validation: &Validation) -> Result<Ver
             }
         }
     }
-    Ok(VerifiedJwt { header: jws.header, claims, alg: jws.alg })
+    Ok(VerifiedJwt {
+        header: jws.header,
+        claims,
+        alg: jws.alg,
+    })
 }
 
 /// `exp`, `nbf` and `iat` must be non-negative numbers within the range of a 64-bit timestamp.
@@ -214,7 +240,11 @@ fn check_time_claim_types(claims: &Map<String, Value>) -> Result<(), JoseError> 
     for name in ["exp", "nbf", "iat"] {
         if let Some(v) = claims.get(name) {
             let ok = match v {
-                Value::Number(n) => n.as_u64().is_some() || n.as_f64().is_some_and(|f| f.is_finite() && (0.0..9.2e18).contains(&f)),
+                Value::Number(n) => {
+                    n.as_u64().is_some()
+                        || n.as_f64()
+                            .is_some_and(|f| f.is_finite() && (0.0..9.2e18).contains(&f))
+                }
                 _ => false,
             };
             if !ok {
@@ -231,9 +261,16 @@ fn check_time_claim_types(claims: &Map<String, Value>) -> Result<(), JoseError> 
 fn decoding_key(key: &PublicKey) -> Result<jsonwebtoken::DecodingKey, JoseError> {
     match key {
         PublicKey::Rsa { n, e } => Ok(jsonwebtoken::DecodingKey::from_rsa_raw_components(n, e)),
-        PublicKey::Ec { x, y, .. } => jsonwebtoken::DecodingKey::from_ec_components(&b64::encode(x), &b64::encode(y))
-            .map_err(|_| JoseError::NoKey { reason: "EC key rejected by jsonwebtoken".into() }),
-        _ => Err(JoseError::NoKey { reason: "unsupported key type".into() }),
+        PublicKey::Ec { x, y, .. } => {
+            jsonwebtoken::DecodingKey::from_ec_components(&b64::encode(x), &b64::encode(y)).map_err(
+                |_| JoseError::NoKey {
+                    reason: "EC key rejected by jsonwebtoken".into(),
+                },
+            )
+        }
+        _ => Err(JoseError::NoKey {
+            reason: "unsupported key type".into(),
+        }),
     }
 }
 
@@ -261,14 +298,22 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> JoseError {
 ///
 /// # Errors
 /// Structural errors only.
-pub fn decode_unverified(token: &str) -> Result<(Map<String, Value>, Map<String, Value>), JoseError> {
+pub fn decode_unverified(
+    token: &str,
+) -> Result<(Map<String, Value>, Map<String, Value>), JoseError> {
     let options = VerifyOptions::default();
     if token.len() > options.max_token_size {
-        return Err(JoseError::TooLarge { size: token.len(), limit: options.max_token_size });
+        return Err(JoseError::TooLarge {
+            size: token.len(),
+            limit: options.max_token_size,
+        });
     }
     let parts: Vec<&str> = token.split('.').collect();
     if parts.len() != 3 {
-        return Err(JoseError::malformed("JWT", format!("expected 3 dot-separated parts, found {}", parts.len())));
+        return Err(JoseError::malformed(
+            "JWT",
+            format!("expected 3 dot-separated parts, found {}", parts.len()),
+        ));
     }
     let header = crate::json::parse_object("JWT header", &b64::decode("JWT header", parts[0])?)?;
     let claims = crate::json::parse_object("JWT claims", &b64::decode("JWT claims", parts[1])?)?;

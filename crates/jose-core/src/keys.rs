@@ -22,7 +22,11 @@ impl VerifyingKey {
     /// A key without metadata.
     #[must_use]
     pub fn new(key: PublicKey) -> Self {
-        Self { key, kid: None, alg: None }
+        Self {
+            key,
+            kid: None,
+            alg: None,
+        }
     }
 
     /// From a JWK (keeps `kid` and `alg`).
@@ -30,7 +34,11 @@ impl VerifyingKey {
     /// # Errors
     /// As [`Jwk::to_public_key`].
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, JoseError> {
-        Ok(Self { key: jwk.to_public_key()?, kid: jwk.kid.clone(), alg: jwk.alg.clone() })
+        Ok(Self {
+            key: jwk.to_public_key()?,
+            kid: jwk.kid.clone(),
+            alg: jwk.alg.clone(),
+        })
     }
 }
 
@@ -46,7 +54,10 @@ impl KeySet {
     /// A set of one key.
     #[must_use]
     pub fn single(key: VerifyingKey) -> Self {
-        Self { keys: vec![key], from_jwks: false }
+        Self {
+            keys: vec![key],
+            from_jwks: false,
+        }
     }
 
     /// A set from a JWKS.
@@ -54,8 +65,15 @@ impl KeySet {
     /// # Errors
     /// As [`VerifyingKey::from_jwk`].
     pub fn from_jwks(jwks: &Jwks) -> Result<Self, JoseError> {
-        let keys = jwks.keys.iter().map(VerifyingKey::from_jwk).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { keys, from_jwks: true })
+        let keys = jwks
+            .keys
+            .iter()
+            .map(VerifyingKey::from_jwk)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            keys,
+            from_jwks: true,
+        })
     }
 
     /// Loads SPKI PEM (`-----BEGIN PUBLIC KEY-----`), a JWK, or a JWKS from text.
@@ -76,7 +94,9 @@ impl KeySet {
         if map.contains_key("keys") {
             Self::from_jwks(&Jwks::from_json(text)?)
         } else {
-            Ok(Self::single(VerifyingKey::from_jwk(&Jwk::from_json(text)?)?))
+            Ok(Self::single(VerifyingKey::from_jwk(&Jwk::from_json(
+                text,
+            )?)?))
         }
     }
 
@@ -93,9 +113,15 @@ impl KeySet {
     pub fn select(&self, kid: Option<&str>, alg: JwsAlgorithm) -> Result<&VerifyingKey, JoseError> {
         let candidates: Vec<&VerifyingKey> = match kid {
             Some(kid) if self.from_jwks || self.keys.iter().any(|k| k.kid.is_some()) => {
-                let found: Vec<_> = self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)).collect();
+                let found: Vec<_> = self
+                    .keys
+                    .iter()
+                    .filter(|k| k.kid.as_deref() == Some(kid))
+                    .collect();
                 if found.is_empty() {
-                    return Err(JoseError::NoKey { reason: format!("no key with kid {:?}", sanitize(kid)) });
+                    return Err(JoseError::NoKey {
+                        reason: format!("no key with kid {:?}", sanitize(kid)),
+                    });
                 }
                 found
             }
@@ -107,7 +133,9 @@ impl KeySet {
             .collect();
         match fitting.as_slice() {
             [one] => Ok(one),
-            [] => Err(JoseError::NoKey { reason: format!("no key fits algorithm {alg}") }),
+            [] => Err(JoseError::NoKey {
+                reason: format!("no key fits algorithm {alg}"),
+            }),
             _ => Err(JoseError::NoKey {
                 reason: "several keys fit and the token names none by kid".into(),
             }),

@@ -29,11 +29,19 @@ pub fn vector_key(dir: &tempfile::TempDir, name: &str) -> Arc<dyn KeyBackend> {
 }
 
 pub fn open_file(path: &Path) -> Arc<dyn KeyBackend> {
-    key_provider::open(&format!("file:{}", path.display()).parse().unwrap(), &OpenOptions::new()).unwrap()
+    key_provider::open(
+        &format!("file:{}", path.display()).parse().unwrap(),
+        &OpenOptions::new(),
+    )
+    .unwrap()
 }
 
 /// A new key in a temp dir, plus the path of its PEM file.
-pub fn new_key(dir: &tempfile::TempDir, name: &str, spec: KeySpec) -> (Arc<dyn KeyBackend>, PathBuf) {
+pub fn new_key(
+    dir: &tempfile::TempDir,
+    name: &str,
+    spec: KeySpec,
+) -> (Arc<dyn KeyBackend>, PathBuf) {
     let path = dir.path().join(name);
     key_provider::file::generate(&path, spec).unwrap();
     (open_file(&path), path)

@@ -13,7 +13,9 @@ fn rfc7515_a2_rs256_byte_for_byte() {
     let key = common::vector_key(&dir, "rfc7515_a2.pem");
     let header = jose_core::b64::decode("h", v["protected_b64"].as_str().unwrap()).unwrap();
     let payload = jose_core::b64::decode("p", v["payload_b64"].as_str().unwrap()).unwrap();
-    let jws = jose_core::jws::sign_with_raw_header(key.as_ref(), JwsAlgorithm::RS256, &header, &payload).unwrap();
+    let jws =
+        jose_core::jws::sign_with_raw_header(key.as_ref(), JwsAlgorithm::RS256, &header, &payload)
+            .unwrap();
     assert_eq!(jws, v["jws"].as_str().unwrap());
 
     // And the published JWS verifies with the published public JWK.
@@ -27,7 +29,10 @@ fn rfc7638_thumbprint() {
     let v = common::vector_json("rfc7638_3_1.json");
     let jwk = Jwk::from_json(&v["jwk"].to_string()).unwrap();
     assert_eq!(jwk.thumbprint().unwrap(), v["thumbprint"].as_str().unwrap());
-    assert_eq!(jose_core::thumbprint(&jwk.to_public_key().unwrap()), v["thumbprint"].as_str().unwrap());
+    assert_eq!(
+        jose_core::thumbprint(&jwk.to_public_key().unwrap()),
+        v["thumbprint"].as_str().unwrap()
+    );
 }
 
 #[test]
@@ -35,7 +40,12 @@ fn rfc7516_a1_decrypts() {
     let dir = tempfile::tempdir().unwrap();
     let v = common::vector_json("rfc7516_a1.json");
     let key = common::vector_key(&dir, "rfc7516_a1.pem");
-    let out = jose_core::jwe::decrypt(v["jwe"].as_str().unwrap(), key.as_ref(), &DecryptOptions::default()).unwrap();
+    let out = jose_core::jwe::decrypt(
+        v["jwe"].as_str().unwrap(),
+        key.as_ref(),
+        &DecryptOptions::default(),
+    )
+    .unwrap();
     let expected = jose_core::b64::decode("p", v["plaintext_b64"].as_str().unwrap()).unwrap();
     assert_eq!(&out.plaintext[..], &expected[..]);
     assert_eq!(out.header["enc"], "A256GCM");
@@ -46,8 +56,16 @@ fn rfc7520_5_2_decrypts() {
     let dir = tempfile::tempdir().unwrap();
     let v = common::vector_json("rfc7520_5_2.json");
     let key = common::vector_key(&dir, "rfc7520_5_2.pem");
-    let out = jose_core::jwe::decrypt(v["jwe"].as_str().unwrap(), key.as_ref(), &DecryptOptions::default()).unwrap();
-    assert_eq!(&out.plaintext[..], v["plaintext"].as_str().unwrap().as_bytes());
+    let out = jose_core::jwe::decrypt(
+        v["jwe"].as_str().unwrap(),
+        key.as_ref(),
+        &DecryptOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        &out.plaintext[..],
+        v["plaintext"].as_str().unwrap().as_bytes()
+    );
     assert_eq!(out.header["kid"], v["kid"]);
 }
 
@@ -56,8 +74,16 @@ fn rfc7520_5_1_rsa1_5_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let v = common::vector_json("rfc7520_5_1.json");
     let key = common::vector_key(&dir, "rfc7520_5_1.pem");
-    let err = jose_core::jwe::decrypt(v["jwe"].as_str().unwrap(), key.as_ref(), &DecryptOptions::default()).unwrap_err();
-    assert!(matches!(err, JoseError::ForbiddenAlgorithm { .. }), "{err:?}");
+    let err = jose_core::jwe::decrypt(
+        v["jwe"].as_str().unwrap(),
+        key.as_ref(),
+        &DecryptOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, JoseError::ForbiddenAlgorithm { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("RSA1_5"));
 }
 
@@ -72,13 +98,15 @@ fn tampered_rfc_jwe_fails_opaquely() {
     let mut ct = jose_core::b64::decode("c", &parts[3]).unwrap();
     ct[0] ^= 1;
     parts[3] = jose_core::b64::encode(&ct);
-    let err = jose_core::jwe::decrypt(&parts.join("."), key.as_ref(), &DecryptOptions::default()).unwrap_err();
+    let err = jose_core::jwe::decrypt(&parts.join("."), key.as_ref(), &DecryptOptions::default())
+        .unwrap_err();
     assert!(matches!(err, JoseError::DecryptionFailed), "{err:?}");
     // A corrupted encrypted key fails the same way (no distinguishable oracle).
     let mut parts: Vec<String> = jwe.split('.').map(str::to_owned).collect();
     let mut ek = jose_core::b64::decode("k", &parts[1]).unwrap();
     ek[10] ^= 0x40;
     parts[1] = jose_core::b64::encode(&ek);
-    let err = jose_core::jwe::decrypt(&parts.join("."), key.as_ref(), &DecryptOptions::default()).unwrap_err();
+    let err = jose_core::jwe::decrypt(&parts.join("."), key.as_ref(), &DecryptOptions::default())
+        .unwrap_err();
     assert!(matches!(err, JoseError::DecryptionFailed), "{err:?}");
 }
