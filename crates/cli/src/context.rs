@@ -45,7 +45,10 @@ impl Context {
         let mut builder = config::Config::builder();
         if let Some(f) = file {
             if !f.exists() {
-                return Err(CliError::usage(format!("config file {} not found", f.display())));
+                return Err(CliError::usage(format!(
+                    "config file {} not found",
+                    f.display()
+                )));
             }
             builder = builder.add_source(config::File::from(f).format(config::FileFormat::Toml));
         }
@@ -55,9 +58,13 @@ impl Context {
                 .separator("__")
                 .try_parsing(true),
         );
-        let config = builder.build().map_err(|e| CliError::usage(format!("configuration: {e}")))?;
-        let settings: Settings =
-            config.clone().try_deserialize().map_err(|e| CliError::usage(format!("configuration: {e}")))?;
+        let config = builder
+            .build()
+            .map_err(|e| CliError::usage(format!("configuration: {e}")))?;
+        let settings: Settings = config
+            .clone()
+            .try_deserialize()
+            .map_err(|e| CliError::usage(format!("configuration: {e}")))?;
         Ok(Self { config, settings })
     }
 
@@ -76,13 +83,14 @@ impl Context {
     pub fn key_ref(&self, arg: Option<&str>) -> CliResult<KeyRef> {
         let raw = match arg {
             Some(a) => a,
-            None => self
-                .settings
-                .key
-                .as_deref()
-                .ok_or_else(|| CliError::usage("no key given: pass --key KEYREF or set `key` in the configuration"))?,
+            None => self.settings.key.as_deref().ok_or_else(|| {
+                CliError::usage("no key given: pass --key KEYREF or set `key` in the configuration")
+            })?,
         };
-        let resolved = if raw.starts_with("file:") || raw.starts_with("env:") || raw.starts_with("pkcs11:") {
+        let resolved = if raw.starts_with("file:")
+            || raw.starts_with("env:")
+            || raw.starts_with("pkcs11:")
+        {
             raw
         } else {
             self.settings.keys.get(raw).map(String::as_str).ok_or_else(|| {

@@ -14,12 +14,18 @@ pub struct CliError {
 impl CliError {
     /// Exit code 1: the input was understood and rejected (bad signature, expired, wrong audience…).
     pub fn rejected(message: impl Display) -> Self {
-        Self { code: 1, message: message.to_string() }
+        Self {
+            code: 1,
+            message: message.to_string(),
+        }
     }
 
     /// Exit code 2: usage, input or I/O error.
     pub fn usage(message: impl Display) -> Self {
-        Self { code: 2, message: message.to_string() }
+        Self {
+            code: 2,
+            message: message.to_string(),
+        }
     }
 }
 

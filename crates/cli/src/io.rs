@@ -9,17 +9,21 @@ use crate::error::{CliError, CliResult};
 pub fn read_input(path: &Path) -> CliResult<Vec<u8>> {
     if path == Path::new("-") {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).map_err(|e| CliError::usage(format!("cannot read stdin: {e}")))?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| CliError::usage(format!("cannot read stdin: {e}")))?;
         Ok(buf)
     } else {
-        std::fs::read(path).map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))
+        std::fs::read(path)
+            .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))
     }
 }
 
 /// Reads a text file (or stdin), trimmed of surrounding whitespace.
 pub fn read_text(path: &Path) -> CliResult<String> {
     let bytes = read_input(path)?;
-    let text = String::from_utf8(bytes).map_err(|_| CliError::usage(format!("{} is not UTF-8 text", path.display())))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| CliError::usage(format!("{} is not UTF-8 text", path.display())))?;
     Ok(text.trim().to_owned())
 }
 
@@ -31,7 +35,9 @@ pub fn read_stdin() -> CliResult<Vec<u8>> {
 /// Writes bytes to stdout.
 pub fn write_stdout(bytes: &[u8]) -> CliResult {
     let mut out = std::io::stdout().lock();
-    out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| CliError::usage(format!("cannot write stdout: {e}")))
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::usage(format!("cannot write stdout: {e}")))
 }
 
 /// Writes a line to stdout.

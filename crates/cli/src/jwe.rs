@@ -61,24 +61,38 @@ fn encrypt(a: &EncryptArgs) -> CliResult {
         .collect();
     let recipient = match rsa.as_slice() {
         [one] => *one,
-        [] => return Err(CliError::usage("no RSA public key (with that kid) in --pubkey")),
-        _ => return Err(CliError::usage("several RSA keys in --pubkey: choose one with --kid")),
+        [] => {
+            return Err(CliError::usage(
+                "no RSA public key (with that kid) in --pubkey",
+            ));
+        }
+        _ => {
+            return Err(CliError::usage(
+                "several RSA keys in --pubkey: choose one with --kid",
+            ));
+        }
     };
     let mut options = EncryptOptions::new();
     options.kid = a.kid.clone().or_else(|| recipient.kid.clone());
     let plaintext = zeroize::Zeroizing::new(io::read_stdin()?);
-    let jwe = jose_core::jwe::encrypt(&recipient.key, alg, enc, &plaintext, &options).map_err(CliError::usage)?;
+    let jwe = jose_core::jwe::encrypt(&recipient.key, alg, enc, &plaintext, &options)
+        .map_err(CliError::usage)?;
     io::print_line(&jwe)
 }
 
 fn decrypt(a: &DecryptArgs, ctx: &Context) -> CliResult {
     let key = ctx.open_key(a.key.as_deref())?;
     let input = io::read_stdin()?;
-    let token = String::from_utf8(input).map_err(|_| CliError::rejected("JWE rejected: not UTF-8 text"))?;
-    let out = jose_core::jwe::decrypt(token.trim_end_matches(['\n', '\r']), key.as_ref(), &DecryptOptions::default())
-        .map_err(|e| match e {
-            JoseError::Key(k) => CliError::usage(k),
-            other => CliError::rejected(format!("JWE rejected: {other}")),
-        })?;
+    let token =
+        String::from_utf8(input).map_err(|_| CliError::rejected("JWE rejected: not UTF-8 text"))?;
+    let out = jose_core::jwe::decrypt(
+        token.trim_end_matches(['\n', '\r']),
+        key.as_ref(),
+        &DecryptOptions::default(),
+    )
+    .map_err(|e| match e {
+        JoseError::Key(k) => CliError::usage(k),
+        other => CliError::rejected(format!("JWE rejected: {other}")),
+    })?;
     io::write_stdout(&out.plaintext)
 }

@@ -132,7 +132,8 @@ fn verify(a: &VerifyArgs) -> CliResult {
         validation = validation.audience(aud.clone());
     }
     let token = io::read_input(&a.token)?;
-    let token = String::from_utf8(token).map_err(|_| CliError::rejected("token rejected: not UTF-8 text"))?;
+    let token = String::from_utf8(token)
+        .map_err(|_| CliError::rejected("token rejected: not UTF-8 text"))?;
     let verified = jose_core::jwt::verify(token.trim_end_matches(['\n', '\r']), &keys, &validation)
         .map_err(|e| CliError::rejected(format!("token rejected: {e}")))?;
     io::print_json(&verified.claims)
@@ -140,8 +141,8 @@ fn verify(a: &VerifyArgs) -> CliResult {
 
 fn decode(a: &DecodeArgs) -> CliResult {
     let token = io::read_text(&a.token)?;
-    let (header, claims) =
-        jose_core::jwt::decode_unverified(&token).map_err(|e: JoseError| CliError::rejected(format!("cannot decode: {e}")))?;
+    let (header, claims) = jose_core::jwt::decode_unverified(&token)
+        .map_err(|e: JoseError| CliError::rejected(format!("cannot decode: {e}")))?;
     eprintln!("keybound: UNVERIFIED — the signature was not checked; do not trust these claims");
     io::print_json(&serde_json::json!({
         "verified": false,

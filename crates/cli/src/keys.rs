@@ -117,9 +117,13 @@ fn generate(a: &GenerateArgs, ctx: &Context) -> CliResult {
     let spec = spec(a);
     let public: PublicKey = match &key_ref {
         #[cfg(feature = "file")]
-        KeyRef::File(path) => key_provider::file::generate(path, spec)?.public_key().clone(),
+        KeyRef::File(path) => key_provider::file::generate(path, spec)?
+            .public_key()
+            .clone(),
         #[cfg(feature = "pkcs11")]
-        KeyRef::Pkcs11(uri) => key_provider::pkcs11::generate(uri, spec, &ctx.open_options())?.public_key().clone(),
+        KeyRef::Pkcs11(uri) => key_provider::pkcs11::generate(uri, spec, &ctx.open_options())?
+            .public_key()
+            .clone(),
         other => {
             return Err(CliError::usage(format!(
                 "keys generate writes to file:PATH or a pkcs11: URI, not {}",
@@ -127,12 +131,18 @@ fn generate(a: &GenerateArgs, ctx: &Context) -> CliResult {
             )));
         }
     };
-    io::print_line(&format!("{key_ref} {} thumbprint={}", public.describe(), jose_core::thumbprint(&public)))
+    io::print_line(&format!(
+        "{key_ref} {} thumbprint={}",
+        public.describe(),
+        jose_core::thumbprint(&public)
+    ))
 }
 
 /// The public JWK of a key with `kid` = RFC 7638 thumbprint.
 pub fn public_jwk(public: &PublicKey) -> CliResult<Jwk> {
-    Jwk::from_public_key(public).with_thumbprint_kid().map_err(CliError::usage)
+    Jwk::from_public_key(public)
+        .with_thumbprint_kid()
+        .map_err(CliError::usage)
 }
 
 fn public(a: &PublicArgs, ctx: &Context) -> CliResult {
@@ -141,7 +151,9 @@ fn public(a: &PublicArgs, ctx: &Context) -> CliResult {
     match a.format {
         PublicFormat::Pem => io::write_stdout(public.to_spki_pem().as_bytes()),
         PublicFormat::Jwk => io::print_json(&public_jwk(public)?),
-        PublicFormat::Jwks => io::print_json(&jose_core::Jwks { keys: vec![public_jwk(public)?] }),
+        PublicFormat::Jwks => io::print_json(&jose_core::Jwks {
+            keys: vec![public_jwk(public)?],
+        }),
     }
 }
 
@@ -161,7 +173,10 @@ fn write_if_same_or_new(path: &Path, contents: &[u8]) -> CliResult {
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::write(path, contents)
             .map_err(|e| CliError::usage(format!("cannot write {}: {e}", path.display()))),
-        Err(e) => Err(CliError::usage(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(CliError::usage(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -173,6 +188,13 @@ fn export(a: &ExportArgs, ctx: &Context) -> CliResult {
     let pem_path = a.out_dir.join("public_key.pem");
     let digest_path = a.out_dir.join("public_key_digest.txt");
     write_if_same_or_new(&pem_path, pem.as_bytes())?;
-    write_if_same_or_new(&digest_path, openssl_digest_line("public_key.pem", pem.as_bytes()).as_bytes())?;
-    io::print_line(&format!("wrote {} and {}", pem_path.display(), digest_path.display()))
+    write_if_same_or_new(
+        &digest_path,
+        openssl_digest_line("public_key.pem", pem.as_bytes()).as_bytes(),
+    )?;
+    io::print_line(&format!(
+        "wrote {} and {}",
+        pem_path.display(),
+        digest_path.display()
+    ))
 }
