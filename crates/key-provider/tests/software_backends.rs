@@ -1,0 +1,407 @@
+//! The file and env backends: every PEM/DER encoding they promise to read, the permission check, refusals
+//! with clear messages, and the secrets invariant — no private key material in any `Debug` output, error
+//! or log line.
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use key_provider::{
+    DecryptionScheme, EcCurve, KeyError, KeyRef, KeySpec, OpenOptions, SignatureScheme,
+};
+
+fn openssl(args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .status()
+        .expect("openssl is needed for these tests");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+fn open(reference: &str) -> Result<Arc<dyn key_provider::KeyBackend>, KeyError> {
+    key_provider::open(&reference.parse::<KeyRef>()?, &OpenOptions::new())
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Writes keys in each encoding with openssl and returns (label, path, scheme).
+fn openssl_keys(dir: &Path) -> Vec<(&'static str, PathBuf, SignatureScheme)> {
+    let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &p("rsa-pkcs8.pem"),
+    ]);
+    openssl(&[
+        "rsa",
+        "-in",
+        &p("rsa-pkcs8.pem"),
+        "-traditional",
+        "-out",
+        &p("rsa-pkcs1.pem"),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        &p("rsa-pkcs8.pem"),
+        "-outform",
+        "DER",
+        "-out",
+        &p("rsa-pkcs8.der"),
+    ]);
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-out",
+        &p("ec-sec1.pem"),
+    ]);
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        &p("ec-sec1.pem"),
+        "-out",
+        &p("ec-pkcs8.pem"),
+    ]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+        "-out",
+        &p("p384.pem"),
+    ]);
+    let keys = vec![
+        (
+            "RSA PKCS#8 PEM",
+            dir.join("rsa-pkcs8.pem"),
+            SignatureScheme::RsaPssSha256,
+        ),
+        (
+            "RSA PKCS#1 PEM",
+            dir.join("rsa-pkcs1.pem"),
+            SignatureScheme::RsaPkcs1Sha256,
+        ),
+        (
+            "RSA PKCS#8 DER",
+            dir.join("rsa-pkcs8.der"),
+            SignatureScheme::RsaPkcs1Sha512,
+        ),
+        (
+            "EC SEC1 PEM (with EC PARAMETERS block)",
+            dir.join("ec-sec1.pem"),
+            SignatureScheme::EcdsaP256Sha256,
+        ),
+        (
+            "EC PKCS#8 PEM",
+            dir.join("ec-pkcs8.pem"),
+            SignatureScheme::EcdsaP256Sha256,
+        ),
+        (
+            "EC P-384 PKCS#8 PEM",
+            dir.join("p384.pem"),
+            SignatureScheme::EcdsaP384Sha384,
+        ),
+    ];
+    for (_, path, _) in &keys {
+        chmod(path, 0o600);
+    }
+    keys
+}
+
+/// openssl derives the public key independently; ours must match it byte for byte.
+fn openssl_public_der(path: &Path) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(["pkey", "-in"])
+        .arg(path)
+        .args(["-pubout", "-outform", "DER"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[test]
+fn file_backend_reads_every_encoding() {
+    let dir = tempfile::tempdir().unwrap();
+    for (label, path, scheme) in openssl_keys(dir.path()) {
+        let reference = format!("file:{}", path.display());
+        let key = open(&reference).unwrap_or_else(|e| panic!("{label}: {e}"));
+        let der_path = if path.extension().is_some_and(|e| e == "der") {
+            // openssl pkey needs -inform for DER input.
+            let pem = dir.path().join("tmp.pem");
+            openssl(&[
+                "pkey",
+                "-inform",
+                "DER",
+                "-in",
+                &path.to_string_lossy(),
+                "-out",
+                &pem.to_string_lossy(),
+            ]);
+            pem
+        } else {
+            path.clone()
+        };
+        assert_eq!(
+            key.public_key().to_spki_der(),
+            openssl_public_der(&der_path),
+            "{label}"
+        );
+        let sig = key.sign(scheme, b"message").unwrap();
+        assert!(!sig.is_empty(), "{label}");
+        assert_eq!(key.key_label(), reference);
+    }
+}
+
+#[test]
+fn env_backend_reads_pem_and_base64_der() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = openssl_keys(dir.path());
+    let pem = std::fs::read_to_string(&keys[0].1).unwrap();
+    let der = std::fs::read(&keys[2].1).unwrap();
+    let file_key = open(&format!("file:{}", keys[0].1.display())).unwrap();
+    // SAFETY of set_var in tests: these variable names are unique to this test.
+    unsafe_env_set("KEYBOUND_TEST_ENV_PEM", &pem);
+    unsafe_env_set("KEYBOUND_TEST_ENV_DER", &base64_mime(&der));
+    let a = open("env:KEYBOUND_TEST_ENV_PEM").unwrap();
+    let b = open("env:KEYBOUND_TEST_ENV_DER").unwrap();
+    assert_eq!(a.public_key(), file_key.public_key());
+    assert_eq!(b.public_key(), file_key.public_key());
+    assert_eq!(a.backend_name(), "env");
+    let err = open("env:KEYBOUND_TEST_ENV_MISSING_VAR").unwrap_err();
+    assert!(matches!(err, KeyError::EnvVarMissing { .. }), "{err}");
+    unsafe_env_set("KEYBOUND_TEST_ENV_JUNK", "not a key at all");
+    assert!(matches!(
+        open("env:KEYBOUND_TEST_ENV_JUNK").unwrap_err(),
+        KeyError::InvalidKeyMaterial { .. }
+    ));
+}
+
+#[allow(unsafe_code)]
+fn unsafe_env_set(k: &str, v: &str) {
+    // SAFETY: tests set distinct variables that no other thread reads concurrently.
+    unsafe { std::env::set_var(k, v) };
+}
+
+fn base64_mime(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    b64.as_bytes()
+        .chunks(64)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn refuses_group_or_world_readable_files_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.pem");
+    key_provider::file::generate(&path, KeySpec::Ec(EcCurve::P256)).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    for mode in [0o640, 0o604, 0o644] {
+        chmod(&path, mode);
+        let err = open(&format!("file:{}", path.display())).unwrap_err();
+        assert!(matches!(err, KeyError::InsecurePermissions { .. }), "{err}");
+        assert!(err.to_string().contains("chmod 600"));
+        let allowed = OpenOptions::new().allow_insecure_permissions(true);
+        key_provider::open(
+            &format!("file:{}", path.display()).parse().unwrap(),
+            &allowed,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn generate_refuses_to_overwrite_and_reports_missing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.pem");
+    key_provider::file::generate(&path, KeySpec::Rsa(2048)).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let err = key_provider::file::generate(&path, KeySpec::Rsa(2048)).unwrap_err();
+    assert!(matches!(err, KeyError::AlreadyExists { .. }));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "existing key must be untouched"
+    );
+    assert!(matches!(
+        key_provider::file::generate(&dir.path().join("x"), KeySpec::Rsa(1024)),
+        Err(KeyError::InvalidKeyMaterial { .. })
+    ));
+    assert!(matches!(
+        open("file:/nonexistent/key.pem").unwrap_err(),
+        KeyError::Io { .. }
+    ));
+}
+
+#[test]
+fn refuses_encrypted_and_foreign_pem() {
+    let dir = tempfile::tempdir().unwrap();
+    let enc = dir.path().join("enc.pem");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-aes256",
+        "-pass",
+        "pass:secret",
+        "-out",
+        &enc.to_string_lossy(),
+    ]);
+    chmod(&enc, 0o600);
+    let err = open(&format!("file:{}", enc.display())).unwrap_err();
+    assert!(err.to_string().contains("encrypted"), "{err}");
+    let ed = dir.path().join("ed.pem");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ED25519",
+        "-out",
+        &ed.to_string_lossy(),
+    ]);
+    chmod(&ed, 0o600);
+    let err = open(&format!("file:{}", ed.display())).unwrap_err();
+    assert!(err.to_string().contains("unsupported"), "{err}");
+    let pubfile = dir.path().join("pub.pem");
+    let mut f = std::fs::File::create(&pubfile).unwrap();
+    f.write_all(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+        .unwrap();
+    chmod(&pubfile, 0o600);
+    assert!(matches!(
+        open(&format!("file:{}", pubfile.display())).unwrap_err(),
+        KeyError::InvalidKeyMaterial { .. }
+    ));
+}
+
+#[test]
+fn schemes_must_fit_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ec.pem");
+    let ec = key_provider::file::generate(&path, KeySpec::Ec(EcCurve::P256)).unwrap();
+    use key_provider::KeyBackend as _;
+    assert!(matches!(
+        ec.sign(SignatureScheme::RsaPkcs1Sha256, b"m"),
+        Err(KeyError::WrongKeyType { .. })
+    ));
+    assert!(matches!(
+        ec.sign(SignatureScheme::EcdsaP384Sha384, b"m"),
+        Err(KeyError::WrongKeyType { .. })
+    ));
+    assert!(matches!(
+        ec.decrypt(DecryptionScheme::RsaOaepSha1, &[0; 256]),
+        Err(KeyError::WrongKeyType { .. })
+    ));
+    assert_eq!(
+        ec.sign(SignatureScheme::EcdsaP256Sha256, b"m")
+            .unwrap()
+            .len(),
+        64
+    );
+}
+
+/// A `tracing` writer that keeps everything in memory.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[test]
+fn no_private_key_material_in_debug_errors_or_logs() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = openssl_keys(dir.path());
+    let mut secrets: Vec<String> = Vec::new();
+    let mut seen = String::new();
+    tracing::subscriber::with_default(subscriber, || {
+        for (label, path, scheme) in &keys {
+            let text = std::fs::read(path).unwrap();
+            // Every 24-char window of the base64 body (or hex of DER) counts as a secret.
+            let body: String = String::from_utf8_lossy(&text)
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect();
+            if body.len() > 100 {
+                secrets.extend(
+                    body.as_bytes()
+                        .chunks(24)
+                        .filter(|c| c.len() == 24)
+                        .map(|c| String::from_utf8_lossy(c).into_owned()),
+                );
+            } else {
+                secrets.push(
+                    text.iter().map(|b| format!("{b:02x}")).collect::<String>()[40..88].to_string(),
+                );
+            }
+            let reference = format!("file:{}", path.display());
+            let key = open(&reference).unwrap();
+            seen.push_str(&format!("{key:?}\n{:?}\n", key.public_key()));
+            let _ = key.sign(*scheme, b"payload");
+            if path.extension().is_some_and(|e| e == "der") {
+                continue;
+            }
+            unsafe_env_set("KEYBOUND_TEST_SECRET_LOG", &String::from_utf8_lossy(&text));
+            let env_key = open("env:KEYBOUND_TEST_SECRET_LOG");
+            seen.push_str(&format!("{env_key:?}\n{label}\n"));
+            // Errors from mangled key material.
+            let mut broken = text.clone();
+            let n = broken.len() / 2;
+            broken[n] = b'!';
+            unsafe_env_set(
+                "KEYBOUND_TEST_SECRET_LOG",
+                &String::from_utf8_lossy(&broken),
+            );
+            let err = open("env:KEYBOUND_TEST_SECRET_LOG").unwrap_err();
+            seen.push_str(&format!("{err}\n{err:?}\n"));
+        }
+    });
+    seen.push_str(&String::from_utf8_lossy(&capture.0.lock().unwrap()));
+    assert!(
+        seen.contains("key opened"),
+        "the capture must have seen log lines: {seen}"
+    );
+    for s in &secrets {
+        assert!(
+            !seen.contains(s.as_str()),
+            "private key material leaked: …{s}…"
+        );
+    }
+}
