@@ -31,7 +31,10 @@ impl<'a> Reader<'a> {
 
     /// Reads one TLV and returns (tag, contents).
     pub(crate) fn read_any(&mut self) -> Result<(u8, &'a [u8]), DerError> {
-        let (&tag, rest) = self.input.split_first().ok_or(DerError("unexpected end of input"))?;
+        let (&tag, rest) = self
+            .input
+            .split_first()
+            .ok_or(DerError("unexpected end of input"))?;
         if tag & 0x1f == 0x1f {
             return Err(DerError("high-tag-number form is not supported"));
         }
@@ -54,7 +57,9 @@ impl<'a> Reader<'a> {
             if len_bytes[0] == 0 {
                 return Err(DerError("non-minimal length"));
             }
-            let len = len_bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            let len = len_bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
             if len < 0x80 {
                 return Err(DerError("non-minimal length"));
             }
@@ -91,7 +96,11 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn finish(self) -> Result<(), DerError> {
-        if self.input.is_empty() { Ok(()) } else { Err(DerError("trailing data")) }
+        if self.input.is_empty() {
+            Ok(())
+        } else {
+            Err(DerError("trailing data"))
+        }
     }
 }
 
@@ -149,12 +158,29 @@ mod tests {
 
     #[test]
     fn rejects_non_minimal_and_truncated() {
-        assert!(Reader::new(&[0x04, 0x81, 0x05, 1, 2, 3, 4, 5]).read_any().is_err());
+        assert!(
+            Reader::new(&[0x04, 0x81, 0x05, 1, 2, 3, 4, 5])
+                .read_any()
+                .is_err()
+        );
         assert!(Reader::new(&[0x04, 0x80]).read_any().is_err());
         assert!(Reader::new(&[0x04, 0x05, 1, 2]).read_any().is_err());
-        assert!(Reader::new(&[0x02, 0x02, 0x00, 0x01]).read_unsigned_integer().is_err());
-        assert!(Reader::new(&[0x02, 0x01, 0x80]).read_unsigned_integer().is_err());
-        assert_eq!(Reader::new(&[0x02, 0x02, 0x00, 0x80]).read_unsigned_integer().unwrap(), &[0x80]);
+        assert!(
+            Reader::new(&[0x02, 0x02, 0x00, 0x01])
+                .read_unsigned_integer()
+                .is_err()
+        );
+        assert!(
+            Reader::new(&[0x02, 0x01, 0x80])
+                .read_unsigned_integer()
+                .is_err()
+        );
+        assert_eq!(
+            Reader::new(&[0x02, 0x02, 0x00, 0x80])
+                .read_unsigned_integer()
+                .unwrap(),
+            &[0x80]
+        );
     }
 
     #[test]

@@ -13,12 +13,15 @@ use crate::software::{self, SoftwareKey};
 /// # Errors
 /// [`KeyError::EnvVarMissing`] or [`KeyError::InvalidKeyMaterial`].
 pub fn load(var: &str) -> Result<SoftwareKey, KeyError> {
-    let value = Zeroizing::new(std::env::var(var).map_err(|_| KeyError::EnvVarMissing { var: var.to_owned() })?);
+    let value = Zeroizing::new(std::env::var(var).map_err(|_| KeyError::EnvVarMissing {
+        var: var.to_owned(),
+    })?);
     let label = format!("env:{var}");
     if value.contains("-----BEGIN ") {
         return SoftwareKey::from_bytes("env", label, value.as_bytes());
     }
-    let compact: Zeroizing<String> = Zeroizing::new(value.chars().filter(|c| !c.is_ascii_whitespace()).collect());
+    let compact: Zeroizing<String> =
+        Zeroizing::new(value.chars().filter(|c| !c.is_ascii_whitespace()).collect());
     let mut der = Zeroizing::new(Vec::with_capacity(compact.len()));
     base64::engine::general_purpose::STANDARD
         .decode_vec(compact.as_bytes(), &mut der)

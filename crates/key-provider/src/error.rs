@@ -15,7 +15,9 @@ pub enum KeyError {
         reason: String,
     },
     /// The key reference names a backend this build does not contain.
-    #[error("the {backend} key backend is not compiled in (enable the `{feature}` feature of key-provider)")]
+    #[error(
+        "the {backend} key backend is not compiled in (enable the `{feature}` feature of key-provider)"
+    )]
     BackendNotCompiled {
         /// Backend name (`file`, `env`, `pkcs11`).
         backend: &'static str,
@@ -78,6 +80,77 @@ pub enum KeyError {
         /// Why.
         reason: String,
     },
+    /// A PIN file is readable or writable by group or others.
+    #[error(
+        "PIN file {} is accessible by group or others (mode {mode:03o}); run `chmod 600` on it, or allow it explicitly",
+        path.display()
+    )]
+    InsecurePinFile {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The PIN could not be obtained (no PIN source, unreadable file, unset variable, refused `pin-value`).
+    #[error("no usable PIN: {reason}")]
+    PinUnavailable {
+        /// What was wrong (never the PIN).
+        reason: String,
+    },
+    /// The token refused the PIN (or the PIN is locked). Only the key opened with this PIN is affected.
+    #[error("{backend}: login to {token} failed: {reason}")]
+    LoginFailed {
+        /// Backend name.
+        backend: &'static str,
+        /// Which token, e.g. `token 'keybound' (serial 1a2b)`.
+        token: String,
+        /// Why, with the token's return code (never the PIN).
+        reason: String,
+    },
+    /// No token or key matches the reference.
+    #[error("{backend}: no {what} found for {searched}")]
+    NotFound {
+        /// Backend name.
+        backend: &'static str,
+        /// What was looked for (`token`, `private key`).
+        what: &'static str,
+        /// The search criteria, e.g. `label 'signing', id 01 in token 'keybound' (serial 1a2b)`.
+        searched: String,
+    },
+    /// More than one token or key matches the reference; keybound never picks one at random.
+    #[error(
+        "{backend}: {count} {what}s match {searched}; make the reference unique (add `id=` or `serial=`)"
+    )]
+    Ambiguous {
+        /// Backend name.
+        backend: &'static str,
+        /// What was looked for (`token`, `private key`).
+        what: &'static str,
+        /// The search criteria.
+        searched: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// A key with this name already exists where a new one was to be created.
+    #[error(
+        "{backend}: {what} already exists; refusing to create another one with the same label or id"
+    )]
+    KeyExists {
+        /// Backend name.
+        backend: &'static str,
+        /// Which key, e.g. `a key with label 'signing' in token 'keybound'`.
+        what: String,
+    },
+    /// Waited too long for a resource (e.g. a free PKCS#11 session).
+    #[error("{backend}: timed out after {waited_ms} ms waiting for {what}")]
+    Timeout {
+        /// Backend name.
+        backend: &'static str,
+        /// What was waited for.
+        what: String,
+        /// How long, in milliseconds.
+        waited_ms: u64,
+    },
     /// A cryptographic operation failed. Deliberately opaque.
     #[error("cryptographic operation failed")]
     Crypto,
@@ -96,10 +169,14 @@ pub enum KeyError {
 
 impl KeyError {
     pub(crate) fn invalid_key(reason: impl Into<String>) -> Self {
-        Self::InvalidKeyMaterial { reason: reason.into() }
+        Self::InvalidKeyMaterial {
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn invalid_ref(reason: impl Into<String>) -> Self {
-        Self::InvalidKeyRef { reason: reason.into() }
+        Self::InvalidKeyRef {
+            reason: reason.into(),
+        }
     }
 }

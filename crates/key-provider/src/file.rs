@@ -17,7 +17,10 @@ use crate::software::{self, KeySpec, SoftwareKey};
 /// # Errors
 /// [`KeyError::Io`], [`KeyError::InsecurePermissions`] or [`KeyError::InvalidKeyMaterial`].
 pub fn load(path: &Path, allow_insecure_permissions: bool) -> Result<SoftwareKey, KeyError> {
-    let io = |source| KeyError::Io { path: path.to_owned(), source };
+    let io = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(io)?;
     if !meta.is_file() {
         return Err(io(std::io::Error::other("not a regular file")));
@@ -32,7 +35,10 @@ fn check_permissions(path: &Path, meta: &std::fs::Metadata, allow: bool) -> Resu
     use std::os::unix::fs::PermissionsExt as _;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 && !allow {
-        return Err(KeyError::InsecurePermissions { path: path.to_owned(), mode });
+        return Err(KeyError::InsecurePermissions {
+            path: path.to_owned(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -48,7 +54,10 @@ fn check_permissions(_: &Path, _: &std::fs::Metadata, _: bool) -> Result<(), Key
 /// # Errors
 /// [`KeyError::AlreadyExists`] when the file exists; [`KeyError::Io`] on write failure.
 pub fn generate(path: &Path, spec: KeySpec) -> Result<SoftwareKey, KeyError> {
-    let io = |source| KeyError::Io { path: path.to_owned(), source };
+    let io = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let der = software::generate_pkcs8(spec)?;
     let pem = software::pkcs8_to_pem(&der);
     let mut options = std::fs::OpenOptions::new();
@@ -60,11 +69,15 @@ pub fn generate(path: &Path, spec: KeySpec) -> Result<SoftwareKey, KeyError> {
     }
     let mut file = options.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            KeyError::AlreadyExists { path: path.to_owned() }
+            KeyError::AlreadyExists {
+                path: path.to_owned(),
+            }
         } else {
             io(e)
         }
     })?;
-    file.write_all(pem.as_bytes()).and_then(|()| file.sync_all()).map_err(io)?;
+    file.write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io)?;
     SoftwareKey::from_bytes("file", format!("file:{}", path.display()), pem.as_bytes())
 }

@@ -47,7 +47,9 @@ impl FromStr for KeyRef {
             // Accept `file:///abs/path` as well as `file:/abs/path` and `file:relative`.
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
-                return Err(KeyError::invalid_ref("`file:` needs a path, e.g. file:/etc/keybound/key.pem"));
+                return Err(KeyError::invalid_ref(
+                    "`file:` needs a path, e.g. file:/etc/keybound/key.pem",
+                ));
             }
             Ok(Self::File(PathBuf::from(path)))
         } else if let Some(var) = s.strip_prefix("env:") {
@@ -63,7 +65,9 @@ impl FromStr for KeyRef {
         } else if s.starts_with("pkcs11:") {
             Ok(Self::Pkcs11(s.parse()?))
         } else {
-            Err(KeyError::invalid_ref("expected `file:PATH`, `env:VAR` or a `pkcs11:` URI"))
+            Err(KeyError::invalid_ref(
+                "expected `file:PATH`, `env:VAR` or a `pkcs11:` URI",
+            ))
         }
     }
 }
@@ -204,7 +208,10 @@ impl fmt::Display for Pkcs11Uri {
             path.push(format!("slot-id={s}"));
         }
         if let Some(id) = &self.id {
-            path.push(format!("id={}", id.iter().map(|b| format!("%{b:02X}")).collect::<String>()));
+            path.push(format!(
+                "id={}",
+                id.iter().map(|b| format!("%{b:02X}")).collect::<String>()
+            ));
         }
         if let Some(t) = self.object_type {
             path.push(format!("type={}", t.as_str()));
@@ -212,14 +219,20 @@ impl fmt::Display for Pkcs11Uri {
         write!(f, "pkcs11:{}", path.join(";"))?;
         let mut query: Vec<String> = Vec::new();
         if let Some(m) = &self.module_path {
-            query.push(format!("module-path={}", enc(m.as_os_str().as_encoded_bytes())));
+            query.push(format!(
+                "module-path={}",
+                enc(m.as_os_str().as_encoded_bytes())
+            ));
         }
         if let Some(m) = &self.module_name {
             query.push(format!("module-name={}", enc(m.as_bytes())));
         }
         match &self.pin_source {
             Some(PinSource::File(p)) => {
-                query.push(format!("pin-source=file:{}", enc(p.as_os_str().as_encoded_bytes())));
+                query.push(format!(
+                    "pin-source=file:{}",
+                    enc(p.as_os_str().as_encoded_bytes())
+                ));
             }
             Some(PinSource::Env(v)) => query.push(format!("pin-source=env:{v}")),
             None => {}
@@ -245,9 +258,13 @@ fn decode_value(attr: &str, raw: &str) -> Result<Vec<u8>, KeyError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let ok = bytes.len() > i + 2 && bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit();
+            let ok = bytes.len() > i + 2
+                && bytes[i + 1].is_ascii_hexdigit()
+                && bytes[i + 2].is_ascii_hexdigit();
             if !ok {
-                return Err(KeyError::invalid_ref(format!("bad percent-encoding in pkcs11 attribute `{attr}`")));
+                return Err(KeyError::invalid_ref(format!(
+                    "bad percent-encoding in pkcs11 attribute `{attr}`"
+                )));
             }
             i += 3;
         } else {
@@ -264,7 +281,9 @@ fn decode_string(attr: &str, raw: &str) -> Result<String, KeyError> {
 
 fn set_once<T>(slot: &mut Option<T>, attr: &str, value: T) -> Result<(), KeyError> {
     if slot.is_some() {
-        return Err(KeyError::invalid_ref(format!("pkcs11 attribute `{attr}` appears more than once")));
+        return Err(KeyError::invalid_ref(format!(
+            "pkcs11 attribute `{attr}` appears more than once"
+        )));
     }
     *slot = Some(value);
     Ok(())
@@ -286,9 +305,9 @@ impl FromStr for Pkcs11Uri {
         };
         let mut uri = Self::default();
         for part in path.split(';').filter(|p| !p.is_empty()) {
-            let (attr, raw) = part
-                .split_once('=')
-                .ok_or_else(|| KeyError::invalid_ref("pkcs11 path attributes are written `name=value`"))?;
+            let (attr, raw) = part.split_once('=').ok_or_else(|| {
+                KeyError::invalid_ref("pkcs11 path attributes are written `name=value`")
+            })?;
             match attr {
                 "token" => set_once(&mut uri.token, attr, decode_string(attr, raw)?)?,
                 "manufacturer" => set_once(&mut uri.manufacturer, attr, decode_string(attr, raw)?)?,
@@ -303,9 +322,9 @@ impl FromStr for Pkcs11Uri {
                     set_once(&mut uri.id, attr, id)?;
                 }
                 "slot-id" => {
-                    let v = decode_string(attr, raw)?
-                        .parse::<u64>()
-                        .map_err(|_| KeyError::invalid_ref("pkcs11 attribute `slot-id` must be a number"))?;
+                    let v = decode_string(attr, raw)?.parse::<u64>().map_err(|_| {
+                        KeyError::invalid_ref("pkcs11 attribute `slot-id` must be a number")
+                    })?;
                     set_once(&mut uri.slot_id, attr, v)?;
                 }
                 "type" => {
@@ -323,7 +342,10 @@ impl FromStr for Pkcs11Uri {
                     };
                     set_once(&mut uri.object_type, attr, t)?;
                 }
-                "library-manufacturer" | "library-description" | "library-version" | "slot-manufacturer"
+                "library-manufacturer"
+                | "library-description"
+                | "library-version"
+                | "slot-manufacturer"
                 | "slot-description" => {
                     return Err(KeyError::invalid_ref(format!(
                         "pkcs11 attribute `{attr}` is not supported; select the token by `token=` or `serial=`"
@@ -339,25 +361,35 @@ impl FromStr for Pkcs11Uri {
         }
         if let Some(query) = query {
             for part in query.split('&').filter(|p| !p.is_empty()) {
-                let (attr, raw) = part
-                    .split_once('=')
-                    .ok_or_else(|| KeyError::invalid_ref("pkcs11 query attributes are written `name=value`"))?;
+                let (attr, raw) = part.split_once('=').ok_or_else(|| {
+                    KeyError::invalid_ref("pkcs11 query attributes are written `name=value`")
+                })?;
                 match attr {
                     "module-path" => {
-                        set_once(&mut uri.module_path, attr, PathBuf::from(decode_string(attr, raw)?))?;
+                        set_once(
+                            &mut uri.module_path,
+                            attr,
+                            PathBuf::from(decode_string(attr, raw)?),
+                        )?;
                     }
-                    "module-name" => set_once(&mut uri.module_name, attr, decode_string(attr, raw)?)?,
+                    "module-name" => {
+                        set_once(&mut uri.module_name, attr, decode_string(attr, raw)?)?
+                    }
                     "pin-source" => {
                         let v = decode_string(attr, raw)?;
                         let src = if let Some(p) = v.strip_prefix("file:") {
                             let p = p.strip_prefix("//").unwrap_or(p);
                             if p.is_empty() {
-                                return Err(KeyError::invalid_ref("`pin-source=file:` needs a path"));
+                                return Err(KeyError::invalid_ref(
+                                    "`pin-source=file:` needs a path",
+                                ));
                             }
                             PinSource::File(PathBuf::from(p))
                         } else if let Some(var) = v.strip_prefix("env:") {
                             if var.is_empty() {
-                                return Err(KeyError::invalid_ref("`pin-source=env:` needs a variable name"));
+                                return Err(KeyError::invalid_ref(
+                                    "`pin-source=env:` needs a variable name",
+                                ));
                             }
                             PinSource::Env(var.to_owned())
                         } else if v.starts_with('/') {
@@ -383,10 +415,14 @@ impl FromStr for Pkcs11Uri {
             }
         }
         if uri.pin_source.is_some() && uri.pin_value.is_some() {
-            return Err(KeyError::invalid_ref("give either `pin-source` or `pin-value`, not both"));
+            return Err(KeyError::invalid_ref(
+                "give either `pin-source` or `pin-value`, not both",
+            ));
         }
         if uri.object.is_none() && uri.id.is_none() {
-            return Err(KeyError::invalid_ref("a pkcs11 key reference needs `object=` (label) and/or `id=`"));
+            return Err(KeyError::invalid_ref(
+                "a pkcs11 key reference needs `object=` (label) and/or `id=`",
+            ));
         }
         Ok(uri)
     }
@@ -394,7 +430,10 @@ impl FromStr for Pkcs11Uri {
 
 /// Keeps attacker-supplied names short and printable in error messages.
 fn sanitize(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_graphic()).take(32).collect()
+    s.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(32)
+        .collect()
 }
 
 #[cfg(test)]
@@ -409,13 +448,18 @@ mod tests {
         assert_eq!(u.token.as_deref(), Some("LABEL"));
         assert_eq!(u.object.as_deref(), Some("LABEL"));
         assert_eq!(u.id.as_deref(), Some(&[1u8][..]));
-        assert_eq!(u.module_path, Some(PathBuf::from("/usr/lib/softhsm/libsofthsm2.so")));
+        assert_eq!(
+            u.module_path,
+            Some(PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"))
+        );
         assert_eq!(u.pin_source, Some(PinSource::File(PathBuf::from("/path"))));
     }
 
     #[test]
     fn percent_decodes_and_round_trips() {
-        let u: Pkcs11Uri = "pkcs11:token=My%20Token;object=a%3Bb;serial=42".parse().unwrap();
+        let u: Pkcs11Uri = "pkcs11:token=My%20Token;object=a%3Bb;serial=42"
+            .parse()
+            .unwrap();
         assert_eq!(u.token.as_deref(), Some("My Token"));
         assert_eq!(u.object.as_deref(), Some("a;b"));
         let again: Pkcs11Uri = u.to_string().parse().unwrap();
@@ -456,10 +500,16 @@ mod tests {
 
     #[test]
     fn key_refs() {
-        assert!(matches!("file:/a/b.pem".parse::<KeyRef>().unwrap(), KeyRef::File(p) if p == PathBuf::from("/a/b.pem")));
-        assert!(matches!("file:///a/b.pem".parse::<KeyRef>().unwrap(), KeyRef::File(p) if p == PathBuf::from("/a/b.pem")));
+        assert!(
+            matches!("file:/a/b.pem".parse::<KeyRef>().unwrap(), KeyRef::File(p) if p == PathBuf::from("/a/b.pem"))
+        );
+        assert!(
+            matches!("file:///a/b.pem".parse::<KeyRef>().unwrap(), KeyRef::File(p) if p == PathBuf::from("/a/b.pem"))
+        );
         assert!(matches!("env:MY_KEY".parse::<KeyRef>().unwrap(), KeyRef::Env(v) if v == "MY_KEY"));
-        for bad in ["", "file:", "env:", "env:1A", "env:A-B", "/a/b.pem", "http://x"] {
+        for bad in [
+            "", "file:", "env:", "env:1A", "env:A-B", "/a/b.pem", "http://x",
+        ] {
             assert!(bad.parse::<KeyRef>().is_err(), "{bad}");
         }
     }

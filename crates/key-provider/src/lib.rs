@@ -38,6 +38,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use zeroize::Zeroizing;
 
@@ -59,7 +60,17 @@ pub use error::KeyError;
 pub use keyref::{KeyRef, ObjectType, PinSource, Pkcs11Uri};
 pub use public_key::{EcCurve, PublicKey};
 #[cfg(feature = "software")]
-pub use software::{KeySpec, SoftwareKey};
+pub use software::SoftwareKey;
+
+/// Which key to generate (software or in a token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeySpec {
+    /// RSA with this many bits (2048, 3072 or 4096).
+    Rsa(usize),
+    /// EC on this curve.
+    Ec(EcCurve),
+}
 
 /// A signature scheme: padding/curve plus hash. Signatures are returned in the form JOSE uses: RSA
 /// signatures as big-endian bytes of the modulus length, ECDSA as fixed-width `r || s`.
@@ -101,8 +112,20 @@ impl SignatureScheme {
     #[must_use]
     pub fn fits(self, key: &PublicKey) -> bool {
         match (self, key) {
-            (Self::EcdsaP256Sha256, PublicKey::Ec { curve: EcCurve::P256, .. })
-            | (Self::EcdsaP384Sha384, PublicKey::Ec { curve: EcCurve::P384, .. }) => true,
+            (
+                Self::EcdsaP256Sha256,
+                PublicKey::Ec {
+                    curve: EcCurve::P256,
+                    ..
+                },
+            )
+            | (
+                Self::EcdsaP384Sha384,
+                PublicKey::Ec {
+                    curve: EcCurve::P384,
+                    ..
+                },
+            ) => true,
             (Self::EcdsaP256Sha256 | Self::EcdsaP384Sha384, _) | (_, PublicKey::Ec { .. }) => false,
             (_, PublicKey::Rsa { .. }) => true,
         }
@@ -113,11 +136,18 @@ impl SignatureScheme {
     /// # Errors
     /// [`KeyError::WrongKeyType`].
     pub fn check_key(self, key: &PublicKey) -> Result<(), KeyError> {
-        if self.fits(key) { Ok(()) } else { Err(self.wrong_key(key)) }
+        if self.fits(key) {
+            Ok(())
+        } else {
+            Err(self.wrong_key(key))
+        }
     }
 
     pub(crate) fn wrong_key(self, key: &PublicKey) -> KeyError {
-        KeyError::WrongKeyType { operation: format!("signing with {self}"), key: key.describe() }
+        KeyError::WrongKeyType {
+            operation: format!("signing with {self}"),
+            key: key.describe(),
+        }
     }
 }
 
@@ -179,7 +209,11 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     ///
     /// # Errors
     /// [`KeyError::NotSupported`] by default; [`KeyError::Crypto`] when decryption fails.
-    fn decrypt(&self, scheme: DecryptionScheme, _ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    fn decrypt(
+        &self,
+        scheme: DecryptionScheme,
+        _ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         Err(KeyError::NotSupported {
             operation: scheme.to_string(),
             backend: self.backend_name(),
@@ -191,7 +225,11 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     ///
     /// # Errors
     /// As [`KeyBackend::sign`].
-    async fn sign_async(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+    async fn sign_async(
+        &self,
+        scheme: SignatureScheme,
+        message: &[u8],
+    ) -> Result<Vec<u8>, KeyError> {
         self.sign(scheme, message)
     }
 
@@ -212,19 +250,45 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct OpenOptions {
-    /// Accept a key file readable by group or others (off by default).
+    /// Accept a key file, or a PKCS#11 PIN file, readable by group or others (off by default).
     pub allow_insecure_permissions: bool,
     /// Accept a `pin-value=` attribute in a PKCS#11 URI (off by default: prefer `pin-source`).
     pub allow_pin_value: bool,
     /// PKCS#11 module to use when the URI names none (also `KEYBOUND_PKCS11_MODULE`).
     pub pkcs11_module: Option<PathBuf>,
+    /// How long a PKCS#11 operation waits for a free session before failing with [`KeyError::Timeout`]
+    /// (default [`OpenOptions::DEFAULT_PKCS11_SESSION_WAIT`]).
+    pub pkcs11_session_wait: Option<Duration>,
+    /// Most sessions the pool of one PKCS#11 token opens for operations, besides its logged-in keep-alive
+    /// session (default [`OpenOptions::DEFAULT_PKCS11_MAX_SESSIONS`]). The first key opened on a token sets
+    /// its pool size for the life of the process.
+    pub pkcs11_max_sessions: Option<usize>,
 }
 
 impl OpenOptions {
+    /// Default wait for a free PKCS#11 session: 5 seconds.
+    pub const DEFAULT_PKCS11_SESSION_WAIT: Duration = Duration::from_secs(5);
+    /// Default size of a PKCS#11 token's session pool: 8 sessions.
+    pub const DEFAULT_PKCS11_MAX_SESSIONS: usize = 8;
+
     /// Default options: strict permissions, no inline PINs.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets [`OpenOptions::pkcs11_session_wait`].
+    #[must_use]
+    pub fn pkcs11_session_wait(mut self, wait: Duration) -> Self {
+        self.pkcs11_session_wait = Some(wait);
+        self
+    }
+
+    /// Sets [`OpenOptions::pkcs11_max_sessions`] (at least 1).
+    #[must_use]
+    pub fn pkcs11_max_sessions(mut self, max: usize) -> Self {
+        self.pkcs11_max_sessions = Some(max.max(1));
+        self
     }
 
     /// Sets [`OpenOptions::allow_insecure_permissions`].
@@ -264,7 +328,9 @@ pub fn open(key_ref: &KeyRef, options: &OpenOptions) -> Result<Arc<dyn KeyBacken
             elapsed_us = started.elapsed().as_micros() as u64,
             "key opened"
         ),
-        Err(e) => tracing::warn!(key = %key_ref, backend = key_ref.backend(), error = %e, "key open failed"),
+        Err(e) => {
+            tracing::warn!(key = %key_ref, backend = key_ref.backend(), error = %e, "key open failed")
+        }
     }
     result
 }
@@ -273,16 +339,28 @@ fn open_inner(key_ref: &KeyRef, options: &OpenOptions) -> Result<Arc<dyn KeyBack
     let _ = options;
     match key_ref {
         #[cfg(feature = "file")]
-        KeyRef::File(path) => Ok(Arc::new(file::load(path, options.allow_insecure_permissions)?)),
+        KeyRef::File(path) => Ok(Arc::new(file::load(
+            path,
+            options.allow_insecure_permissions,
+        )?)),
         #[cfg(not(feature = "file"))]
-        KeyRef::File(_) => Err(KeyError::BackendNotCompiled { backend: "file", feature: "file" }),
+        KeyRef::File(_) => Err(KeyError::BackendNotCompiled {
+            backend: "file",
+            feature: "file",
+        }),
         #[cfg(feature = "env")]
         KeyRef::Env(var) => Ok(Arc::new(env::load(var)?)),
         #[cfg(not(feature = "env"))]
-        KeyRef::Env(_) => Err(KeyError::BackendNotCompiled { backend: "env", feature: "env" }),
+        KeyRef::Env(_) => Err(KeyError::BackendNotCompiled {
+            backend: "env",
+            feature: "env",
+        }),
         #[cfg(feature = "pkcs11")]
         KeyRef::Pkcs11(uri) => pkcs11::open(uri, options),
         #[cfg(not(feature = "pkcs11"))]
-        KeyRef::Pkcs11(_) => Err(KeyError::BackendNotCompiled { backend: "pkcs11", feature: "pkcs11" }),
+        KeyRef::Pkcs11(_) => Err(KeyError::BackendNotCompiled {
+            backend: "pkcs11",
+            feature: "pkcs11",
+        }),
     }
 }

@@ -48,7 +48,9 @@ impl EcCurve {
         match name {
             "P-256" | "prime256v1" | "secp256r1" => Ok(Self::P256),
             "P-384" | "secp384r1" => Ok(Self::P384),
-            _ => Err(KeyError::invalid_key("unsupported curve (P-256 and P-384 are supported)")),
+            _ => Err(KeyError::invalid_key(
+                "unsupported curve (P-256 and P-384 are supported)",
+            )),
         }
     }
 
@@ -114,9 +116,14 @@ impl PublicKey {
             return Err(KeyError::invalid_key("RSA modulus is even"));
         }
         if e.len() > 8 || e == [1] || e[e.len() - 1] & 1 == 0 {
-            return Err(KeyError::invalid_key("RSA public exponent is not acceptable"));
+            return Err(KeyError::invalid_key(
+                "RSA public exponent is not acceptable",
+            ));
         }
-        Ok(Self::Rsa { n: n.to_vec(), e: e.to_vec() })
+        Ok(Self::Rsa {
+            n: n.to_vec(),
+            e: e.to_vec(),
+        })
     }
 
     /// Builds an EC public key from its coordinates (shorter coordinates are left-padded) and checks that
@@ -129,13 +136,19 @@ impl PublicKey {
         let pad = |c: &[u8]| -> Result<Vec<u8>, KeyError> {
             let c = strip_zeros(c);
             if c.len() > len {
-                return Err(KeyError::invalid_key("EC coordinate longer than the curve allows"));
+                return Err(KeyError::invalid_key(
+                    "EC coordinate longer than the curve allows",
+                ));
             }
             let mut v = vec![0u8; len - c.len()];
             v.extend_from_slice(c);
             Ok(v)
         };
-        let key = Self::Ec { curve, x: pad(x)?, y: pad(y)? };
+        let key = Self::Ec {
+            curve,
+            x: pad(x)?,
+            y: pad(y)?,
+        };
         key.check_ec_point()?;
         Ok(key)
     }
@@ -147,7 +160,9 @@ impl PublicKey {
     pub fn ec_from_point(curve: EcCurve, point: &[u8]) -> Result<Self, KeyError> {
         let len = curve.coordinate_len();
         if point.len() != 1 + 2 * len || point[0] != 0x04 {
-            return Err(KeyError::invalid_key("EC point is not an uncompressed point of the curve's size"));
+            return Err(KeyError::invalid_key(
+                "EC point is not an uncompressed point of the curve's size",
+            ));
         }
         Self::ec(curve, &point[1..=len], &point[1 + len..])
     }
@@ -156,8 +171,14 @@ impl PublicKey {
         // aws-lc validates the point when the key is parsed.
         let spki = self.to_spki_der();
         let alg: &'static aws_lc_rs::signature::EcdsaVerificationAlgorithm = match self {
-            Self::Ec { curve: EcCurve::P256, .. } => &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
-            Self::Ec { curve: EcCurve::P384, .. } => &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED,
+            Self::Ec {
+                curve: EcCurve::P256,
+                ..
+            } => &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+            Self::Ec {
+                curve: EcCurve::P384,
+                ..
+            } => &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED,
             Self::Rsa { .. } => return Ok(()),
         };
         aws_lc_rs::signature::ParsedPublicKey::new(alg, &spki)
@@ -244,7 +265,10 @@ impl PublicKey {
     #[must_use]
     pub fn to_spki_pem(&self) -> String {
         let p = pem::Pem::new("PUBLIC KEY", self.to_spki_der());
-        pem::encode_config(&p, pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
+        pem::encode_config(
+            &p,
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        )
     }
 
     /// Parses SubjectPublicKeyInfo DER (RSA, EC P-256, EC P-384).
@@ -252,7 +276,9 @@ impl PublicKey {
     /// # Errors
     /// [`KeyError::InvalidKeyMaterial`] for malformed input or unsupported key types.
     pub fn from_spki_der(spki: &[u8]) -> Result<Self, KeyError> {
-        let bad = |e: der::DerError| KeyError::invalid_key(format!("malformed SubjectPublicKeyInfo: {}", e.0));
+        let bad = |e: der::DerError| {
+            KeyError::invalid_key(format!("malformed SubjectPublicKeyInfo: {}", e.0))
+        };
         let mut outer = Reader::new(spki);
         let seq = outer.read(der::TAG_SEQUENCE).map_err(bad)?;
         outer.finish().map_err(bad)?;
@@ -262,7 +288,11 @@ impl PublicKey {
         seq.finish().map_err(bad)?;
         let key_bytes = match bits.split_first() {
             Some((0, rest)) => rest,
-            _ => return Err(KeyError::invalid_key("malformed SubjectPublicKeyInfo: bit string has unused bits")),
+            _ => {
+                return Err(KeyError::invalid_key(
+                    "malformed SubjectPublicKeyInfo: bit string has unused bits",
+                ));
+            }
         };
         let mut alg = Reader::new(alg);
         let oid = alg.read(der::TAG_OID).map_err(bad)?;
@@ -280,11 +310,15 @@ impl PublicKey {
             } else if curve_oid == OID_P384 {
                 EcCurve::P384
             } else {
-                return Err(KeyError::invalid_key("unsupported EC curve (P-256 and P-384 are supported)"));
+                return Err(KeyError::invalid_key(
+                    "unsupported EC curve (P-256 and P-384 are supported)",
+                ));
             };
             Self::ec_from_point(curve, key_bytes)
         } else {
-            Err(KeyError::invalid_key("unsupported public key algorithm (RSA and EC are supported)"))
+            Err(KeyError::invalid_key(
+                "unsupported public key algorithm (RSA and EC are supported)",
+            ))
         }
     }
 
@@ -293,7 +327,8 @@ impl PublicKey {
     /// # Errors
     /// [`KeyError::InvalidKeyMaterial`] for malformed input.
     pub fn from_pkcs1_der(der_bytes: &[u8]) -> Result<Self, KeyError> {
-        let bad = |e: der::DerError| KeyError::invalid_key(format!("malformed RSAPublicKey: {}", e.0));
+        let bad =
+            |e: der::DerError| KeyError::invalid_key(format!("malformed RSAPublicKey: {}", e.0));
         let mut outer = Reader::new(der_bytes);
         let seq = outer.read(der::TAG_SEQUENCE).map_err(bad)?;
         outer.finish().map_err(bad)?;
@@ -314,7 +349,11 @@ impl PublicKey {
         let block = match blocks.as_slice() {
             [one] => one,
             [] => return Err(KeyError::invalid_key("no PEM block found")),
-            _ => return Err(KeyError::invalid_key("more than one PEM block: give exactly one public key")),
+            _ => {
+                return Err(KeyError::invalid_key(
+                    "more than one PEM block: give exactly one public key",
+                ));
+            }
         };
         match block.tag() {
             "PUBLIC KEY" => Self::from_spki_der(block.contents()),
@@ -322,7 +361,9 @@ impl PublicKey {
             tag if tag.contains("PRIVATE KEY") => Err(KeyError::invalid_key(
                 "this is a private key; give the public key (keybound keys public --key …)",
             )),
-            _ => Err(KeyError::invalid_key("unsupported PEM block (expected PUBLIC KEY)")),
+            _ => Err(KeyError::invalid_key(
+                "unsupported PEM block (expected PUBLIC KEY)",
+            )),
         }
     }
 }

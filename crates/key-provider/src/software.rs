@@ -21,8 +21,13 @@ const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x
 const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 
 enum Inner {
-    Rsa { signing: RsaKeyPair, decrypting: OaepPrivateDecryptingKey },
-    Ec { key: EcdsaKeyPair },
+    Rsa {
+        signing: RsaKeyPair,
+        decrypting: OaepPrivateDecryptingKey,
+    },
+    Ec {
+        key: EcdsaKeyPair,
+    },
 }
 
 /// A private key held in process memory (file and env backends).
@@ -56,22 +61,34 @@ impl SoftwareKey {
     ///
     /// # Errors
     /// [`KeyError::InvalidKeyMaterial`] with a message that names the problem but never the bytes.
-    pub fn from_bytes(backend: &'static str, label: String, bytes: &[u8]) -> Result<Self, KeyError> {
+    pub fn from_bytes(
+        backend: &'static str,
+        label: String,
+        bytes: &[u8],
+    ) -> Result<Self, KeyError> {
         let (encoding, der) = decode_private_key(bytes)?;
         Self::from_der(backend, label, encoding, &der)
     }
 
-    fn from_der(backend: &'static str, label: String, encoding: Encoding, der: &[u8]) -> Result<Self, KeyError> {
+    fn from_der(
+        backend: &'static str,
+        label: String,
+        encoding: Encoding,
+        der: &[u8],
+    ) -> Result<Self, KeyError> {
         match encoding {
             Encoding::Pkcs8 => {
                 let (oid, curve) = pkcs8_algorithm(der)?;
                 if oid == OID_RSA_ENCRYPTION {
                     Self::rsa_from_pkcs8(backend, label, der)
                 } else if oid == OID_EC_PUBLIC_KEY {
-                    let curve = curve.ok_or_else(|| KeyError::invalid_key("EC key without a named curve"))?;
+                    let curve = curve
+                        .ok_or_else(|| KeyError::invalid_key("EC key without a named curve"))?;
                     Self::ec(backend, label, curve, der, true)
                 } else {
-                    Err(KeyError::invalid_key("unsupported private key algorithm (RSA and EC P-256/P-384 are supported)"))
+                    Err(KeyError::invalid_key(
+                        "unsupported private key algorithm (RSA and EC P-256/P-384 are supported)",
+                    ))
                 }
             }
             Encoding::Pkcs1 => {
@@ -85,28 +102,58 @@ impl SoftwareKey {
         }
     }
 
-    fn rsa_from_pkcs8(backend: &'static str, label: String, pkcs8: &[u8]) -> Result<Self, KeyError> {
+    fn rsa_from_pkcs8(
+        backend: &'static str,
+        label: String,
+        pkcs8: &[u8],
+    ) -> Result<Self, KeyError> {
         let signing = RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| {
-            KeyError::invalid_key(format!("RSA key rejected ({e}); keys of 2048 to 8192 bits are supported"))
+            KeyError::invalid_key(format!(
+                "RSA key rejected ({e}); keys of 2048 to 8192 bits are supported"
+            ))
         })?;
         let decrypting = PrivateDecryptingKey::from_pkcs8(pkcs8)
             .map_err(|e| KeyError::invalid_key(format!("RSA key rejected ({e})")))
             .and_then(|k| {
-                OaepPrivateDecryptingKey::new(k).map_err(|_| KeyError::invalid_key("RSA key rejected for OAEP"))
+                OaepPrivateDecryptingKey::new(k)
+                    .map_err(|_| KeyError::invalid_key("RSA key rejected for OAEP"))
             })?;
         let public = PublicKey::from_pkcs1_der(signing.public_key().as_ref())?;
-        Ok(Self { backend, label, public, inner: Inner::Rsa { signing, decrypting } })
+        Ok(Self {
+            backend,
+            label,
+            public,
+            inner: Inner::Rsa {
+                signing,
+                decrypting,
+            },
+        })
     }
 
-    fn ec(backend: &'static str, label: String, curve: EcCurve, der: &[u8], pkcs8: bool) -> Result<Self, KeyError> {
+    fn ec(
+        backend: &'static str,
+        label: String,
+        curve: EcCurve,
+        der: &[u8],
+        pkcs8: bool,
+    ) -> Result<Self, KeyError> {
         let alg = match curve {
             EcCurve::P256 => &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
             EcCurve::P384 => &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
         };
-        let key = if pkcs8 { EcdsaKeyPair::from_pkcs8(alg, der) } else { EcdsaKeyPair::from_private_key_der(alg, der) }
-            .map_err(|e| KeyError::invalid_key(format!("EC key rejected ({e})")))?;
+        let key = if pkcs8 {
+            EcdsaKeyPair::from_pkcs8(alg, der)
+        } else {
+            EcdsaKeyPair::from_private_key_der(alg, der)
+        }
+        .map_err(|e| KeyError::invalid_key(format!("EC key rejected ({e})")))?;
         let public = PublicKey::ec_from_point(curve, key.public_key().as_ref())?;
-        Ok(Self { backend, label, public, inner: Inner::Ec { key } })
+        Ok(Self {
+            backend,
+            label,
+            public,
+            inner: Inner::Ec { key },
+        })
     }
 }
 
@@ -139,20 +186,34 @@ impl KeyBackend for SoftwareKey {
                     }
                 };
                 let mut sig = vec![0u8; signing.public_modulus_len()];
-                signing.sign(padding, &SystemRandom::new(), message, &mut sig).map_err(|_| KeyError::Crypto)?;
+                signing
+                    .sign(padding, &SystemRandom::new(), message, &mut sig)
+                    .map_err(|_| KeyError::Crypto)?;
                 Ok(sig)
             }
-            (Inner::Ec { key }, SignatureScheme::EcdsaP256Sha256 | SignatureScheme::EcdsaP384Sha384) => {
-                let sig = key.sign(&SystemRandom::new(), message).map_err(|_| KeyError::Crypto)?;
+            (
+                Inner::Ec { key },
+                SignatureScheme::EcdsaP256Sha256 | SignatureScheme::EcdsaP384Sha384,
+            ) => {
+                let sig = key
+                    .sign(&SystemRandom::new(), message)
+                    .map_err(|_| KeyError::Crypto)?;
                 Ok(sig.as_ref().to_vec())
             }
             (Inner::Ec { .. }, _) => Err(scheme.wrong_key(&self.public)),
         }
     }
 
-    fn decrypt(&self, scheme: DecryptionScheme, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    fn decrypt(
+        &self,
+        scheme: DecryptionScheme,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let Inner::Rsa { decrypting, .. } = &self.inner else {
-            return Err(KeyError::WrongKeyType { operation: scheme.to_string(), key: self.public.describe() });
+            return Err(KeyError::WrongKeyType {
+                operation: scheme.to_string(),
+                key: self.public.describe(),
+            });
         };
         let alg = match scheme {
             DecryptionScheme::RsaOaepSha1 => &aws_lc_rs::rsa::OAEP_SHA1_MGF1SHA1,
@@ -162,21 +223,16 @@ impl KeyBackend for SoftwareKey {
             return Err(KeyError::Crypto);
         }
         let mut out = Zeroizing::new(vec![0u8; decrypting.min_output_size()]);
-        let len = decrypting.decrypt(alg, ciphertext, &mut out, None).map_err(|_| KeyError::Crypto)?.len();
+        let len = decrypting
+            .decrypt(alg, ciphertext, &mut out, None)
+            .map_err(|_| KeyError::Crypto)?
+            .len();
         out.truncate(len);
         Ok(out)
     }
 }
 
-/// Which key to generate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum KeySpec {
-    /// RSA with this many bits (2048, 3072 or 4096).
-    Rsa(usize),
-    /// EC on this curve.
-    Ec(EcCurve),
-}
+pub use crate::KeySpec;
 
 /// Generates a new private key in memory and returns it as PKCS#8 DER (wiped on drop).
 ///
@@ -189,7 +245,11 @@ pub fn generate_pkcs8(spec: KeySpec) -> Result<Zeroizing<Vec<u8>>, KeyError> {
                 2048 => KeySize::Rsa2048,
                 3072 => KeySize::Rsa3072,
                 4096 => KeySize::Rsa4096,
-                _ => return Err(KeyError::invalid_key("RSA key size must be 2048, 3072 or 4096 bits")),
+                _ => {
+                    return Err(KeyError::invalid_key(
+                        "RSA key size must be 2048, 3072 or 4096 bits",
+                    ));
+                }
             };
             let pair = aws_lc_rs::rsa::KeyPair::generate(size).map_err(|_| KeyError::Crypto)?;
             let der = pair.as_der().map_err(|_| KeyError::Crypto)?;
@@ -200,7 +260,8 @@ pub fn generate_pkcs8(spec: KeySpec) -> Result<Zeroizing<Vec<u8>>, KeyError> {
                 EcCurve::P256 => &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
                 EcCurve::P384 => &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
             };
-            let doc = EcdsaKeyPair::generate_pkcs8(alg, &SystemRandom::new()).map_err(|_| KeyError::Crypto)?;
+            let doc = EcdsaKeyPair::generate_pkcs8(alg, &SystemRandom::new())
+                .map_err(|_| KeyError::Crypto)?;
             Ok(Zeroizing::new(doc.as_ref().to_vec()))
         }
     }
@@ -227,12 +288,17 @@ fn decode_private_key(bytes: &[u8]) -> Result<(Encoding, Zeroizing<Vec<u8>>), Ke
         return der_encoding(bytes).map(|e| (e, Zeroizing::new(bytes.to_vec())));
     };
     if !text.contains("-----BEGIN ") {
-        return Err(KeyError::invalid_key("no PEM private key found (expected -----BEGIN PRIVATE KEY-----)"));
+        return Err(KeyError::invalid_key(
+            "no PEM private key found (expected -----BEGIN PRIVATE KEY-----)",
+        ));
     }
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         let line = line.trim();
-        let Some(label) = line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")) else {
+        let Some(label) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        else {
             continue;
         };
         let encoding = match label {
@@ -264,7 +330,9 @@ fn decode_private_key(bytes: &[u8]) -> Result<(Encoding, Zeroizing<Vec<u8>>), Ke
             b64.push_str(body);
         }
         if !closed {
-            return Err(KeyError::invalid_key(format!("PEM block `{label}` has no END line")));
+            return Err(KeyError::invalid_key(format!(
+                "PEM block `{label}` has no END line"
+            )));
         }
         let mut der = Zeroizing::new(Vec::with_capacity(b64.len()));
         base64::engine::general_purpose::STANDARD
@@ -293,7 +361,11 @@ fn der_encoding(der: &[u8]) -> Result<Encoding, KeyError> {
 }
 
 /// Parses raw DER bytes (PKCS#8, PKCS#1, SEC1) into a key.
-pub(crate) fn from_der_bytes(backend: &'static str, label: String, der: &[u8]) -> Result<SoftwareKey, KeyError> {
+pub(crate) fn from_der_bytes(
+    backend: &'static str,
+    label: String,
+    der: &[u8],
+) -> Result<SoftwareKey, KeyError> {
     let encoding = der_encoding(der)?;
     SoftwareKey::from_der(backend, label, encoding, der)
 }
@@ -331,14 +403,18 @@ fn sec1_curve(der: &[u8]) -> Result<EcCurve, KeyError> {
             return curve_from_oid(oid);
         }
     }
-    Err(KeyError::invalid_key("EC private key does not name its curve"))
+    Err(KeyError::invalid_key(
+        "EC private key does not name its curve",
+    ))
 }
 
 fn curve_from_oid(oid: &[u8]) -> Result<EcCurve, KeyError> {
     [EcCurve::P256, EcCurve::P384]
         .into_iter()
         .find(|c| c.oid() == oid)
-        .ok_or_else(|| KeyError::invalid_key("unsupported EC curve (P-256 and P-384 are supported)"))
+        .ok_or_else(|| {
+            KeyError::invalid_key("unsupported EC curve (P-256 and P-384 are supported)")
+        })
 }
 
 /// PKCS#8 `PrivateKeyInfo` around a PKCS#1 `RSAPrivateKey` (wiped on drop).

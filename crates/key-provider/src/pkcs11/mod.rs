@@ -1,0 +1,63 @@
+//! The `pkcs11` backend: private keys inside a PKCS#11 token (an HSM, a smart card, SoftHSM). Keys are used
+//! through the token's mechanisms and never leave it; only public attributes are ever read.
+//!
+//! ## Naming a key
+//! Keys are named by RFC 7512 URIs:
+//!
+//! ```text
+//! pkcs11:token=keybound;object=signing;id=%01?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/secrets/pin
+//! ```
+//!
+//! - the **token** by `token=` (label) and/or `serial=` (also `manufacturer=`, `model=`, `slot-id=`); the slot
+//!   is always found by these, never assumed. No match, or more than one, is an error that lists the tokens
+//!   present.
+//! - the **key** by `object=` (`CKA_LABEL`) and/or `id=` (`CKA_ID`). Exactly one private key must match;
+//!   two matches are an error, not a guess, and "not found" names the token and the label/id searched.
+//! - the **module** by `module-path=`, else [`OpenOptions::pkcs11_module`], else the environment variable
+//!   [`MODULE_ENV`] (`KEYBOUND_PKCS11_MODULE`).
+//! - the **PIN** by `pin-source=file:PATH` (the file must be mode 0600 or stricter; its first line is the
+//!   PIN) or `pin-source=env:VAR`. `pin-value=` is refused unless [`OpenOptions::allow_pin_value`] is set.
+//!
+//! ## What happens inside
+//! Module `key` documents the mechanisms and the audit events, module `token` the sessions, login, and
+//! recovery when the HSM drops sessions. In short: one initialised context per module per process (never finalised),
+//! one logged-in keep-alive session plus a bounded pool per token, and on a lost session or login: drop the
+//! sessions, log in again, look the key up again, retry once.
+//!
+//! The blocking PKCS#11 calls of [`KeyBackend::sign_async`] and [`KeyBackend::decrypt_async`] run on tokio's
+//! blocking pool (`spawn_blocking`), never on an async worker thread; without a tokio runtime they run inline.
+
+mod errors;
+mod generate;
+mod key;
+mod module;
+mod pin;
+pub mod testing;
+mod token;
+
+use std::sync::Arc;
+
+use crate::{KeyBackend, KeyError, OpenOptions, Pkcs11Uri};
+
+pub use generate::generate;
+#[doc(hidden)]
+pub use generate::{RsaPrivateComponents, import_private_key};
+
+/// The environment variable naming the PKCS#11 module when neither the URI nor the options do.
+pub const MODULE_ENV: &str = "KEYBOUND_PKCS11_MODULE";
+
+/// The `tracing` target of the audit events (one per sign, decrypt, generate or import).
+pub const AUDIT_TARGET: &str = "keybound::audit";
+
+/// The backend name, as [`KeyBackend::backend_name`] reports it.
+pub(crate) const BACKEND: &str = "pkcs11";
+
+/// Opens the private key named by `uri` in its token.
+///
+/// # Errors
+/// [`KeyError::NotFound`] or [`KeyError::Ambiguous`] for the token or the key, [`KeyError::LoginFailed`] for
+/// a rejected PIN, [`KeyError::PinUnavailable`] / [`KeyError::InsecurePinFile`] for PIN sources,
+/// [`KeyError::Backend`] for module and device failures.
+pub fn open(uri: &Pkcs11Uri, options: &OpenOptions) -> Result<Arc<dyn KeyBackend>, KeyError> {
+    Ok(Arc::new(key::Pkcs11Key::open(uri, options)?))
+}

@@ -1,0 +1,143 @@
+//! PKCS#11 modules: which library a key reference means, and one initialised context per library per
+//! process.
+//!
+//! The module is the `module-path=` of the URI, else [`OpenOptions::pkcs11_module`], else the environment
+//! variable [`MODULE_ENV`](super::MODULE_ENV). Each library is loaded and `C_Initialize`d once (with
+//! `CKF_OS_LOCKING_OK`), under a lock, and kept for the life of the process in a registry keyed by its
+//! canonical path. keybound never calls `C_Finalize`: another key, or another part of the process, may still
+//! use the library, and initialising one library from several threads at once crashes some modules
+//! (SoftHSM; cryptoki issue #260).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+
+use crate::error::KeyError;
+use crate::{OpenOptions, Pkcs11Uri};
+
+use super::errors::ckr_name;
+use super::{BACKEND, MODULE_ENV};
+
+static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+
+/// The module (library path) a key reference uses.
+///
+/// # Errors
+/// [`KeyError::InvalidKeyRef`] for `module-name=` (not supported); [`KeyError::Backend`] when no module is
+/// named anywhere.
+pub(crate) fn module_path(uri: &Pkcs11Uri, options: &OpenOptions) -> Result<PathBuf, KeyError> {
+    if let Some(path) = &uri.module_path {
+        return Ok(path.clone());
+    }
+    if uri.module_name.is_some() {
+        return Err(KeyError::invalid_ref(
+            "`module-name=` is not supported; name the PKCS#11 library with `module-path=/path/to/module.so`",
+        ));
+    }
+    if let Some(path) = &options.pkcs11_module {
+        return Ok(path.clone());
+    }
+    match std::env::var_os(MODULE_ENV) {
+        Some(v) if !v.is_empty() => Ok(PathBuf::from(v)),
+        _ => Err(KeyError::Backend {
+            backend: BACKEND,
+            message: format!(
+                "no PKCS#11 module given: add `module-path=/path/to/module.so` to the key reference \
+                 (SoftHSM: /usr/lib/softhsm/libsofthsm2.so), pass the module path option, or set {MODULE_ENV}"
+            ),
+            source: None,
+        }),
+    }
+}
+
+/// The process-wide context of the module at `path`, loaded and initialised on first use.
+///
+/// Returns the canonical module path with it.
+///
+/// # Errors
+/// [`KeyError::Backend`] when the library cannot be found, loaded or initialised. A failure is not cached:
+/// the next call tries again.
+pub(crate) fn context(path: &Path) -> Result<(PathBuf, Pkcs11), KeyError> {
+    let canonical = std::fs::canonicalize(path).map_err(|e| KeyError::Backend {
+        backend: BACKEND,
+        message: format!(
+            "PKCS#11 module {} not found ({e}); install it (SoftHSM: `apt-get install softhsm2`) or fix the module path",
+            path.display()
+        ),
+        source: None,
+    })?;
+    let registry = MODULES.get_or_init(Default::default);
+    // A panic while holding this lock cannot leave the map half-updated (insert is the last step).
+    let mut modules = registry.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(ctx) = modules.get(&canonical) {
+        return Ok((canonical, ctx.clone()));
+    }
+    let ctx = Pkcs11::new(&canonical).map_err(|e| KeyError::Backend {
+        backend: BACKEND,
+        message: format!("cannot load PKCS#11 module {}", canonical.display()),
+        source: Some(Box::new(e)),
+    })?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) => {
+            tracing::debug!(module = %canonical.display(), "PKCS#11 module initialised");
+        }
+        // Something else in this process initialised it: that is fine, the library state is shared.
+        Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
+            tracing::debug!(module = %canonical.display(), "PKCS#11 module was already initialised");
+        }
+        Err(e) => {
+            let code = match &e {
+                CkError::Pkcs11(rv, _) => ckr_name(*rv),
+                other => other.to_string(),
+            };
+            return Err(KeyError::Backend {
+                backend: BACKEND,
+                message: format!(
+                    "C_Initialize of PKCS#11 module {} failed ({code}); for SoftHSM check that SOFTHSM2_CONF \
+                     names a readable softhsm2.conf whose token directory exists",
+                    canonical.display()
+                ),
+                source: Some(Box::new(e)),
+            });
+        }
+    }
+    modules.insert(canonical.clone(), ctx.clone());
+    Ok((canonical, ctx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_from_uri_wins_and_module_name_is_refused() {
+        let uri: Pkcs11Uri = "pkcs11:object=k?module-path=/opt/a.so".parse().unwrap();
+        let opts = OpenOptions::new().pkcs11_module(Some("/opt/b.so".into()));
+        assert_eq!(
+            module_path(&uri, &opts).unwrap(),
+            PathBuf::from("/opt/a.so")
+        );
+        let uri: Pkcs11Uri = "pkcs11:object=k".parse().unwrap();
+        assert_eq!(
+            module_path(&uri, &opts).unwrap(),
+            PathBuf::from("/opt/b.so")
+        );
+        let uri: Pkcs11Uri = "pkcs11:object=k?module-name=softhsm2".parse().unwrap();
+        assert!(matches!(
+            module_path(&uri, &opts),
+            Err(KeyError::InvalidKeyRef { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_module_says_what_to_do() {
+        let err = context(Path::new("/nonexistent/libnothing.so"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/libnothing.so"), "{err}");
+        assert!(err.contains("not found"), "{err}");
+    }
+}

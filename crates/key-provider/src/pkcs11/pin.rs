@@ -1,0 +1,221 @@
+//! Where a token PIN comes from: `pin-source=file:PATH` (a file only its owner can read; its first line,
+//! without the line ending), `pin-source=env:VAR`, or an inline `pin-value=` that the caller explicitly
+//! allowed ([`OpenOptions::allow_pin_value`]). The PIN is kept in a [`SecretString`] (wiped on drop) and
+//! the bytes read on the way in `Zeroizing` buffers; it never appears in messages, logs or `Debug` output.
+
+use std::io::Read as _;
+use std::path::Path;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use zeroize::Zeroizing;
+
+use crate::error::KeyError;
+use crate::{OpenOptions, PinSource, Pkcs11Uri};
+
+/// Longest PIN file accepted; a PIN file holds one short line.
+const MAX_PIN_FILE: usize = 4096;
+
+/// The PIN the key reference names, or `None` when it names none.
+///
+/// # Errors
+/// [`KeyError::PinUnavailable`] or [`KeyError::InsecurePinFile`].
+pub(crate) fn resolve(
+    uri: &Pkcs11Uri,
+    options: &OpenOptions,
+) -> Result<Option<SecretString>, KeyError> {
+    match (&uri.pin_source, uri.pin_value()) {
+        (Some(PinSource::File(path)), _) => read_pin_file(path, options.allow_insecure_permissions).map(Some),
+        (Some(PinSource::Env(var)), _) => {
+            let value = Zeroizing::new(std::env::var(var).map_err(|_| KeyError::PinUnavailable {
+                reason: format!("environment variable {var} (from `pin-source=env:{var}`) is not set or not UTF-8"),
+            })?);
+            pin_from_bytes(value.as_bytes(), &format!("environment variable {var}")).map(Some)
+        }
+        (None, Some(value)) if options.allow_pin_value => {
+            pin_from_bytes(value.as_bytes(), "`pin-value` of the key reference").map(Some)
+        }
+        (None, Some(_)) => Err(KeyError::PinUnavailable {
+            reason: "the key reference carries `pin-value=`, which is refused unless explicitly allowed (it ends up \
+                     in shell history and process listings); use `pin-source=file:/path/to/pin` (mode 0600) or \
+                     `pin-source=env:VAR`"
+                .into(),
+        }),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Reads a PIN file: refuses one that group or others can access, takes the first line.
+pub(crate) fn read_pin_file(path: &Path, allow_insecure: bool) -> Result<SecretString, KeyError> {
+    let unreadable = |e: std::io::Error| KeyError::PinUnavailable {
+        reason: format!("cannot read PIN file {}: {e}", path.display()),
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    // Check the permissions of the file we opened, not of whatever the path names a moment later.
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(KeyError::PinUnavailable {
+            reason: format!("PIN file {} is not a regular file", path.display()),
+        });
+    }
+    check_permissions(path, &meta, allow_insecure)?;
+    // Allocated once, large enough for the whole read, so no copy of the PIN is left behind by a reallocation.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_PIN_FILE + 2));
+    file.take(MAX_PIN_FILE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() > MAX_PIN_FILE {
+        return Err(KeyError::PinUnavailable {
+            reason: format!(
+                "PIN file {} is larger than {MAX_PIN_FILE} bytes; it should hold only the PIN",
+                path.display()
+            ),
+        });
+    }
+    pin_from_bytes(&bytes, &format!("PIN file {}", path.display()))
+}
+
+#[cfg(unix)]
+fn check_permissions(path: &Path, meta: &std::fs::Metadata, allow: bool) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 && !allow {
+        return Err(KeyError::InsecurePinFile {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_permissions(_: &Path, _: &std::fs::Metadata, _: bool) -> Result<(), KeyError> {
+    Ok(())
+}
+
+/// The first line of `bytes` (without `\n` or `\r\n`) as a PIN.
+fn pin_from_bytes(bytes: &[u8], what: &str) -> Result<SecretString, KeyError> {
+    let line = match bytes.iter().position(|b| *b == b'\n') {
+        Some(end) => &bytes[..end],
+        None => bytes,
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return Err(KeyError::PinUnavailable {
+            reason: format!("{what} is empty"),
+        });
+    }
+    let text = std::str::from_utf8(line).map_err(|_| KeyError::PinUnavailable {
+        reason: format!("{what} is not valid UTF-8"),
+    })?;
+    Ok(SecretString::from(text.to_owned()))
+}
+
+/// Compares two PINs in time independent of where they differ.
+pub(crate) fn pins_equal(a: &SecretString, b: &SecretString) -> bool {
+    let (a, b) = (a.expose_secret().as_bytes(), b.expose_secret().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn pin_file(contents: &[u8], mode: u32) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(contents).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        f
+    }
+
+    fn uri_for(f: &tempfile::NamedTempFile) -> Pkcs11Uri {
+        format!("pkcs11:object=k?pin-source=file:{}", f.path().display())
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn pin_file_first_line_without_newline() {
+        for contents in [&b"1234\n"[..], b"1234", b"1234\r\n", b"1234\nignored\n"] {
+            let f = pin_file(contents, 0o600);
+            let pin = resolve(&uri_for(&f), &OpenOptions::new()).unwrap().unwrap();
+            assert_eq!(pin.expose_secret(), "1234");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn group_readable_pin_file_is_refused_with_its_own_error() {
+        let f = pin_file(b"1234\n", 0o640);
+        let err = resolve(&uri_for(&f), &OpenOptions::new()).unwrap_err();
+        assert!(
+            matches!(err, KeyError::InsecurePinFile { mode: 0o640, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"));
+        let f = pin_file(b"1234\n", 0o604);
+        assert!(matches!(
+            resolve(&uri_for(&f), &OpenOptions::new()),
+            Err(KeyError::InsecurePinFile { .. })
+        ));
+        let allowed = OpenOptions::new().allow_insecure_permissions(true);
+        assert!(resolve(&uri_for(&f), &allowed).unwrap().is_some());
+    }
+
+    #[test]
+    fn empty_or_missing_pin_file_is_an_error() {
+        let f = pin_file(b"\n", 0o600);
+        assert!(matches!(
+            resolve(&uri_for(&f), &OpenOptions::new()),
+            Err(KeyError::PinUnavailable { .. })
+        ));
+        let uri: Pkcs11Uri = "pkcs11:object=k?pin-source=file:/nonexistent/pin"
+            .parse()
+            .unwrap();
+        assert!(matches!(
+            resolve(&uri, &OpenOptions::new()),
+            Err(KeyError::PinUnavailable { .. })
+        ));
+    }
+
+    #[test]
+    fn pin_value_needs_explicit_permission_and_is_never_printed() {
+        let uri: Pkcs11Uri = "pkcs11:object=k?pin-value=s3cr3t".parse().unwrap();
+        let err = resolve(&uri, &OpenOptions::new()).unwrap_err();
+        assert!(err.to_string().contains("pin-source=file:"), "{err}");
+        assert!(!err.to_string().contains("s3cr3t"));
+        let pin = resolve(&uri, &OpenOptions::new().allow_pin_value(true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(pin.expose_secret(), "s3cr3t");
+        assert!(!format!("{pin:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn unset_env_pin_names_the_variable() {
+        let uri: Pkcs11Uri = "pkcs11:object=k?pin-source=env:KEYBOUND_TEST_SURELY_UNSET_PIN"
+            .parse()
+            .unwrap();
+        let err = resolve(&uri, &OpenOptions::new()).unwrap_err().to_string();
+        assert!(err.contains("KEYBOUND_TEST_SURELY_UNSET_PIN"), "{err}");
+    }
+
+    #[test]
+    fn no_pin_source_is_no_pin() {
+        let uri: Pkcs11Uri = "pkcs11:object=k".parse().unwrap();
+        assert!(resolve(&uri, &OpenOptions::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn pin_comparison() {
+        let a = SecretString::from("1234");
+        assert!(pins_equal(&a, &SecretString::from("1234")));
+        assert!(!pins_equal(&a, &SecretString::from("1235")));
+        assert!(!pins_equal(&a, &SecretString::from("12345")));
+    }
+}
