@@ -18,6 +18,8 @@ use crate::error::KeyError;
 /// A parsed key reference.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+// A KeyRef is parsed once per key open; the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum KeyRef {
     /// `file:PATH`.
     File(PathBuf),
