@@ -6,6 +6,9 @@ use serde_json::{Map, Value};
 
 use crate::error::JoseError;
 
+/// A JSON object (header or claims).
+pub type JsonObject = Map<String, Value>;
+
 /// Parses `bytes` as a JSON object, refusing duplicate member names.
 ///
 /// # Errors

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::alg::JwsAlgorithm;
 use crate::b64;
 use crate::error::{JoseError, sanitize};
+use crate::json::JsonObject;
 use crate::keys::KeySet;
 
 /// Default maximum token size: 64 KiB.
@@ -316,7 +317,7 @@ pub fn verify(
     token: &str,
     keys: &KeySet,
     options: &VerifyOptions,
-) -> Result<(Map<String, Value>, Vec<u8>), JoseError> {
+) -> Result<(JsonObject, Vec<u8>), JoseError> {
     let jws = parse(token, options)?;
     let key = keys.select(jws.kid(), jws.alg)?;
     jws.verify_with(&key.key)?;

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::alg::JwsAlgorithm;
 use crate::b64;
 use crate::error::JoseError;
+use crate::json::JsonObject;
 use crate::jws::{self, JwsHeader, VerifyOptions};
 use crate::keys::KeySet;
 
@@ -300,7 +301,7 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> JoseError {
 /// Structural errors only.
 pub fn decode_unverified(
     token: &str,
-) -> Result<(Map<String, Value>, Map<String, Value>), JoseError> {
+) -> Result<(JsonObject, JsonObject), JoseError> {
     let options = VerifyOptions::default();
     if token.len() > options.max_token_size {
         return Err(JoseError::TooLarge {

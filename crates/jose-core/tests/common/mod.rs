@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use key_provider::{KeyBackend, KeySpec, OpenOptions};
 
+/// The repository's `tests/vectors` directory.
 pub fn vectors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors")
 }
 
+/// A JSON vector file.
 pub fn vector_json(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(vectors().join(name)).unwrap()).unwrap()
 }
@@ -28,6 +30,7 @@ pub fn vector_key(dir: &tempfile::TempDir, name: &str) -> Arc<dyn KeyBackend> {
     open_file(&dst)
 }
 
+/// Opens a key file through the file backend.
 pub fn open_file(path: &Path) -> Arc<dyn KeyBackend> {
     key_provider::open(
         &format!("file:{}", path.display()).parse().unwrap(),
