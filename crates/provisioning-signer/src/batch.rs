@@ -1,0 +1,633 @@
+//! Batch mode: many authorization codes from JSON lines, signed concurrently through one key, streamed.
+//!
+//! Input, one JSON object a line: `{"sub": "…", "aud": "APPLE_PAY"}`, optionally `"token_id": true` (the
+//! subject is a tokenId) and `"ttl": N` (seconds). Output, one line per non-blank input line, in input order:
+//! `{"sub":"…","jwt":"…"}` or `{"sub":"…","error":"…"}` (`sub` is `null` when the line could not be read).
+//! A bad line becomes an error line; it never stops the batch. Blank lines are skipped.
+//!
+//! Streaming, with memory bounded by the window, not by the input:
+//!
+//! ```text
+//!  reader thread ──jobs (bounded)──▶ N worker threads ──results──▶ writer (calling thread)
+//!       ▲                              KeyBackend::sign             reorders by line number,
+//!       └────────── permits (window) ◀──────────────────────────── writes, releases one permit a line
+//! ```
+//!
+//! The reader takes a permit before each line and the writer returns it once that line's output is
+//! written, so at most `window` lines are ever held, however slow one signature is. Signing is blocking
+//! (PKCS#11), so workers are plain threads, never async worker threads. The writer flushes whenever it
+//! would otherwise wait, so output appears as soon as it is in order. Lines longer than
+//! [`BatchOptions::max_line_len`] are skipped to their end and reported, never buffered whole.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::auth_code::{Audience, AuthCodeRequest, AuthCodeSigner, Subject};
+use crate::error::{ProvisioningError, sanitize};
+
+/// How a batch runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchOptions {
+    /// Signing threads (default: available parallelism; 8 for PKCS#11 keys, whose latency is the token's).
+    pub concurrency: usize,
+    /// Most lines read but not yet written (default: 8 × concurrency, at least 64).
+    pub window: usize,
+    /// Longest input line in bytes (default 64 KiB); longer lines become error lines.
+    pub max_line_len: usize,
+}
+
+impl BatchOptions {
+    /// Default longest input line: 64 KiB.
+    pub const DEFAULT_MAX_LINE_LEN: usize = 64 * 1024;
+
+    /// Defaults for signing with `signer`'s key.
+    #[must_use]
+    pub fn for_signer(signer: &AuthCodeSigner) -> Self {
+        let concurrency = if signer.key().backend_name() == "pkcs11" {
+            key_provider::OpenOptions::DEFAULT_PKCS11_MAX_SESSIONS
+        } else {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        };
+        Self::with_concurrency(concurrency)
+    }
+
+    /// `concurrency` threads (at least 1) and the matching default window.
+    #[must_use]
+    pub fn with_concurrency(concurrency: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        Self {
+            concurrency,
+            window: (concurrency * 8).max(64),
+            max_line_len: Self::DEFAULT_MAX_LINE_LEN,
+        }
+    }
+
+    /// Sets the window (at least `concurrency`).
+    #[must_use]
+    pub fn window(mut self, window: usize) -> Self {
+        self.window = window.max(self.concurrency).max(1);
+        self
+    }
+}
+
+/// Where a running batch stands; handed to the progress callback after each written line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct BatchProgress {
+    /// Lines written (codes and errors).
+    pub lines: u64,
+    /// Of which errors.
+    pub errors: u64,
+    /// Input bytes consumed by the written lines (including skipped blank lines before them).
+    pub bytes: u64,
+}
+
+/// The outcome of a batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct BatchSummary {
+    /// Lines processed (one output line each).
+    pub total: u64,
+    /// Codes signed.
+    pub signed: u64,
+    /// Error lines.
+    pub errors: u64,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+}
+
+impl BatchSummary {
+    /// Lines per second.
+    #[must_use]
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.total as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+impl std::fmt::Display for BatchSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} lines: {} signed, {} errors in {:.2} s ({:.0}/s)",
+            self.total,
+            self.signed,
+            self.errors,
+            self.elapsed.as_secs_f64(),
+            self.rate()
+        )
+    }
+}
+
+/// One line handed from the reader to the workers.
+struct Job {
+    seq: u64,
+    bytes: u64,
+    line: Result<Vec<u8>, String>,
+}
+
+/// One finished line handed from a worker to the writer.
+struct Done {
+    bytes: u64,
+    output: Vec<u8>,
+    ok: bool,
+}
+
+#[derive(Serialize)]
+struct OutputLine<'a> {
+    sub: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// Runs a batch: reads JSON lines from `input`, signs through `signer` on `options.concurrency` threads,
+/// writes one JSON line per input line to `output` in input order, and calls `progress` after each written
+/// line. Returns the summary; any error *lines* are counted in it, not returned as `Err`.
+///
+/// # Errors
+/// [`ProvisioningError::Io`] when reading the input or writing the output fails (what was written stays
+/// written, in order).
+pub fn run<R, W>(
+    signer: &AuthCodeSigner,
+    input: R,
+    output: W,
+    options: &BatchOptions,
+    progress: &mut dyn FnMut(&BatchProgress),
+) -> Result<BatchSummary, ProvisioningError>
+where
+    R: BufRead + Send,
+    W: Write,
+{
+    let started = Instant::now();
+    let concurrency = options.concurrency.max(1);
+    let window = options.window.max(concurrency);
+    let max_line_len = options.max_line_len.max(16);
+
+    let (permit_tx, permit_rx) = mpsc::sync_channel::<()>(window);
+    for _ in 0..window {
+        // Cannot fail: the channel has room for exactly `window` permits and its receiver is alive.
+        let _ = permit_tx.send(());
+    }
+    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(window);
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(u64, Done)>();
+
+    tracing::info!(
+        issuer_id = signer.issuer_id(),
+        kid = signer.kid(),
+        concurrency,
+        window,
+        "batch started"
+    );
+
+    let (summary, read_result) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || read_lines(input, &permit_rx, &job_tx, max_line_len));
+        for _ in 0..concurrency {
+            let done_tx = done_tx.clone();
+            let job_rx = &job_rx;
+            scope.spawn(move || work(signer, job_rx, &done_tx));
+        }
+        drop(done_tx);
+        let written = write_in_order(output, &done_rx, &permit_tx, progress);
+        // On a write error, stop the reader (no more permits) and drain the workers.
+        drop(permit_tx);
+        drop(done_rx);
+        let read_result = reader.join().unwrap_or_else(|_| {
+            Err(ProvisioningError::Io {
+                what: "input",
+                source: std::io::Error::other("the reader thread panicked"),
+            })
+        });
+        (written, read_result)
+    });
+    let (lines, errors) = summary?;
+    read_result?;
+    let summary = BatchSummary {
+        total: lines,
+        signed: lines - errors,
+        errors,
+        elapsed: started.elapsed(),
+    };
+    tracing::info!(
+        issuer_id = signer.issuer_id(),
+        kid = signer.kid(),
+        total = summary.total,
+        errors = summary.errors,
+        elapsed_ms = u64::try_from(summary.elapsed.as_millis()).unwrap_or(u64::MAX),
+        rate = summary.rate(),
+        outcome = if summary.errors == 0 {
+            "ok"
+        } else {
+            "with_errors"
+        },
+        "batch finished"
+    );
+    Ok(summary)
+}
+
+/// The reader: one permit per line, then the line (or why it could not be taken) to the workers.
+fn read_lines<R: BufRead>(
+    mut input: R,
+    permits: &Receiver<()>,
+    jobs: &SyncSender<Job>,
+    max_line_len: usize,
+) -> Result<(), ProvisioningError> {
+    let mut seq = 0u64;
+    let mut buf = Vec::new();
+    let mut pending_bytes = 0u64;
+    loop {
+        if permits.recv().is_err() {
+            return Ok(()); // The writer stopped (output failed); nothing more to do.
+        }
+        // Read until a non-blank line or the end, reusing this permit for skipped blank lines.
+        let job = loop {
+            buf.clear();
+            let (consumed, too_long) = read_line_limited(&mut input, &mut buf, max_line_len)
+                .map_err(|source| ProvisioningError::Io {
+                    what: "input",
+                    source,
+                })?;
+            if consumed == 0 {
+                return Ok(());
+            }
+            pending_bytes += consumed as u64;
+            if too_long {
+                break Job {
+                    seq,
+                    bytes: pending_bytes,
+                    line: Err(format!("line is longer than {max_line_len} bytes")),
+                };
+            }
+            if buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            break Job {
+                seq,
+                bytes: pending_bytes,
+                line: Ok(std::mem::take(&mut buf)),
+            };
+        };
+        pending_bytes = 0;
+        seq += 1;
+        if jobs.send(job).is_err() {
+            return Ok(()); // Every worker is gone: the batch is being torn down.
+        }
+    }
+}
+
+/// Reads one line (without its `\n` / `\r\n`) into `buf`, keeping at most `limit` bytes; a longer line is
+/// consumed to its end and flagged. Returns the bytes consumed (0 at the end of input).
+fn read_line_limited<R: BufRead>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<(usize, bool)> {
+    let mut consumed = 0;
+    let mut too_long = false;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            break;
+        }
+        let (chunk, found_newline) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..i], true),
+            None => (available, false),
+        };
+        if !too_long {
+            if buf.len() + chunk.len() > limit {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        let used = chunk.len() + usize::from(found_newline);
+        input.consume(used);
+        consumed += used;
+        if found_newline {
+            break;
+        }
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok((consumed, too_long))
+}
+
+/// A worker: takes lines until the reader is done, turns each into an output line.
+fn work(signer: &AuthCodeSigner, jobs: &Mutex<Receiver<Job>>, done: &mpsc::Sender<(u64, Done)>) {
+    loop {
+        let job = {
+            // A poisoned lock means another worker panicked while holding it (it never does: the lock only
+            // guards `recv`); the receiver inside is still sound, so keep going.
+            let rx = jobs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let seq = job.seq;
+        let bytes = job.bytes;
+        // A panic in one line must not leave a gap the writer waits on forever: report it as that line's error.
+        let (output, ok) = std::panic::catch_unwind(AssertUnwindSafe(|| process(signer, job.line)))
+            .unwrap_or_else(|_| {
+                (
+                    render(None, Err("internal error while signing this line")),
+                    false,
+                )
+            });
+        if done.send((seq, Done { bytes, output, ok })).is_err() {
+            return;
+        }
+    }
+}
+
+/// One input line to one output line (with its trailing newline) and whether it was signed.
+fn process(signer: &AuthCodeSigner, line: Result<Vec<u8>, String>) -> (Vec<u8>, bool) {
+    let line = match line {
+        Ok(l) => l,
+        Err(reason) => return (render(None, Err(&reason)), false),
+    };
+    let (sub, request) = parse_line(&line);
+    let result = request.and_then(|r| signer.sign(&r).map_err(|e| e.to_string()));
+    match result {
+        Ok(code) => (render(sub.as_deref(), Ok(code.as_str())), true),
+        Err(e) => (render(sub.as_deref(), Err(&e)), false),
+    }
+}
+
+fn render(sub: Option<&str>, result: Result<&str, &str>) -> Vec<u8> {
+    let line = match result {
+        Ok(jwt) => OutputLine {
+            sub,
+            jwt: Some(jwt),
+            error: None,
+        },
+        Err(error) => OutputLine {
+            sub,
+            jwt: None,
+            error: Some(error),
+        },
+    };
+    // Serializing a struct of strings into a Vec cannot fail.
+    let mut out = serde_json::to_vec(&line).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// Parses one input line. Returns the `sub` (when it is a string, so error lines can name it) and the
+/// request or a message that quotes no value.
+fn parse_line(line: &[u8]) -> (Option<String>, Result<AuthCodeRequest, String>) {
+    let object: Map<String, Value> = match serde_json::from_slice(line) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return (None, Err("line is not a JSON object".into())),
+        Err(e) if e.is_syntax() || e.is_eof() => {
+            return (
+                None,
+                Err(format!("line is not valid JSON (column {})", e.column())),
+            );
+        }
+        Err(_) => return (None, Err("line is not valid JSON".into())),
+    };
+    let sub = match object.get("sub") {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let request = (|| {
+        if let Some(unknown) = object
+            .keys()
+            .find(|k| !matches!(k.as_str(), "sub" | "aud" | "token_id" | "ttl"))
+        {
+            return Err(format!(
+                "unknown member {:?} (allowed: sub, aud, token_id, ttl)",
+                sanitize(unknown)
+            ));
+        }
+        let sub = match object.get("sub") {
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err("`sub` must be a string".into()),
+            None => return Err("`sub` is missing".into()),
+        };
+        let aud: Audience = match object.get("aud") {
+            Some(Value::String(s)) => s.parse().map_err(|e: ProvisioningError| e.to_string())?,
+            Some(_) => {
+                return Err("`aud` must be a string: GOOGLE_PAY, APPLE_PAY or SAMSUNG_PAY".into());
+            }
+            None => return Err("`aud` is missing (GOOGLE_PAY, APPLE_PAY or SAMSUNG_PAY)".into()),
+        };
+        let token_id = match object.get("token_id") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("`token_id` must be true or false".into()),
+        };
+        let ttl = match object.get("ttl") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or("`ttl` must be a whole number of seconds (1 to 300)")?,
+            ),
+        };
+        let subject = if token_id {
+            Subject::TokenId(sub)
+        } else {
+            Subject::IssuerCardRefId(sub)
+        };
+        let mut request = AuthCodeRequest::new(subject, aud);
+        request.ttl_secs = ttl;
+        Ok(request)
+    })();
+    (sub, request)
+}
+
+/// The writer: reorders finished lines by number, writes them, returns a permit per line. Returns the lines
+/// written and the error lines among them.
+fn write_in_order<W: Write>(
+    output: W,
+    done: &Receiver<(u64, Done)>,
+    permits: &SyncSender<()>,
+    progress: &mut dyn FnMut(&BatchProgress),
+) -> Result<(u64, u64), ProvisioningError> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, output);
+    let io_err = |source| ProvisioningError::Io {
+        what: "output",
+        source,
+    };
+    let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut state = BatchProgress::default();
+    let mut last_flush = Instant::now();
+    loop {
+        let (seq, finished) = match done.try_recv() {
+            Ok(d) => d,
+            Err(TryRecvError::Empty) => {
+                // About to wait: make what is written visible first.
+                out.flush().map_err(io_err)?;
+                last_flush = Instant::now();
+                match done.recv() {
+                    Ok(d) => d,
+                    Err(_) => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+        pending.insert(seq, finished);
+        while let Some(d) = pending.remove(&next) {
+            out.write_all(&d.output).map_err(io_err)?;
+            next += 1;
+            state.lines += 1;
+            state.bytes += d.bytes;
+            if !d.ok {
+                state.errors += 1;
+            }
+            // The reader may have stopped (end of input); a permit nobody takes is fine.
+            let _ = permits.try_send(());
+            progress(&state);
+        }
+        if last_flush.elapsed() > Duration::from_millis(200) {
+            out.flush().map_err(io_err)?;
+            last_flush = Instant::now();
+        }
+    }
+    out.flush().map_err(io_err)?;
+    if !pending.is_empty() {
+        return Err(io_err(std::io::Error::other(
+            "internal error: a batch line was lost",
+        )));
+    }
+    Ok((state.lines, state.errors))
+}
+
+#[cfg(feature = "progress")]
+pub use terminal::TerminalProgress;
+
+#[cfg(feature = "progress")]
+mod terminal {
+    //! A progress bar on stderr for batch mode (only when stderr is a terminal).
+
+    use std::io::IsTerminal as _;
+
+    use super::BatchProgress;
+
+    /// A progress bar on stderr: by input bytes when the input size is known, else a running count.
+    #[derive(Debug)]
+    pub struct TerminalProgress {
+        bar: indicatif::ProgressBar,
+    }
+
+    impl TerminalProgress {
+        /// A progress bar, or `None` when stderr is not a terminal (pipes and logs get only the summary).
+        #[must_use]
+        pub fn stderr(total_bytes: Option<u64>) -> Option<Self> {
+            if !std::io::stderr().is_terminal() {
+                return None;
+            }
+            let bar = match total_bytes {
+                Some(total) => {
+                    let bar = indicatif::ProgressBar::new(total);
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{elapsed_precise} [{bar:40}] {percent:>3}% {msg} (eta {eta})",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    bar
+                }
+                None => {
+                    let bar = indicatif::ProgressBar::new_spinner();
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{spinner} {elapsed_precise} {msg}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                    );
+                    bar
+                }
+            };
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(10));
+            Some(Self { bar })
+        }
+
+        /// Shows `progress`.
+        pub fn update(&self, progress: &BatchProgress) {
+            if self.bar.length().is_some() {
+                self.bar.set_position(progress.bytes);
+            } else {
+                self.bar.tick();
+            }
+            if progress.lines % 64 == 1 || progress.lines < 64 {
+                let rate = progress.lines as f64 / self.bar.elapsed().as_secs_f64().max(0.001);
+                self.bar.set_message(format!(
+                    "{} lines, {} errors, {rate:.0}/s",
+                    progress.lines, progress.errors
+                ));
+            }
+        }
+
+        /// Removes the bar.
+        pub fn finish(&self) {
+            self.bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_skipped_not_buffered() {
+        let data = b"abc\r\n0123456789abcdef0123\nlast";
+        let mut r = std::io::BufReader::with_capacity(4, &data[..]);
+        let mut buf = Vec::new();
+        assert_eq!(read_line_limited(&mut r, &mut buf, 16).unwrap(), (5, false));
+        assert_eq!(buf, b"abc");
+        buf.clear();
+        assert_eq!(read_line_limited(&mut r, &mut buf, 16).unwrap(), (21, true));
+        assert!(buf.is_empty());
+        assert_eq!(read_line_limited(&mut r, &mut buf, 16).unwrap(), (4, false));
+        assert_eq!(buf, b"last");
+        buf.clear();
+        assert_eq!(read_line_limited(&mut r, &mut buf, 16).unwrap(), (0, false));
+    }
+
+    #[test]
+    fn parse_errors_quote_no_values() {
+        let (sub, r) = parse_line(br#"{"sub":"card-1","aud":"VISA_PAY"}"#);
+        assert_eq!(sub.as_deref(), Some("card-1"));
+        assert!(
+            r.unwrap_err().contains("VISA_PAY"),
+            "the audience name is not secret and helps"
+        );
+        let (sub, r) =
+            parse_line(br#"{"sub":"card-1","aud":"APPLE_PAY","ttl":"4111111111111111"}"#);
+        assert_eq!(sub.as_deref(), Some("card-1"));
+        assert!(!r.unwrap_err().contains("4111"));
+        let (sub, r) = parse_line(br#"{"sub": 4111111111111111, "aud":"APPLE_PAY"}"#);
+        assert_eq!(sub, None);
+        assert!(!r.unwrap_err().contains("4111"));
+        let (sub, r) = parse_line(b"{\"sub\":\"4111111111111111");
+        assert_eq!(sub, None);
+        assert!(!r.unwrap_err().contains("4111"));
+    }
+}

@@ -1,0 +1,302 @@
+//! Batch mode: one output line per input line in input order even when signatures finish out of order;
+//! bad lines become error lines without stopping the batch; every code verifies with jsonwebtoken; the
+//! input is streamed (the first output is written long before the input is read to its end, and never
+//! more than the window of lines is held).
+
+mod common;
+
+use std::io::{BufRead, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use key_provider::KeySpec;
+use provisioning_signer::batch::{self, BatchOptions};
+use provisioning_signer::{AuthCodeSigner, AuthCodeVerifier};
+use serde_json::Value;
+
+fn slow_signer(dir: &tempfile::TempDir) -> AuthCodeSigner {
+    let key = common::new_key(dir, "issuer.pem", KeySpec::Rsa(2048));
+    AuthCodeSigner::new(Arc::new(common::SlowKey(key)), "acmebank").unwrap()
+}
+
+#[test]
+fn order_and_count_are_preserved_under_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = slow_signer(&dir);
+    let auds = ["GOOGLE_PAY", "APPLE_PAY", "SAMSUNG_PAY"];
+    let mut input = String::new();
+    for i in 0..300 {
+        input.push_str(&format!(
+            "{{\"sub\":\"card-{i:04}\",\"aud\":\"{}\"}}\n",
+            auds[i % 3]
+        ));
+    }
+    let mut out = Vec::new();
+    let mut calls = 0u64;
+    let summary = batch::run(
+        &signer,
+        input.as_bytes(),
+        &mut out,
+        &BatchOptions::with_concurrency(4).window(16),
+        &mut |p| {
+            calls += 1;
+            assert_eq!(p.lines, calls);
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (summary.total, summary.signed, summary.errors),
+        (300, 300, 0)
+    );
+    assert_eq!(calls, 300);
+
+    let verifier = AuthCodeVerifier::new(signer.key().public_key().clone())
+        .unwrap()
+        .issuer_id("acmebank");
+    jose_core::jwt::install_crypto_provider();
+    let key_provider::PublicKey::Rsa { n, e } = signer.key().public_key() else {
+        unreachable!()
+    };
+    let decoding = jsonwebtoken::DecodingKey::from_rsa_raw_components(n, e);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 300);
+    for (i, line) in lines.iter().enumerate() {
+        let obj = line.as_object().unwrap();
+        assert_eq!(obj.keys().collect::<Vec<_>>(), ["sub", "jwt"]);
+        assert_eq!(obj["sub"], format!("card-{i:04}"));
+        let jwt = obj["jwt"].as_str().unwrap();
+        let verified = verifier.verify(jwt).unwrap();
+        assert_eq!(verified.claims.sub, format!("card-{i:04}"));
+        assert_eq!(verified.claims.aud.as_str(), auds[i % 3]);
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        v.set_audience(&[auds[i % 3]]);
+        jsonwebtoken::decode::<Value>(jwt, &decoding, &v).unwrap();
+    }
+}
+
+#[test]
+fn bad_lines_become_error_lines_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = slow_signer(&dir);
+    let long = format!("{{\"sub\":\"{}\",\"aud\":\"APPLE_PAY\"}}", "x".repeat(200));
+    let input = [
+        r#"{"sub":"ok-1","aud":"APPLE_PAY"}"#,
+        r#"{"sub":"bad-aud","aud":"VISA_PAY"}"#,
+        "not json at all 4111111111111111",
+        "",
+        "   ",
+        r#"{"sub":"tok-1","aud":"GOOGLE_PAY","token_id":true,"ttl":300}"#,
+        r#"{"sub":"ttl-long","aud":"APPLE_PAY","ttl":301}"#,
+        r#"{"sub":"extra","aud":"APPLE_PAY","fpan":"4111111111111111"}"#,
+        r#"{"aud":"APPLE_PAY"}"#,
+        r#"["sub","aud"]"#,
+        &long,
+        "{\"sub\":\"crlf\",\"aud\":\"SAMSUNG_PAY\"}\r",
+        r#"{"sub":"last","aud":"APPLE_PAY"}"#,
+    ]
+    .join("\n");
+    let mut out = Vec::new();
+    let mut options = BatchOptions::with_concurrency(3);
+    options.max_line_len = 128;
+    let summary = batch::run(&signer, input.as_bytes(), &mut out, &options, &mut |_| {}).unwrap();
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    // Two blank lines are skipped; every other line has its output line, in order.
+    assert_eq!(lines.len(), 11);
+    assert_eq!((summary.total, summary.signed, summary.errors), (11, 4, 7));
+    let sub = |i: usize| lines[i]["sub"].clone();
+    let error = |i: usize| lines[i]["error"].as_str().unwrap_or_default().to_owned();
+    assert!(lines[0]["jwt"].is_string());
+    assert_eq!(sub(1), "bad-aud");
+    assert!(error(1).contains("GOOGLE_PAY, APPLE_PAY or SAMSUNG_PAY"));
+    assert_eq!(sub(2), Value::Null);
+    assert!(error(2).contains("not valid JSON"));
+    assert_eq!(sub(3), "tok-1");
+    let tok = AuthCodeVerifier::new(signer.key().public_key().clone())
+        .unwrap()
+        .verify(lines[3]["jwt"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(tok.claims.exp - tok.claims.iat, 300);
+    assert_eq!(sub(4), "ttl-long");
+    assert!(error(4).contains("300"));
+    assert_eq!(sub(5), "extra");
+    assert!(error(5).contains("unknown member \"fpan\""));
+    assert_eq!(sub(6), Value::Null);
+    assert!(error(6).contains("`sub` is missing"));
+    assert!(error(7).contains("not a JSON object"));
+    assert!(error(8).contains("longer than 128 bytes"));
+    assert_eq!(sub(9), "crlf");
+    assert!(lines[9]["jwt"].is_string());
+    assert_eq!(sub(10), "last");
+    // No error line quotes the card number that was smuggled into the input.
+    assert!(
+        !String::from_utf8(out.clone())
+            .unwrap()
+            .contains("4111111111111111")
+    );
+    for l in &lines {
+        let keys: Vec<_> = l.as_object().unwrap().keys().cloned().collect();
+        assert!(
+            keys == ["sub", "jwt"] || keys == ["sub", "error"],
+            "{keys:?}"
+        );
+    }
+}
+
+/// An endless source of input lines that counts how many it has handed out.
+struct Lines {
+    produced: Arc<AtomicU64>,
+    limit: u64,
+    pending: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Lines {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.fill_buf()?.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Lines {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.pos == self.pending.len() {
+            let i = self.produced.load(Ordering::SeqCst);
+            if i == self.limit {
+                return Ok(&[]);
+            }
+            self.pending = format!("{{\"sub\":\"c{i}\",\"aud\":\"APPLE_PAY\"}}\n").into_bytes();
+            self.pos = 0;
+            self.produced.store(i + 1, Ordering::SeqCst);
+        }
+        Ok(&self.pending[self.pos..])
+    }
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+    }
+}
+
+/// Records, at each write, how far ahead of the output the reader was.
+struct Watch {
+    produced: Arc<AtomicU64>,
+    written_lines: u64,
+    max_ahead: u64,
+    first_write_at: Option<u64>,
+}
+
+impl Write for Watch {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let produced = self.produced.load(Ordering::SeqCst);
+        self.first_write_at.get_or_insert(produced);
+        self.max_ahead = self
+            .max_ahead
+            .max(produced.saturating_sub(self.written_lines));
+        self.written_lines += buf.iter().filter(|b| **b == b'\n').count() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn input_is_streamed_within_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::new_key(&dir, "issuer.pem", KeySpec::Rsa(2048));
+    let signer = AuthCodeSigner::new(key, "acmebank").unwrap();
+    let produced = Arc::new(AtomicU64::new(0));
+    let input = Lines {
+        produced: produced.clone(),
+        limit: 3000,
+        pending: Vec::new(),
+        pos: 0,
+    };
+    let mut watch = Watch {
+        produced: produced.clone(),
+        written_lines: 0,
+        max_ahead: 0,
+        first_write_at: None,
+    };
+    let options = BatchOptions::with_concurrency(2).window(32);
+    let summary = batch::run(&signer, input, &mut watch, &options, &mut |_| {}).unwrap();
+    assert_eq!(summary.total, 3000);
+    assert_eq!(watch.written_lines, 3000);
+    // Output started while the input was still far from its end, and the reader never ran more than the
+    // window (plus the output buffer's worth of written-but-unflushed lines) ahead of the output.
+    let first = watch.first_write_at.unwrap();
+    assert!(first < 1500, "first output only after {first} input lines");
+    assert!(
+        watch.max_ahead <= 32 + 200,
+        "reader ran {} lines ahead",
+        watch.max_ahead
+    );
+}
+
+#[test]
+fn empty_input_is_an_empty_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = slow_signer(&dir);
+    let mut out = Vec::new();
+    let summary = batch::run(
+        &signer,
+        &b"\n\n"[..],
+        &mut out,
+        &BatchOptions::with_concurrency(2),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!((summary.total, summary.errors), (0, 0));
+    assert!(out.is_empty());
+}
+
+/// A writer that fails after some bytes, like a closed pipe.
+struct Broken(usize);
+
+impl Write for Broken {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0 < buf.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "closed",
+            ));
+        }
+        self.0 -= buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_output_stops_the_batch_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = slow_signer(&dir);
+    let produced = Arc::new(AtomicU64::new(0));
+    let input = Lines {
+        produced: produced.clone(),
+        limit: 1_000_000,
+        pending: Vec::new(),
+        pos: 0,
+    };
+    let err = batch::run(
+        &signer,
+        input,
+        Broken(10_000),
+        &BatchOptions::with_concurrency(2).window(8),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("output"), "{err}");
+    assert!(
+        produced.load(Ordering::SeqCst) < 1000,
+        "the reader stopped soon after the output failed"
+    );
+}
