@@ -1,1 +1,74 @@
-fn main() {}
+//! `cargo xtask`: the project's own build and test chores, in Rust, with no dependencies beyond std.
+//!
+//! Run `cargo xtask help` for the list. Each subcommand lives in its own module and is one line in
+//! [`SUBCOMMANDS`]; add new chores the same way.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod softhsm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A subcommand: its name, a one-line summary, and the function that runs it with the remaining arguments.
+struct Subcommand {
+    name: &'static str,
+    summary: &'static str,
+    run: fn(&[String]) -> Result<(), String>,
+}
+
+const SUBCOMMANDS: &[Subcommand] = &[Subcommand {
+    name: "softhsm-test",
+    summary: "create a fresh SoftHSM token under target/softhsm-test/ and run the PKCS#11 tests against it",
+    run: softhsm::run,
+}];
+
+fn usage() -> String {
+    let mut text = String::from("usage: cargo xtask <subcommand> [args]\n\nsubcommands:\n");
+    for s in SUBCOMMANDS {
+        text.push_str(&format!("  {:<14} {}\n", s.name, s.summary));
+    }
+    text.push_str(&format!(
+        "  {:<14} show this help (also `cargo xtask <subcommand> --help`)\n",
+        "help"
+    ));
+    text
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((first, rest)) = args.split_first() else {
+        eprint!("{}", usage());
+        return ExitCode::from(2);
+    };
+    if matches!(first.as_str(), "help" | "-h" | "--help") {
+        print!("{}", usage());
+        return ExitCode::SUCCESS;
+    }
+    let Some(subcommand) = SUBCOMMANDS.iter().find(|s| s.name == first) else {
+        eprintln!("unknown subcommand `{first}`\n");
+        eprint!("{}", usage());
+        return ExitCode::from(2);
+    };
+    match (subcommand.run)(rest) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("\nxtask {}: {message}", subcommand.name);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
+/// The `cargo` that runs us (so the same toolchain builds the tests).
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}

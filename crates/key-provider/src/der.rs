@@ -5,6 +5,7 @@
 /// ASN.1 universal tags used here.
 pub(crate) const TAG_INTEGER: u8 = 0x02;
 pub(crate) const TAG_BIT_STRING: u8 = 0x03;
+#[cfg_attr(not(any(feature = "software", feature = "pkcs11")), allow(dead_code))]
 pub(crate) const TAG_OCTET_STRING: u8 = 0x04;
 pub(crate) const TAG_NULL: u8 = 0x05;
 pub(crate) const TAG_OID: u8 = 0x06;

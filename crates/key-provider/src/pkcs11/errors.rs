@@ -36,28 +36,28 @@ fn camel_to_upper_snake(prefix: &str, camel: &str) -> String {
     out
 }
 
-/// What a failure means for the sessions of a token.
+/// What a failure says was lost, and so how to recover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Recovery {
     /// The session handles are gone (`SESSION_HANDLE_INVALID`, `SESSION_CLOSED`). They may be handed out
     /// again by the module, so they are forgotten, never closed.
-    SessionsLost,
+    Sessions,
     /// The sessions are open but the login or an object handle is gone (`USER_NOT_LOGGED_IN`,
     /// `OBJECT_HANDLE_INVALID`, `KEY_HANDLE_INVALID`): close them, log in again, look the key up again.
-    LoginLost,
-    /// The token went away (`TOKEN_NOT_PRESENT`, `DEVICE_REMOVED`): as [`Recovery::SessionsLost`], and find
+    Login,
+    /// The token went away (`TOKEN_NOT_PRESENT`, `DEVICE_REMOVED`): as [`Recovery::Sessions`], and find
     /// the token's slot again.
-    TokenLost,
+    Token,
 }
 
 /// Whether `rv` calls for dropping the sessions, logging in again and retrying once.
 pub(crate) fn recovery(rv: RvError) -> Option<Recovery> {
     match rv {
-        RvError::SessionHandleInvalid | RvError::SessionClosed => Some(Recovery::SessionsLost),
+        RvError::SessionHandleInvalid | RvError::SessionClosed => Some(Recovery::Sessions),
         RvError::UserNotLoggedIn | RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid => {
-            Some(Recovery::LoginLost)
+            Some(Recovery::Login)
         }
-        RvError::TokenNotPresent | RvError::DeviceRemoved => Some(Recovery::TokenLost),
+        RvError::TokenNotPresent | RvError::DeviceRemoved => Some(Recovery::Token),
         _ => None,
     }
 }

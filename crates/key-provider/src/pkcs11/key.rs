@@ -22,7 +22,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use cryptoki::error::RvError;
+use cryptoki::context::Function;
+use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
@@ -37,7 +38,7 @@ use crate::{
     DecryptionScheme, EcCurve, KeyBackend, OpenOptions, Pkcs11Uri, PublicKey, SignatureScheme,
 };
 
-use super::errors::{Failed, Failure};
+use super::errors::{Failed, Failure, recovery};
 use super::token::Token;
 use super::{AUDIT_TARGET, BACKEND, module, pin};
 
@@ -542,18 +543,25 @@ impl KeyInner {
             Ok(ran) => Ok((ran.value, ran.retried)),
             Err(failed) => {
                 let (ckr, retried) = (failed.ckr(), failed.retried);
-                let error = match failed.failure.rv() {
-                    Some(RvError::MechanismInvalid | RvError::MechanismParamInvalid) => None,
+                let error = match &failed.failure {
+                    Failure::Ck(CkError::Pkcs11(
+                        RvError::MechanismInvalid | RvError::MechanismParamInvalid,
+                        _,
+                    )) => None,
                     // SoftHSM 2.6.1 answers OAEP with SHA-256 with CKR_ARGUMENTS_BAD.
-                    Some(RvError::ArgumentsBad) if scheme == DecryptionScheme::RsaOaepSha256 => {
+                    Failure::Ck(CkError::Pkcs11(RvError::ArgumentsBad, _))
+                        if scheme == DecryptionScheme::RsaOaepSha256 =>
+                    {
                         None
                     }
-                    Some(
-                        RvError::EncryptedDataInvalid
-                        | RvError::EncryptedDataLenRange
-                        | RvError::DataInvalid
-                        | RvError::DataLenRange,
-                    ) => Some(KeyError::Crypto),
+                    // Whatever C_Decrypt itself answers (bad padding is CKR_ENCRYPTED_DATA_INVALID, or
+                    // CKR_GENERAL_ERROR on SoftHSM), the caller learns only that decryption failed:
+                    // distinct answers would make a padding oracle. The audit event keeps the code.
+                    Failure::Ck(CkError::Pkcs11(rv, Function::Decrypt))
+                        if recovery(*rv).is_none() =>
+                    {
+                        Some(KeyError::Crypto)
+                    }
                     _ => Some(failed.into_key_error(self.token.description())),
                 };
                 let error = error.unwrap_or_else(|| KeyError::NotSupported {

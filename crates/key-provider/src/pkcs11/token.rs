@@ -527,9 +527,9 @@ impl Token {
         pool.open = 0;
         let idle = std::mem::take(&mut pool.idle);
         let keepalive = pool.keepalive.take();
-        let closable = recovery == Recovery::LoginLost;
+        let closable = recovery == Recovery::Login;
         pool.closable_generation = closable.then_some(generation);
-        if recovery == Recovery::TokenLost {
+        if recovery == Recovery::Token {
             pool.slot = None;
         }
         if closable {
@@ -612,7 +612,7 @@ impl Token {
                 });
             }
             tracing::debug!(token = %self.description, failure = %failure.describe(), "retrying after reconnect");
-            if failure.recovery() == Some(Recovery::TokenLost) {
+            if failure.recovery() == Some(Recovery::Token) {
                 std::thread::sleep(Duration::from_millis(100));
             }
             first_ckr = failure.ckr();

@@ -1,0 +1,631 @@
+//! The PKCS#11 backend's own promises, against SoftHSM: keys generated sensitive and never extractable;
+//! label/id clashes refused; ambiguous and missing keys reported with what was searched; sessions that
+//! survive the HSM dropping them; a wrong PIN that fails only its own key; a bounded wait for a session;
+//! 4 threads x 250 signatures without an error; one audit event per operation, without PIN or data.
+//!
+//! Every test uses a token of this process's own (one per concern, created serially on first use), and is
+//! skipped with a loud message unless `cargo xtask softhsm-test` set up SoftHSM.
+
+#![cfg(feature = "pkcs11")]
+
+mod support;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use key_provider::pkcs11::testing::{self, TestToken};
+use key_provider::{
+    DecryptionScheme, EcCurve, KeyBackend, KeyError, KeyRef, KeySpec, OpenOptions, Pkcs11Uri,
+    SignatureScheme,
+};
+
+fn token(test: &str, name: &str) -> Option<TestToken> {
+    TestToken::fresh(test, name)
+}
+
+fn generate(uri: &Pkcs11Uri, spec: KeySpec) -> Arc<dyn KeyBackend> {
+    key_provider::pkcs11::generate(uri, spec, &OpenOptions::new()).expect("generate")
+}
+
+/// A PIN file with `pin` in it, mode 0600.
+fn pin_file(dir: &Path, name: &str, pin: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .expect("pin file");
+    writeln!(f, "{pin}").expect("write pin");
+    path
+}
+
+/// `uri` with its PIN taken from `pin_file` instead.
+fn with_pin_file(uri: &Pkcs11Uri, pin_file: &Path) -> Pkcs11Uri {
+    let text = uri.to_string();
+    let (base, _) = text
+        .split_once("&pin-source=")
+        .expect("test URIs carry a pin-source");
+    format!("{base}&pin-source=file:{}", pin_file.display())
+        .parse()
+        .expect("URI")
+}
+
+#[test]
+fn generated_keys_are_sensitive_and_never_extractable() {
+    let Some(token) = token("generated_keys_are_sensitive_and_never_extractable", "main") else {
+        return;
+    };
+    for (label, spec) in [
+        ("gen-rsa", KeySpec::Rsa(2048)),
+        ("gen-ec", KeySpec::Ec(EcCurve::P384)),
+    ] {
+        let key = generate(&token.uri(label), spec);
+        assert_eq!(key.backend_name(), "pkcs11");
+        assert!(
+            key.key_label().contains(&format!("object={label}")),
+            "{}",
+            key.key_label()
+        );
+        assert!(
+            key.key_label().contains(";id=%"),
+            "a random id is added: {}",
+            key.key_label()
+        );
+        let sig = key.sign(
+            SignatureScheme::ALL
+                .into_iter()
+                .find(|s| s.fits(key.public_key()))
+                .unwrap(),
+            b"m",
+        );
+        assert!(sig.is_ok());
+
+        // Look at the objects through the very context the backend uses (the token is logged in).
+        let ctx = testing::context(&token.module).expect("context");
+        let slot = testing::slot_id(&token.uri(label), &OpenOptions::new()).expect("slot");
+        let slot = ctx
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.id() == slot)
+            .unwrap();
+        let session = ctx.open_ro_session(slot).expect("session");
+        let private = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .unwrap();
+        let public = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .unwrap();
+        assert_eq!(
+            (private.len(), public.len()),
+            (1, 1),
+            "one pair under the label"
+        );
+        let attrs = session
+            .get_attributes(
+                private[0],
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::AlwaysSensitive,
+                    AttributeType::NeverExtractable,
+                    AttributeType::Private,
+                    AttributeType::Token,
+                    AttributeType::Id,
+                ],
+            )
+            .unwrap();
+        let mut id = None;
+        for a in &attrs {
+            match a {
+                Attribute::Sensitive(v)
+                | Attribute::AlwaysSensitive(v)
+                | Attribute::NeverExtractable(v) => {
+                    assert!(*v, "{a:?}");
+                }
+                Attribute::Private(v) | Attribute::Token(v) => assert!(*v, "{a:?}"),
+                Attribute::Extractable(v) => assert!(!*v, "{a:?}"),
+                Attribute::Id(v) => id = Some(v.clone()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(attrs.len(), 7);
+        assert_eq!(id.as_ref().map(Vec::len), Some(8), "8 random id bytes");
+        let public_id = session
+            .get_attributes(public[0], &[AttributeType::Id])
+            .unwrap();
+        assert_eq!(
+            public_id,
+            vec![Attribute::Id(id.unwrap())],
+            "same CKA_ID on both halves"
+        );
+        // The value of the private key cannot be read.
+        let value = session.get_attributes(
+            private[0],
+            &[AttributeType::PrivateExponent, AttributeType::Value],
+        );
+        assert!(
+            value.is_ok_and(|v| v.is_empty()),
+            "sensitive attributes are not readable"
+        );
+    }
+}
+
+#[test]
+fn generate_refuses_taken_labels_and_ids_and_bad_sizes() {
+    let Some(token) = token(
+        "generate_refuses_taken_labels_and_ids_and_bad_sizes",
+        "main",
+    ) else {
+        return;
+    };
+    let uri: Pkcs11Uri = token
+        .key_ref("taken")
+        .replace("object=taken", "object=taken;id=%7a")
+        .parse()
+        .unwrap();
+    generate(&uri, KeySpec::Ec(EcCurve::P256));
+    let again =
+        key_provider::pkcs11::generate(&uri, KeySpec::Ec(EcCurve::P256), &OpenOptions::new())
+            .unwrap_err();
+    assert!(matches!(again, KeyError::KeyExists { .. }), "{again}");
+    assert!(again.to_string().contains("'taken'"), "{again}");
+    let same_id: Pkcs11Uri = token
+        .key_ref("other")
+        .replace("object=other", "object=other;id=%7a")
+        .parse()
+        .unwrap();
+    let err =
+        key_provider::pkcs11::generate(&same_id, KeySpec::Ec(EcCurve::P256), &OpenOptions::new())
+            .unwrap_err();
+    assert!(
+        matches!(err, KeyError::KeyExists { .. }) && err.to_string().contains("id 7a"),
+        "{err}"
+    );
+    let err =
+        key_provider::pkcs11::generate(&token.uri("odd"), KeySpec::Rsa(1024), &OpenOptions::new())
+            .unwrap_err();
+    assert!(matches!(err, KeyError::InvalidKeyMaterial { .. }), "{err}");
+}
+
+#[test]
+fn open_by_key_reference_and_errors_name_what_was_searched() {
+    let Some(token) = token(
+        "open_by_key_reference_and_errors_name_what_was_searched",
+        "main",
+    ) else {
+        return;
+    };
+    let generated = generate(&token.uri("by-ref"), KeySpec::Ec(EcCurve::P256));
+    let reference: KeyRef = token.key_ref("by-ref").parse().unwrap();
+    let opened = key_provider::open(&reference, &OpenOptions::new()).expect("open by reference");
+    assert_eq!(opened.public_key(), generated.public_key());
+
+    // Missing key: the message names the token and the label searched.
+    let missing: KeyRef = token.key_ref("no-such-key").parse().unwrap();
+    let err = key_provider::open(&missing, &OpenOptions::new()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KeyError::NotFound {
+                what: "private key",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("no-such-key") && text.contains(&token.label),
+        "{text}"
+    );
+
+    // Missing token: the message lists the tokens present.
+    let no_token: KeyRef = token
+        .key_ref("by-ref")
+        .replace(&format!("token={}", token.label), "token=absent")
+        .parse()
+        .unwrap();
+    let err = key_provider::open(&no_token, &OpenOptions::new()).unwrap_err();
+    assert!(
+        matches!(err, KeyError::NotFound { what: "token", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&token.label), "{err}");
+
+    // Two private keys under one label: an error, not a guess.
+    let a = generate(&token.uri("amb-a"), KeySpec::Ec(EcCurve::P256));
+    generate(&token.uri("amb-b"), KeySpec::Ec(EcCurve::P256));
+    let ctx = testing::context(&token.module).unwrap();
+    let slot_id = testing::slot_id(&token.uri("amb-a"), &OpenOptions::new()).unwrap();
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id() == slot_id)
+        .unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    let b = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"amb-b".to_vec()),
+        ])
+        .unwrap();
+    session
+        .update_attributes(b[0], &[Attribute::Label(b"amb-a".to_vec())])
+        .unwrap();
+    drop(session);
+    let err = key_provider::open(
+        &token.key_ref("amb-a").parse().unwrap(),
+        &OpenOptions::new(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, KeyError::Ambiguous { count: 2, .. }), "{err}");
+    // With its id as well, the reference is unique again.
+    let with_id = a.key_label().to_owned();
+    assert!(
+        key_provider::open(&with_id.parse().unwrap(), &OpenOptions::new()).is_ok(),
+        "{with_id}"
+    );
+
+    // type=cert is not a private key; pin-value is refused unless allowed.
+    let cert: KeyRef = token
+        .key_ref("by-ref")
+        .replace("object=by-ref", "object=by-ref;type=cert")
+        .parse()
+        .unwrap();
+    assert!(matches!(
+        key_provider::open(&cert, &OpenOptions::new()),
+        Err(KeyError::InvalidKeyRef { .. })
+    ));
+    let inline: KeyRef = token
+        .key_ref("by-ref")
+        .split("&pin-source=")
+        .next()
+        .map(|b| format!("{b}&pin-value=1234"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let err = key_provider::open(&inline, &OpenOptions::new()).unwrap_err();
+    assert!(matches!(err, KeyError::PinUnavailable { .. }), "{err}");
+}
+
+#[test]
+fn wrong_pin_fails_only_its_own_key() {
+    let Some(token) = token("wrong_pin_fails_only_its_own_key", "pins") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = pin_file(dir.path(), "wrong.pin", "000000");
+
+    // Before anyone logged in: the token itself rejects the PIN.
+    let err = key_provider::pkcs11::open(
+        &with_pin_file(&token.uri("pin-key"), &wrong),
+        &OpenOptions::new(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, KeyError::LoginFailed { .. }), "{err}");
+    assert!(err.to_string().contains("CKR_PIN_INCORRECT"), "{err}");
+    assert!(!err.to_string().contains("000000"));
+
+    // The right PIN works on the same module and token.
+    let good = generate(&token.uri("pin-key"), KeySpec::Ec(EcCurve::P256));
+    good.sign(SignatureScheme::EcdsaP256Sha256, b"before")
+        .expect("right PIN signs");
+
+    // Once logged in, a wrong PIN is still refused (the token would say ALREADY_LOGGED_IN to anything).
+    let err = key_provider::pkcs11::open(
+        &with_pin_file(&token.uri("pin-key"), &wrong),
+        &OpenOptions::new(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, KeyError::LoginFailed { .. }), "{err}");
+
+    // ... and nothing was finalised or logged out: the good key keeps signing, new opens keep working.
+    good.sign(SignatureScheme::EcdsaP256Sha256, b"after")
+        .expect("right PIN still signs");
+    key_provider::pkcs11::open(&token.uri("pin-key"), &OpenOptions::new())
+        .expect("reopen with the right PIN");
+
+    // A group-readable PIN file is refused before the token is asked.
+    let loose = pin_file(dir.path(), "loose.pin", "whatever");
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let err = key_provider::pkcs11::open(
+        &with_pin_file(&token.uri("pin-key"), &loose),
+        &OpenOptions::new(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, KeyError::InsecurePinFile { .. }), "{err}");
+}
+
+/// Calls `C_CloseAllSessions` on `slot`, as an HSM restart would. cryptoki 0.12 has no safe wrapper for it,
+/// so the raw function is used.
+#[allow(unsafe_code)]
+fn close_all_sessions(module: &Path, slot: u64) {
+    // SAFETY: loading the module again hands back the instance already loaded in this process (dlopen is
+    // reference counted), so this acts on the same library state as the backend's context: the application's
+    // sessions on `slot`. C_CloseAllSessions takes only a slot id; no pointers are involved.
+    let rv = unsafe {
+        let module = cryptoki_sys::Pkcs11::new(module).expect("load module");
+        module.C_CloseAllSessions(slot)
+    };
+    assert_eq!(rv, cryptoki_sys::CKR_OK, "C_CloseAllSessions");
+}
+
+#[test]
+fn signing_survives_the_hsm_dropping_sessions_and_login() {
+    let Some(token) = token(
+        "signing_survives_the_hsm_dropping_sessions_and_login",
+        "loss",
+    ) else {
+        return;
+    };
+    let rsa = generate(&token.uri("loss-rsa"), KeySpec::Rsa(2048));
+    let ec = generate(&token.uri("loss-ec"), KeySpec::Ec(EcCurve::P256));
+    let slot = testing::slot_id(&token.uri("loss-rsa"), &OpenOptions::new()).unwrap();
+    let check = |key: &Arc<dyn KeyBackend>, scheme: SignatureScheme| {
+        let sig = key
+            .sign(scheme, b"survive")
+            .unwrap_or_else(|e| panic!("{scheme} after session loss: {e}"));
+        assert!(support::jsonwebtoken_verifies(
+            key.public_key(),
+            scheme,
+            b"survive",
+            &sig
+        ));
+    };
+    check(&rsa, SignatureScheme::RsaPssSha256);
+    check(&ec, SignatureScheme::EcdsaP256Sha256);
+    for round in 0..3 {
+        close_all_sessions(&token.module, slot);
+        let events = capture_audit(|| check(&rsa, SignatureScheme::RsaPkcs1Sha256));
+        assert!(
+            events.len() == 1
+                && events[0].contains("retried=true")
+                && events[0].contains("outcome=\"success\""),
+            "the signature after the session loss needed (and got) a reconnect: {events:?}"
+        );
+        check(&ec, SignatureScheme::EcdsaP256Sha256);
+        // Decryption recovers the same way.
+        close_all_sessions(&token.module, slot);
+        let cek = support::random_cek();
+        let ct = support::oaep_encrypt(rsa.public_key(), DecryptionScheme::RsaOaepSha1, &cek);
+        let plain = rsa
+            .decrypt(DecryptionScheme::RsaOaepSha1, &ct)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(plain.as_slice(), cek.as_slice());
+    }
+
+    // The login alone lost (another part of the application logged out): recovered too.
+    let ctx = testing::context(&token.module).unwrap();
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id() == slot)
+        .unwrap();
+    ctx.open_ro_session(slot).unwrap().logout().expect("logout");
+    let events = capture_audit(|| check(&rsa, SignatureScheme::RsaPkcs1Sha512));
+    assert!(
+        events.len() == 1 && events[0].contains("retried=true"),
+        "{events:?}"
+    );
+    check(&ec, SignatureScheme::EcdsaP256Sha256);
+}
+
+#[test]
+fn four_threads_sign_250_times_each_without_an_error() {
+    let Some(token) = token("four_threads_sign_250_times_each_without_an_error", "main") else {
+        return;
+    };
+    let key = generate(&token.uri("busy"), KeySpec::Rsa(2048));
+    let started = Instant::now();
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let key = Arc::clone(&key);
+            let failures = Arc::clone(&failures);
+            std::thread::spawn(move || {
+                let mut sigs = Vec::with_capacity(250);
+                for i in 0..250 {
+                    let message = format!("thread {t} message {i}");
+                    match key.sign(SignatureScheme::RsaPkcs1Sha256, message.as_bytes()) {
+                        Ok(sig) => sigs.push((message, sig)),
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+                sigs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in threads {
+        all.extend(t.join().expect("thread"));
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(*failures.lock().unwrap(), Vec::<String>::new());
+    assert_eq!(all.len(), 1000);
+    for (message, sig) in &all {
+        assert!(support::jsonwebtoken_verifies(
+            key.public_key(),
+            SignatureScheme::RsaPkcs1Sha256,
+            message.as_bytes(),
+            sig
+        ));
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "1000 RS256 signatures on 4 threads in {elapsed:?}"
+    );
+}
+
+#[test]
+fn a_busy_pool_times_out_clearly() {
+    let Some(token) = token("a_busy_pool_times_out_clearly", "pool") else {
+        return;
+    };
+    // The first key on this token sets its pool size: one session.
+    let options = OpenOptions::new()
+        .pkcs11_max_sessions(1)
+        .pkcs11_session_wait(Duration::from_millis(200));
+    let key =
+        key_provider::pkcs11::generate(&token.uri("pooled"), KeySpec::Ec(EcCurve::P256), &options)
+            .unwrap();
+    key.sign(SignatureScheme::EcdsaP256Sha256, b"free")
+        .expect("a free session");
+    let held =
+        testing::hold_sessions(&token.uri("pooled"), &options, 1).expect("hold the one session");
+    let started = Instant::now();
+    let err = key
+        .sign(SignatureScheme::EcdsaP256Sha256, b"busy")
+        .unwrap_err();
+    assert!(matches!(err, KeyError::Timeout { .. }), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(190),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("free session"), "{err}");
+    drop(held);
+    key.sign(SignatureScheme::EcdsaP256Sha256, b"free again")
+        .expect("the session came back");
+}
+
+thread_local! {
+    /// The audit events of this thread, while [`capture_audit`] runs.
+    static CAPTURED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Records audit events (target `keybound::audit`) as text into [`CAPTURED`]. Installed once as the global
+/// subscriber: a thread-scoped one misses events whose callsites other test threads saw first.
+struct Audit;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Audit {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={:?} ", field.name(), value));
+            }
+        }
+        if event.metadata().target() == key_provider::pkcs11::AUDIT_TARGET {
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            CAPTURED.with_borrow_mut(|c| c.as_mut().map(|events| events.push(fields.0)));
+        }
+    }
+}
+
+/// Runs `f` and returns the audit events it emitted on this thread.
+fn capture_audit(f: impl FnOnce()) -> Vec<String> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Audit))
+            .expect("no other global subscriber in this test binary");
+    });
+    CAPTURED.set(Some(Vec::new()));
+    f();
+    CAPTURED.take().unwrap_or_default()
+}
+
+#[test]
+fn one_audit_event_per_operation_without_pin_or_data() {
+    let Some(token) = token("one_audit_event_per_operation_without_pin_or_data", "main") else {
+        return;
+    };
+    let pin = std::fs::read_to_string(&token.pin_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let events = capture_audit(|| {
+        let key = generate(&token.uri("audited"), KeySpec::Rsa(2048));
+        key.sign(SignatureScheme::RsaPssSha384, b"SECRET-PAYLOAD")
+            .unwrap();
+        let ct = support::oaep_encrypt(
+            key.public_key(),
+            DecryptionScheme::RsaOaepSha1,
+            b"SECRET-CEK-BYTES",
+        );
+        key.decrypt(DecryptionScheme::RsaOaepSha1, &ct).unwrap();
+        let ct = support::oaep_encrypt(
+            key.public_key(),
+            DecryptionScheme::RsaOaepSha256,
+            b"SECRET-CEK-BYTES",
+        );
+        let _ = key.decrypt(DecryptionScheme::RsaOaepSha256, &ct);
+    });
+    assert_eq!(events.len(), 4, "{events:#?}");
+    assert!(
+        events[0].contains("operation=\"generate RSA-2048\"")
+            && events[0].contains("outcome=\"success\""),
+        "{}",
+        events[0]
+    );
+    assert!(
+        events[1].contains("mechanism=\"CKM_SHA384_RSA_PKCS_PSS\"")
+            && events[1].contains("latency_us="),
+        "{}",
+        events[1]
+    );
+    assert!(events[1].contains("key=label 'audited'"), "{}", events[1]);
+    assert!(
+        events[2].contains("operation=\"decrypt\"") && events[2].contains("outcome=\"success\""),
+        "{}",
+        events[2]
+    );
+    if events[3].contains("outcome=\"failure\"") {
+        assert!(
+            events[3].contains("ckr=\"CKR_"),
+            "failure events carry the return code: {}",
+            events[3]
+        );
+    }
+    for e in &events {
+        assert!(
+            !e.contains(&pin) && !e.contains("SECRET"),
+            "audit event leaks: {e}"
+        );
+    }
+}
+
+#[test]
+fn debug_output_never_shows_the_pin() {
+    let Some(token) = token("debug_output_never_shows_the_pin", "main") else {
+        return;
+    };
+    let pin = std::fs::read_to_string(&token.pin_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    generate(&token.uri("dbg"), KeySpec::Ec(EcCurve::P256));
+    let inline = token
+        .key_ref("dbg")
+        .split("&pin-source=")
+        .next()
+        .map(|b| format!("{b}&pin-value={pin}"))
+        .unwrap();
+    let key = key_provider::open(
+        &inline.parse().unwrap(),
+        &OpenOptions::new().allow_pin_value(true),
+    )
+    .expect("open");
+    let shown = format!(
+        "{key:?} {} {}",
+        key.key_label(),
+        inline.parse::<KeyRef>().unwrap()
+    );
+    assert!(!shown.contains(&pin), "{shown}");
+    assert!(shown.contains("dbg"), "{shown}");
+}

@@ -1,0 +1,285 @@
+//! `cargo xtask softhsm-test [-p PACKAGE]... [CARGO-TEST-ARGS]... [-- TEST-BINARY-ARGS]`
+//!
+//! Runs the PKCS#11 tests against a SoftHSM token made for this run:
+//!
+//! 1. finds libsofthsm2 (`KEYBOUND_PKCS11_MODULE`, else the usual install paths); without it, says how to
+//!    install it and fails;
+//! 2. creates `target/softhsm-test/<timestamp>-<pid>/` with `softhsm/setup-token.sh`: a `softhsm2.conf`, a
+//!    token directory of its own (never the system's) and one initialised token;
+//! 3. writes the user and SO PINs to files of mode 0600 and exports the variables of [`env`];
+//! 4. runs `cargo test -p PACKAGE --features FEATURES` for every entry of [`RUNS`] (or for the packages given
+//!    with `-p`), passing the other arguments on. Any failure fails the command; since
+//!    `KEYBOUND_TEST_PKCS11_REQUIRED=1` is exported, a PKCS#11 test cannot pass by skipping itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The test runs: (package, features). A crate with SoftHSM tests is one more line here.
+const RUNS: &[(&str, &str)] = &[("key-provider", "pkcs11")];
+
+/// The features used for a package given with `-p` that is not in [`RUNS`].
+const DEFAULT_FEATURES: &str = "pkcs11";
+
+/// Where SoftHSM's module is usually installed (Debian/Ubuntu, multiarch, from source).
+const MODULE_CANDIDATES: &[&str] = &[
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+];
+
+/// The variables exported to the tests.
+pub mod env {
+    /// SoftHSM's own configuration file variable.
+    pub const SOFTHSM2_CONF: &str = "SOFTHSM2_CONF";
+    /// The PKCS#11 module (also read by keybound itself).
+    pub const MODULE: &str = "KEYBOUND_PKCS11_MODULE";
+    /// Label of the token this run initialised.
+    pub const TOKEN: &str = "KEYBOUND_TEST_PKCS11_TOKEN";
+    /// User PIN file.
+    pub const PIN_FILE: &str = "KEYBOUND_TEST_PKCS11_PIN_FILE";
+    /// Security officer PIN file (tests create tokens of their own with it).
+    pub const SO_PIN_FILE: &str = "KEYBOUND_TEST_PKCS11_SO_PIN_FILE";
+    /// `1`: PKCS#11 tests must run, not skip.
+    pub const REQUIRED: &str = "KEYBOUND_TEST_PKCS11_REQUIRED";
+}
+
+const TOKEN_LABEL: &str = "keybound-test";
+
+struct Options {
+    runs: Vec<(String, String)>,
+    cargo_args: Vec<String>,
+}
+
+fn parse(args: &[String]) -> Result<Option<Options>, String> {
+    let mut packages = Vec::new();
+    let mut cargo_args = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "-p" | "--package" => {
+                packages.push(iter.next().ok_or("-p needs a package name")?.clone());
+            }
+            "--" => {
+                cargo_args.push(arg.clone());
+                cargo_args.extend(iter.by_ref().cloned());
+            }
+            other => match other.strip_prefix("--package=") {
+                Some(p) => packages.push(p.to_owned()),
+                None => cargo_args.push(other.to_owned()),
+            },
+        }
+    }
+    let runs = if packages.is_empty() {
+        RUNS.iter()
+            .map(|(p, f)| ((*p).to_owned(), (*f).to_owned()))
+            .collect()
+    } else {
+        packages
+            .into_iter()
+            .map(|p| {
+                let features = RUNS
+                    .iter()
+                    .find(|(name, _)| *name == p)
+                    .map_or(DEFAULT_FEATURES, |(_, f)| *f);
+                (p, features.to_owned())
+            })
+            .collect()
+    };
+    Ok(Some(Options { runs, cargo_args }))
+}
+
+const HELP: &str = "\
+usage: cargo xtask softhsm-test [-p PACKAGE]... [CARGO-TEST-ARGS]... [-- TEST-BINARY-ARGS]
+
+Creates a fresh SoftHSM token under target/softhsm-test/ and runs `cargo test -p PACKAGE --features pkcs11`
+against it (by default for every package listed in xtask/src/softhsm.rs, RUNS). Other arguments go to
+`cargo test`, e.g. `cargo xtask softhsm-test --test pkcs11 -- --nocapture`.
+";
+
+/// Runs the subcommand.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let Some(options) = parse(args)? else {
+        print!("{HELP}");
+        return Ok(());
+    };
+    let started = Instant::now();
+    let module = find_module()?;
+    let root = crate::workspace_root();
+    let dir = run_dir(&root)?;
+    println!("SoftHSM module: {}", module.display());
+    println!("token directory: {}", dir.display());
+
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let user_pin = format!("kb-user-{:08x}", stamp ^ std::process::id());
+    let so_pin = format!("kb-so-{:08x}", stamp.rotate_left(7));
+    let pin_file = write_secret(&dir.join("user.pin"), &user_pin)?;
+    let so_pin_file = write_secret(&dir.join("so.pin"), &so_pin)?;
+
+    let script = root.join("softhsm/setup-token.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg(&dir)
+        .args([TOKEN_LABEL, user_pin.as_str(), so_pin.as_str()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !status.success() {
+        return Err(format!("{} failed ({status})", script.display()));
+    }
+    let conf = dir.join("softhsm2.conf");
+    let vars = [
+        (env::SOFTHSM2_CONF, conf.display().to_string()),
+        (env::MODULE, module.display().to_string()),
+        (env::TOKEN, TOKEN_LABEL.to_owned()),
+        (env::PIN_FILE, pin_file.display().to_string()),
+        (env::SO_PIN_FILE, so_pin_file.display().to_string()),
+        (env::REQUIRED, "1".to_owned()),
+    ];
+    println!("exported for the tests:");
+    for (k, v) in &vars {
+        println!("  {k}={v}");
+    }
+
+    let mut failed = Vec::new();
+    for (package, features) in &options.runs {
+        let run_started = Instant::now();
+        println!(
+            "\n==> cargo test -p {package} --features {features} {}",
+            options.cargo_args.join(" ")
+        );
+        let status = Command::new(crate::cargo())
+            .current_dir(&root)
+            .args(["test", "-p", package, "--features", features])
+            .args(&options.cargo_args)
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        println!(
+            "<== {package}: {} in {:.1?}",
+            if status.success() { "ok" } else { "FAILED" },
+            run_started.elapsed()
+        );
+        if !status.success() {
+            failed.push(package.clone());
+        }
+    }
+    println!(
+        "\nsofthsm-test finished in {:.1?} (token directory kept at {})",
+        started.elapsed(),
+        dir.display()
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("PKCS#11 tests failed in: {}", failed.join(", ")))
+    }
+}
+
+/// The SoftHSM module: `KEYBOUND_PKCS11_MODULE`, else the first usual path that exists.
+fn find_module() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(env::MODULE)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+    {
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{} names {}, which does not exist",
+                env::MODULE,
+                path.display()
+            ))
+        };
+    }
+    if let Some(found) = MODULE_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    {
+        return Ok(found);
+    }
+    Err(format!(
+        "SoftHSM (libsofthsm2.so) is not installed: looked in {}.\n\
+         Install it with:\n\n    sudo apt-get install softhsm2 opensc\n\n\
+         (opensc provides pkcs11-tool), or point {} at your libsofthsm2.so.",
+        MODULE_CANDIDATES.join(", "),
+        env::MODULE
+    ))
+}
+
+/// A fresh directory for this run: `target/softhsm-test/<unix seconds>-<pid>`.
+fn run_dir(root: &Path) -> Result<PathBuf, String> {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let dir = target
+        .join("softhsm-test")
+        .join(format!("{seconds}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Writes `secret` and a newline to a new file of mode 0600.
+fn write_secret(path: &Path, secret: &str) -> Result<PathBuf, String> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    writeln!(file, "{secret}").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn default_runs_and_forwarded_arguments() {
+        let o = parse(&strings(&["--test", "pkcs11", "--", "--nocapture"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            o.runs,
+            vec![("key-provider".to_owned(), "pkcs11".to_owned())]
+        );
+        assert_eq!(
+            o.cargo_args,
+            strings(&["--test", "pkcs11", "--", "--nocapture"])
+        );
+    }
+
+    #[test]
+    fn packages_replace_the_default_runs() {
+        let o = parse(&strings(&["-p", "jose-core", "--package=cli", "--", "-p"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            o.runs,
+            vec![
+                ("jose-core".to_owned(), "pkcs11".to_owned()),
+                ("cli".to_owned(), "pkcs11".to_owned())
+            ]
+        );
+        assert_eq!(o.cargo_args, strings(&["--", "-p"]));
+        assert!(parse(&strings(&["--help"])).unwrap().is_none());
+        assert!(parse(&strings(&["-p"])).is_err());
+    }
+}
