@@ -1,0 +1,863 @@
+//! [`FlexClient`]: the four steps of a Flex integration against one [`Environment`].
+//!
+//! 1. [`FlexClient::request_capture_context`]: merchant-authenticated POST to a sessions endpoint; the answer
+//!    is verified before it is returned.
+//! 2. [`FlexClient::verify_capture_context`]: `kid` required, RS256/384/512 only, Flex's key fetched from
+//!    `/flex/v2/public-keys/{kid}` (cached per environment + kid, single-flight, refetched once when a cached
+//!    key fails: rotation), moduli under 2048 bits refused, `exp`/`iat` checked with a small leeway (which the
+//!    official server SDKs do not do).
+//! 3. [`FlexClient::tokenize`]: the context is re-checked for expiry and its tokens origin against the
+//!    [`OriginPolicy`] *before* any card data is encrypted; then `{"data","context","index":0}` is encrypted
+//!    (RSA-OAEP + A256GCM, `kid` = `flx.jwk.kid`) to `flx.jwk` and POSTed as `{"keyId":"<JWE>"}`; a `Digest`
+//!    response header, when present, must match the body.
+//! 4. [`FlexClient::verify_transient_token`]: `kid` must equal `flx.jwk.kid`, the signature must verify with
+//!    `flx.jwk` (or, only if configured, with `/flex/v2/public-keys/{kid}`), `exp`/`iat` are checked.
+//!
+//! Logs carry kid, environment, outcome and latency only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jose_core::jwe::EncryptOptions;
+use jose_core::jws::{self, UnverifiedJws, VerifyOptions};
+use jose_core::{ContentEncryption, JoseError, Jwk, JwsAlgorithm, KeyManagementAlgorithm};
+use key_provider::PublicKey;
+use serde_json::{Map, Value};
+
+use crate::capture_context::{CaptureContext, CaptureContextClaims, normalize_compact};
+use crate::data::TokenizeData;
+use crate::environment::Environment;
+use crate::error::{FlexError, sanitize};
+use crate::http::{Http, HttpConfig, status_hint};
+use crate::key_cache::KeyCache;
+use crate::merchant_auth::{MerchantAuth, body_digest};
+use crate::origin::OriginPolicy;
+use crate::transient_token::{TransientToken, TransientTokenClaims, VerifiedTransientToken};
+
+/// The signature algorithms Flex tokens may use.
+pub const FLEX_ALGORITHMS: [JwsAlgorithm; 3] = [
+    JwsAlgorithm::RS256,
+    JwsAlgorithm::RS384,
+    JwsAlgorithm::RS512,
+];
+
+/// Smallest RSA modulus accepted, in bits.
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// Default clock leeway for `exp` / `iat`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+const CC: &str = "capture context";
+const TT: &str = "transient token";
+
+/// Where the tokens request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TokensEndpoint {
+    /// `flx.origin` + `flx.path` of the capture context, as the official iOS client does (default). The origin
+    /// must pass the [`OriginPolicy`].
+    #[default]
+    CaptureContextOrigin,
+    /// `/flex/v2/token` on the API host of the environment, as one page of Cybersource's documentation shows.
+    ApiHost,
+}
+
+/// A sessions endpoint that issues capture contexts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEndpoint {
+    /// `POST /microform/v2/sessions` (Microform Integration v2).
+    Microform,
+    /// `POST /flex/v2/sessions` (Flex API; body `{"fields": …}`).
+    Flex,
+    /// `POST /up/v1/capture-contexts` (Unified Checkout).
+    UnifiedPayments,
+    /// `POST /uc/v1/sessions` (Unified Checkout sessions).
+    UnifiedCheckout,
+}
+
+impl SessionEndpoint {
+    /// Every endpoint.
+    pub const ALL: [Self; 4] = [
+        Self::Microform,
+        Self::Flex,
+        Self::UnifiedPayments,
+        Self::UnifiedCheckout,
+    ];
+
+    /// The request path.
+    #[must_use]
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Microform => "/microform/v2/sessions",
+            Self::Flex => "/flex/v2/sessions",
+            Self::UnifiedPayments => "/up/v1/capture-contexts",
+            Self::UnifiedCheckout => "/uc/v1/sessions",
+        }
+    }
+
+    /// A short name (`microform`, `flex`, `up`, `uc`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Microform => "microform",
+            Self::Flex => "flex",
+            Self::UnifiedPayments => "up",
+            Self::UnifiedCheckout => "uc",
+        }
+    }
+
+    /// Parses [`SessionEndpoint::name`].
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.name() == name)
+    }
+}
+
+/// The encrypted tokens-request payload (compact JWE). It holds card data, encrypted; `Debug` shows its length.
+#[derive(Clone)]
+pub struct EncryptedPayload(String);
+
+impl EncryptedPayload {
+    /// The compact JWE.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for EncryptedPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EncryptedPayload({} bytes)", self.0.len())
+    }
+}
+
+/// Builds a [`FlexClient`].
+#[derive(Debug, Clone)]
+pub struct FlexClientBuilder {
+    environment: Environment,
+    leeway: Duration,
+    origins: OriginPolicy,
+    tokens_endpoint: TokensEndpoint,
+    transient_key_fallback: bool,
+    http: HttpConfig,
+    key_cache: Option<Arc<KeyCache>>,
+}
+
+impl FlexClientBuilder {
+    /// Clock leeway for `exp` and `iat` of capture contexts and transient tokens (default 30 s, at most 5 min).
+    #[must_use]
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Allows one more tokens origin (`https://…`, or `http://` on loopback for a simulator).
+    ///
+    /// # Errors
+    /// As [`OriginPolicy::allow`].
+    pub fn allow_origin(mut self, origin: &str) -> Result<Self, FlexError> {
+        self.origins.allow(origin)?;
+        Ok(self)
+    }
+
+    /// Replaces the origin policy.
+    #[must_use]
+    pub fn origin_policy(mut self, policy: OriginPolicy) -> Self {
+        self.origins = policy;
+        self
+    }
+
+    /// Where the tokens request goes (default [`TokensEndpoint::CaptureContextOrigin`]).
+    #[must_use]
+    pub fn tokens_endpoint(mut self, endpoint: TokensEndpoint) -> Self {
+        self.tokens_endpoint = endpoint;
+        self
+    }
+
+    /// When a transient token does not verify with `flx.jwk`, also try the key from
+    /// `/flex/v2/public-keys/{kid}` (as Cybersource's Java sample does). Off by default.
+    #[must_use]
+    pub fn transient_token_key_fallback(mut self, enabled: bool) -> Self {
+        self.transient_key_fallback = enabled;
+        self
+    }
+
+    /// HTTP timeouts and retries.
+    #[must_use]
+    pub fn http(mut self, http: HttpConfig) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// Shares a key cache with other clients (keys are cached per environment, so clients of different
+    /// environments can share one safely).
+    #[must_use]
+    pub fn key_cache(mut self, cache: Arc<KeyCache>) -> Self {
+        self.key_cache = Some(cache);
+        self
+    }
+
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// [`FlexError::Config`] for a leeway over 5 minutes or an HTTP client that cannot be built.
+    pub fn build(self) -> Result<FlexClient, FlexError> {
+        if self.leeway > Duration::from_secs(300) {
+            return Err(FlexError::Config(
+                "leeway over 5 minutes defeats expiry checks; fix the clock instead".into(),
+            ));
+        }
+        Ok(FlexClient {
+            inner: Arc::new(Inner {
+                http: Http::new(self.http)?,
+                environment: self.environment,
+                leeway: self.leeway.as_secs(),
+                origins: self.origins,
+                tokens_endpoint: self.tokens_endpoint,
+                transient_key_fallback: self.transient_key_fallback,
+                keys: self.key_cache.unwrap_or_default(),
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    environment: Environment,
+    leeway: u64,
+    origins: OriginPolicy,
+    tokens_endpoint: TokensEndpoint,
+    transient_key_fallback: bool,
+    http: Http,
+    keys: Arc<KeyCache>,
+}
+
+/// A Flex client for one environment. Cheap to clone; share it.
+#[derive(Debug, Clone)]
+pub struct FlexClient {
+    inner: Arc<Inner>,
+}
+
+fn ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Checks `exp` and `iat` against now with `leeway` seconds.
+pub(crate) fn check_times(
+    what: &'static str,
+    iat: u64,
+    exp: u64,
+    now: u64,
+    leeway: u64,
+) -> Result<(), FlexError> {
+    if now > exp.saturating_add(leeway) {
+        return Err(FlexError::Expired {
+            what,
+            ago_secs: now - exp,
+            leeway_secs: leeway,
+        });
+    }
+    if iat > now.saturating_add(leeway) {
+        return Err(FlexError::NotYetValid {
+            what,
+            ahead_secs: iat - now,
+            leeway_secs: leeway,
+        });
+    }
+    Ok(())
+}
+
+/// A key id fit to appear in a URL path: 1–64 of `[A-Za-z0-9_.-]`.
+fn check_kid(what: &'static str, kid: &str) -> Result<(), FlexError> {
+    if kid.is_empty()
+        || kid.len() > 64
+        || !kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(FlexError::malformed(
+            what,
+            "the `kid` header is not a plain key id",
+        ));
+    }
+    Ok(())
+}
+
+fn check_rsa(role: impl FnOnce() -> String, key: &PublicKey) -> Result<(), FlexError> {
+    match key {
+        PublicKey::Rsa { .. } if key.bits() >= MIN_RSA_BITS => Ok(()),
+        other => Err(FlexError::WeakKey {
+            role: role(),
+            found: other.describe(),
+        }),
+    }
+}
+
+fn parse_jws<'a>(what: &'static str, token: &'a str) -> Result<UnverifiedJws<'a>, FlexError> {
+    jws::parse(
+        token,
+        &VerifyOptions::default().algorithms(&FLEX_ALGORITHMS),
+    )
+    .map_err(|e| match e {
+        JoseError::UnsupportedAlgorithm { alg } | JoseError::ForbiddenAlgorithm { alg, .. } => {
+            FlexError::UnsupportedAlgorithm { what, alg }
+        }
+        other => FlexError::malformed(what, other.to_string()),
+    })
+}
+
+impl FlexClient {
+    /// A builder for `environment` with the defaults: 30 s leeway, Flex origins only, tokens sent to
+    /// `flx.origin` + `flx.path`, no transient-token key fallback, 15 s timeout, 2 retries.
+    #[must_use]
+    pub fn builder(environment: Environment) -> FlexClientBuilder {
+        FlexClientBuilder {
+            environment,
+            leeway: DEFAULT_LEEWAY,
+            origins: OriginPolicy::default(),
+            tokens_endpoint: TokensEndpoint::default(),
+            transient_key_fallback: false,
+            http: HttpConfig::default(),
+            key_cache: None,
+        }
+    }
+
+    /// A client with the defaults.
+    ///
+    /// # Errors
+    /// As [`FlexClientBuilder::build`].
+    pub fn new(environment: Environment) -> Result<Self, FlexError> {
+        Self::builder(environment).build()
+    }
+
+    /// The environment.
+    #[must_use]
+    pub fn environment(&self) -> &Environment {
+        &self.inner.environment
+    }
+
+    /// The public-key cache.
+    #[must_use]
+    pub fn key_cache(&self) -> &Arc<KeyCache> {
+        &self.inner.keys
+    }
+
+    async fn fetch_key(&self, kid: &str) -> Result<PublicKey, FlexError> {
+        let env = &self.inner.environment;
+        let started = Instant::now();
+        let path = format!("/flex/v2/public-keys/{kid}");
+        let url = env.url(&path);
+        let fail = |reason: String| FlexError::KeyFetch {
+            kid: sanitize(kid),
+            environment: env.name(),
+            reason,
+        };
+        let response = self
+            .inner
+            .http
+            .send("/flex/v2/public-keys", |client| {
+                let url = url.clone();
+                async move { Ok(client.get(url).header("accept", "application/json")) }
+            })
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if response.status != 200 {
+            tracing::warn!(kid, environment = %env, outcome = "key fetch failed", status = response.status, latency_ms = ms(started), "Flex public key");
+            return Err(fail(format!(
+                "HTTP {}{}",
+                response.status,
+                status_hint(response.status)
+            )));
+        }
+        let text = std::str::from_utf8(&response.body)
+            .map_err(|_| fail("the answer is not UTF-8".into()))?;
+        let map: Map<String, Value> = serde_json::from_str(text)
+            .map_err(|_| fail("the answer is not a JSON object".into()))?;
+        let jwk = match map.get("keys") {
+            Some(Value::Array(keys)) => {
+                let found = keys
+                    .iter()
+                    .find(|k| k.get("kid").and_then(Value::as_str) == Some(kid));
+                let found =
+                    found.ok_or_else(|| fail("the key set has no key with this kid".into()))?;
+                Jwk::from_json(&found.to_string())
+            }
+            _ => Jwk::from_json(text),
+        }
+        .map_err(|e| fail(format!("not a usable JWK: {e}")))?;
+        if jwk.kid.as_deref().is_some_and(|k| k != kid) {
+            return Err(fail("the answer is the key of another kid".into()));
+        }
+        let key = jwk
+            .to_public_key()
+            .map_err(|e| fail(format!("not a usable JWK: {e}")))?;
+        check_rsa(|| format!("signing key {} of {env}", sanitize(kid)), &key)?;
+        tracing::info!(kid, environment = %env, outcome = "key fetched", latency_ms = ms(started), "Flex public key");
+        Ok(key)
+    }
+
+    /// Verifies a capture context (whitespace in it is ignored, so line-wrapped copies work).
+    ///
+    /// # Errors
+    /// [`FlexError::Malformed`], [`FlexError::MissingKid`], [`FlexError::UnsupportedAlgorithm`],
+    /// [`FlexError::KeyFetch`], [`FlexError::WeakKey`], [`FlexError::InvalidSignature`],
+    /// [`FlexError::Expired`], [`FlexError::NotYetValid`].
+    pub async fn verify_capture_context(&self, jwt: &str) -> Result<CaptureContext, FlexError> {
+        let started = Instant::now();
+        let env = &self.inner.environment;
+        let jwt = normalize_compact(jwt);
+        let result = self.verify_capture_context_inner(&jwt).await;
+        let kid = jose_core::jwt::decode_unverified(&jwt)
+            .ok()
+            .and_then(|(h, _)| h.get("kid").and_then(Value::as_str).map(sanitize))
+            .unwrap_or_default();
+        match &result {
+            Ok(_) => {
+                tracing::info!(kid, environment = %env, outcome = "verified", latency_ms = ms(started), "capture context")
+            }
+            Err(e) => {
+                tracing::warn!(kid, environment = %env, outcome = %e, latency_ms = ms(started), "capture context rejected")
+            }
+        }
+        result
+    }
+
+    async fn verify_capture_context_inner(&self, jwt: &str) -> Result<CaptureContext, FlexError> {
+        let env = &self.inner.environment;
+        let env_name = env.name();
+        let jws = parse_jws(CC, jwt)?;
+        let kid = jws
+            .kid()
+            .ok_or(FlexError::MissingKid { what: CC })?
+            .to_owned();
+        check_kid(CC, &kid)?;
+        // Shape first: garbage is refused without a network round trip.
+        let claims = CaptureContextClaims::from_json(&jws.payload)?;
+
+        let (key, fetched_here) = self
+            .inner
+            .keys
+            .get(&env_name, &kid, || self.fetch_key(&kid))
+            .await?;
+        let invalid = || FlexError::InvalidSignature {
+            what: CC,
+            kid: sanitize(&kid),
+            environment: env_name.clone(),
+        };
+        match jws.verify_with(&key) {
+            Ok(()) => {}
+            Err(JoseError::InvalidSignature) if !fetched_here => {
+                // The key may have been rotated under the same kid: refetch once and retry.
+                tracing::info!(kid, environment = %env, outcome = "cached key failed; refetching", "capture context");
+                let fresh = self
+                    .inner
+                    .keys
+                    .refresh(&env_name, &kid, &key, || self.fetch_key(&kid))
+                    .await?;
+                jws.verify_with(&fresh).map_err(|_| invalid())?;
+            }
+            Err(JoseError::InvalidSignature) => return Err(invalid()),
+            Err(other) => return Err(other.into()),
+        }
+
+        check_times(
+            CC,
+            claims.iat,
+            claims.exp,
+            jose_core::jwt::now(),
+            self.inner.leeway,
+        )?;
+        let encryption_kid = claims
+            .flx
+            .jwk
+            .kid
+            .clone()
+            .ok_or_else(|| FlexError::malformed(CC, "flx.jwk has no kid"))?;
+        check_kid(CC, &encryption_kid)?;
+        let encryption_key = claims
+            .flx
+            .jwk
+            .to_public_key()
+            .map_err(|e| FlexError::malformed(CC, format!("flx.jwk: {e}")))?;
+        check_rsa(|| "flx.jwk encryption key".into(), &encryption_key)?;
+        Ok(CaptureContext {
+            jwt: jwt.to_owned(),
+            kid,
+            alg: jws.alg,
+            claims,
+            encryption_key,
+            encryption_kid,
+            environment: env.clone(),
+        })
+    }
+
+    /// The URL the tokens request for `context` goes to, after the origin policy.
+    ///
+    /// # Errors
+    /// [`FlexError::OriginNotAllowed`], [`FlexError::Malformed`].
+    pub fn tokens_url(&self, context: &CaptureContext) -> Result<String, FlexError> {
+        match self.inner.tokens_endpoint {
+            TokensEndpoint::CaptureContextOrigin => {
+                let flx = &context.claims.flx;
+                Ok(self
+                    .inner
+                    .origins
+                    .tokens_url(&flx.origin, &flx.path)?
+                    .to_string())
+            }
+            TokensEndpoint::ApiHost => Ok(self.inner.environment.url("/flex/v2/token")),
+        }
+    }
+
+    /// Checks that `context` is still usable: unexpired, from this client's environment, and its tokens
+    /// endpoint allowed. [`FlexClient::encrypt_payload`] calls this before touching card data.
+    ///
+    /// # Errors
+    /// [`FlexError::Expired`], [`FlexError::Config`] (environment), [`FlexError::OriginNotAllowed`].
+    pub fn check_context(&self, context: &CaptureContext) -> Result<String, FlexError> {
+        if context.environment != self.inner.environment {
+            return Err(FlexError::Config(format!(
+                "this capture context was verified for {}, not {}",
+                context.environment, self.inner.environment
+            )));
+        }
+        let c = &context.claims;
+        check_times(CC, c.iat, c.exp, jose_core::jwt::now(), self.inner.leeway)?;
+        self.tokens_url(context)
+    }
+
+    /// Encrypts the tokens request for `context`: `{"data":…,"context":…,"index":0}` as a compact JWE
+    /// (RSA-OAEP, A256GCM, `kid` = `flx.jwk.kid`) to `flx.jwk`. The context is checked first
+    /// ([`FlexClient::check_context`]), then the data ([`TokenizeData::validate`]).
+    ///
+    /// # Errors
+    /// As [`FlexClient::check_context`] and [`TokenizeData::validate`], or [`FlexError::Jose`].
+    pub fn encrypt_payload(
+        &self,
+        context: &CaptureContext,
+        data: &TokenizeData,
+    ) -> Result<EncryptedPayload, FlexError> {
+        self.check_context(context)?;
+        data.validate()?;
+        let plaintext = data.tokens_plaintext(context.as_str())?;
+        let jwe = jose_core::jwe::encrypt(
+            context.encryption_key(),
+            KeyManagementAlgorithm::RsaOaep,
+            ContentEncryption::A256GCM,
+            &plaintext,
+            &EncryptOptions::new().kid(context.encryption_kid()),
+        )?;
+        Ok(EncryptedPayload(jwe))
+    }
+
+    /// Sends an encrypted payload to the tokens endpoint and returns the transient token (not yet verified;
+    /// see [`FlexClient::verify_transient_token`]).
+    ///
+    /// # Errors
+    /// [`FlexError::OriginNotAllowed`], [`FlexError::Network`], [`FlexError::Http`],
+    /// [`FlexError::DigestMismatch`], [`FlexError::Malformed`].
+    pub async fn send_token_request(
+        &self,
+        context: &CaptureContext,
+        payload: &EncryptedPayload,
+    ) -> Result<TransientToken, FlexError> {
+        let started = Instant::now();
+        let url = self.tokens_url(context)?;
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "keyId": payload.as_str() })).map_err(|e| {
+                FlexError::InvalidData(format!("cannot encode the tokens request: {e}"))
+            })?;
+        let endpoint = match self.inner.tokens_endpoint {
+            TokensEndpoint::CaptureContextOrigin => "tokens endpoint (flx.origin + flx.path)",
+            TokensEndpoint::ApiHost => "/flex/v2/token",
+        };
+        let response = self
+            .inner
+            .http
+            .send(endpoint, |client| {
+                let (url, body) = (url.clone(), body.clone());
+                async move {
+                    Ok(client
+                        .post(url)
+                        .header("content-type", "application/json; charset=utf-8")
+                        .header("accept", "application/jwt, application/json")
+                        .body(body))
+                }
+            })
+            .await?;
+        let kid = context.encryption_kid();
+        let env = &self.inner.environment;
+        if !(200..300).contains(&response.status) {
+            tracing::warn!(kid, environment = %env, outcome = "tokens request refused", status = response.status, latency_ms = ms(started), "tokenize");
+            return Err(FlexError::Http {
+                endpoint: endpoint.into(),
+                status: response.status,
+                hint: status_hint(response.status),
+            });
+        }
+        check_digest(&response.headers, &response.body)?;
+        let text = std::str::from_utf8(&response.body)
+            .map_err(|_| FlexError::malformed(TT, "the response is not UTF-8"))?;
+        let token = TransientToken::new(text.trim().trim_matches('"'));
+        if token.as_str().split('.').count() != 3 {
+            return Err(FlexError::malformed(
+                TT,
+                "the tokens response is not a compact JWT",
+            ));
+        }
+        tracing::info!(kid, environment = %env, outcome = "transient token received", latency_ms = ms(started), "tokenize");
+        Ok(token)
+    }
+
+    /// Encrypts `data` for `context` and sends it: [`FlexClient::encrypt_payload`] then
+    /// [`FlexClient::send_token_request`]. Nothing is encrypted or sent for an expired context or a
+    /// disallowed tokens origin.
+    ///
+    /// # Errors
+    /// As the two steps.
+    pub async fn tokenize(
+        &self,
+        context: &CaptureContext,
+        data: &TokenizeData,
+    ) -> Result<TransientToken, FlexError> {
+        let payload = self.encrypt_payload(context, data)?;
+        self.send_token_request(context, &payload).await
+    }
+
+    /// [`FlexClient::tokenize`] then [`FlexClient::verify_transient_token`].
+    ///
+    /// # Errors
+    /// As the two steps.
+    pub async fn tokenize_and_verify(
+        &self,
+        context: &CaptureContext,
+        data: &TokenizeData,
+    ) -> Result<VerifiedTransientToken, FlexError> {
+        let token = self.tokenize(context, data).await?;
+        self.verify_transient_token(context, token.as_str()).await
+    }
+
+    /// Verifies a transient token against the capture context it was issued for.
+    ///
+    /// # Errors
+    /// [`FlexError::Malformed`], [`FlexError::MissingKid`], [`FlexError::KidMismatch`],
+    /// [`FlexError::UnsupportedAlgorithm`], [`FlexError::InvalidSignature`], [`FlexError::Expired`],
+    /// [`FlexError::NotYetValid`] (and [`FlexError::KeyFetch`] with the fallback on).
+    pub async fn verify_transient_token(
+        &self,
+        context: &CaptureContext,
+        token: &str,
+    ) -> Result<VerifiedTransientToken, FlexError> {
+        let started = Instant::now();
+        let env = &self.inner.environment;
+        let token = TransientToken::new(token);
+        let result = self.verify_transient_token_inner(context, token).await;
+        let kid = context.encryption_kid();
+        match &result {
+            Ok(_) => {
+                tracing::info!(kid, environment = %env, outcome = "verified", latency_ms = ms(started), "transient token")
+            }
+            Err(e) => {
+                tracing::warn!(kid, environment = %env, outcome = %e, latency_ms = ms(started), "transient token rejected")
+            }
+        }
+        result
+    }
+
+    async fn verify_transient_token_inner(
+        &self,
+        context: &CaptureContext,
+        token: TransientToken,
+    ) -> Result<VerifiedTransientToken, FlexError> {
+        let env_name = self.inner.environment.name();
+        let jws = parse_jws(TT, token.as_str())?;
+        let kid = jws
+            .kid()
+            .ok_or(FlexError::MissingKid { what: TT })?
+            .to_owned();
+        if kid != context.encryption_kid() {
+            return Err(FlexError::KidMismatch {
+                token_kid: sanitize(&kid),
+                context_kid: sanitize(context.encryption_kid()),
+            });
+        }
+        let claims = TransientTokenClaims::from_json(&jws.payload)?;
+        let invalid = || FlexError::InvalidSignature {
+            what: TT,
+            kid: sanitize(&kid),
+            environment: env_name.clone(),
+        };
+        match jws.verify_with(context.encryption_key()) {
+            Ok(()) => {}
+            Err(JoseError::InvalidSignature) if self.inner.transient_key_fallback => {
+                check_kid(TT, &kid)?;
+                let (key, _) = self
+                    .inner
+                    .keys
+                    .get(&env_name, &kid, || self.fetch_key(&kid))
+                    .await?;
+                jws.verify_with(&key).map_err(|_| invalid())?;
+            }
+            Err(JoseError::InvalidSignature) => return Err(invalid()),
+            Err(other) => return Err(other.into()),
+        }
+        check_times(
+            TT,
+            claims.iat,
+            claims.exp,
+            jose_core::jwt::now(),
+            self.inner.leeway,
+        )?;
+        let raw_claims: Map<String, Value> = serde_json::from_slice(&jws.payload)
+            .map_err(|_| FlexError::malformed(TT, "claims are not a JSON object"))?;
+        let alg = jws.alg;
+        drop(jws);
+        Ok(VerifiedTransientToken {
+            token,
+            kid,
+            alg,
+            claims,
+            raw_claims,
+        })
+    }
+
+    /// Requests a capture context from a sessions endpoint with merchant authentication, and verifies it.
+    /// `body` is the endpoint's JSON request (e.g. `{"targetOrigins":[…]}` for Microform,
+    /// `{"fields":{…}}` for the Flex API).
+    ///
+    /// # Errors
+    /// [`FlexError::Http`] (401: check the credentials), [`FlexError::Network`], [`FlexError::MerchantAuth`],
+    /// [`FlexError::Key`], then everything [`FlexClient::verify_capture_context`] returns.
+    pub async fn request_capture_context(
+        &self,
+        auth: &MerchantAuth,
+        endpoint: SessionEndpoint,
+        body: &Value,
+    ) -> Result<CaptureContext, FlexError> {
+        let started = Instant::now();
+        let env = &self.inner.environment;
+        let path = endpoint.path();
+        let url = env.url(path);
+        let host = env.host();
+        let body = serde_json::to_vec(body)
+            .map_err(|e| FlexError::InvalidData(format!("cannot encode the request: {e}")))?;
+        let response = self
+            .inner
+            .http
+            .send(path, |client| {
+                let (url, body, host) = (url.clone(), body.clone(), host.clone());
+                async move {
+                    let headers = auth.headers("POST", &host, path, &body).await?;
+                    let mut request = client
+                        .post(url)
+                        .header("content-type", "application/json;charset=utf-8")
+                        .header("accept", "application/jwt, application/json");
+                    for (name, value) in headers {
+                        request = request.header(name, value);
+                    }
+                    Ok(request.body(body))
+                }
+            })
+            .await?;
+        if !(200..300).contains(&response.status) {
+            tracing::warn!(environment = %env, outcome = "capture context request refused", status = response.status, latency_ms = ms(started), "capture context");
+            return Err(FlexError::Http {
+                endpoint: path.into(),
+                status: response.status,
+                hint: status_hint(response.status),
+            });
+        }
+        let text = std::str::from_utf8(&response.body)
+            .map_err(|_| FlexError::malformed(CC, "the response is not UTF-8"))?;
+        let text = text.trim();
+        let jwt = if text.starts_with('{') {
+            let v: Value = serde_json::from_str(text)
+                .map_err(|_| FlexError::malformed(CC, "the response is not a JWT"))?;
+            ["keyId", "captureContext"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(Value::as_str))
+                .ok_or_else(|| {
+                    FlexError::malformed(CC, "the JSON response holds no capture context")
+                })?
+                .to_owned()
+        } else {
+            text.trim_matches('"').to_owned()
+        };
+        self.verify_capture_context(&jwt).await
+    }
+}
+
+/// Checks a `Digest: SHA-256=<b64>` header against `body` when the header is present.
+fn check_digest(headers: &reqwest::header::HeaderMap, body: &[u8]) -> Result<(), FlexError> {
+    let values: Vec<&str> = headers
+        .get_all("digest")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if values.is_empty() {
+        return Ok(());
+    }
+    let expected = body_digest(body);
+    let sha256: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(|item| {
+            let (alg, value) = item.trim().split_once('=')?;
+            alg.eq_ignore_ascii_case("SHA-256").then_some(value.trim())
+        })
+        .collect();
+    if sha256.is_empty() || sha256.iter().any(|v| *v != expected) {
+        return Err(FlexError::DigestMismatch);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_with_leeway() {
+        assert!(check_times(CC, 100, 1000, 1000, 0).is_ok());
+        assert!(check_times(CC, 100, 1000, 1030, 30).is_ok());
+        assert!(matches!(
+            check_times(CC, 100, 1000, 1031, 30),
+            Err(FlexError::Expired { ago_secs: 31, .. })
+        ));
+        assert!(check_times(CC, 1030, 2000, 1000, 30).is_ok());
+        assert!(matches!(
+            check_times(CC, 1031, 2000, 1000, 30),
+            Err(FlexError::NotYetValid { ahead_secs: 31, .. })
+        ));
+    }
+
+    #[test]
+    fn digest_header() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert!(check_digest(&h, b"abc").is_ok());
+        h.insert(
+            "digest",
+            format!("SHA-256={}", body_digest(b"abc")).parse().unwrap(),
+        );
+        assert!(check_digest(&h, b"abc").is_ok());
+        assert!(matches!(
+            check_digest(&h, b"abd"),
+            Err(FlexError::DigestMismatch)
+        ));
+        h.insert("digest", "MD5=xyz".parse().unwrap());
+        assert!(matches!(
+            check_digest(&h, b"abc"),
+            Err(FlexError::DigestMismatch)
+        ));
+    }
+
+    #[test]
+    fn kid_charset() {
+        assert!(check_kid(CC, "3g").is_ok());
+        assert!(check_kid(CC, "08iGdCvgiBXC8awzSK3Z4hRoalIJO5o1").is_ok());
+        for bad in ["", "../x", "a/b", "a?b", &"x".repeat(65)] {
+            assert!(check_kid(CC, bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! `flex-simulator`: runs the Flex simulator standalone, for trying the CLI by hand.
+//!
+//! ```text
+//! flex-simulator [--port N] [--capture-context-out FILE]
+//!                [--merchant-id ID --merchant-key-id KID (--merchant-public-key PEMFILE | --merchant-shared-secret B64)]
+//! ```
+//!
+//! Prints the base URL on the first line of stdout, optionally writes a freshly issued capture context
+//! (Flex API kind) to FILE, and serves until killed.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use flex_simulator::{SessionKind, SimulatorConfig, ThreadedSimulator};
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("flex-simulator: {message}");
+    eprintln!(
+        "usage: flex-simulator [--port N] [--capture-context-out FILE] [--merchant-id ID --merchant-key-id KID \
+         (--merchant-public-key PEMFILE | --merchant-shared-secret B64)]"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let (mut port, mut out, mut merchant, mut key_id, mut pem, mut secret) =
+        (0u16, None, None, None, None, None);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(arg.clone());
+        let result = match arg.as_str() {
+            "--port" => value().map(|v| v.parse().map(|p| port = p).map_err(|_| v)),
+            "--capture-context-out" => value().map(|v| Ok(out = Some(v))),
+            "--merchant-id" => value().map(|v| Ok(merchant = Some(v))),
+            "--merchant-key-id" => value().map(|v| Ok(key_id = Some(v))),
+            "--merchant-public-key" => value().map(|v| Ok(pem = Some(v))),
+            "--merchant-shared-secret" => value().map(|v| Ok(secret = Some(v))),
+            "-h" | "--help" => return usage("runs a Flex v2 simulator on 127.0.0.1"),
+            other => return usage(&format!("unknown argument {other}")),
+        };
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(v)) => return usage(&format!("bad value {v:?}")),
+            Err(a) => return usage(&format!("{a} needs a value")),
+        }
+    }
+    let sim = match ThreadedSimulator::start(SimulatorConfig::default().port(port)) {
+        Ok(s) => s,
+        Err(e) => return usage(&format!("cannot start: {e}")),
+    };
+    if let (Some(m), Some(k)) = (&merchant, &key_id) {
+        if let Some(path) = &pem {
+            match std::fs::read_to_string(path) {
+                Ok(text) => sim.add_merchant_jwt_key(m, k, &text),
+                Err(e) => return usage(&format!("cannot read {path}: {e}")),
+            }
+        }
+        if let Some(s) = &secret {
+            sim.add_merchant_shared_secret(m, k, s);
+        }
+    }
+    if let Some(path) = out {
+        let jwt = sim.issue_capture_context(SessionKind::Flex, &serde_json::json!({}));
+        if let Err(e) = std::fs::write(&path, jwt) {
+            return usage(&format!("cannot write {path}: {e}"));
+        }
+    }
+    println!("{}", sim.base_url());
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::park();
+    }
+}

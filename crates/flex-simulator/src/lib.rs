@@ -1,0 +1,919 @@
+//! # flex-simulator
+//!
+//! A faithful, in-process simulator of Cybersource Flex v2 for tests and demos. It binds `127.0.0.1:0` and
+//! serves, on one origin (which is both the API host and the `flx.origin` of its capture contexts):
+//!
+//! | request | what it does |
+//! |---|---|
+//! | `POST /microform/v2/sessions`, `/flex/v2/sessions`, `/up/v1/capture-contexts`, `/uc/v1/sessions` | checks merchant authentication (JWT v2 or HTTP Signature), answers a capture context (`application/jwt`) |
+//! | `GET /flex/v2/public-keys/{kid}` | the bare JWK of the long-term signing key, or of a one-time key |
+//! | `POST /flex/v2/tokens` (and `/flex/v2/token`) | decrypts the JWE, checks it, answers a transient token with a `Digest` header |
+//!
+//! Capture contexts are RS256 JWTs signed with the simulator's long-term key (a short kid like Flex's `3g`)
+//! and embed a fresh one-time RSA-2048 encryption key in `flx.jwk` (32-character kid), `iat`/`exp` = now and
+//! now + 900. The tokens request is decrypted with josekit (OpenSSL) — independent of keybound's own JOSE
+//! code — and must be `alg` RSA-OAEP / `enc` A256GCM with the one-time kid; its plaintext must be
+//! `{"data":{…},"context":"<the capture context issued with that key>","index":0}` with the context
+//! unexpired and its required fields present. The transient token is RS256 with `kid` = `flx.jwk.kid`, signed
+//! by the one-time key, with `content`/`metadata` as in Cybersource's published examples.
+//!
+//! Tests can [rotate the signing key](FlexSimulator::rotate_signing_key), read [`Stats`], and make the
+//! simulator [misbehave](Misbehavior). No card data is kept: the simulator remembers only which fields a
+//! tokens request had.
+
+mod auth;
+mod keys;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use openssl::hash::{MessageDigest, hash};
+use serde_json::{Map, Value, json};
+use tokio::sync::oneshot;
+
+use crate::keys::{RsaKey, random_id, short_kid};
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Simulator settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SimulatorConfig {
+    /// Capture-context lifetime in seconds (Flex: 900).
+    pub context_ttl_secs: u64,
+    /// Transient-token lifetime in seconds (Flex: 900).
+    pub token_ttl_secs: u64,
+    /// Port to bind on 127.0.0.1 (0: any free port).
+    pub port: u16,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        Self {
+            context_ttl_secs: 900,
+            token_ttl_secs: 900,
+            port: 0,
+        }
+    }
+}
+
+impl SimulatorConfig {
+    /// Sets [`SimulatorConfig::context_ttl_secs`].
+    #[must_use]
+    pub fn context_ttl_secs(mut self, secs: u64) -> Self {
+        self.context_ttl_secs = secs;
+        self
+    }
+
+    /// Sets [`SimulatorConfig::port`].
+    #[must_use]
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+}
+
+/// Ways the simulator can be told to misbehave (they add up; [`FlexSimulator::behave`] clears them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Misbehavior {
+    /// Issue capture contexts that expired 100 s ago.
+    ExpiredContext,
+    /// Sign capture contexts with an unrelated key (the header still names the real kid).
+    ForgedContext,
+    /// Use (and publish) a 1024-bit signing key.
+    WeakSigningKey,
+    /// Answer the next `n` requests, whatever they are, with HTTP 503.
+    ServerErrors(u32),
+    /// Send a wrong `Digest` header with transient tokens.
+    BadDigest,
+    /// Issue transient tokens that expired 100 s ago.
+    ExpiredTransientToken,
+    /// Sign transient tokens with an unrelated key.
+    ForgedTransientToken,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Faults {
+    expired_context: bool,
+    forged_context: bool,
+    weak_key: bool,
+    server_errors: u32,
+    bad_digest: bool,
+    expired_token: bool,
+    forged_token: bool,
+}
+
+/// What the simulator has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// `GET /flex/v2/public-keys/{kid}` requests, by kid.
+    pub public_key_fetches: HashMap<String, u64>,
+    /// Capture-context requests received.
+    pub session_requests: u64,
+    /// Capture-context requests refused for authentication.
+    pub auth_failures: u64,
+    /// Capture contexts issued.
+    pub contexts_issued: u64,
+    /// Tokens requests received.
+    pub token_requests: u64,
+    /// Tokens requests refused.
+    pub token_rejections: u64,
+    /// Transient tokens issued.
+    pub tokens_issued: u64,
+    /// Requests answered 503 on purpose.
+    pub injected_errors: u64,
+}
+
+impl Stats {
+    /// Public-key fetches of every kid together.
+    #[must_use]
+    pub fn total_public_key_fetches(&self) -> u64 {
+        self.public_key_fetches.values().sum()
+    }
+}
+
+/// The kind of sessions endpoint a capture context came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionKind {
+    /// `/microform/v2/sessions`
+    Microform,
+    /// `/flex/v2/sessions`
+    Flex,
+    /// `/up/v1/capture-contexts`
+    UnifiedPayments,
+    /// `/uc/v1/sessions`
+    UnifiedCheckout,
+}
+
+impl SessionKind {
+    fn ctx_type(self) -> &'static str {
+        match self {
+            Self::Microform => "mf-2.0.0",
+            Self::Flex => "mf-0.11.0",
+            Self::UnifiedPayments | Self::UnifiedCheckout => "uc-1.0.0",
+        }
+    }
+
+    fn token_type(self) -> &'static str {
+        match self {
+            Self::Microform | Self::Flex => "api-0.1.0",
+            Self::UnifiedPayments | Self::UnifiedCheckout => "gda-0.10.0",
+        }
+    }
+}
+
+struct Issued {
+    jwt: String,
+    key: RsaKey,
+    exp: u64,
+    kind: SessionKind,
+    required_fields: Vec<String>,
+}
+
+/// A summary of the last accepted tokens request (field names only, never values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenRequestSummary {
+    /// The JWE `kid`.
+    pub kid: String,
+    /// The JWE `alg` and `enc`.
+    pub alg_enc: (String, String),
+    /// Dotted paths of the non-empty fields of `data`.
+    pub fields: Vec<String>,
+}
+
+struct Inner {
+    config: SimulatorConfig,
+    origin: String,
+    signing_kid: Mutex<String>,
+    signing_key: Mutex<RsaKey>,
+    weak_key: RsaKey,
+    forger: RsaKey,
+    contexts: Mutex<HashMap<String, Issued>>,
+    merchants: Mutex<auth::Merchants>,
+    faults: Mutex<Faults>,
+    stats: Mutex<Stats>,
+    last_rejection: Mutex<Option<String>>,
+    last_token_request: Mutex<Option<TokenRequestSummary>>,
+    counter: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running simulator. Dropping it stops the server.
+pub struct FlexSimulator {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for FlexSimulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlexSimulator")
+            .field("base_url", &self.inner.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for FlexSimulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl FlexSimulator {
+    /// Starts a simulator on `127.0.0.1:0` in the current tokio runtime.
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_with(SimulatorConfig::default()).await
+    }
+
+    /// Starts a simulator with `config` in the current tokio runtime.
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
+    pub async fn start_with(config: SimulatorConfig) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
+        let addr = listener.local_addr()?;
+        let (signing_key, weak_key, forger) = tokio::task::spawn_blocking(|| {
+            (
+                RsaKey::generate(2048),
+                RsaKey::generate(1024),
+                RsaKey::generate(2048),
+            )
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        let inner = Arc::new(Inner {
+            config,
+            origin: format!("http://{addr}"),
+            signing_kid: Mutex::new(short_kid()),
+            signing_key: Mutex::new(signing_key),
+            weak_key,
+            forger,
+            contexts: Mutex::default(),
+            merchants: Mutex::default(),
+            faults: Mutex::default(),
+            stats: Mutex::default(),
+            last_rejection: Mutex::default(),
+            last_token_request: Mutex::default(),
+            counter: AtomicU64::new(0),
+        });
+        let router = Router::new()
+            .route("/flex/v2/public-keys/{kid}", get(public_key))
+            .route("/microform/v2/sessions", post(sessions))
+            .route("/flex/v2/sessions", post(sessions))
+            .route("/up/v1/capture-contexts", post(sessions))
+            .route("/uc/v1/sessions", post(sessions))
+            .route("/flex/v2/tokens", post(tokens))
+            .route("/flex/v2/token", post(tokens))
+            .with_state(inner.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let server = axum::serve(listener, router).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = server.await {
+                tracing::warn!(error = %e, "flex simulator stopped");
+            }
+        });
+        Ok(Self {
+            inner,
+            addr,
+            shutdown: Some(tx),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`: the API base URL, and the `flx.origin` of its capture contexts.
+    #[must_use]
+    pub fn base_url(&self) -> &str {
+        &self.inner.origin
+    }
+
+    /// The socket address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The kid of the current long-term signing key.
+    #[must_use]
+    pub fn signing_kid(&self) -> String {
+        lock(&self.inner.signing_kid).clone()
+    }
+
+    /// Replaces the signing key under the same kid (what breaks a cached key).
+    pub fn rotate_signing_key(&self) {
+        *lock(&self.inner.signing_key) = RsaKey::generate(2048);
+    }
+
+    /// Replaces the signing key and its kid; returns the new kid. The old kid is no longer served.
+    pub fn rotate_signing_key_with_new_kid(&self) -> String {
+        let key = RsaKey::generate(2048);
+        let mut kid = lock(&self.inner.signing_kid);
+        let mut new = short_kid();
+        while new == *kid {
+            new = short_kid();
+        }
+        *kid = new.clone();
+        *lock(&self.inner.signing_key) = key;
+        new
+    }
+
+    /// Adds a misbehaviour.
+    pub fn misbehave(&self, m: Misbehavior) {
+        let mut f = lock(&self.inner.faults);
+        match m {
+            Misbehavior::ExpiredContext => f.expired_context = true,
+            Misbehavior::ForgedContext => f.forged_context = true,
+            Misbehavior::WeakSigningKey => f.weak_key = true,
+            Misbehavior::ServerErrors(n) => f.server_errors = n,
+            Misbehavior::BadDigest => f.bad_digest = true,
+            Misbehavior::ExpiredTransientToken => f.expired_token = true,
+            Misbehavior::ForgedTransientToken => f.forged_token = true,
+        }
+    }
+
+    /// Clears every misbehaviour.
+    pub fn behave(&self) {
+        *lock(&self.inner.faults) = Faults::default();
+    }
+
+    /// Registers a merchant's RSA public key (SPKI PEM) for JWT authentication under `key_id`.
+    pub fn add_merchant_jwt_key(&self, merchant_id: &str, key_id: &str, public_key_pem: &str) {
+        lock(&self.inner.merchants)
+            .jwt_keys
+            .entry(merchant_id.to_owned())
+            .or_default()
+            .insert(key_id.to_owned(), public_key_pem.to_owned());
+    }
+
+    /// Registers a merchant's shared secret (base64) for HTTP Signature authentication under `key_id`.
+    ///
+    /// # Panics
+    /// When `secret_b64` is not base64.
+    pub fn add_merchant_shared_secret(&self, merchant_id: &str, key_id: &str, secret_b64: &str) {
+        let secret = STANDARD
+            .decode(secret_b64)
+            .expect("the shared secret must be base64");
+        lock(&self.inner.merchants)
+            .secrets
+            .entry(merchant_id.to_owned())
+            .or_default()
+            .insert(key_id.to_owned(), secret);
+    }
+
+    /// Issues a capture context directly, without a merchant request (for tests and demos). `request` is
+    /// the body a sessions endpoint would get.
+    #[must_use]
+    pub fn issue_capture_context(&self, kind: SessionKind, request: &Value) -> String {
+        issue(&self.inner, kind, request)
+    }
+
+    /// The public key of the current signing key as SPKI PEM.
+    #[must_use]
+    pub fn signing_public_key_pem(&self) -> String {
+        lock(&self.inner.signing_key).public_pem()
+    }
+
+    /// A snapshot of the counters.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        lock(&self.inner.stats).clone()
+    }
+
+    /// Why the last refused request was refused.
+    #[must_use]
+    pub fn last_rejection(&self) -> Option<String> {
+        lock(&self.inner.last_rejection).clone()
+    }
+
+    /// The last accepted tokens request (field names only).
+    #[must_use]
+    pub fn last_token_request(&self) -> Option<TokenRequestSummary> {
+        lock(&self.inner.last_token_request).clone()
+    }
+}
+
+/// A simulator running on its own thread and tokio runtime, for synchronous code (CLI tests, demos).
+/// Dereferences to [`FlexSimulator`].
+pub struct ThreadedSimulator {
+    simulator: Option<FlexSimulator>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for ThreadedSimulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ThreadedSimulator")
+            .field(&self.simulator)
+            .finish()
+    }
+}
+
+impl ThreadedSimulator {
+    /// Starts a simulator on a runtime of its own.
+    ///
+    /// # Errors
+    /// When the runtime cannot be built or the port bound.
+    pub fn start(config: SimulatorConfig) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("flex-simulator")
+            .enable_all()
+            .build()?;
+        let simulator = runtime.block_on(FlexSimulator::start_with(config))?;
+        Ok(Self {
+            simulator: Some(simulator),
+            runtime: Some(runtime),
+        })
+    }
+}
+
+impl std::ops::Deref for ThreadedSimulator {
+    type Target = FlexSimulator;
+
+    fn deref(&self) -> &FlexSimulator {
+        // Both options are Some from construction until drop.
+        self.simulator.as_ref().expect("simulator is running")
+    }
+}
+
+impl Drop for ThreadedSimulator {
+    fn drop(&mut self) {
+        drop(self.simulator.take());
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn reject(inner: &Inner, status: StatusCode, reason: impl Into<String>) -> Response {
+    let reason = reason.into();
+    tracing::debug!(%status, reason, "flex simulator refused a request");
+    *lock(&inner.last_rejection) = Some(reason.clone());
+    let body = json!({ "responseStatus": { "status": status.as_u16(), "reason": "SIMULATOR_REJECTED", "message": reason } });
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Consumes one injected 503, if any.
+fn injected_error(inner: &Inner) -> Option<Response> {
+    let mut f = lock(&inner.faults);
+    if f.server_errors == 0 {
+        return None;
+    }
+    f.server_errors -= 1;
+    drop(f);
+    lock(&inner.stats).injected_errors += 1;
+    Some((StatusCode::SERVICE_UNAVAILABLE, "simulated outage").into_response())
+}
+
+async fn public_key(State(inner): State<Arc<Inner>>, Path(kid): Path<String>) -> Response {
+    *lock(&inner.stats)
+        .public_key_fetches
+        .entry(kid.clone())
+        .or_default() += 1;
+    if let Some(r) = injected_error(&inner) {
+        return r;
+    }
+    let jwk = if *lock(&inner.signing_kid) == kid {
+        if lock(&inner.faults).weak_key {
+            inner.weak_key.public_jwk(&kid)
+        } else {
+            lock(&inner.signing_key).public_jwk(&kid)
+        }
+    } else if let Some(issued) = lock(&inner.contexts).get(&kid) {
+        issued.key.public_jwk(&kid)
+    } else {
+        return reject(&inner, StatusCode::NOT_FOUND, format!("no key {kid:?}"));
+    };
+    ([("content-type", "application/json")], jwk.to_string()).into_response()
+}
+
+fn kind_of(path: &str) -> SessionKind {
+    match path {
+        "/microform/v2/sessions" => SessionKind::Microform,
+        "/flex/v2/sessions" => SessionKind::Flex,
+        "/up/v1/capture-contexts" => SessionKind::UnifiedPayments,
+        _ => SessionKind::UnifiedCheckout,
+    }
+}
+
+async fn sessions(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    lock(&inner.stats).session_requests += 1;
+    if let Some(r) = injected_error(&inner) {
+        return r;
+    }
+    let request = auth::Request {
+        method: &method,
+        path: uri.path(),
+        headers: &headers,
+        body: &body,
+    };
+    let authenticated = auth::authenticate(&mut lock(&inner.merchants), &request);
+    if let Err(reason) = authenticated {
+        lock(&inner.stats).auth_failures += 1;
+        return reject(
+            &inner,
+            StatusCode::UNAUTHORIZED,
+            format!("authentication failed: {reason}"),
+        );
+    }
+    let Ok(request_body) = serde_json::from_slice::<Value>(&body) else {
+        return reject(
+            &inner,
+            StatusCode::BAD_REQUEST,
+            "the request body is not JSON",
+        );
+    };
+    let kind = kind_of(uri.path());
+    let inner2 = inner.clone();
+    let jwt = match tokio::task::spawn_blocking(move || issue(&inner2, kind, &request_body)).await {
+        Ok(jwt) => jwt,
+        Err(_) => {
+            return reject(
+                &inner,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "key generation failed",
+            );
+        }
+    };
+    (
+        StatusCode::CREATED,
+        [("content-type", "application/jwt")],
+        jwt,
+    )
+        .into_response()
+}
+
+/// Dotted paths of fields marked `{"required": true}` in a Flex `fields` request.
+fn required_paths(
+    prefix: &str,
+    fields: &Map<String, Value>,
+    required: &mut Vec<String>,
+    optional: &mut Vec<String>,
+) {
+    for (k, v) in fields {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let Value::Object(m) = v else { continue };
+        match m.get("required") {
+            Some(Value::Bool(true)) => required.push(path),
+            Some(Value::Bool(false)) => optional.push(path),
+            _ => required_paths(&path, m, required, optional),
+        }
+    }
+}
+
+fn issue(inner: &Inner, kind: SessionKind, request: &Value) -> String {
+    let faults = *lock(&inner.faults);
+    let one_time = RsaKey::generate(2048);
+    let one_time_kid = random_id(32, false);
+    let t = now();
+    let (iat, exp) = if faults.expired_context {
+        (t - 1000, t - 100)
+    } else {
+        (t, t + inner.config.context_ttl_secs)
+    };
+    let (mut required, mut optional) = (Vec::new(), Vec::new());
+    if let Some(Value::Object(fields)) = request.get("fields") {
+        required_paths("", fields, &mut required, &mut optional);
+    }
+    if required.is_empty() {
+        required.push("paymentInformation.card.number".to_owned());
+    }
+    let target_origins = request
+        .get("targetOrigins")
+        .cloned()
+        .unwrap_or_else(|| json!(["http://localhost:3000"]));
+    let origin = &inner.origin;
+    let mut data = json!({ "targetOrigins": target_origins, "mfOrigin": origin });
+    if matches!(
+        kind,
+        SessionKind::Microform | SessionKind::UnifiedPayments | SessionKind::UnifiedCheckout
+    ) {
+        data["clientLibrary"] = json!(format!(
+            "{origin}/microform/bundle/v2/flex-microform.min.js"
+        ));
+        data["clientLibraryIntegrity"] = json!("sha256-c2ltdWxhdG9yLW5vdC1hLXJlYWwtbGlicmFyeQ==");
+    }
+    data["requiredFields"] = json!(required);
+    if !optional.is_empty() {
+        data["optionalFields"] = json!(optional);
+    }
+    let mut flx_data = vec![0u8; 48];
+    openssl::rand::rand_bytes(&mut flx_data).expect("OpenSSL random bytes");
+    let claims = json!({
+        "flx": {
+            "path": "/flex/v2/tokens",
+            "data": STANDARD.encode(flx_data),
+            "origin": origin,
+            "jwk": one_time.public_jwk(&one_time_kid),
+        },
+        "ctx": [ { "data": data, "type": kind.ctx_type() } ],
+        "iss": "Flex API",
+        "exp": exp,
+        "iat": iat,
+        "jti": random_id(16, false),
+    });
+    let kid = lock(&inner.signing_kid).clone();
+    let jwt = if faults.forged_context {
+        inner.forger.sign_rs256(&kid, &claims)
+    } else if faults.weak_key {
+        inner.weak_key.sign_rs256(&kid, &claims)
+    } else {
+        lock(&inner.signing_key).sign_rs256(&kid, &claims)
+    };
+    lock(&inner.contexts).insert(
+        one_time_kid,
+        Issued {
+            jwt: jwt.clone(),
+            key: one_time,
+            exp,
+            kind,
+            required_fields: required,
+        },
+    );
+    lock(&inner.stats).contexts_issued += 1;
+    jwt
+}
+
+async fn tokens(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    lock(&inner.stats).token_requests += 1;
+    if let Some(r) = injected_error(&inner) {
+        return r;
+    }
+    let inner2 = inner.clone();
+    let result = tokio::task::spawn_blocking(move || tokenize(&inner2, &body)).await;
+    match result {
+        Ok(Ok(token)) => {
+            lock(&inner.stats).tokens_issued += 1;
+            let digest = if lock(&inner.faults).bad_digest {
+                format!("SHA-256={}", sha256_b64(b"something else"))
+            } else {
+                format!("SHA-256={}", sha256_b64(token.as_bytes()))
+            };
+            let mut response =
+                (StatusCode::OK, [("content-type", "application/jwt")], token).into_response();
+            if let Ok(v) = HeaderValue::from_str(&digest) {
+                response.headers_mut().insert("digest", v);
+            }
+            response
+        }
+        Ok(Err((status, reason))) => {
+            lock(&inner.stats).token_rejections += 1;
+            reject(&inner, status, reason)
+        }
+        Err(_) => reject(
+            &inner,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "tokenization task failed",
+        ),
+    }
+}
+
+fn sha256_b64(bytes: &[u8]) -> String {
+    STANDARD.encode(hash(MessageDigest::sha256(), bytes).expect("SHA-256"))
+}
+
+type Refusal = (StatusCode, String);
+
+fn bad(reason: impl Into<String>) -> Refusal {
+    (StatusCode::BAD_REQUEST, reason.into())
+}
+
+/// Non-empty leaf paths of `data`.
+fn leaf_paths(prefix: &str, map: &Map<String, Value>, out: &mut Vec<String>) {
+    for (k, v) in map {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            Value::Object(m) => leaf_paths(&path, m, out),
+            Value::Null => {}
+            Value::String(s) if s.is_empty() => {}
+            _ => out.push(path),
+        }
+    }
+}
+
+fn tokenize(inner: &Inner, body: &[u8]) -> Result<String, Refusal> {
+    // Body: {"keyId":"<JWE>"} (as the iOS SDK sends it) or the bare JWE.
+    let text = std::str::from_utf8(body)
+        .map_err(|_| bad("the body is not UTF-8"))?
+        .trim();
+    let jwe = if text.starts_with('{') {
+        let v: Value = serde_json::from_str(text).map_err(|_| bad("the body is not JSON"))?;
+        v.get("keyId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("the body has no keyId"))?
+            .to_owned()
+    } else {
+        text.to_owned()
+    };
+    let header_b64 = jwe.split('.').next().unwrap_or_default();
+    let header: Value = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| bad("the JWE header is not base64url JSON"))?;
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let enc = header
+        .get("enc")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if alg != "RSA-OAEP" || enc != "A256GCM" {
+        return Err(bad(format!(
+            "the JWE must be RSA-OAEP / A256GCM, not {alg} / {enc}"
+        )));
+    }
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("the JWE has no kid"))?
+        .to_owned();
+    let contexts = lock(&inner.contexts);
+    let issued = contexts
+        .get(&kid)
+        .ok_or_else(|| bad("the JWE kid is not the key of any capture context issued here"))?;
+    let decrypter = josekit::jwe::RSA_OAEP
+        .decrypter_from_der(issued.key.pkcs8_der())
+        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "decrypter".to_owned()))?;
+    let (plaintext, _) = josekit::jwe::deserialize_compact(&jwe, &decrypter)
+        .map_err(|_| bad("the JWE does not decrypt (tampered or wrong key)"))?;
+    let payload: Map<String, Value> = serde_json::from_slice(&plaintext)
+        .map_err(|_| bad("the decrypted payload is not a JSON object"))?;
+    let context = payload
+        .get("context")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("the payload has no context"))?;
+    if context != issued.jwt {
+        return Err(bad(
+            "the payload's context is not the capture context issued with this key",
+        ));
+    }
+    if now() > issued.exp {
+        return Err((StatusCode::GONE, "the capture context has expired".into()));
+    }
+    if payload.get("index") != Some(&json!(0)) {
+        return Err(bad("index must be 0"));
+    }
+    let Some(Value::Object(data)) = payload.get("data") else {
+        return Err(bad("the payload has no data object"));
+    };
+    let mut fields = Vec::new();
+    leaf_paths("", data, &mut fields);
+    if let Some(missing) = issued.required_fields.iter().find(|f| !fields.contains(f)) {
+        return Err(bad(format!("required field {missing} is missing")));
+    }
+    let token = transient_token(inner, &kid, issued, data);
+    *lock(&inner.last_token_request) = Some(TokenRequestSummary {
+        kid,
+        alg_enc: (alg, enc),
+        fields,
+    });
+    Ok(token)
+}
+
+fn card_type(number: &str) -> &'static str {
+    match number.as_bytes().first() {
+        Some(b'4') => "001",
+        Some(b'5' | b'2') => "002",
+        Some(b'3') => "003",
+        Some(b'6') => "004",
+        _ => "000",
+    }
+}
+
+/// `content` for `data`: `{}` per captured field, `{"value":…}` for expiry and type, the card number masked.
+fn content(map: &Map<String, Value>, in_card: bool) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in map {
+        match v {
+            Value::Object(m) => {
+                let inner = content(m, k == "card");
+                if !inner.is_empty() {
+                    out.insert(k.clone(), Value::Object(inner));
+                }
+            }
+            Value::Null => {}
+            Value::String(s) if s.is_empty() => {}
+            Value::String(s) if in_card && k == "number" => {
+                let digits = s.len();
+                let masked = format!(
+                    "{}{}",
+                    "X".repeat(digits.saturating_sub(4)),
+                    &s[digits.saturating_sub(4)..]
+                );
+                out.insert(
+                    k.clone(),
+                    json!({ "maskedValue": masked, "bin": &s[..digits.min(6)] }),
+                );
+            }
+            Value::String(s)
+                if in_card
+                    && matches!(k.as_str(), "expirationMonth" | "expirationYear" | "type") =>
+            {
+                out.insert(k.clone(), json!({ "value": s }));
+            }
+            _ => {
+                out.insert(k.clone(), json!({}));
+            }
+        }
+    }
+    out
+}
+
+fn transient_token(inner: &Inner, kid: &str, issued: &Issued, data: &Map<String, Value>) -> String {
+    let faults = *lock(&inner.faults);
+    let mut content = content(data, false);
+    let number = data
+        .get("paymentInformation")
+        .and_then(|p| p.get("card"))
+        .and_then(|c| c.get("number"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(Value::Object(card)) = content
+        .get_mut("paymentInformation")
+        .and_then(|p| p.get_mut("card"))
+    {
+        if !card.contains_key("type") && !number.is_empty() {
+            card.insert("type".into(), json!({ "value": card_type(&number) }));
+        }
+    }
+    let t = now();
+    let (iat, exp) = if faults.expired_token {
+        (t - 1000, t - 100)
+    } else {
+        (t, t + inner.config.token_ttl_secs)
+    };
+    let seq = inner.counter.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut claims = json!({
+        "metadata": {
+            "sequenceNumber": seq.to_string(),
+            "cardholderAuthenticationStatus": false,
+            "paymentType": "PANENTRY",
+        },
+        "iss": "Flex/00",
+        "exp": exp,
+        "type": issued.kind.token_type(),
+        "iat": iat,
+        "jti": random_id(64, true),
+        "content": content,
+    });
+    // Cartes Bancaires co-badged BINs match two card types.
+    if number.starts_with("403550") || number.starts_with("497010") {
+        claims["detectedCardTypes"] = json!(["001", "036"]);
+    }
+    if faults.forged_token {
+        inner.forger.sign_rs256(kid, &claims)
+    } else {
+        issued.key.sign_rs256(kid, &claims)
+    }
+}
