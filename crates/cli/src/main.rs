@@ -15,6 +15,7 @@ mod io;
 mod jwe;
 mod jwt;
 mod keys;
+mod provisioning;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ enum Command {
     /// Encrypt and decrypt compact JWEs.
     #[command(subcommand)]
     Jwe(jwe::Cmd),
+    /// Thales push provisioning: authorization codes (one or in batch) and enrollment-data JWEs.
+    #[command(subcommand)]
+    Provisioning(provisioning::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Keys(cmd) => keys::run(cmd, &ctx),
         Command::Jwt(cmd) => jwt::run(cmd, &ctx),
         Command::Jwe(cmd) => jwe::run(cmd, &ctx),
+        Command::Provisioning(cmd) => provisioning::run(cmd, &ctx),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -438,8 +438,23 @@ impl AuthCodeSigner {
                     subject_kind: request.subject.kind(),
                 })
             }
-            Err(e) => {
+            // The backend failing (token gone, session timeout) is an operational event; a request the
+            // rules refuse is the caller's to report, and batch mode reports it in its output line.
+            Err(e @ (ProvisioningError::Jose(_) | ProvisioningError::Key(_))) => {
                 tracing::warn!(
+                    issuer_id = %self.issuer_id,
+                    aud = request.audience.as_str(),
+                    kid = %self.kid,
+                    subject_kind = request.subject.kind(),
+                    outcome = "failed",
+                    latency_us,
+                    error = %e,
+                    "authorization code not signed"
+                );
+                Err(e)
+            }
+            Err(e) => {
+                tracing::debug!(
                     issuer_id = %self.issuer_id,
                     aud = request.audience.as_str(),
                     kid = %self.kid,
@@ -447,7 +462,7 @@ impl AuthCodeSigner {
                     outcome = "refused",
                     latency_us,
                     error = %e,
-                    "authorization code not signed"
+                    "authorization code refused"
                 );
                 Err(e)
             }
