@@ -30,7 +30,8 @@
 //   POST /__stats/reset                  zero the counters
 //   POST /__admin/<realm>/revoke-refresh-tokens   invalidate every refresh token issued so far in the realm
 //   POST /__admin/<realm>/delay-token?ms=N        delay every token response of the realm by N ms
-//   POST /__admin/<realm>/fail-token?count=N&status=S  answer the next N token requests with HTTP S
+//   POST /__admin/<realm>/fail-token?count=N&status=S[&after=1]  answer the next N token requests with
+//                                        HTTP S (after=1: after processing them, so their jti is used up)
 //
 // Configuration (JSON file; every member optional):
 // {
@@ -114,7 +115,7 @@ function makeProvider(realm, realmConfig, origin) {
   const issuer = `${origin}/realms/${realm}`;
   const users = new Map((realmConfig.users ?? []).map((u) => [u.username, u]));
   const refreshGrants = new Set();
-  const admin = { delayMs: 0, failCount: 0, failStatus: 503 };
+  const admin = { delayMs: 0, failCount: 0, failStatus: 503, failAfter: false };
 
   const provider = new Provider(issuer, {
     clients: realmConfig.clients ?? [],
@@ -222,7 +223,7 @@ function makeProvider(realm, realmConfig, origin) {
     const isToken = ctx.method === 'POST' && ctx.path === KEYCLOAK_PATHS.token;
     if (isToken) {
       if (admin.delayMs > 0) await new Promise((r) => setTimeout(r, admin.delayMs));
-      if (admin.failCount > 0) {
+      if (admin.failCount > 0 && !admin.failAfter) {
         admin.failCount -= 1;
         bump(realmStats(realm).requests, 'failed-by-admin');
         ctx.status = admin.failStatus;
@@ -234,6 +235,14 @@ function makeProvider(realm, realmConfig, origin) {
     if (!isToken) return;
     const grantType = ctx.oidc?.params?.grant_type ?? 'unknown';
     bump(realmStats(realm).requests, grantType);
+    if (admin.failCount > 0 && admin.failAfter) {
+      // The request was fully processed (its assertion's jti is now used up), but the client sees a failure.
+      admin.failCount -= 1;
+      bump(realmStats(realm).requests, 'failed-by-admin');
+      ctx.status = admin.failStatus;
+      ctx.body = { error: 'temporarily_unavailable', error_description: 'failure injected by the test' };
+      return;
+    }
     if (ctx.status === 200 && ctx.body?.access_token) {
       bump(realmStats(realm).success, grantType);
       // Keycloak's extra members; clients must also tolerate unknown ones.
@@ -307,6 +316,7 @@ const server = http.createServer(async (req, res) => {
         case 'fail-token':
           realm.admin.failCount = Number(url.searchParams.get('count') ?? 1);
           realm.admin.failStatus = Number(url.searchParams.get('status') ?? 503);
+          realm.admin.failAfter = url.searchParams.get('after') === '1';
           return json(res, 200, realm.admin);
         default:
       }
