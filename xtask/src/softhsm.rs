@@ -16,7 +16,10 @@ use std::process::Command;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The test runs: (package, features). A crate with SoftHSM tests is one more line here.
-const RUNS: &[(&str, &str)] = &[("key-provider", "pkcs11")];
+const RUNS: &[(&str, &str)] = &[
+    ("key-provider", "pkcs11"),
+    ("provisioning-signer", "pkcs11"),
+];
 
 /// The features used for a package given with `-p` that is not in [`RUNS`].
 const DEFAULT_FEATURES: &str = "pkcs11";
@@ -258,7 +261,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             o.runs,
-            vec![("key-provider".to_owned(), "pkcs11".to_owned())]
+            vec![
+                ("key-provider".to_owned(), "pkcs11".to_owned()),
+                ("provisioning-signer".to_owned(), "pkcs11".to_owned())
+            ]
         );
         assert_eq!(
             o.cargo_args,
