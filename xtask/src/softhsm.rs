@@ -18,6 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// The test runs: (package, features). A crate with SoftHSM tests is one more line here.
 const RUNS: &[(&str, &str)] = &[
     ("key-provider", "pkcs11"),
+    ("keycloak-client", "pkcs11"),
     ("provisioning-signer", "pkcs11"),
 ];
 
@@ -263,6 +264,7 @@ mod tests {
             o.runs,
             vec![
                 ("key-provider".to_owned(), "pkcs11".to_owned()),
+                ("keycloak-client".to_owned(), "pkcs11".to_owned()),
                 ("provisioning-signer".to_owned(), "pkcs11".to_owned())
             ]
         );

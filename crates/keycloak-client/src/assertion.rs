@@ -213,7 +213,9 @@ impl ClientAssertionSigner {
             return Err(KeycloakError::config("the client id is empty"));
         }
         if config.lifetime < Duration::from_secs(1) {
-            return Err(KeycloakError::config("the assertion lifetime must be at least 1 s"));
+            return Err(KeycloakError::config(
+                "the assertion lifetime must be at least 1 s",
+            ));
         }
         if config.lifetime > MAX_LIFETIME && !config.allow_long_lifetime {
             return Err(KeycloakError::config(format!(
@@ -224,7 +226,9 @@ impl ClientAssertionSigner {
             )));
         }
         let public = key.public_key();
-        let alg = config.alg.unwrap_or_else(|| JwsAlgorithm::default_for(public));
+        let alg = config
+            .alg
+            .unwrap_or_else(|| JwsAlgorithm::default_for(public));
         if !alg.fits(public) {
             return Err(KeycloakError::config(format!(
                 "algorithm {alg} does not fit the key {} ({}); use RS256/PS256 for RSA keys, ES256 for P-256 keys",
@@ -321,7 +325,12 @@ impl ClientAssertionSigner {
         let jwt = jose_core::jwt::sign_async(self.key.as_ref(), &header, &claims)
             .await
             .map_err(KeycloakError::Assertion)?;
-        Ok(ClientAssertion { jwt: SecretString::from(jwt), jti, issued_at: iat, expires_at: exp })
+        Ok(ClientAssertion {
+            jwt: SecretString::from(jwt),
+            jti,
+            issued_at: iat,
+            expires_at: exp,
+        })
     }
 }
 
@@ -335,29 +344,47 @@ mod tests {
     fn key(dir: &tempfile::TempDir, spec: KeySpec) -> Arc<dyn KeyBackend> {
         let path = dir.path().join("k.pem");
         key_provider::file::generate(&path, spec).unwrap();
-        key_provider::open(&format!("file:{}", path.display()).parse().unwrap(), &Default::default()).unwrap()
+        key_provider::open(
+            &format!("file:{}", path.display()).parse().unwrap(),
+            &Default::default(),
+        )
+        .unwrap()
     }
 
     fn endpoint() -> TokenEndpoint {
-        TokenEndpoint::from_token_url("https://sso.example.com/realms/loan-partner/protocol/openid-connect/token")
-            .unwrap()
+        TokenEndpoint::from_token_url(
+            "https://sso.example.com/realms/loan-partner/protocol/openid-connect/token",
+        )
+        .unwrap()
     }
 
     #[tokio::test]
     async fn default_assertion_has_every_claim_keycloak_needs() {
         let dir = tempfile::tempdir().unwrap();
         let key = key(&dir, KeySpec::Rsa(2048));
-        let signer = ClientAssertionSigner::new(key.clone(), &AssertionConfig::new("example-bank"), &endpoint()).unwrap();
+        let signer = ClientAssertionSigner::new(
+            key.clone(),
+            &AssertionConfig::new("example-bank"),
+            &endpoint(),
+        )
+        .unwrap();
         let now = SystemTime::now();
         let a = signer.sign(now).await.unwrap();
         let keys = KeySet::single(VerifyingKey::new(key.public_key().clone()));
         let v = jose_core::jwt::verify(a.jwt.expose_secret(), &keys, &Validation::new()).unwrap();
         assert_eq!(v.alg, JwsAlgorithm::RS256);
         assert_eq!(v.header["typ"], "JWT");
-        assert_eq!(v.header["kid"], jose_core::thumbprint(key.public_key()).as_str());
+        assert_eq!(
+            v.header["kid"],
+            jose_core::thumbprint(key.public_key()).as_str()
+        );
         assert_eq!(v.claims["iss"], "example-bank");
         assert_eq!(v.claims["sub"], "example-bank");
-        assert_eq!(v.claims["aud"], endpoint().token_url(), "aud must be ONE string, not an array");
+        assert_eq!(
+            v.claims["aud"],
+            endpoint().token_url(),
+            "aud must be ONE string, not an array"
+        );
         assert_eq!(v.claims["jti"], a.jti.as_str());
         assert!(uuid::Uuid::parse_str(&a.jti).is_ok());
         let iat = v.claims["iat"].as_u64().unwrap();
@@ -370,9 +397,12 @@ mod tests {
     #[tokio::test]
     async fn every_assertion_gets_a_new_jti() {
         let dir = tempfile::tempdir().unwrap();
-        let signer =
-            ClientAssertionSigner::new(key(&dir, KeySpec::Ec(EcCurve::P256)), &AssertionConfig::new("c"), &endpoint())
-                .unwrap();
+        let signer = ClientAssertionSigner::new(
+            key(&dir, KeySpec::Ec(EcCurve::P256)),
+            &AssertionConfig::new("c"),
+            &endpoint(),
+        )
+        .unwrap();
         assert_eq!(signer.alg(), JwsAlgorithm::ES256);
         let now = SystemTime::now();
         let mut seen = std::collections::HashSet::new();
@@ -391,7 +421,11 @@ mod tests {
             .audience(Audience::Issuer)
             .not_before(true)
             .lifetime(Duration::from_secs(30));
-        let a = ClientAssertionSigner::new(key.clone(), &cfg, &endpoint()).unwrap().sign(SystemTime::now()).await.unwrap();
+        let a = ClientAssertionSigner::new(key.clone(), &cfg, &endpoint())
+            .unwrap()
+            .sign(SystemTime::now())
+            .await
+            .unwrap();
         let (h, c) = jose_core::jwt::decode_unverified(a.jwt.expose_secret()).unwrap();
         assert_eq!(h["alg"], "PS256");
         assert!(!h.contains_key("kid"));
@@ -400,8 +434,17 @@ mod tests {
         assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 30);
 
         let cfg = AssertionConfig::new("c").kid(KeyId::Fixed("partner-kid-1".into()));
-        let a = ClientAssertionSigner::new(key.clone(), &cfg, &endpoint()).unwrap().sign(SystemTime::now()).await.unwrap();
-        assert_eq!(jose_core::jwt::decode_unverified(a.jwt.expose_secret()).unwrap().0["kid"], "partner-kid-1");
+        let a = ClientAssertionSigner::new(key.clone(), &cfg, &endpoint())
+            .unwrap()
+            .sign(SystemTime::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            jose_core::jwt::decode_unverified(a.jwt.expose_secret())
+                .unwrap()
+                .0["kid"],
+            "partner-kid-1"
+        );
     }
 
     #[tokio::test]
@@ -410,17 +453,42 @@ mod tests {
         let key = key(&dir, KeySpec::Rsa(2048));
         let long = AssertionConfig::new("c").lifetime(Duration::from_secs(301));
         let e = ClientAssertionSigner::new(key.clone(), &long, &endpoint()).unwrap_err();
-        assert!(e.to_string().contains("301 s is above the 300 s limit"), "{e}");
-        assert!(ClientAssertionSigner::new(key.clone(), &long.clone().allow_long_lifetime(true), &endpoint()).is_ok());
         assert!(
-            ClientAssertionSigner::new(key.clone(), &AssertionConfig::new("c").lifetime(Duration::ZERO), &endpoint())
-                .is_err()
+            e.to_string().contains("301 s is above the 300 s limit"),
+            "{e}"
         );
-        let e = ClientAssertionSigner::new(key.clone(), &AssertionConfig::new("c").alg(JwsAlgorithm::ES256), &endpoint())
-            .unwrap_err();
+        assert!(
+            ClientAssertionSigner::new(
+                key.clone(),
+                &long.clone().allow_long_lifetime(true),
+                &endpoint()
+            )
+            .is_ok()
+        );
+        assert!(
+            ClientAssertionSigner::new(
+                key.clone(),
+                &AssertionConfig::new("c").lifetime(Duration::ZERO),
+                &endpoint()
+            )
+            .is_err()
+        );
+        let e = ClientAssertionSigner::new(
+            key.clone(),
+            &AssertionConfig::new("c").alg(JwsAlgorithm::ES256),
+            &endpoint(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("does not fit"), "{e}");
         let other = TokenEndpoint::from_token_url("https://idp.example.com/token").unwrap();
-        assert!(ClientAssertionSigner::new(key.clone(), &AssertionConfig::new("c").audience(Audience::Issuer), &other).is_err());
+        assert!(
+            ClientAssertionSigner::new(
+                key.clone(),
+                &AssertionConfig::new("c").audience(Audience::Issuer),
+                &other
+            )
+            .is_err()
+        );
         assert!(ClientAssertionSigner::new(key, &AssertionConfig::new(" "), &endpoint()).is_err());
     }
 }

@@ -54,7 +54,8 @@ impl ClientAuth {
     pub fn client_id(&self) -> &str {
         match self {
             Self::PrivateKeyJwt(s) => s.client_id(),
-            Self::ClientSecretPost { client_id, .. } | Self::ClientSecretBasic { client_id, .. } => client_id,
+            Self::ClientSecretPost { client_id, .. }
+            | Self::ClientSecretBasic { client_id, .. } => client_id,
         }
     }
 
@@ -73,7 +74,8 @@ impl fmt::Debug for ClientAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::PrivateKeyJwt(s) => f.debug_tuple("PrivateKeyJwt").field(s).finish(),
-            Self::ClientSecretPost { client_id, .. } | Self::ClientSecretBasic { client_id, .. } => f
+            Self::ClientSecretPost { client_id, .. }
+            | Self::ClientSecretBasic { client_id, .. } => f
                 .debug_struct(self.method())
                 .field("client_id", client_id)
                 .field("secret", &"[REDACTED]")
@@ -97,7 +99,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 3, initial_backoff: Duration::from_millis(250), max_backoff: Duration::from_secs(4) }
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(4),
+        }
     }
 }
 
@@ -105,7 +111,11 @@ impl RetryPolicy {
     /// A policy with these values (`max_attempts` at least 1).
     #[must_use]
     pub fn new(max_attempts: u32, initial_backoff: Duration, max_backoff: Duration) -> Self {
-        Self { max_attempts: max_attempts.max(1), initial_backoff, max_backoff }
+        Self {
+            max_attempts: max_attempts.max(1),
+            initial_backoff,
+            max_backoff,
+        }
     }
 
     /// One attempt, no retries.
@@ -116,7 +126,10 @@ impl RetryPolicy {
 
     /// The wait after failed attempt number `attempt` (1-based).
     fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.initial_backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(self.max_backoff);
+        let base = self
+            .initial_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_backoff);
         // ±25 % jitter from a random UUID's bits (no extra RNG dependency).
         let r = (uuid::Uuid::new_v4().as_u128() % 1000) as u32; // 0..1000
         base.mul_f64(0.75 + f64::from(r) / 2000.0)
@@ -126,7 +139,10 @@ impl RetryPolicy {
 /// The grant of one token request.
 #[derive(Clone, Copy)]
 enum Grant<'a> {
-    Password { username: &'a str, password: &'a SecretString },
+    Password {
+        username: &'a str,
+        password: &'a SecretString,
+    },
     Refresh(&'a SecretString),
     ClientCredentials,
 }
@@ -225,11 +241,16 @@ impl KeycloakClientBuilder {
                     .connect_timeout(self.timeout.min(Duration::from_secs(10)))
                     // A redirected token request would carry credentials elsewhere: refuse instead.
                     .redirect(reqwest::redirect::Policy::none())
-                    .user_agent(concat!("keybound-keycloak-client/", env!("CARGO_PKG_VERSION")));
+                    .user_agent(concat!(
+                        "keybound-keycloak-client/",
+                        env!("CARGO_PKG_VERSION")
+                    ));
                 if is_loopback(&self.endpoint) {
                     b = b.no_proxy();
                 }
-                b.build().map_err(|e| KeycloakError::config(format!("cannot build the HTTP client: {e}")))?
+                b.build().map_err(|e| {
+                    KeycloakError::config(format!("cannot build the HTTP client: {e}"))
+                })?
             }
         };
         Ok(KeycloakClient {
@@ -313,7 +334,9 @@ impl KeycloakClient {
     pub async fn assertion(&self) -> Result<ClientAssertion, KeycloakError> {
         match &self.auth {
             ClientAuth::PrivateKeyJwt(s) => s.sign(self.now()).await,
-            _ => Err(KeycloakError::config("this client authenticates with a client secret, not a key")),
+            _ => Err(KeycloakError::config(
+                "this client authenticates with a client secret, not a key",
+            )),
         }
     }
 
@@ -329,7 +352,8 @@ impl KeycloakClient {
         password: &SecretString,
         scope: Option<&str>,
     ) -> Result<TokenResponse, KeycloakError> {
-        self.request(Grant::Password { username, password }, scope).await
+        self.request(Grant::Password { username, password }, scope)
+            .await
     }
 
     /// Refresh-token grant; the client authenticates again (a new assertion).
@@ -349,11 +373,18 @@ impl KeycloakClient {
     ///
     /// # Errors
     /// As [`KeycloakClient::password_grant`].
-    pub async fn client_credentials(&self, scope: Option<&str>) -> Result<TokenResponse, KeycloakError> {
+    pub async fn client_credentials(
+        &self,
+        scope: Option<&str>,
+    ) -> Result<TokenResponse, KeycloakError> {
         self.request(Grant::ClientCredentials, scope).await
     }
 
-    async fn request(&self, grant: Grant<'_>, scope: Option<&str>) -> Result<TokenResponse, KeycloakError> {
+    async fn request(
+        &self,
+        grant: Grant<'_>,
+        scope: Option<&str>,
+    ) -> Result<TokenResponse, KeycloakError> {
         let started = Instant::now();
         let mut attempt = 0u32;
         let mut skew_retried = false;
@@ -394,9 +425,12 @@ impl KeycloakClient {
                     );
                     tokio::time::sleep(wait).await;
                 }
-                Err(KeycloakError::ClockSkew { skew_secs, error }) if self.compensate_skew && !skew_retried => {
+                Err(KeycloakError::ClockSkew { skew_secs, error })
+                    if self.compensate_skew && !skew_retried =>
+                {
                     skew_retried = true;
-                    let total = self.skew_offset.fetch_add(skew_secs, Ordering::Relaxed) + skew_secs;
+                    let total =
+                        self.skew_offset.fetch_add(skew_secs, Ordering::Relaxed) + skew_secs;
                     tracing::warn!(
                         client_id = self.client_id(),
                         grant = grant.name(),
@@ -430,7 +464,12 @@ impl KeycloakClient {
         }
     }
 
-    async fn attempt(&self, grant: Grant<'_>, scope: Option<&str>, attempt: u32) -> Result<TokenResponse, KeycloakError> {
+    async fn attempt(
+        &self,
+        grant: Grant<'_>,
+        scope: Option<&str>,
+        attempt: u32,
+    ) -> Result<TokenResponse, KeycloakError> {
         let assertion = match &self.auth {
             ClientAuth::PrivateKeyJwt(s) => Some(s.sign(self.now()).await?),
             _ => None,
@@ -447,7 +486,10 @@ impl KeycloakClient {
         if let Some(s) = scope.filter(|s| !s.is_empty()) {
             form.push(("scope", s));
         }
-        let mut req = self.http.post(self.endpoint.url().clone()).header(ACCEPT, "application/json");
+        let mut req = self
+            .http
+            .post(self.endpoint.url().clone())
+            .header(ACCEPT, "application/json");
         match (&self.auth, &assertion) {
             (ClientAuth::PrivateKeyJwt(s), Some(a)) => {
                 form.push(("client_id", s.client_id()));
@@ -472,24 +514,43 @@ impl KeycloakClient {
         };
         let resp = req.form(&form).send().await.map_err(network)?;
         let status = resp.status().as_u16();
-        let date = resp.headers().get(DATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let date = resp
+            .headers()
+            .get(DATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = resp.bytes().await.map_err(network)?;
         match status {
-            200 => serde_json::from_slice::<TokenResponse>(&body).map_err(|e| KeycloakError::InvalidResponse {
-                status,
-                // Never the body or serde's message (which may quote values): only where it broke.
-                reason: format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()),
-            }),
-            500..=599 => Err(KeycloakError::Server { status, attempts: attempt }),
-            400..=499 => {
-                let parsed: ErrorBody = serde_json::from_slice(&body).map_err(|_| KeycloakError::InvalidResponse {
+            200 => serde_json::from_slice::<TokenResponse>(&body).map_err(|e| {
+                KeycloakError::InvalidResponse {
                     status,
-                    reason: "a 4xx answer without an OAuth error object".into(),
-                })?;
-                let error = OAuthError::new(status, &parsed.error, parsed.error_description.as_deref());
+                    // Never the body or serde's message (which may quote values): only where it broke.
+                    reason: format!(
+                        "{:?} error at line {} column {}",
+                        e.classify(),
+                        e.line(),
+                        e.column()
+                    ),
+                }
+            }),
+            500..=599 => Err(KeycloakError::Server {
+                status,
+                attempts: attempt,
+            }),
+            400..=499 => {
+                let parsed: ErrorBody =
+                    serde_json::from_slice(&body).map_err(|_| KeycloakError::InvalidResponse {
+                        status,
+                        reason: "a 4xx answer without an OAuth error object".into(),
+                    })?;
+                let error =
+                    OAuthError::new(status, &parsed.error, parsed.error_description.as_deref());
                 Err(self.classify_refusal(error, date.as_deref()))
             }
-            _ => Err(KeycloakError::InvalidResponse { status, reason: "unexpected HTTP status".into() }),
+            _ => Err(KeycloakError::InvalidResponse {
+                status,
+                reason: "unexpected HTTP status".into(),
+            }),
         }
     }
 
@@ -530,8 +591,9 @@ fn basic_auth(client_id: &str, secret: &SecretString) -> Result<HeaderValue, Key
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(raw.as_bytes())
     ));
-    let mut value = HeaderValue::from_str(&encoded)
-        .map_err(|_| KeycloakError::config("the client id or secret cannot be sent in a Basic header"))?;
+    let mut value = HeaderValue::from_str(&encoded).map_err(|_| {
+        KeycloakError::config("the client id or secret cannot be sent in a Basic header")
+    })?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -545,11 +607,20 @@ mod tests {
         let p = RetryPolicy::new(5, Duration::from_millis(100), Duration::from_millis(300));
         for _ in 0..20 {
             let b1 = p.backoff(1);
-            assert!(b1 >= Duration::from_millis(75) && b1 <= Duration::from_millis(125), "{b1:?}");
+            assert!(
+                b1 >= Duration::from_millis(75) && b1 <= Duration::from_millis(125),
+                "{b1:?}"
+            );
             let b3 = p.backoff(3);
-            assert!(b3 >= Duration::from_millis(225) && b3 <= Duration::from_millis(375), "{b3:?}");
+            assert!(
+                b3 >= Duration::from_millis(225) && b3 <= Duration::from_millis(375),
+                "{b3:?}"
+            );
         }
-        assert_eq!(RetryPolicy::new(0, Duration::ZERO, Duration::ZERO).max_attempts, 1);
+        assert_eq!(
+            RetryPolicy::new(0, Duration::ZERO, Duration::ZERO).max_attempts,
+            1
+        );
     }
 
     #[test]
@@ -557,16 +628,36 @@ mod tests {
         let v = basic_auth("my client", &SecretString::from("p@ss:wörd")).unwrap();
         assert!(v.is_sensitive());
         let b64 = v.to_str().unwrap().strip_prefix("Basic ").unwrap();
-        let raw = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
-        assert_eq!(String::from_utf8(raw).unwrap(), "my%20client:p%40ss%3Aw%C3%B6rd");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(raw).unwrap(),
+            "my%20client:p%40ss%3Aw%C3%B6rd"
+        );
     }
 
     #[test]
     fn oauth_error_time_detection_and_sanitising() {
-        assert!(OAuthError::new(400, "invalid_client", Some("Token is not active")).is_time_related());
-        assert!(OAuthError::new(400, "invalid_client", Some("Token was issued in the future")).is_time_related());
-        assert!(!OAuthError::new(400, "invalid_client", Some("Token reuse detected")).is_time_related());
-        let e = OAuthError::new(401, "invalid_grant", Some("bad\u{7}\n".repeat(100).as_str()));
+        assert!(
+            OAuthError::new(400, "invalid_client", Some("Token is not active")).is_time_related()
+        );
+        assert!(
+            OAuthError::new(
+                400,
+                "invalid_client",
+                Some("Token was issued in the future")
+            )
+            .is_time_related()
+        );
+        assert!(
+            !OAuthError::new(400, "invalid_client", Some("Token reuse detected")).is_time_related()
+        );
+        let e = OAuthError::new(
+            401,
+            "invalid_grant",
+            Some("bad\u{7}\n".repeat(100).as_str()),
+        );
         let d = e.description.unwrap();
         assert!(d.chars().count() <= 201 && !d.contains('\n') && !d.contains('\u{7}'));
     }

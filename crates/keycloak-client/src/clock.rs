@@ -40,7 +40,11 @@ impl Clock for OffsetClock {
 /// `t` shifted by `secs` seconds (saturating at the epoch).
 pub(crate) fn shift(t: SystemTime, secs: i64) -> SystemTime {
     let d = Duration::from_secs(secs.unsigned_abs());
-    if secs >= 0 { t + d } else { t.checked_sub(d).unwrap_or(UNIX_EPOCH) }
+    if secs >= 0 {
+        t + d
+    } else {
+        t.checked_sub(d).unwrap_or(UNIX_EPOCH)
+    }
 }
 
 /// Seconds since the Unix epoch (0 before it).
@@ -64,9 +68,18 @@ mod tests {
     #[test]
     fn skew_from_date() {
         let local = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
-        assert_eq!(skew_from_date_header("Sun, 06 Nov 1994 08:49:37 GMT", local), Some(0));
-        assert_eq!(skew_from_date_header("Sun, 06 Nov 1994 08:51:37 GMT", local), Some(120));
-        assert_eq!(skew_from_date_header("Sun, 06 Nov 1994 08:48:37 GMT", local), Some(-60));
+        assert_eq!(
+            skew_from_date_header("Sun, 06 Nov 1994 08:49:37 GMT", local),
+            Some(0)
+        );
+        assert_eq!(
+            skew_from_date_header("Sun, 06 Nov 1994 08:51:37 GMT", local),
+            Some(120)
+        );
+        assert_eq!(
+            skew_from_date_header("Sun, 06 Nov 1994 08:48:37 GMT", local),
+            Some(-60)
+        );
         assert_eq!(skew_from_date_header("yesterday", local), None);
     }
 

@@ -30,8 +30,11 @@ impl TokenEndpoint {
     /// [`KeycloakError::Config`] for a URL that does not parse, is not https (except on loopback), or carries
     /// credentials, a query or a fragment.
     pub fn from_token_url(token_url: &str) -> Result<Self, KeycloakError> {
-        let url = Url::parse(token_url.trim())
-            .map_err(|e| KeycloakError::config(format!("token URL does not parse ({e}); give the full https URL")))?;
+        let url = Url::parse(token_url.trim()).map_err(|e| {
+            KeycloakError::config(format!(
+                "token URL does not parse ({e}); give the full https URL"
+            ))
+        })?;
         check_url(&url)?;
         let path = url.path().trim_end_matches('/');
         let (issuer, realm) = match path.strip_suffix(TOKEN_PATH) {
@@ -39,7 +42,10 @@ impl TokenEndpoint {
                 Some((_, realm)) if !realm.is_empty() && !realm.contains('/') => {
                     let mut issuer = url.clone();
                     issuer.set_path(realm_path);
-                    (Some(issuer.as_str().trim_end_matches('/').to_owned()), Some(realm.to_owned()))
+                    (
+                        Some(issuer.as_str().trim_end_matches('/').to_owned()),
+                        Some(realm.to_owned()),
+                    )
                 }
                 _ => (None, None),
             },
@@ -54,12 +60,17 @@ impl TokenEndpoint {
     /// As [`TokenEndpoint::from_token_url`]; [`KeycloakError::Config`] for an empty realm or one with `/`.
     pub fn for_realm(server_url: &str, realm: &str) -> Result<Self, KeycloakError> {
         if realm.is_empty() || realm.contains('/') {
-            return Err(KeycloakError::config("realm must be a non-empty name without `/`"));
+            return Err(KeycloakError::config(
+                "realm must be a non-empty name without `/`",
+            ));
         }
         let base = server_url.trim().trim_end_matches('/');
         // RFC 3986 unreserved characters stay as they are.
-        const PATH_SEGMENT: &percent_encoding::AsciiSet =
-            &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+        const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
         let realm_enc = percent_encoding::utf8_percent_encode(realm, PATH_SEGMENT);
         Self::from_token_url(&format!("{base}/realms/{realm_enc}{TOKEN_PATH}"))
     }
@@ -89,7 +100,9 @@ impl TokenEndpoint {
 
 impl fmt::Debug for TokenEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("TokenEndpoint").field(&self.url.as_str()).finish()
+        f.debug_tuple("TokenEndpoint")
+            .field(&self.url.as_str())
+            .finish()
     }
 }
 
@@ -106,7 +119,9 @@ fn check_url(url: &Url) -> Result<(), KeycloakError> {
         ));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(KeycloakError::config("the token URL must not have a query or fragment"));
+        return Err(KeycloakError::config(
+            "the token URL must not have a query or fragment",
+        ));
     }
     match url.scheme() {
         "https" => Ok(()),
@@ -114,7 +129,9 @@ fn check_url(url: &Url) -> Result<(), KeycloakError> {
         "http" => Err(KeycloakError::config(
             "the token URL must use https (plain http is accepted only for loopback addresses)",
         )),
-        other => Err(KeycloakError::config(format!("the token URL must be https, not {other}:"))),
+        other => Err(KeycloakError::config(format!(
+            "the token URL must be https, not {other}:"
+        ))),
     }
 }
 
@@ -137,9 +154,16 @@ mod tests {
             "https://api-test.interhyp.de/user-service/auth/realms/loan-partner/protocol/openid-connect/token",
         )
         .unwrap();
-        assert_eq!(e.issuer(), Some("https://api-test.interhyp.de/user-service/auth/realms/loan-partner"));
+        assert_eq!(
+            e.issuer(),
+            Some("https://api-test.interhyp.de/user-service/auth/realms/loan-partner")
+        );
         assert_eq!(e.realm(), Some("loan-partner"));
-        let f = TokenEndpoint::for_realm("https://api-test.interhyp.de/user-service/auth/", "loan-partner").unwrap();
+        let f = TokenEndpoint::for_realm(
+            "https://api-test.interhyp.de/user-service/auth/",
+            "loan-partner",
+        )
+        .unwrap();
         assert_eq!(e, f);
     }
 
@@ -152,12 +176,29 @@ mod tests {
 
     #[test]
     fn refuses_plain_http_except_loopback_and_credentials() {
-        assert!(TokenEndpoint::from_token_url("http://127.0.0.1:8080/realms/a/protocol/openid-connect/token").is_ok());
-        assert!(TokenEndpoint::from_token_url("http://localhost/realms/a/protocol/openid-connect/token").is_ok());
-        assert!(TokenEndpoint::from_token_url("http://[::1]/realms/a/protocol/openid-connect/token").is_ok());
-        let e = TokenEndpoint::from_token_url("http://sso.example.com/realms/a/protocol/openid-connect/token");
+        assert!(
+            TokenEndpoint::from_token_url(
+                "http://127.0.0.1:8080/realms/a/protocol/openid-connect/token"
+            )
+            .is_ok()
+        );
+        assert!(
+            TokenEndpoint::from_token_url(
+                "http://localhost/realms/a/protocol/openid-connect/token"
+            )
+            .is_ok()
+        );
+        assert!(
+            TokenEndpoint::from_token_url("http://[::1]/realms/a/protocol/openid-connect/token")
+                .is_ok()
+        );
+        let e = TokenEndpoint::from_token_url(
+            "http://sso.example.com/realms/a/protocol/openid-connect/token",
+        );
         assert!(e.unwrap_err().to_string().contains("https"));
-        let e = TokenEndpoint::from_token_url("https://u:p@sso.example.com/realms/a/protocol/openid-connect/token");
+        let e = TokenEndpoint::from_token_url(
+            "https://u:p@sso.example.com/realms/a/protocol/openid-connect/token",
+        );
         let msg = e.unwrap_err().to_string();
         assert!(msg.contains("credentials") && !msg.contains("u:p"), "{msg}");
         assert!(TokenEndpoint::from_token_url("ftp://x/y").is_err());

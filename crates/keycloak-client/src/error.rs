@@ -70,7 +70,9 @@ impl OAuthErrorCode {
                  Direct Access Grants for the password grant, service accounts for client credentials)"
             }
             Self::UnsupportedGrantType => "the server does not support this grant type",
-            Self::InvalidScope => "the requested scope is not allowed for this client: check --scope",
+            Self::InvalidScope => {
+                "the requested scope is not allowed for this client: check --scope"
+            }
             Self::InvalidRequest => "the server found the request malformed: check the settings",
             Self::Other(_) => "see the server's description",
         }
@@ -99,24 +101,42 @@ impl OAuthError {
     /// An error from its parts; `description` is sanitised.
     #[must_use]
     pub fn new(status: u16, code: &str, description: Option<&str>) -> Self {
-        Self { status, code: OAuthErrorCode::parse(code), description: description.map(|d| sanitize(d, 200)) }
+        Self {
+            status,
+            code: OAuthErrorCode::parse(code),
+            description: description.map(|d| sanitize(d, 200)),
+        }
     }
 
     /// Whether the description says the client assertion was refused for its time claims (expired, not
     /// yet valid, issued in the future, too old).
     #[must_use]
     pub fn is_time_related(&self) -> bool {
-        let Some(d) = &self.description else { return false };
+        let Some(d) = &self.description else {
+            return false;
+        };
         let d = d.to_ascii_lowercase();
-        ["not active", "expired", "future", "not yet valid", "too old", "issued more than", "clock"]
-            .iter()
-            .any(|w| d.contains(w))
+        [
+            "not active",
+            "expired",
+            "future",
+            "not yet valid",
+            "too old",
+            "issued more than",
+            "clock",
+        ]
+        .iter()
+        .any(|w| d.contains(w))
     }
 }
 
 impl fmt::Display for OAuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "token request refused: HTTP {} {}", self.status, self.code)?;
+        write!(
+            f,
+            "token request refused: HTTP {} {}",
+            self.status, self.code
+        )?;
         if let Some(d) = &self.description {
             write!(f, " ({d})")?;
         }

@@ -43,7 +43,9 @@ pub mod source;
 #[doc(hidden)]
 pub mod testing;
 
-pub use assertion::{ASSERTION_TYPE, AssertionConfig, Audience, ClientAssertion, ClientAssertionSigner, KeyId};
+pub use assertion::{
+    ASSERTION_TYPE, AssertionConfig, Audience, ClientAssertion, ClientAssertionSigner, KeyId,
+};
 pub use client::{ClientAuth, KeycloakClient, KeycloakClientBuilder, RetryPolicy};
 pub use clock::{Clock, OffsetClock, SystemClock};
 pub use endpoint::TokenEndpoint;

@@ -48,7 +48,10 @@ impl TokenResponse {
     #[must_use]
     pub fn to_json_exposing_tokens(&self) -> Value {
         let mut m = Map::new();
-        m.insert("access_token".into(), Value::String(self.access_token.expose_secret().to_owned()));
+        m.insert(
+            "access_token".into(),
+            Value::String(self.access_token.expose_secret().to_owned()),
+        );
         if let Some(v) = self.expires_in {
             m.insert("expires_in".into(), v.into());
         }
@@ -56,7 +59,10 @@ impl TokenResponse {
             m.insert("refresh_expires_in".into(), v.into());
         }
         if let Some(t) = &self.refresh_token {
-            m.insert("refresh_token".into(), Value::String(t.expose_secret().to_owned()));
+            m.insert(
+                "refresh_token".into(),
+                Value::String(t.expose_secret().to_owned()),
+            );
         }
         m.insert("token_type".into(), Value::String(self.token_type.clone()));
         if let Some(v) = self.not_before_policy {
@@ -69,7 +75,10 @@ impl TokenResponse {
             m.insert("scope".into(), Value::String(v.clone()));
         }
         if let Some(t) = &self.id_token {
-            m.insert("id_token".into(), Value::String(t.expose_secret().to_owned()));
+            m.insert(
+                "id_token".into(),
+                Value::String(t.expose_secret().to_owned()),
+            );
         }
         for (k, v) in &self.extra {
             m.entry(k.clone()).or_insert_with(|| v.clone());
@@ -84,7 +93,10 @@ impl fmt::Debug for TokenResponse {
             .field("access_token", &"[REDACTED]")
             .field("expires_in", &self.expires_in)
             .field("refresh_expires_in", &self.refresh_expires_in)
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("token_type", &self.token_type)
             .field("not_before_policy", &self.not_before_policy)
             .field("session_state", &self.session_state)
@@ -112,7 +124,10 @@ mod tests {
         assert_eq!(r.not_before_policy, Some(0));
         assert_eq!(r.extra["upgraded"], true);
         let dbg = format!("{r:?}");
-        assert!(!dbg.contains("AT-secret") && !dbg.contains("RT-secret") && !dbg.contains("ID-secret"), "{dbg}");
+        assert!(
+            !dbg.contains("AT-secret") && !dbg.contains("RT-secret") && !dbg.contains("ID-secret"),
+            "{dbg}"
+        );
         let json = r.to_json_exposing_tokens();
         assert_eq!(json["refresh_token"], "RT-secret");
         assert_eq!(json["not-before-policy"], 0);
@@ -121,7 +136,8 @@ mod tests {
 
     #[test]
     fn minimal_response_parses() {
-        let r: TokenResponse = serde_json::from_str(r#"{"access_token":"x","token_type":"Bearer"}"#).unwrap();
+        let r: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"x","token_type":"Bearer"}"#).unwrap();
         assert!(r.refresh_token.is_none() && r.expires_in.is_none());
         assert!(serde_json::from_str::<TokenResponse>(r#"{"token_type":"Bearer"}"#).is_err());
     }

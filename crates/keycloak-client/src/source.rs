@@ -47,7 +47,10 @@ impl FullGrant {
     /// A password grant.
     #[must_use]
     pub fn password(username: impl Into<String>, password: SecretString) -> Self {
-        Self::Password { username: username.into(), password }
+        Self::Password {
+            username: username.into(),
+            password,
+        }
     }
 
     fn name(&self) -> &'static str {
@@ -61,9 +64,11 @@ impl FullGrant {
 impl fmt::Debug for FullGrant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Password { username, .. } => {
-                f.debug_struct("Password").field("username", username).field("password", &"[REDACTED]").finish()
-            }
+            Self::Password { username, .. } => f
+                .debug_struct("Password")
+                .field("username", username)
+                .field("password", &"[REDACTED]")
+                .finish(),
             Self::ClientCredentials => f.write_str("ClientCredentials"),
         }
     }
@@ -80,7 +85,12 @@ struct Cached {
 }
 
 impl Cached {
-    fn from_response(r: TokenResponse, requested_at: Instant, margin: Duration, previous_rt: Option<SecretString>) -> Self {
+    fn from_response(
+        r: TokenResponse,
+        requested_at: Instant,
+        margin: Duration,
+        previous_rt: Option<SecretString>,
+    ) -> Self {
         let lifetime = r.expires_in.map_or(ASSUMED_LIFETIME, Duration::from_secs);
         let expires_at = requested_at + lifetime;
         let refresh_at = expires_at - margin.min(lifetime / 2);
@@ -177,7 +187,8 @@ impl TokenSource {
         match self.obtain(previous.as_deref()).await {
             Ok(cached) => {
                 let token = cached.access_token.clone();
-                *self.cache.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(cached));
+                *self.cache.write().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Arc::new(cached));
                 Ok(token)
             }
             Err(e) => match previous {
@@ -211,23 +222,39 @@ impl TokenSource {
     }
 
     fn cached(&self) -> Option<Arc<Cached>> {
-        self.cache.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn fresh(&self) -> Option<SecretString> {
-        self.cached().filter(|c| Instant::now() < c.refresh_at).map(|c| c.access_token.clone())
+        self.cached()
+            .filter(|c| Instant::now() < c.refresh_at)
+            .map(|c| c.access_token.clone())
     }
 
     async fn obtain(&self, previous: Option<&Cached>) -> Result<Cached, KeycloakError> {
         let scope = self.scope.as_deref();
         let usable_rt = previous
-            .and_then(|p| p.refresh_token.as_ref().map(|rt| (rt, p.refresh_expires_at)))
+            .and_then(|p| {
+                p.refresh_token
+                    .as_ref()
+                    .map(|rt| (rt, p.refresh_expires_at))
+            })
             .filter(|(_, exp)| exp.is_none_or(|e| Instant::now() < e))
             .map(|(rt, _)| rt);
         if let Some(rt) = usable_rt {
             let requested_at = Instant::now();
             match self.client.refresh(rt, scope).await {
-                Ok(r) => return Ok(Cached::from_response(r, requested_at, self.margin, Some(rt.clone()))),
+                Ok(r) => {
+                    return Ok(Cached::from_response(
+                        r,
+                        requested_at,
+                        self.margin,
+                        Some(rt.clone()),
+                    ));
+                }
                 Err(KeycloakError::OAuth(e)) if e.code == OAuthErrorCode::InvalidGrant => {
                     tracing::info!(
                         client_id = self.client.client_id(),
@@ -241,7 +268,11 @@ impl TokenSource {
         }
         let requested_at = Instant::now();
         let r = match &self.grant {
-            FullGrant::Password { username, password } => self.client.password_grant(username, password, scope).await?,
+            FullGrant::Password { username, password } => {
+                self.client
+                    .password_grant(username, password, scope)
+                    .await?
+            }
             FullGrant::ClientCredentials => self.client.client_credentials(scope).await?,
         };
         Ok(Cached::from_response(r, requested_at, self.margin, None))
@@ -266,11 +297,17 @@ mod tests {
         let c = Cached::from_response(response(300, Some(1800)), t0, DEFAULT_REFRESH_MARGIN, None);
         assert_eq!(c.expires_at - t0, Duration::from_secs(300));
         assert_eq!(c.refresh_at - t0, Duration::from_secs(270));
-        assert_eq!(c.refresh_expires_at.unwrap() - t0, Duration::from_secs(1795));
+        assert_eq!(
+            c.refresh_expires_at.unwrap() - t0,
+            Duration::from_secs(1795)
+        );
         // A 40 s token: 30 s margin is capped at 20 s (half the lifetime).
         let c = Cached::from_response(response(40, Some(0)), t0, DEFAULT_REFRESH_MARGIN, None);
         assert_eq!(c.refresh_at - t0, Duration::from_secs(20));
-        assert!(c.refresh_expires_at.is_none(), "0 means no known expiry (offline token)");
+        assert!(
+            c.refresh_expires_at.is_none(),
+            "0 means no known expiry (offline token)"
+        );
         let c = Cached::from_response(response(300, None), t0, Duration::from_secs(10), None);
         assert_eq!(c.refresh_at - t0, Duration::from_secs(290));
     }

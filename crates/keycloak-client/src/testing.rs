@@ -106,7 +106,11 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { access_token_ttl: 300, refresh_token_ttl: 1800, realms: Vec::new() }
+        Self {
+            access_token_ttl: 300,
+            refresh_token_ttl: 1800,
+            realms: Vec::new(),
+        }
     }
 }
 
@@ -130,8 +134,11 @@ impl ServerConfig {
             .realms
             .iter()
             .map(|(name, r)| {
-                let users: Vec<Value> =
-                    r.users.iter().map(|(u, p)| json!({"username": u, "password": p})).collect();
+                let users: Vec<Value> = r
+                    .users
+                    .iter()
+                    .map(|(u, p)| json!({"username": u, "password": p}))
+                    .collect();
                 (name.clone(), json!({"clients": r.clients, "users": users}))
             })
             .collect();
@@ -165,16 +172,33 @@ impl OidcServer {
     #[must_use]
     pub fn start(test: &str, config: &ServerConfig) -> Option<Self> {
         let dir = server_dir();
-        if Command::new(node()).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        if Command::new(node())
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
             return skipped(test, "`node` is not installed");
         }
-        if !dir.join("node_modules/oidc-provider/package.json").is_file() {
-            return skipped(test, &format!("{} has no node_modules/oidc-provider", dir.display()));
+        if !dir
+            .join("node_modules/oidc-provider/package.json")
+            .is_file()
+        {
+            return skipped(
+                test,
+                &format!("{} has no node_modules/oidc-provider", dir.display()),
+            );
         }
-        let unique = format!("keybound-oidc-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let unique = format!(
+            "keybound-oidc-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         let config_path = std::env::temp_dir().join(format!("{unique}.json"));
         let log_path = std::env::temp_dir().join(format!("{unique}.log"));
-        std::fs::write(&config_path, config.to_json().to_string()).expect("write test server config");
+        std::fs::write(&config_path, config.to_json().to_string())
+            .expect("write test server config");
         let log = std::fs::File::create(&log_path).expect("create test server log");
         let mut child = Command::new(node())
             .arg(dir.join("server.mjs"))
@@ -194,17 +218,30 @@ impl OidcServer {
         });
         let first = rx.recv_timeout(Duration::from_secs(30));
         let port = match first {
-            Ok(Some(Ok(ref line))) => line.strip_prefix("listening ").and_then(|p| p.trim().parse::<u16>().ok()),
+            Ok(Some(Ok(ref line))) => line
+                .strip_prefix("listening ")
+                .and_then(|p| p.trim().parse::<u16>().ok()),
             _ => None,
         };
         let Some(port) = port else {
             let _ = child.kill();
             let _ = child.wait();
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            panic!("{test}: the OIDC test server did not start (first line {first:?}); its log:\n{log}");
+            panic!(
+                "{test}: the OIDC test server did not start (first line {first:?}); its log:\n{log}"
+            );
         };
-        let http = reqwest::Client::builder().no_proxy().build().expect("HTTP client for the test server");
-        Some(Self { child, port, config_path, log_path, http })
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("HTTP client for the test server");
+        Some(Self {
+            child,
+            port,
+            config_path,
+            log_path,
+            http,
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -222,12 +259,20 @@ impl OidcServer {
     /// The realm's token endpoint.
     #[must_use]
     pub fn token_url(&self, realm: &str) -> String {
-        format!("{}/realms/{realm}/protocol/openid-connect/token", self.origin())
+        format!(
+            "{}/realms/{realm}/protocol/openid-connect/token",
+            self.origin()
+        )
     }
 
     /// The server's counters: `{realm: {requests: {grant: n}, success: {grant: n}, errors: {"grant:error": n}}}`.
     pub async fn stats(&self) -> Value {
-        let r = self.http.get(format!("{}/__stats", self.origin())).send().await.expect("GET /__stats");
+        let r = self
+            .http
+            .get(format!("{}/__stats", self.origin()))
+            .send()
+            .await
+            .expect("GET /__stats");
         r.json().await.expect("stats JSON")
     }
 
@@ -245,7 +290,11 @@ impl OidcServer {
             .send()
             .await
             .expect("admin request");
-        assert!(r.status().is_success(), "admin {action}: HTTP {}", r.status());
+        assert!(
+            r.status().is_success(),
+            "admin {action}: HTTP {}",
+            r.status()
+        );
         r.json().await.expect("admin JSON")
     }
 
@@ -261,7 +310,11 @@ impl Drop for OidcServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            let _ = writeln!(std::io::stderr(), "--- OIDC test server log ---\n{}", self.log());
+            let _ = writeln!(
+                std::io::stderr(),
+                "--- OIDC test server log ---\n{}",
+                self.log()
+            );
         }
         let _ = std::fs::remove_file(&self.config_path);
         let _ = std::fs::remove_file(&self.log_path);
@@ -271,6 +324,8 @@ impl Drop for OidcServer {
 /// The public JWKS of a key, with `kid` = RFC 7638 thumbprint.
 #[must_use]
 pub fn jwks_of(key: &key_provider::PublicKey) -> Value {
-    let jwk = jose_core::Jwk::from_public_key(key).with_thumbprint_kid().expect("thumbprint of a valid key");
+    let jwk = jose_core::Jwk::from_public_key(key)
+        .with_thumbprint_kid()
+        .expect("thumbprint of a valid key");
     json!({ "keys": [jwk] })
 }
