@@ -106,6 +106,7 @@ impl EnrollmentEncryptor {
     /// [`ProvisioningError::InvalidField`] when the card data breaks a rule (see [`CardData::validate`]), or
     /// the encryption failure as [`ProvisioningError::Jose`].
     pub fn encrypt(&self, card: &CardData) -> Result<String, ProvisioningError> {
+        let started = std::time::Instant::now();
         let plaintext = card.to_json()?;
         let mut options = EncryptOptions::new().header(HEADER_ISSUER_ID, self.issuer_id.clone());
         if let Some(p) = &self.product_id {
@@ -118,6 +119,7 @@ impl EnrollmentEncryptor {
             product_id = self.product_id.as_deref(),
             kid = self.kid.as_deref(),
             outcome = "encrypted",
+            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             "enrollment data encrypted"
         );
         Ok(jwe)
