@@ -14,6 +14,7 @@ mod error;
 mod io;
 mod jwe;
 mod jwt;
+mod keycloak;
 mod keys;
 mod provisioning;
 
@@ -51,6 +52,9 @@ enum Command {
     /// Encrypt and decrypt compact JWEs.
     #[command(subcommand)]
     Jwe(jwe::Cmd),
+    /// Keycloak tokens with RFC 7523 client assertions (private_key_jwt) or client secrets.
+    #[command(subcommand)]
+    Keycloak(keycloak::Cmd),
     /// Thales push provisioning: authorization codes (one or in batch) and enrollment-data JWEs.
     #[command(subcommand)]
     Provisioning(provisioning::Cmd),
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Keys(cmd) => keys::run(cmd, &ctx),
         Command::Jwt(cmd) => jwt::run(cmd, &ctx),
         Command::Jwe(cmd) => jwe::run(cmd, &ctx),
+        Command::Keycloak(cmd) => keycloak::run(cmd, &ctx),
         Command::Provisioning(cmd) => provisioning::run(cmd, &ctx),
     });
     match result {
