@@ -11,6 +11,7 @@
 
 mod context;
 mod error;
+mod flex;
 mod io;
 mod jwe;
 mod jwt;
@@ -52,6 +53,9 @@ enum Command {
     /// Encrypt and decrypt compact JWEs.
     #[command(subcommand)]
     Jwe(jwe::Cmd),
+    /// Cybersource / Visa Acceptance Flex v2: capture contexts, tokenization, transient tokens.
+    #[command(subcommand)]
+    Flex(flex::Cmd),
     /// Keycloak tokens with RFC 7523 client assertions (private_key_jwt) or client secrets.
     #[command(subcommand)]
     Keycloak(keycloak::Cmd),
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         Command::Keys(cmd) => keys::run(cmd, &ctx),
         Command::Jwt(cmd) => jwt::run(cmd, &ctx),
         Command::Jwe(cmd) => jwe::run(cmd, &ctx),
+        Command::Flex(cmd) => flex::run(cmd, &ctx),
         Command::Keycloak(cmd) => keycloak::run(cmd, &ctx),
         Command::Provisioning(cmd) => provisioning::run(cmd, &ctx),
     });
