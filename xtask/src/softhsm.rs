@@ -20,6 +20,7 @@ const RUNS: &[(&str, &str)] = &[
     ("key-provider", "pkcs11"),
     ("keycloak-client", "pkcs11"),
     ("provisioning-signer", "pkcs11"),
+    ("flex-client", "pkcs11"),
 ];
 
 /// The features used for a package given with `-p` that is not in [`RUNS`].
@@ -265,7 +266,8 @@ mod tests {
             vec![
                 ("key-provider".to_owned(), "pkcs11".to_owned()),
                 ("keycloak-client".to_owned(), "pkcs11".to_owned()),
-                ("provisioning-signer".to_owned(), "pkcs11".to_owned())
+                ("provisioning-signer".to_owned(), "pkcs11".to_owned()),
+                ("flex-client".to_owned(), "pkcs11".to_owned())
             ]
         );
         assert_eq!(
