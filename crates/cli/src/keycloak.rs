@@ -375,6 +375,7 @@ mod tests {
     }
 
     #[derive(Debug, clap::Subcommand)]
+    #[allow(clippy::large_enum_variant)] // parsed once per test
     enum TestCmd {
         #[command(subcommand)]
         Keycloak(Cmd),
