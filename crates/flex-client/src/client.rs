@@ -363,7 +363,7 @@ impl FlexClient {
             .await
             .map_err(|e| fail(e.to_string()))?;
         if response.status != 200 {
-            tracing::warn!(kid, environment = %env, outcome = "key fetch failed", status = response.status, latency_ms = ms(started), "Flex public key");
+            tracing::warn!(kid, environment = %env, outcome = %format_args!("key fetch failed: HTTP {}", response.status), latency_ms = ms(started), "Flex public key");
             return Err(fail(format!(
                 "HTTP {}{}",
                 response.status,
@@ -589,7 +589,7 @@ impl FlexClient {
         let kid = context.encryption_kid();
         let env = &self.inner.environment;
         if !(200..300).contains(&response.status) {
-            tracing::warn!(kid, environment = %env, outcome = "tokens request refused", status = response.status, latency_ms = ms(started), "tokenize");
+            tracing::warn!(kid, environment = %env, outcome = %format_args!("tokens request refused: HTTP {}", response.status), latency_ms = ms(started), "tokenize");
             return Err(FlexError::Http {
                 endpoint: endpoint.into(),
                 status: response.status,
@@ -761,7 +761,7 @@ impl FlexClient {
             })
             .await?;
         if !(200..300).contains(&response.status) {
-            tracing::warn!(environment = %env, outcome = "capture context request refused", status = response.status, latency_ms = ms(started), "capture context");
+            tracing::warn!(environment = %env, outcome = %format_args!("capture context request refused: HTTP {}", response.status), latency_ms = ms(started), "capture context");
             return Err(FlexError::Http {
                 endpoint: path.into(),
                 status: response.status,

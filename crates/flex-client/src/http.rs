@@ -110,11 +110,9 @@ impl Http {
                     let status = response.status().as_u16();
                     if response.status().is_server_error() && !last {
                         tracing::debug!(
-                            endpoint,
-                            status,
-                            attempt,
+                            outcome = %format_args!("{endpoint}: HTTP {status} on attempt {attempt}, retrying"),
                             latency_ms = ms(started),
-                            "retrying after 5xx"
+                            "Flex HTTP"
                         );
                         self.backoff(attempt).await;
                         continue;
@@ -122,11 +120,9 @@ impl Http {
                     let headers = response.headers().clone();
                     let body = self.read_body(endpoint, response).await?;
                     tracing::debug!(
-                        endpoint,
-                        status,
-                        attempt,
+                        outcome = %format_args!("{endpoint}: HTTP {status} on attempt {attempt}"),
                         latency_ms = ms(started),
-                        "HTTP response"
+                        "Flex HTTP"
                     );
                     return Ok(Response {
                         status,
@@ -138,20 +134,17 @@ impl Http {
                     let reason = describe(&e);
                     if !last && (e.is_connect() || e.is_timeout() || e.is_request()) {
                         tracing::debug!(
-                            endpoint,
-                            attempt,
+                            outcome = %format_args!("{endpoint}: network error on attempt {attempt}, retrying"),
                             latency_ms = ms(started),
-                            "retrying after network error"
+                            "Flex HTTP"
                         );
                         self.backoff(attempt).await;
                         continue;
                     }
                     tracing::warn!(
-                        endpoint,
-                        attempt,
+                        outcome = %format_args!("{endpoint}: network error on attempt {attempt}, giving up"),
                         latency_ms = ms(started),
-                        outcome = "network error",
-                        "HTTP failed"
+                        "Flex HTTP"
                     );
                     return Err(FlexError::Network {
                         endpoint: endpoint.to_owned(),

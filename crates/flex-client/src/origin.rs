@@ -1,8 +1,8 @@
 //! Which hosts may receive the tokens request. The capture context names the tokens endpoint (`flx.origin`
-//! + `flx.path`) and the encrypted card data goes there, so even a verified context is not trusted to send it
-//! just anywhere: by default only `https` origins on Cybersource and Visa Acceptance hosts (the domains
-//! `cybersource.com` and `visaacceptance.com` and their subdomains, default port) are allowed. Further origins
-//! can be allowed explicitly; plain `http` only on loopback addresses (simulators).
+//! plus `flx.path`) and the encrypted card data goes there, so even a verified context is not trusted to send
+//! it just anywhere: by default only `https` origins on Cybersource and Visa Acceptance hosts (the domains
+//! `cybersource.com` and `visaacceptance.com` and their subdomains, default port) are allowed. Further
+//! origins can be allowed explicitly; plain `http` only on loopback addresses (simulators).
 
 use url::Url;
 

@@ -200,7 +200,8 @@ async fn concurrent_verifications_share_one_key_fetch() {
         .collect();
     let client = client(&sim);
     let mut tasks = Vec::new();
-    for jwt in contexts.iter().cycle().take(24).cloned() {
+    for i in 0..24 {
+        let jwt = contexts[i % contexts.len()].clone();
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             client.verify_capture_context(&jwt).await

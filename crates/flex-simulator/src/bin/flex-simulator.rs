@@ -29,21 +29,23 @@ fn main() -> ExitCode {
     let (mut port, mut out, mut merchant, mut key_id, mut pem, mut secret) =
         (0u16, None, None, None, None, None);
     while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or(arg.clone());
-        let result = match arg.as_str() {
-            "--port" => value().map(|v| v.parse().map(|p| port = p).map_err(|_| v)),
-            "--capture-context-out" => value().map(|v| Ok(out = Some(v))),
-            "--merchant-id" => value().map(|v| Ok(merchant = Some(v))),
-            "--merchant-key-id" => value().map(|v| Ok(key_id = Some(v))),
-            "--merchant-public-key" => value().map(|v| Ok(pem = Some(v))),
-            "--merchant-shared-secret" => value().map(|v| Ok(secret = Some(v))),
-            "-h" | "--help" => return usage("runs a Flex v2 simulator on 127.0.0.1"),
-            other => return usage(&format!("unknown argument {other}")),
+        if matches!(arg.as_str(), "-h" | "--help") {
+            return usage("runs a Flex v2 simulator on 127.0.0.1");
+        }
+        let Some(value) = args.next() else {
+            return usage(&format!("{arg} needs a value"));
         };
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(v)) => return usage(&format!("bad value {v:?}")),
-            Err(a) => return usage(&format!("{a} needs a value")),
+        match arg.as_str() {
+            "--port" => match value.parse() {
+                Ok(p) => port = p,
+                Err(_) => return usage(&format!("bad port {value:?}")),
+            },
+            "--capture-context-out" => out = Some(value),
+            "--merchant-id" => merchant = Some(value),
+            "--merchant-key-id" => key_id = Some(value),
+            "--merchant-public-key" => pem = Some(value),
+            "--merchant-shared-secret" => secret = Some(value),
+            other => return usage(&format!("unknown argument {other}")),
         }
     }
     let sim = match ThreadedSimulator::start(SimulatorConfig::default().port(port)) {
