@@ -27,6 +27,9 @@ use crate::response::TokenResponse;
 /// resolution, so smaller estimates are noise.
 pub const SKEW_REPORT_THRESHOLD_SECS: i64 = 5;
 
+/// Largest token endpoint answer read: 1 MiB (Keycloak's are a few KiB).
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
 /// How the client authenticates to the token endpoint.
 #[non_exhaustive]
 pub enum ClientAuth {
@@ -519,7 +522,20 @@ impl KeycloakClient {
             .get(DATE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = resp.bytes().await.map_err(network)?;
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(network)? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(KeycloakError::InvalidResponse {
+                    status,
+                    reason: format!(
+                        "the answer is larger than {} KiB",
+                        MAX_RESPONSE_BYTES / 1024
+                    ),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
         match status {
             200 => serde_json::from_slice::<TokenResponse>(&body).map_err(|e| {
                 KeycloakError::InvalidResponse {

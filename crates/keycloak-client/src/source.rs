@@ -29,6 +29,13 @@ pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(30);
 /// Lifetime assumed when a response has no `expires_in`: 60 s.
 const ASSUMED_LIFETIME: Duration = Duration::from_secs(60);
 
+/// Longest lifetime believed (30 days): a server's absurd `expires_in` must not overflow a deadline.
+const MAX_BELIEVED_SECS: u64 = 30 * 24 * 3600;
+
+fn believed(secs: u64) -> Duration {
+    Duration::from_secs(secs.min(MAX_BELIEVED_SECS))
+}
+
 /// The grant a [`TokenSource`] runs when it has no usable refresh token.
 #[non_exhaustive]
 pub enum FullGrant {
@@ -91,14 +98,14 @@ impl Cached {
         margin: Duration,
         previous_rt: Option<SecretString>,
     ) -> Self {
-        let lifetime = r.expires_in.map_or(ASSUMED_LIFETIME, Duration::from_secs);
+        let lifetime = r.expires_in.map_or(ASSUMED_LIFETIME, believed);
         let expires_at = requested_at + lifetime;
         let refresh_at = expires_at - margin.min(lifetime / 2);
         let refresh_expires_at = match r.refresh_expires_in {
             Some(0) | None => None,
             // A little early, so a refresh is not sent with a token about to expire in flight.
             Some(s) => {
-                let d = Duration::from_secs(s);
+                let d = believed(s);
                 Some(requested_at + d - Duration::from_secs(5).min(d / 2))
             }
         };
@@ -310,5 +317,13 @@ mod tests {
         );
         let c = Cached::from_response(response(300, None), t0, Duration::from_secs(10), None);
         assert_eq!(c.refresh_at - t0, Duration::from_secs(290));
+        // An absurd lifetime is capped instead of overflowing the deadline.
+        let c = Cached::from_response(
+            response(u64::MAX, Some(u64::MAX)),
+            t0,
+            DEFAULT_REFRESH_MARGIN,
+            None,
+        );
+        assert_eq!(c.expires_at - t0, Duration::from_secs(MAX_BELIEVED_SECS));
     }
 }
