@@ -87,13 +87,7 @@ fn generated_keys_are_sensitive_and_never_extractable() {
 
         // Look at the objects through the very context the backend uses (the token is logged in).
         let ctx = testing::context(&token.module).expect("context");
-        let slot = testing::slot_id(&token.uri(label), &OpenOptions::new()).expect("slot");
-        let slot = ctx
-            .get_slots_with_token()
-            .unwrap()
-            .into_iter()
-            .find(|s| s.id() == slot)
-            .unwrap();
+        let slot = testing::slot(&token.uri(label), &OpenOptions::new()).expect("slot");
         let session = ctx.open_ro_session(slot).expect("session");
         let private = session
             .find_objects(&[
@@ -248,13 +242,7 @@ fn open_by_key_reference_and_errors_name_what_was_searched() {
     let a = generate(&token.uri("amb-a"), KeySpec::Ec(EcCurve::P256));
     generate(&token.uri("amb-b"), KeySpec::Ec(EcCurve::P256));
     let ctx = testing::context(&token.module).unwrap();
-    let slot_id = testing::slot_id(&token.uri("amb-a"), &OpenOptions::new()).unwrap();
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| s.id() == slot_id)
-        .unwrap();
+    let slot = testing::slot(&token.uri("amb-a"), &OpenOptions::new()).unwrap();
     let session = ctx.open_rw_session(slot).unwrap();
     let b = session
         .find_objects(&[
@@ -373,7 +361,7 @@ fn signing_survives_the_hsm_dropping_sessions_and_login() {
     };
     let rsa = generate(&token.uri("loss-rsa"), KeySpec::Rsa(2048));
     let ec = generate(&token.uri("loss-ec"), KeySpec::Ec(EcCurve::P256));
-    let slot = testing::slot_id(&token.uri("loss-rsa"), &OpenOptions::new()).unwrap();
+    let slot = testing::slot(&token.uri("loss-rsa"), &OpenOptions::new()).unwrap();
     let check = |key: &Arc<dyn KeyBackend>, scheme: SignatureScheme| {
         let sig = key
             .sign(scheme, b"survive")
@@ -388,7 +376,7 @@ fn signing_survives_the_hsm_dropping_sessions_and_login() {
     check(&rsa, SignatureScheme::RsaPssSha256);
     check(&ec, SignatureScheme::EcdsaP256Sha256);
     for round in 0..3 {
-        close_all_sessions(&token.module, slot);
+        close_all_sessions(&token.module, slot.id());
         let events = capture_audit(|| check(&rsa, SignatureScheme::RsaPkcs1Sha256));
         assert!(
             events.len() == 1
@@ -398,7 +386,7 @@ fn signing_survives_the_hsm_dropping_sessions_and_login() {
         );
         check(&ec, SignatureScheme::EcdsaP256Sha256);
         // Decryption recovers the same way.
-        close_all_sessions(&token.module, slot);
+        close_all_sessions(&token.module, slot.id());
         let cek = support::random_cek();
         let ct = support::oaep_encrypt(rsa.public_key(), DecryptionScheme::RsaOaepSha1, &cek);
         let plain = rsa
@@ -409,12 +397,6 @@ fn signing_survives_the_hsm_dropping_sessions_and_login() {
 
     // The login alone lost (another part of the application logged out): recovered too.
     let ctx = testing::context(&token.module).unwrap();
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| s.id() == slot)
-        .unwrap();
     ctx.open_ro_session(slot).unwrap().logout().expect("logout");
     let events = capture_audit(|| check(&rsa, SignatureScheme::RsaPkcs1Sha512));
     assert!(

@@ -46,12 +46,13 @@ pub fn context(module: &Path) -> Result<cryptoki::context::Pkcs11, KeyError> {
     super::module::context(module).map(|(_, ctx)| ctx)
 }
 
-/// The id of the slot the token of `uri` is in now.
+/// The slot the token of `uri` is in now (without listing the slots again, which must not race with
+/// the backend's own listing: see `SLOT_LISTING`).
 ///
 /// # Errors
 /// As opening a key on that token.
-pub fn slot_id(uri: &Pkcs11Uri, options: &OpenOptions) -> Result<u64, KeyError> {
-    Ok(super::key::reach(uri, options)?.token.slot()?.id())
+pub fn slot(uri: &Pkcs11Uri, options: &OpenOptions) -> Result<cryptoki::slot::Slot, KeyError> {
+    super::key::reach(uri, options)?.token.slot()
 }
 
 /// Sessions of a token's pool kept busy until dropped.
@@ -202,6 +203,10 @@ fn init_token(
     user_pin: &SecretString,
 ) -> Result<(), String> {
     let ctx = context(module).map_err(|e| e.to_string())?;
+    // No slot listing may run in another thread meanwhile (see `SLOT_LISTING`).
+    let _listing = super::token::SLOT_LISTING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let slots = ctx.get_slots_with_token().map_err(|e| e.to_string())?;
     let free = slots
         .into_iter()

@@ -131,6 +131,7 @@ pub(crate) fn find_slot(
     selector: &Selector,
     module: &Path,
 ) -> Result<(Slot, TokenFacts), KeyError> {
+    let _listing = lock(&SLOT_LISTING);
     let slots = ctx
         .get_slots_with_token()
         .map_err(|e| Failure::Ck(e).into_key_error(&module.display().to_string()))?;
@@ -180,6 +181,12 @@ pub(crate) fn find_slot(
         }),
     }
 }
+
+/// Serialises slot enumeration (and token initialisation in tests): SoftHSM 2.6 adds its "free slot" inside
+/// `C_GetSlotList` without a lock, and two threads listing at once after a token was initialised abort the
+/// process (`SlotManager::insertToken: Assertion 'result.second' failed`). Listing is rare (opening a key,
+/// finding a token again), so one process-wide lock costs nothing.
+pub(crate) static SLOT_LISTING: Mutex<()> = Mutex::new(());
 
 type TokenKey = (PathBuf, String, String);
 
