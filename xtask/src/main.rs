@@ -5,6 +5,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod demo;
 mod softhsm;
 
 use std::path::PathBuf;
@@ -14,14 +15,24 @@ use std::process::ExitCode;
 struct Subcommand {
     name: &'static str,
     summary: &'static str,
-    run: fn(&[String]) -> Result<(), String>,
+    run: fn(&[String]) -> Result<()>,
 }
 
-const SUBCOMMANDS: &[Subcommand] = &[Subcommand {
-    name: "softhsm-test",
-    summary: "create a fresh SoftHSM token under target/softhsm-test/ and run the PKCS#11 tests against it",
-    run: softhsm::run,
-}];
+/// A subcommand's result: `Err` carries the message printed before exiting non-zero.
+type Result<T> = std::result::Result<T, String>;
+
+const SUBCOMMANDS: &[Subcommand] = &[
+    Subcommand {
+        name: "demo",
+        summary: "walk through keybound's main job with file keys in a temporary directory",
+        run: demo::run,
+    },
+    Subcommand {
+        name: "softhsm-test",
+        summary: "create a fresh SoftHSM token under target/softhsm-test/ and run the PKCS#11 tests against it",
+        run: softhsm::run,
+    },
+];
 
 fn usage() -> String {
     let mut text = String::from("usage: cargo xtask <subcommand> [args]\n\nsubcommands:\n");
@@ -60,7 +71,7 @@ fn main() -> ExitCode {
 }
 
 /// The workspace root (the parent of this crate's directory).
-fn workspace_root() -> PathBuf {
+fn root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest_dir
         .parent()

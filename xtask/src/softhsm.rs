@@ -112,7 +112,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     let started = Instant::now();
     let module = find_module()?;
-    let root = crate::workspace_root();
+    let root = crate::root();
     let dir = run_dir(&root)?;
     println!("SoftHSM module: {}", module.display());
     println!("token directory: {}", dir.display());
