@@ -1,6 +1,9 @@
 //! RSA keys of the simulator (OpenSSL): generation, public JWKs, RS256 compact JWS signing, and the PKCS#8 DER
 //! josekit takes for decryption. Signing goes through OpenSSL directly so that the simulator can also sign
 //! with keys that josekit (rightly) refuses, such as the 1024-bit key of [`crate::Misbehavior::WeakSigningKey`].
+//!
+//! These OpenSSL calls fail only when OpenSSL itself is broken or out of memory; the simulator is test
+//! support, so it panics (`expect`) then rather than threading impossible errors through every handler.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -917,3 +917,47 @@ fn transient_token(inner: &Inner, kid: &str, issued: &Issued, data: &Map<String,
         issued.key.sign_rs256(kid, &claims)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_masks_the_number_and_discloses_only_expiry_and_type() {
+        let data = json!({
+            "paymentInformation": {"card": {"number": "4111111111111111", "expirationMonth": "12",
+                "expirationYear": "2031", "securityCode": "123", "type": ""}},
+            "orderInformation": {"billTo": {"firstName": "John", "email": ""}, "amountDetails": {"totalAmount": "1.00"}}
+        });
+        let c = Value::Object(content(data.as_object().unwrap(), false));
+        assert_eq!(
+            c,
+            json!({
+                "paymentInformation": {"card": {
+                    "number": {"maskedValue": "XXXXXXXXXXXX1111", "bin": "411111"},
+                    "expirationMonth": {"value": "12"}, "expirationYear": {"value": "2031"}, "securityCode": {}}},
+                "orderInformation": {"billTo": {"firstName": {}}, "amountDetails": {"totalAmount": {}}}
+            })
+        );
+        assert!(
+            !c.to_string().contains("123\""),
+            "the security code is not disclosed"
+        );
+        let mut required = Vec::new();
+        let mut optional = Vec::new();
+        let fields = json!({"paymentInformation": {"card": {"number": {"required": true}, "securityCode": {"required": false}}}});
+        required_paths(
+            "",
+            fields.as_object().unwrap(),
+            &mut required,
+            &mut optional,
+        );
+        assert_eq!(
+            (required, optional),
+            (
+                vec!["paymentInformation.card.number".to_owned()],
+                vec!["paymentInformation.card.securityCode".to_owned()]
+            )
+        );
+    }
+}
