@@ -117,6 +117,7 @@ fn generated_keys_are_sensitive_and_never_extractable() {
                     AttributeType::Private,
                     AttributeType::Token,
                     AttributeType::Id,
+                    AttributeType::Unwrap,
                 ],
             )
             .unwrap();
@@ -129,12 +130,12 @@ fn generated_keys_are_sensitive_and_never_extractable() {
                     assert!(*v, "{a:?}");
                 }
                 Attribute::Private(v) | Attribute::Token(v) => assert!(*v, "{a:?}"),
-                Attribute::Extractable(v) => assert!(!*v, "{a:?}"),
+                Attribute::Extractable(v) | Attribute::Unwrap(v) => assert!(!*v, "{a:?}"),
                 Attribute::Id(v) => id = Some(v.clone()),
                 other => panic!("unexpected {other:?}"),
             }
         }
-        assert_eq!(attrs.len(), 7);
+        assert_eq!(attrs.len(), 8);
         assert_eq!(id.as_ref().map(Vec::len), Some(8), "8 random id bytes");
         let public_id = session
             .get_attributes(public[0], &[AttributeType::Id])

@@ -56,11 +56,7 @@ pub fn generate(
             .as_ref()
             .map(|l| Attribute::Label(l.as_bytes().to_vec()));
         let id = selector.id.as_ref().map(|id| Attribute::Id(id.clone()));
-        let mut public = vec![
-            Attribute::Token(true),
-            Attribute::Private(false),
-            Attribute::Verify(true),
-        ];
+        let mut public = public_key_attributes();
         let mut private = private_key_attributes();
         private.push(Attribute::Sign(true));
         let mechanism = match spec {
@@ -159,16 +155,14 @@ pub fn import_private_key(
         let created = session.create_object(&private);
         wipe(&mut private);
         let private_handle = created?;
-        let mut public = vec![
+        let mut public = public_key_attributes();
+        public.extend([
             Attribute::Class(ObjectClass::PUBLIC_KEY),
             Attribute::KeyType(KeyType::RSA),
-            Attribute::Token(true),
-            Attribute::Private(false),
-            Attribute::Verify(true),
             Attribute::Encrypt(true),
             Attribute::Modulus(key.n.to_vec()),
             Attribute::PublicExponent(key.e.to_vec()),
-        ];
+        ]);
         named(&mut public);
         if let Err(e) = session.create_object(&public) {
             // Leave no half-imported key behind.
@@ -179,13 +173,25 @@ pub fn import_private_key(
     })
 }
 
-/// The attributes every private key keybound creates carries.
+/// The attributes every private key keybound creates carries: kept in the token, usable only after login,
+/// its value never readable nor wrappable, and no key wrapping with it (keybound never wraps keys).
 fn private_key_attributes() -> Vec<Attribute> {
     vec![
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
+        Attribute::Unwrap(false),
+    ]
+}
+
+/// The attributes every public key keybound creates carries.
+fn public_key_attributes() -> Vec<Attribute> {
+    vec![
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::Wrap(false),
     ]
 }
 
