@@ -70,8 +70,12 @@ pub fn generate(
                 Mechanism::RsaPkcsKeyPairGen
             }
             KeySpec::Ec(curve) => {
-                public.push(Attribute::EcParams(ec_params(curve)));
-                private.push(Attribute::Derive(false));
+                // A signing key only: no ECDH, no encryption.
+                public.extend([
+                    Attribute::EcParams(ec_params(curve)),
+                    Attribute::Encrypt(false),
+                ]);
+                private.extend([Attribute::Derive(false), Attribute::Decrypt(false)]);
                 Mechanism::EccKeyPairGen
             }
         };
