@@ -833,11 +833,11 @@ async fn token_source_keeps_the_cached_token_when_renewal_fails_before_expiry() 
     let keys = keys();
     let server = server!(
         "token_source_keeps_the_cached_token_when_renewal_fails_before_expiry",
-        config(&keys).access_token_ttl(4)
+        config(&keys).access_token_ttl(8)
     );
     let source = lender_source(&server, &keys);
     let a = source.access_token().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await; // stale (half of 4 s), not expired
+    tokio::time::sleep(Duration::from_millis(4100)).await; // stale (half of 8 s), ~4 s from expiry
     server
         .admin(LENDER_REALM, "fail-token?count=3&status=503")
         .await;
