@@ -94,7 +94,7 @@ impl Selector {
         if parts.is_empty() {
             "any initialised token".into()
         } else {
-            format!("token with {}", parts.join(", "))
+            parts.join(", ")
         }
     }
 }
