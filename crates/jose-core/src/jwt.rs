@@ -299,9 +299,7 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> JoseError {
 ///
 /// # Errors
 /// Structural errors only.
-pub fn decode_unverified(
-    token: &str,
-) -> Result<(JsonObject, JsonObject), JoseError> {
+pub fn decode_unverified(token: &str) -> Result<(JsonObject, JsonObject), JoseError> {
     let options = VerifyOptions::default();
     if token.len() > options.max_token_size {
         return Err(JoseError::TooLarge {
