@@ -207,6 +207,33 @@ fn open_by_key_reference_and_errors_name_what_was_searched() {
     let opened = key_provider::open(&reference, &OpenOptions::new()).expect("open by reference");
     assert_eq!(opened.public_key(), generated.public_key());
 
+    // The token by its serial number instead of its label; the key by its id alone.
+    let ctx = testing::context(&token.module).unwrap();
+    let slot = testing::slot(&token.uri("by-ref"), &OpenOptions::new()).unwrap();
+    let serial = ctx
+        .get_token_info(slot)
+        .unwrap()
+        .serial_number()
+        .trim()
+        .to_owned();
+    let id = generated
+        .key_label()
+        .split(";id=")
+        .nth(1)
+        .and_then(|rest| rest.split(['?', ';']).next())
+        .unwrap();
+    let by_serial: KeyRef = token
+        .key_ref("by-ref")
+        .replace(
+            &format!("token={};object=by-ref", token.label),
+            &format!("serial={serial};id={id}"),
+        )
+        .parse()
+        .unwrap();
+    let opened =
+        key_provider::open(&by_serial, &OpenOptions::new()).expect("open by serial and id");
+    assert_eq!(opened.public_key(), generated.public_key());
+
     // Missing key: the message names the token and the label searched.
     let missing: KeyRef = token.key_ref("no-such-key").parse().unwrap();
     let err = key_provider::open(&missing, &OpenOptions::new()).unwrap_err();
@@ -242,7 +269,6 @@ fn open_by_key_reference_and_errors_name_what_was_searched() {
     // Two private keys under one label: an error, not a guess.
     let a = generate(&token.uri("amb-a"), KeySpec::Ec(EcCurve::P256));
     generate(&token.uri("amb-b"), KeySpec::Ec(EcCurve::P256));
-    let ctx = testing::context(&token.module).unwrap();
     let slot = testing::slot(&token.uri("amb-a"), &OpenOptions::new()).unwrap();
     let session = ctx.open_rw_session(slot).unwrap();
     let b = session
@@ -611,4 +637,54 @@ fn debug_output_never_shows_the_pin() {
     );
     assert!(!shown.contains(&pin), "{shown}");
     assert!(shown.contains("dbg"), "{shown}");
+}
+
+#[test]
+fn softhsm_2_6_refuses_rsa_oaep_256_clearly_and_does_oaep_sha1() {
+    let Some(token) = token(
+        "softhsm_2_6_refuses_rsa_oaep_256_clearly_and_does_oaep_sha1",
+        "main",
+    ) else {
+        return;
+    };
+    let key = generate(&token.uri("oaep"), KeySpec::Rsa(2048));
+    let cek = support::random_cek();
+    let sha1 = support::oaep_encrypt(key.public_key(), DecryptionScheme::RsaOaepSha1, &cek);
+    assert_eq!(
+        key.decrypt(DecryptionScheme::RsaOaepSha1, &sha1)
+            .expect("OAEP-SHA1")
+            .as_slice(),
+        cek.as_slice()
+    );
+    let info = testing::context(&token.module)
+        .unwrap()
+        .get_library_info()
+        .unwrap();
+    let version = info.library_version();
+    if !info.manufacturer_id().contains("SoftHSM") || (version.major(), version.minor()) != (2, 6) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "not SoftHSM 2.6 ({}): OAEP-256 refusal not checked",
+            info.manufacturer_id()
+        );
+        return;
+    }
+    let sha256 = support::oaep_encrypt(key.public_key(), DecryptionScheme::RsaOaepSha256, &cek);
+    let err = key
+        .decrypt(DecryptionScheme::RsaOaepSha256, &sha256)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KeyError::NotSupported {
+                backend: "pkcs11",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("not supported by this token"),
+        "{err}"
+    );
 }
