@@ -7,6 +7,7 @@
 
 mod demo;
 mod softhsm;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,11 @@ const SUBCOMMANDS: &[Subcommand] = &[
         name: "demo",
         summary: "walk through keybound's main job with file keys in a temporary directory",
         run: demo::run,
+    },
+    Subcommand {
+        name: "test",
+        summary: "the workspace's tests, then the PKCS#11 tests against SoftHSM (what CI runs)",
+        run: test::run,
     },
     Subcommand {
         name: "softhsm-test",

@@ -1,0 +1,37 @@
+//! `cargo xtask test [CARGO-TEST-ARGS]...`: the README's test command. Runs the whole workspace's tests
+//! (`cargo test --workspace --all-features`; PKCS#11 tests skip themselves there, loudly), then the PKCS#11
+//! tests of every crate against a fresh SoftHSM token (`cargo xtask softhsm-test`). Fails if either fails.
+
+use std::process::Command;
+use std::time::Instant;
+
+use crate::Result;
+
+/// Runs the subcommand; `args` go to the workspace `cargo test`.
+pub fn run(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!(
+            "usage: cargo xtask test [CARGO-TEST-ARGS]...\n\n\
+             Runs `cargo test --workspace --all-features [ARGS]`, then `cargo xtask softhsm-test`."
+        );
+        return Ok(());
+    }
+    let started = Instant::now();
+    println!(
+        "==> cargo test --workspace --all-features {}",
+        args.join(" ")
+    );
+    let status = Command::new(crate::cargo())
+        .current_dir(crate::root())
+        .args(["test", "--workspace", "--all-features"])
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("workspace tests failed ({status})"));
+    }
+    println!("<== workspace tests ok in {:.1?}\n", started.elapsed());
+    crate::softhsm::run(&[])?;
+    println!("\nall tests passed in {:.1?}", started.elapsed());
+    Ok(())
+}
