@@ -21,6 +21,7 @@ const RUNS: &[(&str, &str)] = &[
     ("keycloak-client", "pkcs11"),
     ("provisioning-signer", "pkcs11"),
     ("flex-client", "pkcs11"),
+    ("keybound-cli", "pkcs11"),
 ];
 
 /// The features used for a package given with `-p` that is not in [`RUNS`].
@@ -263,12 +264,9 @@ mod tests {
             .unwrap();
         assert_eq!(
             o.runs,
-            vec![
-                ("key-provider".to_owned(), "pkcs11".to_owned()),
-                ("keycloak-client".to_owned(), "pkcs11".to_owned()),
-                ("provisioning-signer".to_owned(), "pkcs11".to_owned()),
-                ("flex-client".to_owned(), "pkcs11".to_owned())
-            ]
+            RUNS.iter()
+                .map(|(p, f)| ((*p).to_owned(), (*f).to_owned()))
+                .collect::<Vec<_>>()
         );
         assert_eq!(
             o.cargo_args,

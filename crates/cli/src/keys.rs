@@ -115,15 +115,18 @@ fn spec(a: &GenerateArgs) -> KeySpec {
 fn generate(a: &GenerateArgs, ctx: &Context) -> CliResult {
     let key_ref = ctx.key_ref(Some(&a.key))?;
     let spec = spec(a);
-    let public: PublicKey = match &key_ref {
+    // The label names the key as the backend stored it (for PKCS#11, with the generated id when none was given).
+    let (label, public): (String, PublicKey) = match &key_ref {
         #[cfg(feature = "file")]
-        KeyRef::File(path) => key_provider::file::generate(path, spec)?
-            .public_key()
-            .clone(),
+        KeyRef::File(path) => {
+            let key = key_provider::file::generate(path, spec)?;
+            (key.key_label().to_owned(), key.public_key().clone())
+        }
         #[cfg(feature = "pkcs11")]
-        KeyRef::Pkcs11(uri) => key_provider::pkcs11::generate(uri, spec, &ctx.open_options())?
-            .public_key()
-            .clone(),
+        KeyRef::Pkcs11(uri) => {
+            let key = key_provider::pkcs11::generate(uri, spec, &ctx.open_options())?;
+            (key.key_label().to_owned(), key.public_key().clone())
+        }
         other => {
             return Err(CliError::usage(format!(
                 "keys generate writes to file:PATH or a pkcs11: URI, not {}",
@@ -132,7 +135,7 @@ fn generate(a: &GenerateArgs, ctx: &Context) -> CliResult {
         }
     };
     io::print_line(&format!(
-        "{key_ref} {} thumbprint={}",
+        "{label} {} thumbprint={}",
         public.describe(),
         jose_core::thumbprint(&public)
     ))

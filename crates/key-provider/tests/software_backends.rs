@@ -2,6 +2,8 @@
 //! with clear messages, and the secrets invariant — no private key material in any `Debug` output, error
 //! or log line.
 
+#![cfg(all(feature = "file", feature = "env"))]
+
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
