@@ -5,6 +5,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod check_features;
 mod demo;
 mod softhsm;
 mod test;
@@ -38,15 +39,20 @@ const SUBCOMMANDS: &[Subcommand] = &[
         summary: "create a fresh SoftHSM token under target/softhsm-test/ and run the PKCS#11 tests against it",
         run: softhsm::run,
     },
+    Subcommand {
+        name: "check-features",
+        summary: "cargo check every product crate with no default features, each backend alone, and all features",
+        run: check_features::run,
+    },
 ];
 
 fn usage() -> String {
     let mut text = String::from("usage: cargo xtask <subcommand> [args]\n\nsubcommands:\n");
     for s in SUBCOMMANDS {
-        text.push_str(&format!("  {:<14} {}\n", s.name, s.summary));
+        text.push_str(&format!("  {:<16} {}\n", s.name, s.summary));
     }
     text.push_str(&format!(
-        "  {:<14} show this help (also `cargo xtask <subcommand> --help`)\n",
+        "  {:<16} show this help (also `cargo xtask <subcommand> --help`)\n",
         "help"
     ));
     text

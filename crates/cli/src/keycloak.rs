@@ -357,7 +357,8 @@ pub fn assertion(a: &AssertionArgs, ctx: &Context) -> CliResult<SecretString> {
     Ok(assertion.jwt)
 }
 
-#[cfg(test)]
+// The tests sign with file keys.
+#[cfg(all(test, feature = "file"))]
 mod tests {
     use std::collections::HashMap;
     use std::path::Path;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use jose_core::Jwk;
-use key_provider::{EcCurve, KeyBackend as _, KeyRef, KeySpec, PublicKey};
+use key_provider::{EcCurve, KeyRef, KeySpec, PublicKey};
 
 use crate::context::Context;
 use crate::error::{CliError, CliResult};
@@ -114,31 +114,39 @@ fn spec(a: &GenerateArgs) -> KeySpec {
 
 fn generate(a: &GenerateArgs, ctx: &Context) -> CliResult {
     let key_ref = ctx.key_ref(Some(&a.key))?;
-    let spec = spec(a);
     // The label names the key as the backend stored it (for PKCS#11, with the generated id when none was given).
-    let (label, public): (String, PublicKey) = match &key_ref {
-        #[cfg(feature = "file")]
-        KeyRef::File(path) => {
-            let key = key_provider::file::generate(path, spec)?;
-            (key.key_label().to_owned(), key.public_key().clone())
-        }
-        #[cfg(feature = "pkcs11")]
-        KeyRef::Pkcs11(uri) => {
-            let key = key_provider::pkcs11::generate(uri, spec, &ctx.open_options())?;
-            (key.key_label().to_owned(), key.public_key().clone())
-        }
-        other => {
-            return Err(CliError::usage(format!(
-                "keys generate writes to file:PATH or a pkcs11: URI, not {}",
-                other.backend()
-            )));
-        }
-    };
+    let (label, public) = generate_in(&key_ref, spec(a), ctx)?;
     io::print_line(&format!(
         "{label} {} thumbprint={}",
         public.describe(),
         jose_core::thumbprint(&public)
     ))
+}
+
+/// Generates the key `key_ref` names in its backend; returns the key's label and public key.
+fn generate_in(key_ref: &KeyRef, spec: KeySpec, ctx: &Context) -> CliResult<(String, PublicKey)> {
+    #[cfg(feature = "file")]
+    if let KeyRef::File(path) = key_ref {
+        use key_provider::KeyBackend as _;
+        let key = key_provider::file::generate(path, spec)?;
+        return Ok((key.key_label().to_owned(), key.public_key().clone()));
+    }
+    #[cfg(feature = "pkcs11")]
+    if let KeyRef::Pkcs11(uri) = key_ref {
+        let key = key_provider::pkcs11::generate(uri, spec, &ctx.open_options())?;
+        return Ok((key.key_label().to_owned(), key.public_key().clone()));
+    }
+    let _ = (spec, ctx);
+    Err(match key_ref {
+        KeyRef::File(_) | KeyRef::Pkcs11(_) => CliError::usage(format!(
+            "the {0} backend is not compiled into this keybound (cargo feature `{0}`)",
+            key_ref.backend()
+        )),
+        _ => CliError::usage(format!(
+            "keys generate writes to file:PATH or a pkcs11: URI, not {}",
+            key_ref.backend()
+        )),
+    })
 }
 
 /// The public JWK of a key with `kid` = RFC 7638 thumbprint.

@@ -2,6 +2,9 @@
 //! verify with PEM / JWK / JWKS keys and the documented exit codes, unverified decode, JWE round trips, and
 //! configuration from a TOML file and the environment.
 
+// These tests generate and use file keys.
+#![cfg(feature = "file")]
+
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;

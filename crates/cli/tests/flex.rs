@@ -2,6 +2,9 @@
 //! flow — request a capture context (JWT auth with a file key or a SoftHSM key, or HTTP Signature), verify
 //! it, tokenize the example card data, verify the transient token — and the exit codes of rejections.
 
+// These tests generate and use file keys.
+#![cfg(feature = "file")]
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 

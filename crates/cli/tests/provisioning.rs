@@ -4,6 +4,9 @@
 //! payload; `verify-auth-code` accepts ours (exit 0) and rejects another issuer's (exit 1); settings from
 //! the `[provisioning]` section.
 
+// These tests generate and use file keys.
+#![cfg(feature = "file")]
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -360,7 +360,8 @@ fn der_encoding(der: &[u8]) -> Result<Encoding, KeyError> {
     }
 }
 
-/// Parses raw DER bytes (PKCS#8, PKCS#1, SEC1) into a key.
+/// Parses raw DER bytes (PKCS#8, PKCS#1, SEC1) into a key (the `env` backend's base64 DER form).
+#[cfg(feature = "env")]
 pub(crate) fn from_der_bytes(
     backend: &'static str,
     label: String,
