@@ -9,6 +9,8 @@ mod check_features;
 mod demo;
 mod softhsm;
 mod test;
+#[cfg(test)]
+mod tidy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

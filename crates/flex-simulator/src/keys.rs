@@ -30,12 +30,14 @@ impl RsaKey {
     pub(crate) fn generate(bits: u32) -> Self {
         // Key generation fails only if OpenSSL is broken or out of memory; the simulator cannot go on then.
         let rsa = Rsa::generate(bits).expect("OpenSSL RSA key generation");
+        // Wrapping a valid RSA key fails only on allocation failure.
         let key = PKey::from_rsa(rsa).expect("OpenSSL PKey from RSA");
         Self { key }
     }
 
     /// The public JWK `{"kty":"RSA","e":…,"use":"enc","n":…,"kid":…}` (member order as Flex sends it).
     pub(crate) fn public_jwk(&self, kid: &str) -> Value {
+        // `generate` made this PKey from an RSA key, so it has RSA parameters.
         let rsa = self.key.rsa().expect("an RSA PKey has RSA parameters");
         json!({
             "kty": "RSA",
@@ -48,11 +50,13 @@ impl RsaKey {
 
     /// The public key as SPKI PEM.
     pub(crate) fn public_pem(&self) -> String {
+        // Exporting a valid public key fails only on allocation failure, and PEM is ASCII.
         String::from_utf8(self.key.public_key_to_pem().expect("PEM export")).expect("PEM is ASCII")
     }
 
     /// PKCS#8 DER of the private key (for josekit).
     pub(crate) fn pkcs8_der(&self) -> Vec<u8> {
+        // Encoding a valid private key fails only on allocation failure.
         self.key.private_key_to_pkcs8().expect("PKCS#8 export")
     }
 
@@ -64,9 +68,10 @@ impl RsaKey {
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(payload.to_string())
         );
+        // SHA-256 with an RSA key is always supported; these fail only if OpenSSL is out of memory.
         let mut signer = Signer::new(MessageDigest::sha256(), &self.key).expect("RS256 signer");
-        signer.update(input.as_bytes()).expect("signer update");
-        let signature = signer.sign_to_vec().expect("RS256 signature");
+        signer.update(input.as_bytes()).expect("signer update"); // as above
+        let signature = signer.sign_to_vec().expect("RS256 signature"); // as above
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
 }
@@ -77,6 +82,7 @@ pub(crate) fn random_id(len: usize, upper: bool) -> String {
     const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let set = if upper { UPPER } else { ALL };
     let mut bytes = vec![0u8; len];
+    // OpenSSL's RNG is seeded from the OS at start-up; failing here means the process cannot do crypto.
     openssl::rand::rand_bytes(&mut bytes).expect("OpenSSL random bytes");
     bytes
         .iter()

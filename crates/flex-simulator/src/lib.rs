@@ -380,6 +380,7 @@ impl FlexSimulator {
     pub fn add_merchant_shared_secret(&self, merchant_id: &str, key_id: &str, secret_b64: &str) {
         let secret = STANDARD
             .decode(secret_b64)
+            // Documented panic (see # Panics): a test passing a non-base64 secret is a bug in the test.
             .expect("the shared secret must be base64");
         lock(&self.inner.merchants)
             .secrets
@@ -640,6 +641,7 @@ fn issue(inner: &Inner, kind: SessionKind, request: &Value) -> String {
         data["optionalFields"] = json!(optional);
     }
     let mut flx_data = vec![0u8; 48];
+    // OpenSSL's RNG is seeded from the OS at start-up; failing here means the process cannot do crypto.
     openssl::rand::rand_bytes(&mut flx_data).expect("OpenSSL random bytes");
     let claims = json!({
         "flx": {
@@ -711,6 +713,7 @@ async fn tokens(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
 }
 
 fn sha256_b64(bytes: &[u8]) -> String {
+    // SHA-256 is always available in OpenSSL; hashing fails only on allocation failure.
     STANDARD.encode(hash(MessageDigest::sha256(), bytes).expect("SHA-256"))
 }
 
