@@ -28,7 +28,7 @@ type Result<T> = std::result::Result<T, String>;
 const SUBCOMMANDS: &[Subcommand] = &[
     Subcommand {
         name: "demo",
-        summary: "walk through keybound's main job with file keys in a temporary directory",
+        summary: "run the three partner flows end to end on this machine (--hsm: keys in a SoftHSM token)",
         run: demo::run,
     },
     Subcommand {

@@ -112,38 +112,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Ok(());
     };
     let started = Instant::now();
-    let module = find_module()?;
     let root = crate::root();
-    let dir = run_dir(&root)?;
-    println!("SoftHSM module: {}", module.display());
-    println!("token directory: {}", dir.display());
-
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let user_pin = format!("kb-user-{:08x}", stamp ^ std::process::id());
-    let so_pin = format!("kb-so-{:08x}", stamp.rotate_left(7));
-    let pin_file = write_secret(&dir.join("user.pin"), &user_pin)?;
-    let so_pin_file = write_secret(&dir.join("so.pin"), &so_pin)?;
-
-    let script = root.join("softhsm/setup-token.sh");
-    let status = Command::new("bash")
-        .arg(&script)
-        .arg(&dir)
-        .args([TOKEN_LABEL, user_pin.as_str(), so_pin.as_str()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !status.success() {
-        return Err(format!("{} failed ({status})", script.display()));
-    }
-    let conf = dir.join("softhsm2.conf");
+    let token = create_token(&run_dir(&root), TOKEN_LABEL)?;
+    println!("SoftHSM module: {}", token.module.display());
+    println!("token directory: {}", token.dir.display());
     let vars = [
-        (env::SOFTHSM2_CONF, conf.display().to_string()),
-        (env::MODULE, module.display().to_string()),
-        (env::TOKEN, TOKEN_LABEL.to_owned()),
-        (env::PIN_FILE, pin_file.display().to_string()),
-        (env::SO_PIN_FILE, so_pin_file.display().to_string()),
+        (env::SOFTHSM2_CONF, token.conf.display().to_string()),
+        (env::MODULE, token.module.display().to_string()),
+        (env::TOKEN, token.label.clone()),
+        (env::PIN_FILE, token.pin_file.display().to_string()),
+        (env::SO_PIN_FILE, token.so_pin_file.display().to_string()),
         (env::REQUIRED, "1".to_owned()),
     ];
     println!("exported for the tests:");
@@ -177,7 +155,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     println!(
         "\nsofthsm-test finished in {:.1?} (token directory kept at {})",
         started.elapsed(),
-        dir.display()
+        token.dir.display()
     );
     if failed.is_empty() {
         Ok(())
@@ -186,8 +164,62 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// A SoftHSM token initialised for one run, in a token directory of its own.
+pub struct Token {
+    /// The run's directory: `softhsm2.conf`, `tokens/`, the PIN files.
+    pub dir: PathBuf,
+    /// Its `softhsm2.conf` (export it as `SOFTHSM2_CONF`).
+    pub conf: PathBuf,
+    /// The SoftHSM module.
+    pub module: PathBuf,
+    /// The token label.
+    pub label: String,
+    /// User PIN file (mode 0600).
+    pub pin_file: PathBuf,
+    /// Security officer PIN file (mode 0600).
+    pub so_pin_file: PathBuf,
+}
+
+/// Finds SoftHSM, then initialises a token labelled `label` in `dir` (which must hold no token directory
+/// yet) with `softhsm/setup-token.sh`, random PINs written to 0600 files.
+pub fn create_token(dir: &Path, label: &str) -> Result<Token, String> {
+    let module = find_module()?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let user_pin = format!("kb-user-{:08x}", stamp ^ std::process::id());
+    let so_pin = format!("kb-so-{:08x}", stamp.rotate_left(7));
+    let pin_file = write_secret(&dir.join("user.pin"), &user_pin)?;
+    let so_pin_file = write_secret(&dir.join("so.pin"), &so_pin)?;
+
+    let script = crate::root().join("softhsm/setup-token.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg(dir)
+        .args([label, user_pin.as_str(), so_pin.as_str()])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed ({}): {}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(Token {
+        conf: dir.join("softhsm2.conf"),
+        dir: dir.to_owned(),
+        module,
+        label: label.to_owned(),
+        pin_file,
+        so_pin_file,
+    })
+}
+
 /// The SoftHSM module: `KEYBOUND_PKCS11_MODULE`, else the first usual path that exists.
-fn find_module() -> Result<PathBuf, String> {
+pub fn find_module() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(env::MODULE)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -218,18 +250,16 @@ fn find_module() -> Result<PathBuf, String> {
     ))
 }
 
-/// A fresh directory for this run: `target/softhsm-test/<unix seconds>-<pid>`.
-fn run_dir(root: &Path) -> Result<PathBuf, String> {
+/// A fresh directory for this run (created by [`create_token`]): `target/softhsm-test/<unix seconds>-<pid>`.
+fn run_dir(root: &Path) -> PathBuf {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let dir = target
+    target
         .join("softhsm-test")
-        .join(format!("{seconds}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    Ok(dir)
+        .join(format!("{seconds}-{}", std::process::id()))
 }
 
 /// Writes `secret` and a newline to a new file of mode 0600.
