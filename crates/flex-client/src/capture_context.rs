@@ -102,7 +102,8 @@ impl CaptureContextClaims {
     /// # Errors
     /// [`FlexError::Malformed`] naming the first problem.
     pub fn from_json(bytes: &[u8]) -> Result<Self, FlexError> {
-        serde_json::from_slice(bytes)
+        let claims = strict_object("capture context", bytes)?;
+        serde_json::from_value(claims)
             .map_err(|e| FlexError::malformed("capture context", claim_error(&e)))
     }
 
@@ -125,6 +126,14 @@ impl CaptureContextClaims {
 }
 
 /// serde's message without the offending input (it could hold token content).
+/// Parses claims as jose-core parses JOSE headers and claims: a JSON object, with duplicate member names at
+/// any depth refused (so no two parsers can read different claims from one signed payload).
+pub(crate) fn strict_object(what: &'static str, bytes: &[u8]) -> Result<Value, FlexError> {
+    jose_core::json::parse_object("claims", bytes)
+        .map(Value::Object)
+        .map_err(|e| FlexError::malformed(what, e.to_string()))
+}
+
 pub(crate) fn claim_error(e: &serde_json::Error) -> String {
     let text = e.to_string();
     // serde_json messages look like "invalid type: string \"…\", expected u64 at line 1 column 9": keep the

@@ -86,7 +86,8 @@ impl TransientTokenClaims {
     /// # Errors
     /// [`FlexError::Malformed`].
     pub fn from_json(bytes: &[u8]) -> Result<Self, FlexError> {
-        serde_json::from_slice(bytes).map_err(|e| {
+        let claims = crate::capture_context::strict_object("transient token", bytes)?;
+        serde_json::from_value(claims).map_err(|e| {
             FlexError::malformed("transient token", crate::capture_context::claim_error(&e))
         })
     }
@@ -371,14 +372,33 @@ impl Content {
     }
 }
 
+/// Whether no member name of the `content` tree contains a `.`: field paths are dotted, so such a name would
+/// make [`Content::captured_fields`] list a path that [`Content::get`] cannot find (found by fuzzing).
+fn plain_names(nodes: &[(String, ContentNode)]) -> bool {
+    nodes.iter().all(|(k, n)| {
+        !k.contains('.')
+            && match n {
+                ContentNode::Group(children) => plain_names(children),
+                _ => true,
+            }
+    })
+}
+
 impl<'de> Deserialize<'de> for Content {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match Value::deserialize(d)? {
-            Value::Object(map) => Ok(Self(
-                map.into_iter()
+            Value::Object(map) => {
+                let nodes: Vec<(String, ContentNode)> = map
+                    .into_iter()
                     .map(|(k, v)| (k, ContentNode::from_value(v)))
-                    .collect(),
-            )),
+                    .collect();
+                if !plain_names(&nodes) {
+                    return Err(D::Error::custom(
+                        "`content` field names must not contain `.`",
+                    ));
+                }
+                Ok(Self(nodes))
+            }
             Value::Null => Ok(Self::default()),
             _ => Err(D::Error::custom("`content` must be an object")),
         }

@@ -78,6 +78,10 @@ impl fmt::Display for KeyRef {
     /// Prints the reference with any `pin-value` removed, safe for logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // The parser strips one leading `//` (`file:///abs`): keep a path's own `//` behind another.
+            Self::File(p) if p.as_os_str().as_encoded_bytes().starts_with(b"//") => {
+                write!(f, "file://{}", p.display())
+            }
             Self::File(p) => write!(f, "file:{}", p.display()),
             Self::Env(v) => write!(f, "env:{v}"),
             Self::Pkcs11(u) => fmt::Display::fmt(u, f),
@@ -231,12 +235,21 @@ impl fmt::Display for Pkcs11Uri {
         }
         match &self.pin_source {
             Some(PinSource::File(p)) => {
+                // The parser strips one leading `//` (`file:///abs`): a path that itself starts with `//`
+                // keeps it only behind an explicit `//`.
+                let slashes = if p.as_os_str().as_encoded_bytes().starts_with(b"//") {
+                    "//"
+                } else {
+                    ""
+                };
                 query.push(format!(
-                    "pin-source=file:{}",
+                    "pin-source=file:{slashes}{}",
                     enc(p.as_os_str().as_encoded_bytes())
                 ));
             }
-            Some(PinSource::Env(v)) => query.push(format!("pin-source=env:{v}")),
+            Some(PinSource::Env(v)) => {
+                query.push(format!("pin-source=env:{}", enc(v.as_bytes())));
+            }
             None => {}
         }
         if !query.is_empty() {
@@ -468,6 +481,26 @@ mod tests {
         assert_eq!(again.token, u.token);
         assert_eq!(again.object, u.object);
         assert_eq!(again.serial.as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn printed_references_parse_back_to_the_same_places() {
+        // Found by the pkcs11_uri fuzz target: `//x` printed as `file://x` came back as the relative `x`, and
+        // an env variable name with `&` or `%` broke the query.
+        for text in [
+            "pkcs11:object=k?pin-source=//run/pin",
+            "pkcs11:object=k?pin-source=file:////run/pin",
+            "pkcs11:object=k?pin-source=env:A%26B%25",
+        ] {
+            let u: Pkcs11Uri = text.parse().unwrap();
+            let again: Pkcs11Uri = u.to_string().parse().unwrap();
+            assert_eq!(again.pin_source, u.pin_source, "{text} -> {u}");
+        }
+        for text in ["file:////etc/k.pem", "file://k.pem", "file:/k.pem"] {
+            let r: KeyRef = text.parse().unwrap();
+            let again: KeyRef = r.to_string().parse().unwrap();
+            assert_eq!(format!("{again:?}"), format!("{r:?}"), "{text} -> {r}");
+        }
     }
 
     #[test]
