@@ -10,6 +10,16 @@ use crate::software::{self, SoftwareKey};
 
 /// Loads the private key held in environment variable `var`.
 ///
+/// ```no_run
+/// # fn main() -> Result<(), key_provider::KeyError> {
+/// use key_provider::KeyBackend as _;
+/// // LENDER_KEY holds a PEM private key, or base64 of its DER bytes.
+/// let key = key_provider::env::load("LENDER_KEY")?;
+/// println!("{} ({})", key.key_label(), key.public_key().describe());
+/// # Ok(()) }
+/// ```
+/// (Usually through [`open`](crate::open) with `env:LENDER_KEY`.)
+///
 /// # Errors
 /// [`KeyError::EnvVarMissing`] or [`KeyError::InvalidKeyMaterial`].
 pub fn load(var: &str) -> Result<SoftwareKey, KeyError> {

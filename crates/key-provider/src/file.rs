@@ -14,6 +14,17 @@ use crate::software::{self, KeySpec, SoftwareKey};
 
 /// Loads the private key at `path`.
 ///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use key_provider::{KeyBackend as _, KeySpec};
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("key.pem");
+/// # key_provider::file::generate(&path, KeySpec::Rsa(2048))?;
+/// let key = key_provider::file::load(&path, false)?; // false: refuse a group/world-readable file
+/// assert_eq!(key.key_label(), format!("file:{}", path.display()));
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// [`KeyError::Io`], [`KeyError::InsecurePermissions`] or [`KeyError::InvalidKeyMaterial`].
 pub fn load(path: &Path, allow_insecure_permissions: bool) -> Result<SoftwareKey, KeyError> {
@@ -50,6 +61,18 @@ fn check_permissions(_: &Path, _: &std::fs::Metadata, _: bool) -> Result<(), Key
 
 /// Generates a key and writes it to `path` as PKCS#8 PEM with mode 0600; refuses to overwrite.
 /// Returns the loaded key.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use key_provider::{EcCurve, KeyBackend as _, KeySpec};
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("signing.pem");
+/// let key = key_provider::file::generate(&path, KeySpec::Ec(EcCurve::P256))?;
+/// assert_eq!(key.public_key().describe(), "EC P-256");
+/// // Never over an existing file:
+/// assert!(key_provider::file::generate(&path, KeySpec::Rsa(2048)).is_err());
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 /// [`KeyError::AlreadyExists`] when the file exists; [`KeyError::Io`] on write failure.

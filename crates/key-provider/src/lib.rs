@@ -315,6 +315,21 @@ impl OpenOptions {
 
 /// Opens the key named by `key_ref` with the backend it names.
 ///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use key_provider::{KeyRef, OpenOptions, SignatureScheme};
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("lender.pem");
+/// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+/// // One string names the key: file:PATH, env:VAR, or an RFC 7512 pkcs11: URI.
+/// let key_ref: KeyRef = format!("file:{}", path.display()).parse()?;
+/// let key = key_provider::open(&key_ref, &OpenOptions::new())?;
+/// let signature = key.sign(SignatureScheme::RsaPssSha256, b"message")?;
+/// assert_eq!(signature.len(), 256);
+/// assert_eq!(key.backend_name(), "file");
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// [`KeyError::BackendNotCompiled`] when that backend's feature is off, or the backend's own errors.
 pub fn open(key_ref: &KeyRef, options: &OpenOptions) -> Result<Arc<dyn KeyBackend>, KeyError> {

@@ -29,6 +29,17 @@ use super::{AUDIT_TARGET, BACKEND};
 /// key's [`KeyBackend::key_label`] shows it. RSA keys of 2048, 3072 or 4096 bits and EC P-256/P-384 keys are
 /// supported. The private key is sensitive and never extractable.
 ///
+/// ```no_run
+/// # fn main() -> Result<(), key_provider::KeyError> {
+/// use key_provider::{EcCurve, KeySpec, OpenOptions, Pkcs11Uri};
+/// let uri: Pkcs11Uri = "pkcs11:token=keybound-prod;object=lender-es256;id=%02\
+///     ?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/secrets/hsm-pin"
+///     .parse()?;
+/// let key = key_provider::pkcs11::generate(&uri, KeySpec::Ec(EcCurve::P256), &OpenOptions::new())?;
+/// println!("{}: {}", key.key_label(), key.public_key().describe());
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// [`KeyError::KeyExists`] when a key with this label or id is in the token; [`KeyError::InvalidKeyMaterial`]
 /// for an unsupported size; module, token, PIN and PKCS#11 errors.

@@ -54,6 +54,17 @@ pub(crate) const BACKEND: &str = "pkcs11";
 
 /// Opens the private key named by `uri` in its token.
 ///
+/// ```no_run
+/// # fn main() -> Result<(), key_provider::KeyError> {
+/// use key_provider::{OpenOptions, Pkcs11Uri, SignatureScheme};
+/// let uri: Pkcs11Uri = "pkcs11:token=keybound-prod;object=lender-signing\
+///     ?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/secrets/hsm-pin"
+///     .parse()?;
+/// let key = key_provider::pkcs11::open(&uri, &OpenOptions::new())?;
+/// let signature = key.sign(SignatureScheme::RsaPkcs1Sha256, b"message")?; // C_Sign in the token
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// [`KeyError::NotFound`] or [`KeyError::Ambiguous`] for the token or the key, [`KeyError::LoginFailed`] for
 /// a rejected PIN, [`KeyError::PinUnavailable`] / [`KeyError::InsecurePinFile`] for PIN sources,
