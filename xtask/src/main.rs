@@ -7,6 +7,7 @@
 
 mod check_features;
 mod demo;
+mod fuzz;
 mod softhsm;
 mod test;
 #[cfg(test)]
@@ -40,6 +41,11 @@ const SUBCOMMANDS: &[Subcommand] = &[
         name: "softhsm-test",
         summary: "create a fresh SoftHSM token under target/softhsm-test/ and run the PKCS#11 tests against it",
         run: softhsm::run,
+    },
+    Subcommand {
+        name: "fuzz",
+        summary: "build the cargo-fuzz targets (fuzz/) and run each for --seconds N (default 60), one at a time",
+        run: fuzz::run,
     },
     Subcommand {
         name: "check-features",
