@@ -55,6 +55,30 @@ impl EncryptOptions {
 
 /// Encrypts `plaintext` to `recipient` as a compact JWE.
 ///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use jose_core::jwe::{DecryptOptions, EncryptOptions};
+/// use jose_core::{ContentEncryption, KeyManagementAlgorithm};
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("key.pem");
+/// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+/// # let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+/// // Encrypt to a public key (here the public half of `key`; usually the partner's).
+/// let jwe = jose_core::jwe::encrypt(
+///     key.public_key(),
+///     KeyManagementAlgorithm::RsaOaep256,
+///     ContentEncryption::A256GCM,
+///     br#"{"number":"4111111111111111"}"#,
+///     &EncryptOptions::new().kid("partner-key-1"),
+/// )?;
+/// assert_eq!(jwe.split('.').count(), 5);
+/// // Decrypt through the backend: the CEK is unwrapped where the private key lives.
+/// let decrypted = jose_core::jwe::decrypt(&jwe, key.as_ref(), &DecryptOptions::default())?;
+/// assert_eq!(decrypted.header["kid"], "partner-key-1");
+/// assert_eq!(decrypted.plaintext.as_slice(), br#"{"number":"4111111111111111"}"#);
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// [`JoseError::NoKey`] for a non-RSA or sub-2048-bit key, [`JoseError::InvalidInput`] for forbidden extra
 /// members.
@@ -355,6 +379,28 @@ impl ParsedJwe<'_> {
 }
 
 /// Decrypts a compact JWE with `key` (the CEK is unwrapped inside the key's backend).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use jose_core::jwe::{DecryptOptions, EncryptOptions};
+/// use jose_core::{ContentEncryption, JoseError, KeyManagementAlgorithm};
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("key.pem");
+/// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+/// # let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+/// # let jwe = jose_core::jwe::encrypt(key.public_key(), KeyManagementAlgorithm::RsaOaep,
+/// #     ContentEncryption::A128GCM, b"secret", &EncryptOptions::new())?;
+/// let decrypted = jose_core::jwe::decrypt(&jwe, key.as_ref(), &DecryptOptions::default())?;
+/// assert_eq!(decrypted.plaintext.as_slice(), b"secret");
+/// // Every cryptographic failure looks the same (no padding oracle):
+/// let mut parts: Vec<String> = jwe.split('.').map(str::to_owned).collect();
+/// parts[4] = "AAAAAAAAAAAAAAAAAAAAAA".into(); // another tag
+/// assert!(matches!(
+///     jose_core::jwe::decrypt(&parts.join("."), key.as_ref(), &DecryptOptions::default()),
+///     Err(JoseError::DecryptionFailed)
+/// ));
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 /// Structural errors of [`parse`], [`JoseError::NoKey`], [`JoseError::Key`] for backend failures (e.g.

@@ -202,6 +202,20 @@ impl Jwk {
 }
 
 /// The RFC 7638 thumbprint of a public key.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use jose_core::Jwk;
+/// // RFC 7638 section 3.1's example key:
+/// let jwk = Jwk::from_json(r#"{"kty":"RSA","e":"AQAB","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"}"#)?;
+/// let kid = jose_core::thumbprint(&jwk.to_public_key()?);
+/// assert_eq!(kid, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+/// assert_eq!(jwk.thumbprint()?, kid);
+/// // The public JWK of a key, with the thumbprint as its kid:
+/// let jwk = Jwk::from_public_key(&jwk.to_public_key()?).with_thumbprint_kid()?;
+/// assert_eq!(jwk.kid.as_deref(), Some(kid.as_str()));
+/// # Ok(()) }
+/// ```
 #[must_use]
 pub fn thumbprint(key: &PublicKey) -> String {
     // A JWK built from a valid PublicKey always has every member a thumbprint needs.

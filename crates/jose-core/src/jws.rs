@@ -84,6 +84,23 @@ impl JwsHeader {
 
 /// Signs `payload` into a compact JWS with `key`.
 ///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use jose_core::{JwsAlgorithm, JwsHeader, KeySet, VerifyingKey};
+/// use jose_core::jws::VerifyOptions;
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("key.pem");
+/// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+/// # let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+/// // `key` is any Arc<dyn KeyBackend>: a file, an environment variable, an HSM.
+/// let header = JwsHeader::new(JwsAlgorithm::PS256).kid("k1");
+/// let jws = jose_core::jws::sign(key.as_ref(), &header, b"any bytes")?;
+/// let keys = KeySet::single(VerifyingKey::new(key.public_key().clone()));
+/// let (_header, payload) = jose_core::jws::verify(&jws, &keys, &VerifyOptions::default())?;
+/// assert_eq!(payload, b"any bytes");
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// [`JoseError::Key`] when the algorithm does not fit the key or the backend fails.
 pub fn sign(key: &dyn KeyBackend, header: &JwsHeader, payload: &[u8]) -> Result<String, JoseError> {
@@ -310,6 +327,27 @@ pub(crate) fn check_header(
 }
 
 /// Verifies a compact JWS against `keys` and returns its header and payload.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use jose_core::jws::VerifyOptions;
+/// use jose_core::{JwsAlgorithm, JwsHeader, KeySet};
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("key.pem");
+/// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+/// # let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+/// # let jws = jose_core::jws::sign(key.as_ref(), &JwsHeader::new(JwsAlgorithm::RS256), b"hello")?;
+/// // The partner's public key as SPKI PEM, a JWK or a JWKS:
+/// let keys = KeySet::from_text(&key.public_key().to_spki_pem())?;
+/// let options = VerifyOptions::default().algorithms(&[JwsAlgorithm::RS256]);
+/// let (header, payload) = jose_core::jws::verify(&jws, &keys, &options)?;
+/// assert_eq!((header["alg"].as_str(), payload.as_slice()), (Some("RS256"), &b"hello"[..]));
+/// // A changed byte fails, with nothing but "invalid signature".
+/// let mut tampered = jws.clone();
+/// tampered.insert(jws.find('.').unwrap_or(0) + 1, 'x');
+/// assert!(jose_core::jws::verify(&tampered, &keys, &options).is_err());
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 /// Every structural error of [`parse`], [`JoseError::NoKey`], [`JoseError::InvalidSignature`].

@@ -27,6 +27,21 @@ pub fn now() -> u64 {
 
 /// Signs `claims` (any serializable JSON object) as a compact JWT.
 ///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use jose_core::{JwsAlgorithm, JwsHeader};
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("key.pem");
+/// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+/// # let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+/// let now = jose_core::jwt::now();
+/// let claims = serde_json::json!({"iss": "example-bank", "sub": "example-bank", "iat": now, "exp": now + 60});
+/// let jwt = jose_core::jwt::sign(key.as_ref(), &JwsHeader::new(JwsAlgorithm::RS256).typ("JWT"), &claims)?;
+/// let (header, decoded) = jose_core::jwt::decode_unverified(&jwt)?; // for display only
+/// assert_eq!((header["typ"].as_str(), decoded["sub"].as_str()), (Some("JWT"), Some("example-bank")));
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// [`JoseError::InvalidInput`] if the claims are not a JSON object; else as [`jws::sign`].
 pub fn sign(
@@ -177,6 +192,27 @@ pub fn install_crypto_provider() {
 
 /// Verifies a compact JWT against `keys` and validates its claims.
 ///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use jose_core::{JoseError, JwsAlgorithm, JwsHeader, KeySet, Validation, VerifyingKey};
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("key.pem");
+/// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+/// # let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+/// let claims = serde_json::json!({"iss": "idp", "aud": "api", "exp": jose_core::jwt::now() + 60});
+/// let jwt = jose_core::jwt::sign(key.as_ref(), &JwsHeader::new(JwsAlgorithm::RS256), &claims)?;
+/// let keys = KeySet::single(VerifyingKey::new(key.public_key().clone()));
+/// let validation = Validation::new().issuer("idp").audience("api").algorithms(&[JwsAlgorithm::RS256]);
+/// let verified = jose_core::jwt::verify(&jwt, &keys, &validation)?;
+/// assert_eq!(verified.claims["aud"], "api");
+/// let wrong_audience = Validation::new().audience("another-api");
+/// assert!(matches!(
+///     jose_core::jwt::verify(&jwt, &keys, &wrong_audience),
+///     Err(JoseError::InvalidAudience)
+/// ));
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// Structural errors (see [`jws::parse`]), [`JoseError::NoKey`], [`JoseError::InvalidSignature`],
 /// [`JoseError::Expired`], [`JoseError::NotYetValid`], [`JoseError::InvalidAudience`],
@@ -296,6 +332,14 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> JoseError {
 }
 
 /// Decodes a JWT's header and claims WITHOUT verifying anything. For display only.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";
+/// let (header, claims) = jose_core::jwt::decode_unverified(token)?;
+/// assert_eq!((header["alg"].as_str(), claims["sub"].as_str()), (Some("RS256"), Some("alice")));
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 /// Structural errors only.
