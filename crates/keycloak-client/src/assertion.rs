@@ -200,6 +200,31 @@ struct Claims<'a> {
 impl ClientAssertionSigner {
     /// A signer for `config` with `key`, for assertions sent to `endpoint`.
     ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::SystemTime;
+    /// use keycloak_client::secrecy::ExposeSecret as _;
+    /// use keycloak_client::{AssertionConfig, Audience, ClientAssertionSigner, TokenEndpoint};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("lender.pem");
+    /// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+    /// let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+    /// let endpoint = TokenEndpoint::from_token_url(
+    ///     "https://sso.example.com/realms/loan-partner/protocol/openid-connect/token",
+    /// )?;
+    /// let config = AssertionConfig::new("example-bank").audience(Audience::Issuer);
+    /// let signer = ClientAssertionSigner::new(key, &config, &endpoint)?;
+    /// let assertion = signer.sign(SystemTime::now()).await?;
+    /// let (header, claims) = jose_core::jwt::decode_unverified(assertion.jwt.expose_secret())?;
+    /// assert_eq!(header["alg"], "RS256");
+    /// assert_eq!(claims["iss"], "example-bank");
+    /// assert_eq!(claims["sub"], "example-bank");
+    /// assert_eq!(claims["aud"], "https://sso.example.com/realms/loan-partner");
+    /// assert_eq!(assertion.expires_at - assertion.issued_at, 60);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`KeycloakError::Config`] when the client id is empty, the lifetime is zero or above 300 s (without
     /// `allow_long_lifetime`), the algorithm does not fit the key, or the issuer audience is asked for a URL

@@ -286,6 +286,22 @@ struct ErrorBody {
 
 impl KeycloakClient {
     /// A builder for a client of `endpoint` authenticating with `auth`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use keycloak_client::{AssertionConfig, ClientAssertionSigner, ClientAuth, KeycloakClient, TokenEndpoint};
+    /// let endpoint = TokenEndpoint::from_token_url(
+    ///     "https://sso.example.com/realms/loan-partner/protocol/openid-connect/token",
+    /// )?;
+    /// // The key may as well be `pkcs11:token=…;object=…?module-path=…&pin-source=file:…`.
+    /// let key = key_provider::open(&"file:/etc/keybound/lender.pem".parse()?, &Default::default())?;
+    /// let signer = ClientAssertionSigner::new(key, &AssertionConfig::new("example-bank"), &endpoint)?;
+    /// let client = KeycloakClient::builder(endpoint, ClientAuth::PrivateKeyJwt(signer))
+    ///     .timeout(std::time::Duration::from_secs(10))
+    ///     .build()?;
+    /// let service_account_token = client.client_credentials(None).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn builder(endpoint: TokenEndpoint, auth: ClientAuth) -> KeycloakClientBuilder {
         KeycloakClientBuilder {
             endpoint,
@@ -344,6 +360,26 @@ impl KeycloakClient {
     }
 
     /// Resource-owner password grant (Keycloak's direct access grant) for `username`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use keycloak_client::secrecy::SecretString;
+    /// use keycloak_client::{AssertionConfig, ClientAssertionSigner, ClientAuth, KeycloakClient, TokenEndpoint};
+    /// let endpoint = TokenEndpoint::from_token_url(
+    ///     "https://sso.example.com/realms/loan-partner/protocol/openid-connect/token",
+    /// )?;
+    /// // The key may as well be `pkcs11:token=…;object=…?module-path=…&pin-source=file:…`.
+    /// let key = key_provider::open(&"file:/etc/keybound/lender.pem".parse()?, &Default::default())?;
+    /// let signer = ClientAssertionSigner::new(key, &AssertionConfig::new("example-bank"), &endpoint)?;
+    /// let client = KeycloakClient::builder(endpoint, ClientAuth::PrivateKeyJwt(signer)).build()?;
+    /// let password = SecretString::from(std::env::var("LENDER_PASSWORD")?);
+    /// let tokens = client.password_grant("exampleuser@bank.example.com", &password, None).await?;
+    /// // The refresh token, when needed, with a new assertion:
+    /// if let Some(refresh_token) = &tokens.refresh_token {
+    ///     let renewed = client.refresh(refresh_token, None).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`KeycloakError::OAuth`] (`invalid_grant` for bad user credentials, `invalid_client`,

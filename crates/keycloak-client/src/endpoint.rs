@@ -26,6 +26,18 @@ impl TokenEndpoint {
     /// From the token URL, e.g. `https://sso.example.com/auth/realms/loan-partner/protocol/openid-connect/token`.
     /// Other URLs are accepted too (then there is no realm issuer to use as audience).
     ///
+    /// ```
+    /// # fn main() -> Result<(), keycloak_client::KeycloakError> {
+    /// use keycloak_client::TokenEndpoint;
+    /// let endpoint = TokenEndpoint::from_token_url(
+    ///     "https://sso.example.com/auth/realms/loan-partner/protocol/openid-connect/token",
+    /// )?;
+    /// assert_eq!(endpoint.realm(), Some("loan-partner"));
+    /// assert_eq!(endpoint.issuer(), Some("https://sso.example.com/auth/realms/loan-partner"));
+    /// assert!(TokenEndpoint::from_token_url("http://sso.example.com/token").is_err()); // https only
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`KeycloakError::Config`] for a URL that does not parse, is not https (except on loopback), or carries
     /// credentials, a query or a fragment.
@@ -55,6 +67,16 @@ impl TokenEndpoint {
     }
 
     /// From the server's base URL (`https://sso.example.com` or `…/auth` for older Keycloak) and the realm.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), keycloak_client::KeycloakError> {
+    /// let endpoint = keycloak_client::TokenEndpoint::for_realm("https://sso.example.com", "loan-partner")?;
+    /// assert_eq!(
+    ///     endpoint.token_url(),
+    ///     "https://sso.example.com/realms/loan-partner/protocol/openid-connect/token"
+    /// );
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`TokenEndpoint::from_token_url`]; [`KeycloakError::Config`] for an empty realm or one with `/`.

@@ -144,6 +144,28 @@ impl fmt::Debug for TokenSource {
 
 impl TokenSource {
     /// A token source running `grant` with `client`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use keycloak_client::secrecy::SecretString;
+    /// use keycloak_client::{AssertionConfig, ClientAssertionSigner, ClientAuth, KeycloakClient, TokenEndpoint};
+    /// let endpoint = TokenEndpoint::from_token_url(
+    ///     "https://sso.example.com/realms/loan-partner/protocol/openid-connect/token",
+    /// )?;
+    /// // The key may as well be `pkcs11:token=…;object=…?module-path=…&pin-source=file:…`.
+    /// let key = key_provider::open(&"file:/etc/keybound/lender.pem".parse()?, &Default::default())?;
+    /// let signer = ClientAssertionSigner::new(key, &AssertionConfig::new("example-bank"), &endpoint)?;
+    /// use std::sync::Arc;
+    /// use keycloak_client::{FullGrant, TokenSource};
+    /// use keycloak_client::secrecy::ExposeSecret as _;
+    /// let client = Arc::new(KeycloakClient::builder(endpoint, ClientAuth::PrivateKeyJwt(signer)).build()?);
+    /// let password = SecretString::from(std::env::var("LENDER_PASSWORD")?);
+    /// let tokens = Arc::new(TokenSource::new(client, FullGrant::password("exampleuser@bank.example.com", password)));
+    /// // Share `tokens`; every caller gets a valid token, and concurrent callers cause one request.
+    /// let token = tokens.access_token().await?;
+    /// let authorization = format!("Bearer {}", token.expose_secret());
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn new(client: Arc<KeycloakClient>, grant: FullGrant) -> Self {
         Self {
