@@ -399,6 +399,23 @@ impl FlexClient {
 
     /// Verifies a capture context (whitespace in it is ignored, so line-wrapped copies work).
     ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use flex_client::{Environment, FlexClient};
+    /// let sim = flex_simulator::FlexSimulator::start().await?;
+    /// // Against the in-process simulator; in production `FlexClient::new(Environment::CybersourceProduction)?`.
+    /// let client = FlexClient::builder(Environment::custom(sim.base_url())?)
+    ///     .allow_origin(sim.base_url())?
+    ///     .build()?;
+    /// # let jwt = sim.issue_capture_context(flex_simulator::SessionKind::Flex, &serde_json::json!({}));
+    /// // `jwt`: a capture context, e.g. as the merchant's front end received it.
+    /// let context = client.verify_capture_context(&jwt).await?;
+    /// println!("one-time key {} valid until {}", context.encryption_kid(), context.expires_at());
+    /// assert!(client.verify_capture_context(&jwt.replace('.', ".x")).await.is_err());
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`FlexError::Malformed`], [`FlexError::MissingKid`], [`FlexError::UnsupportedAlgorithm`],
     /// [`FlexError::KeyFetch`], [`FlexError::WeakKey`], [`FlexError::InvalidSignature`],
@@ -614,6 +631,27 @@ impl FlexClient {
     /// [`FlexClient::send_token_request`]. Nothing is encrypted or sent for an expired context or a
     /// disallowed tokens origin.
     ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use flex_client::{Environment, FlexClient};
+    /// let sim = flex_simulator::FlexSimulator::start().await?;
+    /// // Against the in-process simulator; in production `FlexClient::new(Environment::CybersourceProduction)?`.
+    /// let client = FlexClient::builder(Environment::custom(sim.base_url())?)
+    ///     .allow_origin(sim.base_url())?
+    ///     .build()?;
+    /// use flex_client::{Card, TokenizeData};
+    /// # let jwt = sim.issue_capture_context(flex_simulator::SessionKind::Flex, &serde_json::json!({}));
+    /// let context = client.verify_capture_context(&jwt).await?;
+    /// let data = TokenizeData::new()
+    ///     .card(Card::new("4111111111111111").expiration("12", "2031").security_code("123"))
+    ///     .amount("102.21", "USD");
+    /// let token = client.tokenize(&context, &data).await?; // card data encrypted to the context's one-time key
+    /// let verified = client.verify_transient_token(&context, token.as_str()).await?;
+    /// assert_eq!(verified.claims().masked_card_number(), Some("XXXXXXXXXXXX1111"));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// As the two steps.
     pub async fn tokenize(
@@ -639,6 +677,28 @@ impl FlexClient {
     }
 
     /// Verifies a transient token against the capture context it was issued for.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use flex_client::{Environment, FlexClient};
+    /// let sim = flex_simulator::FlexSimulator::start().await?;
+    /// // Against the in-process simulator; in production `FlexClient::new(Environment::CybersourceProduction)?`.
+    /// let client = FlexClient::builder(Environment::custom(sim.base_url())?)
+    ///     .allow_origin(sim.base_url())?
+    ///     .build()?;
+    /// use flex_client::{Card, TokenizeData};
+    /// # let jwt = sim.issue_capture_context(flex_simulator::SessionKind::Flex, &serde_json::json!({}));
+    /// # let context = client.verify_capture_context(&jwt).await?;
+    /// # let data = TokenizeData::new().card(Card::new("4111111111111111").expiration("12", "2031"));
+    /// # let token = client.tokenize(&context, &data).await?.into_string();
+    /// // `token`: the transient token the front end got back for `context`.
+    /// let verified = client.verify_transient_token(&context, &token).await?;
+    /// let claims = verified.claims();
+    /// assert!(claims.content.is_captured("paymentInformation.card.number"));
+    /// assert_eq!(claims.card_bin(), Some("411111"));
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`FlexError::Malformed`], [`FlexError::MissingKid`], [`FlexError::KidMismatch`],
@@ -725,6 +785,28 @@ impl FlexClient {
     /// Requests a capture context from a sessions endpoint with merchant authentication, and verifies it.
     /// `body` is the endpoint's JSON request (e.g. `{"targetOrigins":[…]}` for Microform,
     /// `{"fields":{…}}` for the Flex API).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use flex_client::{Environment, FlexClient};
+    /// let sim = flex_simulator::FlexSimulator::start().await?;
+    /// // Against the in-process simulator; in production `FlexClient::new(Environment::CybersourceProduction)?`.
+    /// let client = FlexClient::builder(Environment::custom(sim.base_url())?)
+    ///     .allow_origin(sim.base_url())?
+    ///     .build()?;
+    /// use flex_client::{JwtAuth, MerchantAuth, SessionEndpoint};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("merchant.pem");
+    /// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+    /// let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+    /// # sim.add_merchant_jwt_key("my_merchant", "0a1b2c3d4e5f", &key.public_key().to_spki_pem());
+    /// let auth = MerchantAuth::Jwt(JwtAuth::new("my_merchant", "0a1b2c3d4e5f", key)?);
+    /// let body = serde_json::json!({"fields": {"paymentInformation": {"card": {"number": {"required": true}}}}});
+    /// let context = client.request_capture_context(&auth, SessionEndpoint::Flex, &body).await?;
+    /// assert_eq!(context.claims().required_fields(), ["paymentInformation.card.number"]);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`FlexError::Http`] (401: check the credentials), [`FlexError::Network`], [`FlexError::MerchantAuth`],

@@ -47,6 +47,19 @@ pub struct JwtAuth {
 impl JwtAuth {
     /// `key_id` is the serial number of the merchant certificate (or the key id Cybersource assigned).
     ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use flex_client::{JwtAuth, MerchantAuth};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("merchant.pem");
+    /// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+    /// let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+    /// // The key may live in an HSM: `pkcs11:token=…;object=merchant?module-path=…&pin-source=file:…`.
+    /// let auth = MerchantAuth::Jwt(JwtAuth::new("my_merchant", "0a1b2c3d4e5f", key)?);
+    /// assert_eq!(auth.merchant_id(), "my_merchant");
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`FlexError::MerchantAuth`] when the key is not RSA of at least 2048 bits or an id is empty.
     pub fn new(
