@@ -266,6 +266,23 @@ impl AuthCodeSigner {
     /// A signer for `issuer_id` with `key`: `kid` defaults to the key's RFC 7638 thumbprint, ttl to 120 s,
     /// `jti` on.
     ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use provisioning_signer::{Audience, AuthCodeRequest, AuthCodeSigner, Subject};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("issuer.pem");
+    /// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+    /// // The issuer key: a file here; `pkcs11:token=…;object=…?module-path=…&pin-source=file:…` in production.
+    /// let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+    /// let signer = AuthCodeSigner::new(key, "ACMEBANK01")?.with_kid("kid-agreed-at-onboarding")?;
+    /// let request = AuthCodeRequest::new(Subject::IssuerCardRefId("card-ref-000123".into()), Audience::GooglePay);
+    /// let code = signer.sign(&request)?;
+    /// assert_eq!(code.kid(), "kid-agreed-at-onboarding");
+    /// assert_eq!(code.claims().iss, "ACMEBANK01");
+    /// assert_eq!(code.claims().exp - code.claims().iat, 120);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`ProvisioningError::UnsuitableKey`] unless the key is RSA of at least 2048 bits;
     /// [`ProvisioningError::InvalidField`] for an empty or malformed issuer id.
@@ -496,6 +513,26 @@ pub struct AuthCodeVerifier {
 
 impl AuthCodeVerifier {
     /// A verifier for codes signed by the private half of `key`, with 60 s clock leeway.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use provisioning_signer::{Audience, AuthCodeRequest, AuthCodeSigner, AuthCodeVerifier, Subject};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("issuer.pem");
+    /// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+    /// // The issuer key: a file here; `pkcs11:token=…;object=…?module-path=…&pin-source=file:…` in production.
+    /// let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+    /// # let signer = AuthCodeSigner::new(key.clone(), "ACMEBANK01")?;
+    /// # let code = signer.sign(&AuthCodeRequest::new(Subject::TokenId("DNITHE000001".into()), Audience::ApplePay))?;
+    /// // What Thales does with a code: the issuer's public key (or certificate), then every rule.
+    /// let verifier = AuthCodeVerifier::new(key.public_key().clone())?
+    ///     .issuer_id("ACMEBANK01")
+    ///     .audience(Audience::ApplePay);
+    /// let verified = verifier.verify(code.as_str())?;
+    /// assert_eq!(verified.claims.sub, "DNITHE000001");
+    /// assert!(verifier.clone().audience(Audience::SamsungPay).verify(code.as_str()).is_err());
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`ProvisioningError::UnsuitableKey`] unless the key is RSA of at least 2048 bits.

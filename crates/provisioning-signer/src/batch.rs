@@ -158,6 +158,32 @@ struct OutputLine<'a> {
 /// writes one JSON line per input line to `output` in input order, and calls `progress` after each written
 /// line. Returns the summary; any error *lines* are counted in it, not returned as `Err`.
 ///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use provisioning_signer::{AuthCodeSigner, BatchOptions};
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("issuer.pem");
+/// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+/// // The issuer key: a file here; `pkcs11:token=…;object=…?module-path=…&pin-source=file:…` in production.
+/// let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+/// let signer = AuthCodeSigner::new(key, "ACMEBANK01")?;
+/// let input = "{\"sub\":\"card-1\",\"aud\":\"APPLE_PAY\"}\n{\"sub\":\"card-2\",\"aud\":\"WALLET\"}\n";
+/// let mut output = Vec::new();
+/// let summary = provisioning_signer::batch::run(
+///     &signer,
+///     input.as_bytes(),
+///     &mut output,
+///     &BatchOptions::for_signer(&signer),
+///     &mut |progress| eprintln!("{} lines", progress.lines),
+/// )?;
+/// assert_eq!((summary.signed, summary.errors), (1, 1)); // WALLET is not a token requestor
+/// let lines: Vec<serde_json::Value> =
+///     output.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(serde_json::from_slice).collect::<Result<_, _>>()?;
+/// assert!(lines[0]["jwt"].is_string());
+/// assert!(lines[1]["error"].is_string());
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// [`ProvisioningError::Io`] when reading the input or writing the output fails (what was written stays
 /// written, in order).

@@ -102,6 +102,33 @@ impl EnrollmentEncryptor {
 
     /// Encrypts `card` as a compact JWE.
     ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use provisioning_signer::{CardData, EnrollmentEncryptor, SecretString, load_public_key};
+    /// # let thales_dir = tempfile::tempdir()?;
+    /// # let thales_path = thales_dir.path().join("thales.pem");
+    /// # key_provider::file::generate(&thales_path, key_provider::KeySpec::Rsa(2048))?;
+    /// # let thales = key_provider::open(&format!("file:{}", thales_path.display()).parse()?, &Default::default())?;
+    /// # let thales_pem = thales.public_key().to_spki_pem();
+    /// // The Thales key as given at onboarding: SPKI PEM, an X.509 certificate or a JWK.
+    /// let thales_key = load_public_key(thales_pem.as_bytes())?;
+    /// let encryptor = EnrollmentEncryptor::new(thales_key.key, "ACMEBANK01")?.with_product_id("ACME-DEBIT")?;
+    /// let card = CardData::new(
+    ///     "card-ref-000123",
+    ///     SecretString::from("5204731600014792"),
+    ///     SecretString::from("1229"),
+    ///     SecretString::from("JANE DOE"),
+    /// );
+    /// let jwe = encryptor.encrypt(&card)?;
+    /// // Thales decrypts it with its private key:
+    /// let plain = jose_core::jwe::decrypt(&jwe, thales.as_ref(), &Default::default())?;
+    /// assert_eq!(plain.header["alg"], "RSA-OAEP-256");
+    /// assert_eq!(plain.header["x-gto-issuerid"], "ACMEBANK01");
+    /// let fields: serde_json::Value = serde_json::from_slice(&plain.plaintext)?;
+    /// assert_eq!(fields["fpan"], "5204731600014792");
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`ProvisioningError::InvalidField`] when the card data breaks a rule (see [`CardData::validate`]), or
     /// the encryption failure as [`ProvisioningError::Jose`].
@@ -158,6 +185,33 @@ pub struct PushProvisioningData {
 
 /// Signs an authorization code for `card` (its issuerCardRefId as `sub`) and encrypts the card data, so the
 /// two always agree.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use provisioning_signer::{Audience, AuthCodeSigner, CardData, EnrollmentEncryptor, SecretString, push_provisioning};
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("issuer.pem");
+/// # key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+/// // The issuer key: a file here; `pkcs11:token=…;object=…?module-path=…&pin-source=file:…` in production.
+/// let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+/// # let thales_dir = tempfile::tempdir()?;
+/// # let thales_path = thales_dir.path().join("thales.pem");
+/// # key_provider::file::generate(&thales_path, key_provider::KeySpec::Rsa(2048))?;
+/// # let thales = key_provider::open(&format!("file:{}", thales_path.display()).parse()?, &Default::default())?;
+/// # let thales_pem = thales.public_key().to_spki_pem();
+/// let signer = AuthCodeSigner::new(key, "ACMEBANK01")?;
+/// let encryptor = EnrollmentEncryptor::new(thales.public_key().clone(), "ACMEBANK01")?;
+/// let card = CardData::new(
+///     "card-ref-000123",
+///     SecretString::from("5204731600014792"),
+///     SecretString::from("1229"),
+///     SecretString::from("JANE DOE"),
+/// );
+/// let data = push_provisioning(&signer, &encryptor, &card, Audience::ApplePay, None)?;
+/// assert_eq!(data.auth_code.claims().sub, "card-ref-000123"); // the same card in both
+/// assert_eq!(data.enrollment_data.split('.').count(), 5);
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 /// [`ProvisioningError::InvalidField`] for invalid card data (checked before anything is signed), and the
