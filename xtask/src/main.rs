@@ -5,6 +5,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod check_features;
 mod demo;
 mod fuzz;
@@ -46,6 +47,11 @@ const SUBCOMMANDS: &[Subcommand] = &[
         name: "fuzz",
         summary: "build the cargo-fuzz targets (fuzz/) and run each for --seconds N (default 60), one at a time",
         run: fuzz::run,
+    },
+    Subcommand {
+        name: "bench",
+        summary: "benchmarks against openssl speed, jsonwebtoken and raw PKCS#11 (--quick); writes docs/benchmarks.md",
+        run: bench::run,
     },
     Subcommand {
         name: "check-features",

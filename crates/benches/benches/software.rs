@@ -1,0 +1,234 @@
+//! Software paths: JWS/JWT signing through the file backend, JWT verification with claim validation,
+//! Flex-style JWE (RSA-OAEP + A256GCM, 1 KiB) encryption and decryption, the Keycloak cached access token.
+//! Each next to its references: `jsonwebtoken` with the same key and claims, and aws-lc-rs called directly
+//! (the crypto library's own limit).
+//!
+//! Group / function ids are what `cargo xtask bench` reads back from `$CRITERION_HOME`; keep them in step
+//! with `xtask/src/bench.rs`.
+
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::sync::{Arc, OnceLock};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, RsaKeyPair};
+use criterion::{Criterion, criterion_group, criterion_main};
+use jose_core::jwe::{self, DecryptOptions, EncryptOptions};
+use jose_core::{ContentEncryption, JwsAlgorithm, KeyManagementAlgorithm};
+use keybound_benches::fixtures::{self, Claims, FileKeys};
+use keybound_benches::{Clock, configure, token_endpoint};
+
+fn keys() -> &'static FileKeys {
+    static KEYS: OnceLock<FileKeys> = OnceLock::new();
+    KEYS.get_or_init(FileKeys::generate)
+}
+
+fn pkcs8_der(pem_text: &[u8]) -> Vec<u8> {
+    pem::parse(pem_text).expect("PEM").into_contents()
+}
+
+/// JWS signing: ours through the file backend, `jsonwebtoken::encode` with the same key, and aws-lc-rs
+/// signing the same signing input directly.
+fn sign(c: &mut Criterion<Clock>) {
+    let keys = keys();
+    let claims = Claims::now();
+    let mut group = c.benchmark_group("sign");
+    configure(&mut group);
+    for (alg, key) in [
+        (JwsAlgorithm::RS256, &keys.rsa),
+        (JwsAlgorithm::PS256, &keys.rsa),
+        (JwsAlgorithm::ES256, &keys.ec),
+    ] {
+        let header = fixtures::header(alg);
+        let name = alg.as_str().to_ascii_lowercase();
+        group.bench_function(format!("{name}-file"), |b| {
+            b.iter(|| jose_core::jwt::sign(key.as_ref(), &header, black_box(&claims)).unwrap());
+        });
+    }
+
+    // The peer: jsonwebtoken with the same PKCS#8 PEM, header members and claims.
+    let rs_key = jsonwebtoken::EncodingKey::from_rsa_pem(&keys.rsa_pem).unwrap();
+    let es_key = jsonwebtoken::EncodingKey::from_ec_pem(&keys.ec_pem).unwrap();
+    for (name, alg, key) in [
+        ("rs256", jsonwebtoken::Algorithm::RS256, &rs_key),
+        ("ps256", jsonwebtoken::Algorithm::PS256, &rs_key),
+        ("es256", jsonwebtoken::Algorithm::ES256, &es_key),
+    ] {
+        let header = fixtures::jsonwebtoken_header(alg);
+        group.bench_function(format!("{name}-jsonwebtoken"), |b| {
+            b.iter(|| jsonwebtoken::encode(&header, black_box(&claims), key).unwrap());
+        });
+    }
+
+    // The library: aws-lc-rs signing a JWS signing input of the same length, key parsed once.
+    let token = jose_core::jwt::sign(
+        keys.rsa.as_ref(),
+        &fixtures::header(JwsAlgorithm::RS256),
+        &claims,
+    )
+    .unwrap();
+    let input = token.rsplit_once('.').unwrap().0.as_bytes().to_vec();
+    let rsa = RsaKeyPair::from_pkcs8(&pkcs8_der(&keys.rsa_pem)).unwrap();
+    let ec = EcdsaKeyPair::from_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &pkcs8_der(&keys.ec_pem),
+    )
+    .unwrap();
+    let rng = SystemRandom::new();
+    for (name, padding) in [
+        ("rs256", &signature::RSA_PKCS1_SHA256),
+        ("ps256", &signature::RSA_PSS_SHA256),
+    ] {
+        group.bench_function(format!("{name}-aws-lc"), |b| {
+            let mut sig = vec![0u8; rsa.public_modulus_len()];
+            b.iter(|| {
+                rsa.sign(padding, &rng, black_box(&input), &mut sig)
+                    .unwrap()
+            });
+        });
+    }
+    group.bench_function("es256-aws-lc", |b| {
+        b.iter(|| ec.sign(&rng, black_box(&input)).unwrap());
+    });
+    group.finish();
+}
+
+/// JWT verification with claim validation (`iss`, `aud`, `exp`, `iat`, `sub` required): ours, and
+/// `jsonwebtoken::decode` with the same checks; aws-lc-rs verifying the bare signature.
+fn verify(c: &mut Criterion<Clock>) {
+    let keys = keys();
+    let claims = Claims::now();
+    let mut group = c.benchmark_group("verify");
+    configure(&mut group);
+    for (alg, key, jwt_alg) in [
+        (
+            JwsAlgorithm::RS256,
+            &keys.rsa,
+            jsonwebtoken::Algorithm::RS256,
+        ),
+        (
+            JwsAlgorithm::ES256,
+            &keys.ec,
+            jsonwebtoken::Algorithm::ES256,
+        ),
+    ] {
+        let name = alg.as_str().to_ascii_lowercase();
+        let token = jose_core::jwt::sign(key.as_ref(), &fixtures::header(alg), &claims).unwrap();
+        let (key_set, validation) = fixtures::verification(key.as_ref(), alg);
+        assert!(jose_core::jwt::verify(&token, &key_set, &validation).is_ok());
+        group.bench_function(name.clone(), |b| {
+            b.iter(|| jose_core::jwt::verify(black_box(&token), &key_set, &validation).unwrap());
+        });
+
+        let decoding_key = match alg {
+            JwsAlgorithm::RS256 => {
+                jsonwebtoken::DecodingKey::from_rsa_pem(key.public_key().to_spki_pem().as_bytes())
+            }
+            _ => jsonwebtoken::DecodingKey::from_ec_pem(key.public_key().to_spki_pem().as_bytes()),
+        }
+        .unwrap();
+        let mut v = jsonwebtoken::Validation::new(jwt_alg);
+        v.set_issuer(&[fixtures::ISSUER]);
+        v.set_audience(&[fixtures::AUDIENCE]);
+        v.set_required_spec_claims(&["exp", "iat", "sub"]);
+        jose_core::jwt::install_crypto_provider();
+        group.bench_function(format!("{name}-jsonwebtoken"), |b| {
+            b.iter(|| {
+                jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &decoding_key, &v)
+                    .unwrap()
+            });
+        });
+
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let sig = jose_core::b64::decode("sig", sig).unwrap();
+        group.bench_function(format!("{name}-aws-lc"), |b| {
+            b.iter(|| {
+                jose_core::jws::verify_signature(alg, key.public_key(), input.as_bytes(), &sig)
+                    .unwrap();
+            });
+        });
+    }
+    group.finish();
+}
+
+/// Flex-style JWE: encryption to an RSA-2048 public key (RSA-OAEP, A256GCM, `kid`, 1 KiB), and decryption
+/// through the file backend.
+fn jwe(c: &mut Criterion<Clock>) {
+    let keys = keys();
+    let payload = fixtures::jwe_payload();
+    let recipient = keys.rsa.public_key().clone();
+    let options = EncryptOptions::new().kid(fixtures::KID);
+    let mut group = c.benchmark_group("jwe");
+    configure(&mut group);
+    group.bench_function("encrypt-flex", |b| {
+        b.iter(|| {
+            jwe::encrypt(
+                &recipient,
+                KeyManagementAlgorithm::RsaOaep,
+                ContentEncryption::A256GCM,
+                black_box(&payload),
+                &options,
+            )
+            .unwrap()
+        });
+    });
+    let token = jwe::encrypt(
+        &recipient,
+        KeyManagementAlgorithm::RsaOaep,
+        ContentEncryption::A256GCM,
+        &payload,
+        &options,
+    )
+    .unwrap();
+    let decrypt_options = DecryptOptions::default();
+    group.bench_function("decrypt-file", |b| {
+        b.iter(|| jwe::decrypt(black_box(&token), keys.rsa.as_ref(), &decrypt_options).unwrap());
+    });
+    group.finish();
+}
+
+/// `TokenSource::access_token()` while the cached token is fresh (the path every API call takes).
+fn keycloak(c: &mut Criterion<Clock>) {
+    use keycloak_client::{ClientAuth, FullGrant, KeycloakClient, TokenEndpoint, TokenSource};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = token_endpoint::start();
+    let client = KeycloakClient::builder(
+        TokenEndpoint::from_token_url(&url).unwrap(),
+        ClientAuth::ClientSecretPost {
+            client_id: "bench".into(),
+            secret: "bench-secret".to_owned().into(),
+        },
+    )
+    .build()
+    .unwrap();
+    let source = TokenSource::new(Arc::new(client), FullGrant::ClientCredentials);
+    runtime
+        .block_on(source.access_token())
+        .expect("first token");
+    let clock = Clock::from_env();
+    let mut group = c.benchmark_group("keycloak");
+    configure(&mut group);
+    group.bench_function("access-token-cached", |b| {
+        b.iter_custom(|iters| {
+            let started = clock.now();
+            runtime.block_on(async {
+                for _ in 0..iters {
+                    black_box(source.access_token().await.unwrap());
+                }
+            });
+            clock.now().saturating_sub(started)
+        });
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(Clock::from_env());
+    targets = sign, verify, jwe, keycloak
+}
+criterion_main!(benches);
