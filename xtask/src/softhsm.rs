@@ -51,7 +51,7 @@ pub mod env {
     pub const REQUIRED: &str = "KEYBOUND_TEST_PKCS11_REQUIRED";
 }
 
-const TOKEN_LABEL: &str = "keybound-test";
+pub const TOKEN_LABEL: &str = "keybound-test";
 
 struct Options {
     runs: Vec<(String, String)>,
@@ -116,14 +116,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let token = create_token(&run_dir(&root), TOKEN_LABEL)?;
     println!("SoftHSM module: {}", token.module.display());
     println!("token directory: {}", token.dir.display());
-    let vars = [
-        (env::SOFTHSM2_CONF, token.conf.display().to_string()),
-        (env::MODULE, token.module.display().to_string()),
-        (env::TOKEN, token.label.clone()),
-        (env::PIN_FILE, token.pin_file.display().to_string()),
-        (env::SO_PIN_FILE, token.so_pin_file.display().to_string()),
-        (env::REQUIRED, "1".to_owned()),
-    ];
+    let vars = token.test_env();
     println!("exported for the tests:");
     for (k, v) in &vars {
         println!("  {k}={v}");
@@ -178,6 +171,20 @@ pub struct Token {
     pub pin_file: PathBuf,
     /// Security officer PIN file (mode 0600).
     pub so_pin_file: PathBuf,
+}
+
+impl Token {
+    /// The variables the PKCS#11 tests read, with `KEYBOUND_TEST_PKCS11_REQUIRED=1` so none can skip.
+    pub fn test_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (env::SOFTHSM2_CONF, self.conf.display().to_string()),
+            (env::MODULE, self.module.display().to_string()),
+            (env::TOKEN, self.label.clone()),
+            (env::PIN_FILE, self.pin_file.display().to_string()),
+            (env::SO_PIN_FILE, self.so_pin_file.display().to_string()),
+            (env::REQUIRED, "1".to_owned()),
+        ]
+    }
 }
 
 /// Finds SoftHSM, then initialises a token labelled `label` in `dir` (which must hold no token directory
@@ -251,7 +258,7 @@ pub fn find_module() -> Result<PathBuf, String> {
 }
 
 /// A fresh directory for this run (created by [`create_token`]): `target/softhsm-test/<unix seconds>-<pid>`.
-fn run_dir(root: &Path) -> PathBuf {
+pub fn run_dir(root: &Path) -> PathBuf {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let seconds = SystemTime::now()

@@ -1,6 +1,8 @@
-//! `cargo xtask test [CARGO-TEST-ARGS]...`: the README's test command. Runs the whole workspace's tests
-//! (`cargo test --workspace --all-features`; PKCS#11 tests skip themselves there, loudly), then the PKCS#11
-//! tests of every crate against a fresh SoftHSM token (`cargo xtask softhsm-test`). Fails if either fails.
+//! `cargo xtask test [CARGO-TEST-ARGS]...`: the README's test command. Creates a fresh SoftHSM token (as
+//! `cargo xtask softhsm-test` does), installs the OpenID Connect test server's npm packages when missing, then
+//! runs the whole workspace's tests once — `cargo test --workspace --all-features` — with the token exported
+//! and `KEYBOUND_TEST_PKCS11_REQUIRED=1` / `KEYBOUND_TEST_OIDC_REQUIRED=1`, so no PKCS#11 or OIDC test can pass
+//! by skipping itself. One build, one run: no crate is rebuilt with other features.
 
 use std::process::Command;
 use std::time::Instant;
@@ -12,12 +14,16 @@ pub fn run(args: &[String]) -> Result<()> {
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!(
             "usage: cargo xtask test [CARGO-TEST-ARGS]...\n\n\
-             Runs `cargo test --workspace --all-features [ARGS]`, then `cargo xtask softhsm-test`."
+             Creates a SoftHSM token, then runs `cargo test --workspace --all-features [ARGS]` against it."
         );
         return Ok(());
     }
     let started = Instant::now();
     prepare_oidc_provider()?;
+    let root = crate::root();
+    let token =
+        crate::softhsm::create_token(&crate::softhsm::run_dir(&root), crate::softhsm::TOKEN_LABEL)?;
+    println!("SoftHSM token directory: {}", token.dir.display());
     println!(
         "==> cargo test --workspace --all-features {}",
         args.join(" ")
@@ -25,16 +31,15 @@ pub fn run(args: &[String]) -> Result<()> {
     let status = Command::new(crate::cargo())
         .current_dir(crate::root())
         .args(["test", "--workspace", "--all-features"])
-        // The OpenID Connect server tests must run here, not skip themselves.
+        // The OpenID Connect server and PKCS#11 tests must run here, not skip themselves.
         .env("KEYBOUND_TEST_OIDC_REQUIRED", "1")
+        .envs(token.test_env())
         .args(args)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         return Err(format!("workspace tests failed ({status})"));
     }
-    println!("<== workspace tests ok in {:.1?}\n", started.elapsed());
-    crate::softhsm::run(&[])?;
     println!("\nall tests passed in {:.1?}", started.elapsed());
     Ok(())
 }
