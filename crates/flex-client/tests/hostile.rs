@@ -1,0 +1,472 @@
+//! Hostile tokens against flex-client's two verifiers, `verify_capture_context` and `verify_transient_token`:
+//!
+//! 1. the shared corpus (`tests/hostile/jws.tsv`, made by `tests/hostile/generate.py`): not signed by the
+//!    simulator, so every row must be refused with a typed rejection before any key is fetched;
+//! 2. forgeries of a genuine capture context and a genuine transient token, built here the way the corpus
+//!    builds its rows (alg none/None/NONE, HS256 with the verification key's PEM or DER as the secret,
+//!    re-signed by an attacker with or without `jwk`/`jku`/`x5u` headers, `crit`, `b64: false`, signatures
+//!    of the wrong length, swapped payloads and kids, part counts, padding, duplicate members): each refused
+//!    with its own [`FlexError`] variant, and nothing named by a `jku`/`x5u` ever fetched.
+//!
+//! Whitespace is not hostile here: `verify_capture_context` removes it on purpose (line-wrapped copies of
+//! a capture context are normal), so a genuine token with a space in it still verifies.
+
+mod support;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use flex_client::jose_core::{Jwk, JwsAlgorithm};
+use flex_client::key_provider::{KeyBackend, PublicKey, SoftwareKey};
+use flex_client::{CaptureContext, FlexClient, FlexError};
+use flex_simulator::{FlexSimulator, SessionKind};
+use serde_json::{Map, Value, json};
+
+/// (name, expected kind, token) rows of a corpus file, plus a 1 MiB token.
+fn corpus(file: &str) -> Vec<(String, String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/hostile")
+        .join(file);
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut rows: Vec<(String, String, String)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let mut it = l.splitn(3, '\t');
+            (
+                it.next().unwrap().into(),
+                it.next().unwrap().into(),
+                it.next().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    rows.push((
+        "oversize-1MiB".into(),
+        "too-large".into(),
+        "A".repeat(1 << 20),
+    ));
+    rows
+}
+
+/// Messages are short and never echo the token.
+fn check_message(name: &str, token: &str, e: &FlexError) {
+    let msg = format!("{e} {e:?}");
+    assert!(msg.len() < 800, "{name}: message of {} bytes", msg.len());
+    for part in token.split('.').filter(|p| p.len() >= 16) {
+        assert!(
+            !msg.contains(&part[..16]),
+            "{name}: error echoes the token: {msg}"
+        );
+    }
+}
+
+async fn verify(
+    client: &FlexClient,
+    context: &CaptureContext,
+    transient: bool,
+    token: &str,
+) -> Result<(), FlexError> {
+    if transient {
+        client
+            .verify_transient_token(context, token)
+            .await
+            .map(|_| ())
+    } else {
+        client.verify_capture_context(token).await.map(|_| ())
+    }
+}
+
+#[tokio::test]
+async fn every_corpus_token_is_refused_by_both_verifiers_before_any_key_fetch() {
+    let sim = FlexSimulator::start().await.unwrap();
+    let client = support::client(&sim);
+    let context = client
+        .verify_capture_context(&sim.issue_capture_context(SessionKind::Flex, &json!({})))
+        .await
+        .unwrap();
+    let fetches = sim.stats().total_public_key_fetches();
+    let rows = corpus("jws.tsv");
+    assert!(rows.len() >= 60, "corpus shrank");
+    let mut refused = 0;
+    for (name, kind, token) in &rows {
+        for transient in [false, true] {
+            let what = if transient {
+                "transient token"
+            } else {
+                "capture context"
+            };
+            let e = verify(&client, &context, transient, token)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{name}: {what} ACCEPTED a hostile token"));
+            assert!(e.is_rejection(), "{name} ({what}): not a rejection: {e:?}");
+            check_message(name, token, &e);
+            let header_alg = token
+                .split('.')
+                .next()
+                .and_then(|h| B64.decode(h).ok())
+                .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+                .and_then(|h| h.get("alg").and_then(Value::as_str).map(str::to_owned));
+            let claims_level = name.starts_with("claims-")
+                || name.starts_with("exp-")
+                || ["expired", "not-yet-valid", "invalid-claim"].contains(&kind.as_str());
+            // Whitespace is removed before parsing (see the module docs): what is left is a genuine token
+            // without a kid.
+            let whitespace_only = name.contains("whitespace") || name == "leading-space";
+            let ok = match kind.as_str() {
+                "too-large" => {
+                    matches!(&e, FlexError::Malformed { reason, .. } if reason.contains("limit"))
+                }
+                "forbidden-alg" | "unsupported-alg" => {
+                    matches!(e, FlexError::UnsupportedAlgorithm { .. })
+                }
+                _ if header_alg.as_deref().is_some_and(|a| a.starts_with("ES")) => {
+                    matches!(e, FlexError::UnsupportedAlgorithm { .. })
+                }
+                "malformed" | "unsupported-header" if !claims_level && !whitespace_only => {
+                    matches!(e, FlexError::Malformed { .. })
+                }
+                // Genuinely signed with a kid that is no plain key id, or not the context's one-time kid.
+                "no-key" if transient => matches!(e, FlexError::KidMismatch { .. }),
+                "no-key" => matches!(e, FlexError::Malformed { .. }),
+                // Structurally sound, no kid: nothing to look a key up by.
+                _ => matches!(
+                    e,
+                    FlexError::MissingKid { .. } | FlexError::Malformed { .. }
+                ),
+            };
+            assert!(ok, "{name} ({what}, corpus kind {kind}): {e:?}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 2 * rows.len());
+    assert_eq!(
+        sim.stats().total_public_key_fetches(),
+        fetches,
+        "a corpus token made the client fetch a key"
+    );
+    assert_eq!(sim.stats().token_requests, 0);
+}
+
+/// What a forgery must be refused as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Algorithm,
+    Signature,
+    Malformed,
+    KidMismatch,
+}
+
+impl Expect {
+    fn holds(self, e: &FlexError) -> bool {
+        match self {
+            Self::Algorithm => matches!(e, FlexError::UnsupportedAlgorithm { .. }),
+            Self::Signature => matches!(e, FlexError::InvalidSignature { .. }),
+            Self::Malformed => matches!(e, FlexError::Malformed { .. }),
+            Self::KidMismatch => matches!(e, FlexError::KidMismatch { .. }),
+        }
+    }
+}
+
+fn attacker() -> SoftwareKey {
+    let pem = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/vectors/hostile_attacker.pem"),
+    )
+    .unwrap();
+    SoftwareKey::from_bytes("file", "attacker".into(), &pem).unwrap()
+}
+
+fn enc(v: &Value) -> String {
+    B64.encode(v.to_string())
+}
+
+fn hs256(secret: &[u8], signing_input: &str) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    B64.encode(aws_lc_rs::hmac::sign(&key, signing_input.as_bytes()))
+}
+
+fn signed_by(key: &dyn KeyBackend, header: &Value, payload: &str) -> String {
+    let alg: JwsAlgorithm = header["alg"].as_str().unwrap().parse().unwrap();
+    flex_client::jose_core::jws::sign_with_raw_header(
+        key,
+        alg,
+        header.to_string().as_bytes(),
+        &B64.decode(payload).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Forgeries of `genuine` (a compact JWS whose verification key is `public`), each with what it must be
+/// refused as. `base` is the simulator's URL, used for `jku`/`x5u` values that a careless client would fetch;
+/// `other_kid` names another key the simulator serves.
+fn forgeries(
+    genuine: &str,
+    public: &PublicKey,
+    base: &str,
+    transient: bool,
+    other_kid: &str,
+) -> Vec<(String, String, Expect)> {
+    let parts: Vec<&str> = genuine.split('.').collect();
+    let (h, p, s) = (parts[0], parts[1], parts[2]);
+    let header: Map<String, Value> = serde_json::from_slice(&B64.decode(h).unwrap()).unwrap();
+    let with = |changes: &[(&str, Value)]| {
+        let mut m = header.clone();
+        for (k, v) in changes {
+            m.insert((*k).to_owned(), v.clone());
+        }
+        Value::Object(m)
+    };
+    let sig = B64.decode(s).unwrap();
+    let attacker = attacker();
+    let attacker_jwk = serde_json::to_value(Jwk::from_public_key(attacker.public_key())).unwrap();
+    let mut claims: Map<String, Value> = serde_json::from_slice(&B64.decode(p).unwrap()).unwrap();
+    if transient {
+        claims.insert("jti".into(), json!("attacker-chosen"));
+    } else {
+        claims["flx"]["origin"] = json!("https://attacker.example");
+    }
+    let swapped = B64.encode(Value::Object(claims).to_string());
+    let claims_text = String::from_utf8(B64.decode(p).unwrap()).unwrap();
+    let duplicate_exp = B64.encode(claims_text.replacen('{', "{\"exp\":1,", 1));
+    let duplicate_nested = B64.encode(claims_text.replacen('{', "{\"x\":{\"a\":1,\"a\":2},", 1));
+    let nested = B64.encode(format!(
+        "{{\"a\":{}{},{}",
+        "[".repeat(4000),
+        "]".repeat(4000),
+        &claims_text[1..]
+    ));
+
+    let mut rows: Vec<(String, String, Expect)> = Vec::new();
+    let mut add = |name: &str, token: String, expect: Expect| {
+        rows.push((name.to_owned(), token, expect));
+    };
+    for alg in ["none", "None", "NONE"] {
+        let hh = enc(&with(&[("alg", json!(alg))]));
+        add(
+            &format!("alg-{alg}"),
+            format!("{hh}.{p}."),
+            Expect::Algorithm,
+        );
+        add(
+            &format!("alg-{alg}-with-signature"),
+            format!("{hh}.{p}.{s}"),
+            Expect::Algorithm,
+        );
+    }
+    for (name, secret) in [
+        ("pem", public.to_spki_pem().into_bytes()),
+        ("der", public.to_spki_der()),
+    ] {
+        let hh = enc(&with(&[("alg", json!("HS256"))]));
+        let input = format!("{hh}.{p}");
+        let mac = hs256(&secret, &input);
+        add(
+            &format!("hs256-public-key-{name}-as-secret"),
+            format!("{input}.{mac}"),
+            Expect::Algorithm,
+        );
+    }
+    add(
+        "ps256-header-on-an-rs256-signature",
+        format!("{}.{p}.{s}", enc(&with(&[("alg", json!("PS256"))]))),
+        Expect::Algorithm,
+    );
+    add(
+        "rs512-header-on-an-rs256-signature",
+        format!("{}.{p}.{s}", enc(&with(&[("alg", json!("RS512"))]))),
+        Expect::Signature,
+    );
+    add(
+        "signed-by-attacker",
+        signed_by(&attacker, &with(&[]), p),
+        Expect::Signature,
+    );
+    add(
+        "attacker-key-in-jwk-header",
+        signed_by(&attacker, &with(&[("jwk", attacker_jwk)]), p),
+        Expect::Signature,
+    );
+    add(
+        "attacker-url-in-jku-header",
+        signed_by(
+            &attacker,
+            &with(&[(
+                "jku",
+                json!(format!("{base}/flex/v2/public-keys/jku-attacker")),
+            )]),
+            p,
+        ),
+        Expect::Signature,
+    );
+    add(
+        "attacker-url-in-x5u-header",
+        signed_by(
+            &attacker,
+            &with(&[(
+                "x5u",
+                json!(format!("{base}/flex/v2/public-keys/x5u-attacker")),
+            )]),
+            p,
+        ),
+        Expect::Signature,
+    );
+    add(
+        "crit-unknown",
+        signed_by(
+            &attacker,
+            &with(&[("crit", json!(["urn:x"])), ("urn:x", json!(1))]),
+            p,
+        ),
+        Expect::Malformed,
+    );
+    add(
+        "b64-false",
+        signed_by(
+            &attacker,
+            &with(&[("b64", json!(false)), ("crit", json!(["b64"]))]),
+            p,
+        ),
+        Expect::Malformed,
+    );
+    add(
+        "signature-one-byte-short",
+        format!("{h}.{p}.{}", B64.encode(&sig[..sig.len() - 1])),
+        Expect::Signature,
+    );
+    add(
+        "signature-one-byte-long",
+        format!("{h}.{p}.{}", B64.encode([&sig[..], &[0]].concat())),
+        Expect::Signature,
+    );
+    add("signature-empty", format!("{h}.{p}."), Expect::Signature);
+    add(
+        "payload-swapped",
+        format!("{h}.{swapped}.{s}"),
+        Expect::Signature,
+    );
+    add(
+        "kid-swapped",
+        format!("{}.{p}.{s}", enc(&with(&[("kid", json!(other_kid))]))),
+        if transient {
+            Expect::KidMismatch
+        } else {
+            Expect::Signature
+        },
+    );
+    add("two-parts", format!("{h}.{p}"), Expect::Malformed);
+    add("four-parts", format!("{genuine}.{s}"), Expect::Malformed);
+    add(
+        "padding-on-signature",
+        format!("{genuine}="),
+        Expect::Malformed,
+    );
+    add(
+        "standard-base64",
+        format!("{h}.{p}.{}", s.replace('-', "+").replace('_', "/") + "+"),
+        Expect::Malformed,
+    );
+    add(
+        "header-duplicate-alg",
+        format!(
+            "{}.{p}.{s}",
+            B64.encode(String::from_utf8(B64.decode(h).unwrap()).unwrap().replacen(
+                '{',
+                "{\"alg\":\"none\",",
+                1
+            ))
+        ),
+        Expect::Malformed,
+    );
+    add(
+        "claims-duplicate-exp",
+        format!("{h}.{duplicate_exp}.{s}"),
+        Expect::Malformed,
+    );
+    add(
+        "claims-duplicate-nested-member",
+        format!("{h}.{duplicate_nested}.{s}"),
+        Expect::Malformed,
+    );
+    add(
+        "claims-deeply-nested",
+        format!("{h}.{nested}.{s}"),
+        Expect::Malformed,
+    );
+    add(
+        "oversize",
+        format!("{genuine}{}", "A".repeat(70_000)),
+        Expect::Malformed,
+    );
+    rows
+}
+
+#[tokio::test]
+async fn forged_capture_contexts_and_transient_tokens_are_refused_with_typed_errors() {
+    let sim = FlexSimulator::start().await.unwrap();
+    let client = support::client(&sim);
+    let genuine_context = sim.issue_capture_context(SessionKind::Flex, &support::flex_fields());
+    let context = client
+        .verify_capture_context(&genuine_context)
+        .await
+        .unwrap();
+    let genuine_token = client
+        .tokenize(&context, &support::card_data())
+        .await
+        .unwrap()
+        .into_string();
+    // Controls: the genuine tokens verify, also line-wrapped.
+    client
+        .verify_transient_token(&context, &genuine_token)
+        .await
+        .unwrap();
+    let wrapped = format!("{}\n {}", &genuine_context[..40], &genuine_context[40..]);
+    client.verify_capture_context(&wrapped).await.unwrap();
+
+    let signing_key = PublicKey::from_pem(&sim.signing_public_key_pem()).unwrap();
+    let mut total = 0;
+    let signing_kid = sim.signing_kid();
+    for (transient, genuine, public, other_kid) in [
+        (
+            false,
+            genuine_context.as_str(),
+            &signing_key,
+            context.encryption_kid(),
+        ),
+        (
+            true,
+            genuine_token.as_str(),
+            context.encryption_key(),
+            signing_kid.as_str(),
+        ),
+    ] {
+        let what = if transient {
+            "transient token"
+        } else {
+            "capture context"
+        };
+        let rows = forgeries(genuine, public, sim.base_url(), transient, other_kid);
+        assert!(rows.len() >= 28, "{what}: {} forgeries", rows.len());
+        for (name, token, expect) in rows {
+            let e = verify(&client, &context, transient, &token)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{what} {name}: a forgery was ACCEPTED"));
+            assert!(
+                expect.holds(&e),
+                "{what} {name}: expected {expect:?}, got {e:?}"
+            );
+            assert!(e.is_rejection(), "{what} {name}: {e:?}");
+            check_message(&format!("{what} {name}"), &token, &e);
+            total += 1;
+        }
+    }
+    assert!(total >= 56);
+    // Only the kids in the headers were ever looked up (the signing kid, and the one-time kid a forged
+    // context named): never a jku/x5u target.
+    let mut fetched: Vec<String> = sim.stats().public_key_fetches.into_keys().collect();
+    fetched.sort();
+    let mut expected = vec![signing_kid, context.encryption_kid().to_owned()];
+    expected.sort();
+    assert_eq!(fetched, expected);
+    assert_eq!(sim.stats().token_requests, 1);
+}
