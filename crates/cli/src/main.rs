@@ -72,6 +72,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
         )
         .with_target(false)
+        // Colour codes only for a person at a terminal, not in log files and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = Context::load(cli.config.as_deref()).and_then(|ctx| match cli.command {
         Command::Keys(cmd) => keys::run(cmd, &ctx),
