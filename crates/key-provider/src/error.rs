@@ -151,6 +151,15 @@ pub enum KeyError {
         /// How long, in milliseconds.
         waited_ms: u64,
     },
+    /// The PKCS#11 module (library) cannot be used: the file is missing, is not a loadable library, is a
+    /// library without the PKCS#11 entry points, or its `C_Initialize` failed.
+    #[error("PKCS#11 module {} cannot be used: {reason}", path.display())]
+    ModuleUnavailable {
+        /// The module path as given (or as resolved, once it exists).
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// A cryptographic operation failed. Deliberately opaque.
     #[error("cryptographic operation failed")]
     Crypto,

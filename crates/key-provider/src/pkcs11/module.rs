@@ -58,16 +58,14 @@ pub(crate) fn module_path(uri: &Pkcs11Uri, options: &OpenOptions) -> Result<Path
 /// Returns the canonical module path with it.
 ///
 /// # Errors
-/// [`KeyError::Backend`] when the library cannot be found, loaded or initialised. A failure is not cached:
-/// the next call tries again.
+/// [`KeyError::ModuleUnavailable`] when the library cannot be found, loaded or initialised. A failure is not
+/// cached: the next call tries again.
 pub(crate) fn context(path: &Path) -> Result<(PathBuf, Pkcs11), KeyError> {
-    let canonical = std::fs::canonicalize(path).map_err(|e| KeyError::Backend {
-        backend: BACKEND,
-        message: format!(
-            "PKCS#11 module {} not found ({e}); install it (SoftHSM: `apt-get install softhsm2`) or fix the module path",
-            path.display()
+    let canonical = std::fs::canonicalize(path).map_err(|e| KeyError::ModuleUnavailable {
+        path: path.to_owned(),
+        reason: format!(
+            "not found ({e}); install it (SoftHSM: `apt-get install softhsm2`) or fix the module path"
         ),
-        source: None,
     })?;
     let registry = MODULES.get_or_init(Default::default);
     // A panic while holding this lock cannot leave the map half-updated (insert is the last step).
@@ -75,10 +73,12 @@ pub(crate) fn context(path: &Path) -> Result<(PathBuf, Pkcs11), KeyError> {
     if let Some(ctx) = modules.get(&canonical) {
         return Ok((canonical, ctx.clone()));
     }
-    let ctx = Pkcs11::new(&canonical).map_err(|e| KeyError::Backend {
-        backend: BACKEND,
-        message: format!("cannot load PKCS#11 module {}", canonical.display()),
-        source: Some(Box::new(e)),
+    let ctx = Pkcs11::new(&canonical).map_err(|e| KeyError::ModuleUnavailable {
+        path: canonical.clone(),
+        reason: format!(
+            "it is not a PKCS#11 library ({}); module-path must name the vendor's PKCS#11 module (.so)",
+            load_error(&e)
+        ),
     })?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) => {
@@ -93,19 +93,27 @@ pub(crate) fn context(path: &Path) -> Result<(PathBuf, Pkcs11), KeyError> {
                 CkError::Pkcs11(rv, _) => ckr_name(*rv),
                 other => other.to_string(),
             };
-            return Err(KeyError::Backend {
-                backend: BACKEND,
-                message: format!(
-                    "C_Initialize of PKCS#11 module {} failed ({code}); for SoftHSM check that SOFTHSM2_CONF \
-                     names a readable softhsm2.conf whose token directory exists",
-                    canonical.display()
+            return Err(KeyError::ModuleUnavailable {
+                path: canonical.clone(),
+                reason: format!(
+                    "C_Initialize failed ({code}); for SoftHSM check that SOFTHSM2_CONF names a readable \
+                     softhsm2.conf whose token directory exists"
                 ),
-                source: Some(Box::new(e)),
             });
         }
     }
     modules.insert(canonical.clone(), ctx.clone());
     Ok((canonical, ctx))
+}
+
+/// The loader's reason, shortened (dlerror text names the file and what was wrong with it).
+fn load_error(e: &CkError) -> String {
+    let text = e.to_string();
+    let mut short: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+    if text.chars().count() > 200 {
+        short.push('…');
+    }
+    short
 }
 
 #[cfg(test)]
@@ -139,5 +147,23 @@ mod tests {
             .to_string();
         assert!(err.contains("/nonexistent/libnothing.so"), "{err}");
         assert!(err.contains("not found"), "{err}");
+        assert!(matches!(
+            context(Path::new("/nonexistent/libnothing.so")),
+            Err(KeyError::ModuleUnavailable { .. })
+        ));
+    }
+
+    #[test]
+    fn a_file_that_is_no_pkcs11_library_is_refused_clearly() {
+        let dir = std::env::temp_dir().join(format!("kb-module-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = dir.join("libnotpkcs11.so");
+        std::fs::write(&text, "this is not a shared library\n").unwrap();
+        let err = context(&text).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(&err, KeyError::ModuleUnavailable { reason, .. } if reason.contains("not a PKCS#11 library")),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
