@@ -12,6 +12,17 @@ pub fn encode(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Appends the unpadded base64url encoding of `bytes` to `out` (no intermediate string).
+pub fn encode_into(bytes: impl AsRef<[u8]>, out: &mut String) {
+    URL_SAFE_NO_PAD.encode_string(bytes, out);
+}
+
+/// Length of the unpadded base64url encoding of `len` bytes.
+#[must_use]
+pub const fn encoded_len(len: usize) -> usize {
+    len / 3 * 4 + (len % 3 * 4).div_ceil(3)
+}
+
 /// Decodes strict unpadded base64url; `what` names the part for the error message.
 ///
 /// # Errors
@@ -31,6 +42,16 @@ mod tests {
         assert_eq!(decode("x", "aGk").unwrap(), b"hi");
         for bad in ["aGk=", "aG k", "aG+k", "aG/k", "aGl", "a"] {
             assert!(decode("x", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn encode_into_appends_and_lengths_are_exact() {
+        let mut s = String::from("x.");
+        encode_into(b"hi", &mut s);
+        assert_eq!(s, "x.aGk");
+        for len in 0..100 {
+            assert_eq!(encoded_len(len), encode(vec![7u8; len]).len(), "{len}");
         }
     }
 }

@@ -106,7 +106,9 @@ impl JwsHeader {
 pub fn sign(key: &dyn KeyBackend, header: &JwsHeader, payload: &[u8]) -> Result<String, JoseError> {
     let header_json = serde_json::to_vec(&header.to_json())
         .map_err(|e| JoseError::InvalidInput(e.to_string()))?;
-    sign_with_raw_header(key, header.alg, &header_json, payload)
+    // `to_json` writes a JSON object whose `alg` is `header.alg`: no need to parse it back.
+    let signing_input = encode_signing_input(key, header.alg, &header_json, payload)?;
+    sign_input(key, header.alg, signing_input)
 }
 
 /// Async variant of [`sign`]: never blocks an async worker thread (PKCS#11 runs on the blocking pool).
@@ -120,7 +122,7 @@ pub async fn sign_async(
 ) -> Result<String, JoseError> {
     let header_json = serde_json::to_vec(&header.to_json())
         .map_err(|e| JoseError::InvalidInput(e.to_string()))?;
-    let signing_input = signing_input(key, header.alg, &header_json, payload)?;
+    let signing_input = encode_signing_input(key, header.alg, &header_json, payload)?;
     let sig = key
         .sign_async(header.alg.scheme(), signing_input.as_bytes())
         .await?;
@@ -139,6 +141,14 @@ pub fn sign_with_raw_header(
     payload: &[u8],
 ) -> Result<String, JoseError> {
     let signing_input = signing_input(key, alg, header_json, payload)?;
+    sign_input(key, alg, signing_input)
+}
+
+fn sign_input(
+    key: &dyn KeyBackend,
+    alg: JwsAlgorithm,
+    signing_input: String,
+) -> Result<String, JoseError> {
     let started = std::time::Instant::now();
     let sig = key.sign(alg.scheme(), signing_input.as_bytes())?;
     tracing::debug!(
@@ -150,6 +160,7 @@ pub fn sign_with_raw_header(
     Ok(finish(signing_input, &sig))
 }
 
+/// The signing input of a caller-supplied header, which must be a JSON object naming `alg`.
 fn signing_input(
     key: &dyn KeyBackend,
     alg: JwsAlgorithm,
@@ -162,17 +173,37 @@ fn signing_input(
             "header `alg` does not match the signing algorithm".into(),
         ));
     }
+    encode_signing_input(key, alg, header_json, payload)
+}
+
+/// `BASE64URL(header) '.' BASE64URL(payload)`, in a string with room for the signature.
+fn encode_signing_input(
+    key: &dyn KeyBackend,
+    alg: JwsAlgorithm,
+    header_json: &[u8],
+    payload: &[u8],
+) -> Result<String, JoseError> {
     alg.scheme().check_key(key.public_key())?;
-    let mut s = String::with_capacity((header_json.len() + payload.len()) * 4 / 3 + 4);
-    s.push_str(&b64::encode(header_json));
+    let signature_len = match key.public_key() {
+        PublicKey::Rsa { n, .. } => n.len(),
+        PublicKey::Ec { curve, .. } => 2 * curve.coordinate_len(),
+        _ => 0,
+    };
+    let mut s = String::with_capacity(
+        b64::encoded_len(header_json.len())
+            + b64::encoded_len(payload.len())
+            + b64::encoded_len(signature_len)
+            + 2,
+    );
+    b64::encode_into(header_json, &mut s);
     s.push('.');
-    s.push_str(&b64::encode(payload));
+    b64::encode_into(payload, &mut s);
     Ok(s)
 }
 
 fn finish(mut signing_input: String, sig: &[u8]) -> String {
     signing_input.push('.');
-    signing_input.push_str(&b64::encode(sig));
+    b64::encode_into(sig, &mut signing_input);
     signing_input
 }
 

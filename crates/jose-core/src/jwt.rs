@@ -250,7 +250,10 @@ pub fn verify(
         v.set_issuer(iss);
     }
     v.sub.clone_from(&validation.subject);
-    jsonwebtoken::decode::<Map<String, Value>>(token, &decoding_key, &v).map_err(map_jwt_error)?;
+    // The claims were parsed strictly above; jsonwebtoken only checks the signature and validates them, so
+    // its own copy of the claims is not kept.
+    jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &decoding_key, &v)
+        .map_err(map_jwt_error)?;
 
     // Custom required claims beyond the registered ones.
     for c in &validation.required_claims {

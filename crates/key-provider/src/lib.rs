@@ -151,9 +151,11 @@ impl SignatureScheme {
     }
 }
 
-impl fmt::Display for SignatureScheme {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl SignatureScheme {
+    /// The scheme's name, as [`Display`](fmt::Display) writes it: `RSA-PSS-SHA256`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
             Self::RsaPkcs1Sha256 => "RSA-PKCS1-SHA256",
             Self::RsaPkcs1Sha384 => "RSA-PKCS1-SHA384",
             Self::RsaPkcs1Sha512 => "RSA-PKCS1-SHA512",
@@ -162,7 +164,13 @@ impl fmt::Display for SignatureScheme {
             Self::RsaPssSha512 => "RSA-PSS-SHA512",
             Self::EcdsaP256Sha256 => "ECDSA-P256-SHA256",
             Self::EcdsaP384Sha384 => "ECDSA-P384-SHA384",
-        })
+        }
+    }
+}
+
+impl fmt::Display for SignatureScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -176,12 +184,20 @@ pub enum DecryptionScheme {
     RsaOaepSha256,
 }
 
-impl fmt::Display for DecryptionScheme {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl DecryptionScheme {
+    /// The scheme's name, as [`Display`](fmt::Display) writes it: `RSA-OAEP-SHA1`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
             Self::RsaOaepSha1 => "RSA-OAEP-SHA1",
             Self::RsaOaepSha256 => "RSA-OAEP-SHA256",
-        })
+        }
+    }
+}
+
+impl fmt::Display for DecryptionScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

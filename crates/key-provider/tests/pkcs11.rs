@@ -511,6 +511,44 @@ fn a_busy_pool_times_out_clearly() {
         .expect("the session came back");
 }
 
+#[test]
+fn callers_waiting_for_a_session_are_woken_when_one_comes_back() {
+    let Some(token) = token(
+        "callers_waiting_for_a_session_are_woken_when_one_comes_back",
+        "wake",
+    ) else {
+        return;
+    };
+    // One session for three threads: each sign but the first waits for a session to come back. A return
+    // that failed to wake a waiter would leave it asleep until its wait ran out: a Timeout error.
+    let options = OpenOptions::new()
+        .pkcs11_max_sessions(1)
+        .pkcs11_session_wait(Duration::from_secs(2));
+    let key =
+        key_provider::pkcs11::generate(&token.uri("shared"), KeySpec::Ec(EcCurve::P256), &options)
+            .unwrap();
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let key = Arc::clone(&key);
+            std::thread::spawn(move || {
+                (0..30)
+                    .filter_map(|i| {
+                        let message = format!("thread {t} message {i}");
+                        key.sign(SignatureScheme::EcdsaP256Sha256, message.as_bytes())
+                            .err()
+                            .map(|e| e.to_string())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let failures: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("thread"))
+        .collect();
+    assert_eq!(failures, Vec::<String>::new());
+}
+
 thread_local! {
     /// The audit events of this thread, while [`capture_audit`] runs.
     static CAPTURED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };

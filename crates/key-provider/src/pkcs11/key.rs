@@ -103,6 +103,8 @@ struct KeyInner {
     /// The key reference without any `pin-value`.
     reference: String,
     selector: ObjectSelector,
+    /// `selector.describe()`, for the audit event of every operation.
+    described: String,
     public: PublicKey,
     wait: Duration,
     /// The private key's object handle and the session generation it was found in.
@@ -174,6 +176,7 @@ impl Pkcs11Key {
                 token,
                 pin,
                 reference: uri.to_string(),
+                described: selector.describe(),
                 selector,
                 public,
                 wait,
@@ -473,13 +476,7 @@ impl KeyInner {
                 ))
             }
         };
-        self.audit(
-            "sign",
-            &scheme.to_string(),
-            mechanism_name,
-            started,
-            &result,
-        );
+        self.audit("sign", scheme.name(), mechanism_name, started, &result);
         result.map(|(sig, _)| sig).map_err(|(e, _, _)| e)
     }
 
@@ -578,7 +575,7 @@ impl KeyInner {
         };
         self.audit(
             "decrypt",
-            &scheme.to_string(),
+            scheme.name(),
             "CKM_RSA_PKCS_OAEP",
             started,
             &result,
@@ -596,7 +593,7 @@ impl KeyInner {
         result: &Result<(T, bool), (KeyError, Option<String>, bool)>,
     ) {
         let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let key = self.selector.describe();
+        let key = &self.described;
         match result {
             Ok((_, retried)) => tracing::info!(
                 target: AUDIT_TARGET,

@@ -222,6 +222,8 @@ struct Pool {
     open: usize,
     /// A dropped generation whose sessions are still valid and so may be closed when they come back.
     closable_generation: Option<u64>,
+    /// Callers blocked in `checkout` until a session comes back (no wake-up call is made without one).
+    waiting: usize,
 }
 
 impl fmt::Debug for Token {
@@ -325,6 +327,7 @@ impl Token {
                 idle: Vec::new(),
                 open: 0,
                 closable_generation: None,
+                waiting: 0,
             }),
             available: Condvar::new(),
         });
@@ -489,10 +492,12 @@ impl Token {
                     generation,
                 ));
             }
+            pool.waiting += 1;
             pool = match self.available.wait_timeout(pool, deadline - now) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            pool.waiting -= 1;
         }
     }
 
@@ -507,6 +512,8 @@ impl Token {
             }
             return;
         }
+        // Waiters count under the lock before they wait, so none can be missed here.
+        let wake = pool.waiting > 0;
         match (fate, pooled) {
             (Fate::Reuse, true) => {
                 pool.idle.push(session);
@@ -520,7 +527,10 @@ impl Token {
                 close(session);
             }
         }
-        self.available.notify_one();
+        // A futex wake-up is a system call: make it only for a caller that waits.
+        if wake {
+            self.available.notify_one();
+        }
     }
 
     /// Drops every session of `generation` (if it is still the current one) and forces a new login.
