@@ -32,6 +32,15 @@
 //   POST /__admin/<realm>/delay-token?ms=N        delay every token response of the realm by N ms
 //   POST /__admin/<realm>/fail-token?count=N&status=S[&after=1]  answer the next N token requests with
 //                                        HTTP S (after=1: after processing them, so their jti is used up)
+//   POST /__admin/<realm>/answer-token?count=N&kind=K[&status=S][&value=V]  process the next N token
+//                                        requests, then answer them wrongly (status S, default 200):
+//                                          html            an HTML error page (text/html)
+//                                          malformed-json  truncated JSON (application/json)
+//                                          no-access-token a JSON token response without access_token
+//                                          not-an-object   a JSON array
+//                                          expires-in      the real token response with expires_in set to
+//                                                          the JSON number text V (e.g. -1, 1e30,
+//                                                          18446744073709551616)
 //
 // Configuration (JSON file; every member optional):
 // {
@@ -115,7 +124,10 @@ function makeProvider(realm, realmConfig, origin) {
   const issuer = `${origin}/realms/${realm}`;
   const users = new Map((realmConfig.users ?? []).map((u) => [u.username, u]));
   const refreshGrants = new Set();
-  const admin = { delayMs: 0, failCount: 0, failStatus: 503, failAfter: false };
+  const admin = {
+    delayMs: 0, failCount: 0, failStatus: 503, failAfter: false,
+    answerCount: 0, answerKind: 'html', answerStatus: 200, answerValue: '0',
+  };
 
   const provider = new Provider(issuer, {
     clients: realmConfig.clients ?? [],
@@ -256,6 +268,42 @@ function makeProvider(realm, realmConfig, origin) {
     } else if (ctx.body?.error) {
       bump(realmStats(realm).errors, `${grantType}:${ctx.body.error}`);
     }
+    if (admin.answerCount > 0) {
+      // The request was processed; the client gets a broken answer instead of the real one.
+      admin.answerCount -= 1;
+      bump(realmStats(realm).requests, `answered-${admin.answerKind}`);
+      const real = ctx.body;
+      ctx.status = admin.answerStatus;
+      ctx.set('cache-control', 'no-store');
+      switch (admin.answerKind) {
+        case 'html':
+          ctx.type = 'text/html; charset=utf-8';
+          ctx.body = '<!DOCTYPE html>\n<html><head><title>Service Unavailable</title></head>'
+            + '<body><h1>Gateway error</h1><p>The upstream server is not available.</p></body></html>\n';
+          break;
+        case 'malformed-json':
+          ctx.type = 'application/json';
+          ctx.body = '{"access_token":"eyJhbGciOiJSUzI1NiJ9.truncated","expires_in":30';
+          break;
+        case 'no-access-token':
+          ctx.type = 'application/json';
+          ctx.body = JSON.stringify({ token_type: 'Bearer', expires_in: 300, scope: 'profile' });
+          break;
+        case 'not-an-object':
+          ctx.type = 'application/json';
+          ctx.body = JSON.stringify([real]);
+          break;
+        case 'expires-in': {
+          ctx.type = 'application/json';
+          const text = JSON.stringify({ ...real, expires_in: 0 });
+          ctx.body = text.replace('"expires_in":0', `"expires_in":${admin.answerValue}`);
+          break;
+        }
+        default:
+          ctx.status = 500;
+          ctx.body = { error: 'server_error', error_description: `unknown answer kind ${admin.answerKind}` };
+      }
+    }
   });
 
   provider.on('grant.error', (ctx, err) => {
@@ -312,6 +360,12 @@ const server = http.createServer(async (req, res) => {
           return json(res, 200, { revoked_grants: await realm.revokeRefreshTokens() });
         case 'delay-token':
           realm.admin.delayMs = Number(url.searchParams.get('ms') ?? 0);
+          return json(res, 200, realm.admin);
+        case 'answer-token':
+          realm.admin.answerCount = Number(url.searchParams.get('count') ?? 1);
+          realm.admin.answerKind = url.searchParams.get('kind') ?? 'html';
+          realm.admin.answerStatus = Number(url.searchParams.get('status') ?? 200);
+          realm.admin.answerValue = url.searchParams.get('value') ?? '0';
           return json(res, 200, realm.admin);
         case 'fail-token':
           realm.admin.failCount = Number(url.searchParams.get('count') ?? 1);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::header::{ACCEPT, AUTHORIZATION, DATE, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, DATE, HeaderValue};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
@@ -558,6 +558,11 @@ impl KeycloakClient {
             .get(DATE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut resp = resp;
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(network)? {
@@ -576,13 +581,7 @@ impl KeycloakClient {
             200 => serde_json::from_slice::<TokenResponse>(&body).map_err(|e| {
                 KeycloakError::InvalidResponse {
                     status,
-                    // Never the body or serde's message (which may quote values): only where it broke.
-                    reason: format!(
-                        "{:?} error at line {} column {}",
-                        e.classify(),
-                        e.line(),
-                        e.column()
-                    ),
+                    reason: token_response_problem(&body, content_type.as_deref(), &e),
                 }
             }),
             500..=599 => Err(KeycloakError::Server {
@@ -593,7 +592,13 @@ impl KeycloakClient {
                 let parsed: ErrorBody =
                     serde_json::from_slice(&body).map_err(|_| KeycloakError::InvalidResponse {
                         status,
-                        reason: "a 4xx answer without an OAuth error object".into(),
+                        reason: if looks_like_html(content_type.as_deref(), &body) {
+                            "a 4xx answer that is an HTML page, not an OAuth error object (a proxy, gateway or \
+                             login page answered)"
+                                .into()
+                        } else {
+                            "a 4xx answer without an OAuth error object".into()
+                        },
                     })?;
                 let error =
                     OAuthError::new(status, &parsed.error, parsed.error_description.as_deref());
@@ -633,6 +638,63 @@ impl KeycloakClient {
 }
 
 /// `Basic base64(urlencode(id) ":" urlencode(secret))`, marked sensitive so that it is never logged.
+/// Whether an answer is an HTML page (a proxy's error page, a login portal) rather than JSON.
+fn looks_like_html(content_type: Option<&str>, body: &[u8]) -> bool {
+    content_type.is_some_and(|c| c.to_ascii_lowercase().contains("html"))
+        || body.trim_ascii_start().starts_with(b"<")
+}
+
+/// Why a 200 answer is not a usable token response, naming the member at fault but never a value (serde's
+/// own messages may quote them, and the body holds tokens).
+fn token_response_problem(
+    body: &[u8],
+    content_type: Option<&str>,
+    error: &serde_json::Error,
+) -> String {
+    use serde_json::Value;
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) if looks_like_html(content_type, body) => {
+            return "it is an HTML page, not JSON (a proxy, gateway or login page answered)".into();
+        }
+        Err(e) => {
+            return format!(
+                "it is not valid JSON ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            );
+        }
+    };
+    let Some(members) = value.as_object() else {
+        return "it is JSON but not an object".into();
+    };
+    match members.get("access_token") {
+        None => return "it has no access_token".into(),
+        Some(Value::String(t)) if !t.is_empty() => {}
+        Some(_) => return "its access_token is not a non-empty string".into(),
+    }
+    for member in ["expires_in", "refresh_expires_in"] {
+        match members.get(member) {
+            None | Some(Value::Null) => {}
+            Some(Value::Number(n)) if n.is_u64() => {}
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f < 0.0) => {
+                return format!("its {member} is negative");
+            }
+            Some(_) => {
+                return format!("its {member} is not a whole number of seconds below 2^64");
+            }
+        }
+    }
+    // Only where it broke: never serde's message, which may quote a value.
+    format!(
+        "{:?} error at line {} column {}",
+        error.classify(),
+        error.line(),
+        error.column()
+    )
+}
+
 fn basic_auth(client_id: &str, secret: &SecretString) -> Result<HeaderValue, KeycloakError> {
     let raw = secrecy::zeroize::Zeroizing::new(format!(
         "{}:{}",
@@ -673,6 +735,44 @@ mod tests {
             RetryPolicy::new(0, Duration::ZERO, Duration::ZERO).max_attempts,
             1
         );
+    }
+
+    #[test]
+    fn broken_token_responses_are_described_without_their_values() {
+        let problem = |body: &str, ct: Option<&str>| {
+            let e = serde_json::from_str::<TokenResponse>(body)
+                .map(|_| ())
+                .unwrap_err();
+            token_response_problem(body.as_bytes(), ct, &e)
+        };
+        let html = "<!DOCTYPE html><html><body>Gateway error</body></html>";
+        assert!(problem(html, Some("text/html")).contains("HTML page"));
+        assert!(problem(html, None).contains("HTML page"));
+        let truncated = r#"{"access_token":"AT-secret","expires_in":30"#;
+        let p = problem(truncated, Some("application/json"));
+        assert!(
+            p.contains("not valid JSON") && !p.contains("AT-secret"),
+            "{p}"
+        );
+        assert_eq!(problem("[1]", None), "it is JSON but not an object");
+        assert_eq!(
+            problem(r#"{"token_type":"Bearer"}"#, None),
+            "it has no access_token"
+        );
+        assert!(problem(r#"{"access_token":7}"#, None).contains("not a non-empty string"));
+        for (value, says) in [
+            ("-1", "negative"),
+            ("-0.5", "negative"),
+            ("1e30", "below 2^64"),
+            ("18446744073709551616", "below 2^64"),
+            ("300.5", "below 2^64"),
+            ("\"300\"", "below 2^64"),
+        ] {
+            let body = format!(r#"{{"access_token":"AT-secret","expires_in":{value}}}"#);
+            let p = problem(&body, None);
+            assert!(p.contains("expires_in") && p.contains(says), "{value}: {p}");
+            assert!(!p.contains("AT-secret"));
+        }
     }
 
     #[test]

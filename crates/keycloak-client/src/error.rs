@@ -161,8 +161,9 @@ pub enum KeycloakError {
     Assertion(#[source] jose_core::JoseError),
     /// The token endpoint could not be reached (after retries).
     #[error(
-        "cannot reach the token endpoint {url} (after {attempts} attempt(s)): {source}; check the URL, DNS, \
-         proxy settings and firewall"
+        "cannot reach the token endpoint {url} (after {attempts} attempt(s)): {}; check the URL, DNS, \
+         proxy settings and firewall",
+        describe_network(source)
     )]
     Network {
         /// The token endpoint.
@@ -233,6 +234,30 @@ impl KeycloakError {
 
     pub(crate) fn config(msg: impl Into<String>) -> Self {
         Self::Config(msg.into())
+    }
+}
+
+/// What went wrong on the wire: a timeout, a refused or failed connection, or another transport failure, with
+/// the innermost cause (which names no URL; the client strips it from reqwest's errors).
+fn describe_network(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out (no complete answer within the client's timeout)".into();
+    }
+    let kind = if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {}", sanitize(&detail, 160))
     }
 }
 
