@@ -370,6 +370,9 @@ impl FlexClient {
                 status_hint(response.status)
             )));
         }
+        if is_html(&response) {
+            return Err(fail(HTML_ANSWER.into()));
+        }
         let text = std::str::from_utf8(&response.body)
             .map_err(|_| fail("the answer is not UTF-8".into()))?;
         let map: Map<String, Value> = serde_json::from_str(text)
@@ -614,6 +617,9 @@ impl FlexClient {
             });
         }
         check_digest(&response.headers, &response.body)?;
+        if is_html(&response) {
+            return Err(FlexError::malformed(TT, HTML_ANSWER));
+        }
         let text = std::str::from_utf8(&response.body)
             .map_err(|_| FlexError::malformed(TT, "the response is not UTF-8"))?;
         let token = TransientToken::new(text.trim().trim_matches('"'));
@@ -850,6 +856,9 @@ impl FlexClient {
                 hint: status_hint(response.status),
             });
         }
+        if is_html(&response) {
+            return Err(FlexError::malformed(CC, HTML_ANSWER));
+        }
         let text = std::str::from_utf8(&response.body)
             .map_err(|_| FlexError::malformed(CC, "the response is not UTF-8"))?;
         let text = text.trim();
@@ -868,6 +877,19 @@ impl FlexClient {
         };
         self.verify_capture_context(&jwt).await
     }
+}
+
+const HTML_ANSWER: &str =
+    "the answer is an HTML page, not what Flex sends (a proxy, gateway or login page answered)";
+
+/// Whether an answer is an HTML page (by its content type or its first character).
+fn is_html(response: &crate::http::Response) -> bool {
+    response
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.to_ascii_lowercase().contains("html"))
+        || response.body.trim_ascii_start().starts_with(b"<")
 }
 
 /// Checks a `Digest: SHA-256=<b64>` header against `body` when the header is present.

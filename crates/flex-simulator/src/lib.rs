@@ -107,6 +107,13 @@ pub enum Misbehavior {
     ExpiredTransientToken,
     /// Sign transient tokens with an unrelated key.
     ForgedTransientToken,
+    /// Wait this many milliseconds before answering any request (a slow or overloaded server).
+    SlowResponses(u64),
+    /// Answer the next `n` requests, whatever they are, with HTTP 200 and an HTML page (a proxy's or a login
+    /// portal's page).
+    HtmlPages(u32),
+    /// Answer the next `n` requests, whatever they are, with HTTP 200 and truncated JSON.
+    MalformedJson(u32),
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -118,6 +125,9 @@ struct Faults {
     bad_digest: bool,
     expired_token: bool,
     forged_token: bool,
+    delay_ms: u64,
+    html_pages: u32,
+    malformed_json: u32,
 }
 
 /// What the simulator has seen.
@@ -138,7 +148,7 @@ pub struct Stats {
     pub token_rejections: u64,
     /// Transient tokens issued.
     pub tokens_issued: u64,
-    /// Requests answered 503 on purpose.
+    /// Requests answered wrongly on purpose (503, HTML page, truncated JSON).
     pub injected_errors: u64,
 }
 
@@ -356,6 +366,9 @@ impl FlexSimulator {
             Misbehavior::BadDigest => f.bad_digest = true,
             Misbehavior::ExpiredTransientToken => f.expired_token = true,
             Misbehavior::ForgedTransientToken => f.forged_token = true,
+            Misbehavior::SlowResponses(ms) => f.delay_ms = ms,
+            Misbehavior::HtmlPages(n) => f.html_pages = n,
+            Misbehavior::MalformedJson(n) => f.malformed_json = n,
         }
     }
 
@@ -486,19 +499,46 @@ fn reject(inner: &Inner, status: StatusCode, reason: impl Into<String>) -> Respo
         .into_response()
 }
 
-/// Consumes one injected 503, if any.
+/// Consumes one injected fault, if any: a 503, an HTML page or truncated JSON.
 fn injected_error(inner: &Inner) -> Option<Response> {
     let mut f = lock(&inner.faults);
-    if f.server_errors == 0 {
+    let response = if f.server_errors > 0 {
+        f.server_errors -= 1;
+        (StatusCode::SERVICE_UNAVAILABLE, "simulated outage").into_response()
+    } else if f.html_pages > 0 {
+        f.html_pages -= 1;
+        (
+            StatusCode::OK,
+            [("content-type", "text/html; charset=utf-8")],
+            "<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body><form>Proxy login</form></body></html>\n",
+        )
+            .into_response()
+    } else if f.malformed_json > 0 {
+        f.malformed_json -= 1;
+        (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            r#"{"kty":"RSA","use":"sig","n":"#,
+        )
+            .into_response()
+    } else {
         return None;
-    }
-    f.server_errors -= 1;
+    };
     drop(f);
     lock(&inner.stats).injected_errors += 1;
-    Some((StatusCode::SERVICE_UNAVAILABLE, "simulated outage").into_response())
+    Some(response)
+}
+
+/// Waits as [`Misbehavior::SlowResponses`] says.
+async fn delay(inner: &Inner) {
+    let ms = lock(&inner.faults).delay_ms;
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
 }
 
 async fn public_key(State(inner): State<Arc<Inner>>, Path(kid): Path<String>) -> Response {
+    delay(&inner).await;
     *lock(&inner.stats)
         .public_key_fetches
         .entry(kid.clone())
@@ -537,6 +577,7 @@ async fn sessions(
     body: Bytes,
 ) -> Response {
     lock(&inner.stats).session_requests += 1;
+    delay(&inner).await;
     if let Some(r) = injected_error(&inner) {
         return r;
     }
@@ -679,6 +720,7 @@ fn issue(inner: &Inner, kind: SessionKind, request: &Value) -> String {
 }
 
 async fn tokens(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    delay(&inner).await;
     lock(&inner.stats).token_requests += 1;
     if let Some(r) = injected_error(&inner) {
         return r;
