@@ -202,15 +202,7 @@ impl FlexError {
 
 /// Shortens an untrusted string to at most 40 printable ASCII characters.
 pub(crate) fn sanitize(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(40)
-        .collect();
-    if s.chars().count() > 40 {
-        out.push('…');
-    }
-    out
+    jose_core::sanitize_for_message(s, 40)
 }
 
 /// Result alias.

@@ -106,12 +106,25 @@ impl JoseError {
 
 /// Shortens an attacker-controlled string to at most 32 printable ASCII characters.
 pub(crate) fn sanitize(s: &str) -> String {
+    sanitize_for_message(s, 32)
+}
+
+/// Makes an untrusted string safe to put in an error message: printable ASCII and spaces only, at most `max`
+/// characters, with `…` when it was cut. For names and short non-secret values only (an `alg`, a claim name,
+/// a field name) — never for tokens or secrets, which do not belong in messages at all.
+///
+/// ```
+/// assert_eq!(jose_core::sanitize_for_message("RS256\n\u{1b}[31m", 32), "RS256[31m");
+/// assert_eq!(jose_core::sanitize_for_message("abcdef", 3), "abc…");
+/// ```
+#[must_use]
+pub fn sanitize_for_message(s: &str, max: usize) -> String {
     let mut out: String = s
         .chars()
         .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(32)
+        .take(max)
         .collect();
-    if s.chars().count() > 32 {
+    if s.chars().count() > max {
         out.push('…');
     }
     out

@@ -33,7 +33,7 @@ pub mod jwt;
 pub mod keys;
 
 pub use alg::{ContentEncryption, JwsAlgorithm, KeyManagementAlgorithm};
-pub use error::JoseError;
+pub use error::{JoseError, sanitize_for_message};
 pub use jwk::{Jwk, Jwks, thumbprint};
 pub use jws::JwsHeader;
 pub use jwt::{Validation, VerifiedJwt};

@@ -110,15 +110,7 @@ impl ProvisioningError {
 /// Shortens a caller-supplied string to at most 32 printable ASCII characters, for error messages about
 /// values that are not secret (an audience name, a JSON member name).
 pub(crate) fn sanitize(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(32)
-        .collect();
-    if s.chars().count() > 32 {
-        out.push('…');
-    }
-    out
+    jose_core::sanitize_for_message(s, 32)
 }
 
 /// Checks a non-secret identifier (issuer id, kid, sub): present, at most `max` characters, no control
