@@ -14,6 +14,9 @@
 //! `every_flow_through_the_cli`: the same for the `keybound` binary at `--log trace`: its stderr (logs and
 //! error lines) never shows a secret, and its stdout only the tokens a command is asked to print.
 
+// The flows generate and use file keys.
+#![cfg(feature = "file")]
+
 use std::fmt::{Debug, Display, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
