@@ -15,8 +15,11 @@ use jose_core::jws::VerifyOptions;
 use jose_core::{Jwk, Jwks, KeySet, Validation};
 use key_provider::{KeyBackend, KeyRef, PinSource, Pkcs11Uri, PublicKey, SoftwareKey};
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name (what `cargo xtask fuzz` and the regression test iterate over).
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("jws_verify", jws_verify),
     ("jwe_decrypt", jwe_decrypt),
     ("jwk_parse", jwk_parse),

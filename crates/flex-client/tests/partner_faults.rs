@@ -133,7 +133,7 @@ async fn partner_faults_are_clear_bounded_and_leak_nothing() {
         sim.misbehave(fault);
         let e = fresh.verify_capture_context(&genuine).await.unwrap_err();
         assert!(
-            matches!(&e, FlexError::KeyFetch { reason, .. } if reason.contains(says) && (says != "" || reason.contains("not a JSON object"))),
+            matches!(&e, FlexError::KeyFetch { reason, .. } if reason.contains(says) && (!says.is_empty() || reason.contains("not a JSON object"))),
             "{fault:?} key fetch: {e}"
         );
         errors.push_str(&format!("{e}\n{e:?}\n"));
