@@ -46,7 +46,11 @@ fn config(key: &Arc<dyn KeyBackend>) -> ServerConfig {
     ServerConfig::default().realm(
         REALM,
         Realm::default()
-            .key_client(LENDER, &jwks_of(key.public_key()), &["password", "refresh_token"])
+            .key_client(
+                LENDER,
+                &jwks_of(key.public_key()),
+                &["password", "refresh_token"],
+            )
             .secret_client(PARTNER, PARTNER_SECRET, &["password", "refresh_token"])
             .user(USER, PASSWORD),
     )
@@ -156,8 +160,20 @@ async fn broken_token_answers_are_clear_errors_without_secrets() {
         ("no-access-token", 200, "", "no access_token", 1),
         ("not-an-object", 200, "", "not an object", 1),
         ("expires-in", 200, "-1", "expires_in is negative", 1),
-        ("expires-in", 200, "-9007199254740993", "expires_in is negative", 1),
-        ("expires-in", 200, "1e30", "expires_in is not a whole number", 1),
+        (
+            "expires-in",
+            200,
+            "-9007199254740993",
+            "expires_in is negative",
+            1,
+        ),
+        (
+            "expires-in",
+            200,
+            "1e30",
+            "expires_in is not a whole number",
+            1,
+        ),
         (
             "expires-in",
             200,
@@ -165,7 +181,13 @@ async fn broken_token_answers_are_clear_errors_without_secrets() {
             "expires_in is not a whole number",
             1,
         ),
-        ("expires-in", 200, "300.5", "expires_in is not a whole number", 1),
+        (
+            "expires-in",
+            200,
+            "300.5",
+            "expires_in is not a whole number",
+            1,
+        ),
     ];
     let mut errors = String::new();
     for (client_name, client) in [("lender", &lender), ("partner", &partner)] {
@@ -226,14 +248,20 @@ async fn broken_token_answers_are_clear_errors_without_secrets() {
         ),
         "{e}"
     );
-    assert_eq!(server.count(REALM, "requests", "password").await - before, 3);
+    assert_eq!(
+        server.count(REALM, "requests", "password").await - before,
+        3
+    );
     errors.push_str(&format!("{e}\n{e:?}\n"));
 
     assert_clean("an error", &errors);
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert_clean("the log", &log);
     assert!(token_free(&log, token.expose_secret()));
-    assert!(log.contains("outcome=\"error\"") || log.contains("outcome=error"), "{log}");
+    assert!(
+        log.contains("outcome=\"error\"") || log.contains("outcome=error"),
+        "{log}"
+    );
 }
 
 fn lender_clone(server: &OidcServer, key: &Arc<dyn KeyBackend>) -> KeycloakClient {
