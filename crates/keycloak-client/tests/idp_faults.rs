@@ -56,7 +56,11 @@ fn config(key: &Arc<dyn KeyBackend>) -> ServerConfig {
     )
 }
 
-fn lender(server: &OidcServer, key: &Arc<dyn KeyBackend>, timeout: Duration) -> KeycloakClient {
+fn lender_client(
+    server: &OidcServer,
+    key: &Arc<dyn KeyBackend>,
+    timeout: Duration,
+) -> KeycloakClient {
     let endpoint = TokenEndpoint::from_token_url(&server.token_url(REALM)).unwrap();
     let signer =
         ClientAssertionSigner::new(key.clone(), &AssertionConfig::new(LENDER), &endpoint).unwrap();
@@ -150,7 +154,7 @@ async fn broken_token_answers_are_clear_errors_without_secrets() {
         config(&key)
     );
     let (captured, _guard) = capture();
-    let lender = lender(&server, &key, Duration::from_secs(30));
+    let lender = lender_client(&server, &key, Duration::from_secs(30));
     let partner = partner(&server);
     // (kind, status, value, what the error must say, attempts the client should make)
     let cases: [(&str, u16, &str, &str, u64); 10] = [
@@ -223,7 +227,7 @@ async fn broken_token_answers_are_clear_errors_without_secrets() {
     assert_eq!(r.expires_in, Some(4_102_444_800_000));
     answer(&server, 1, "expires-in", 200, "18446744073709551615").await;
     let source = TokenSource::new(
-        Arc::new(lender(&server, &key, Duration::from_secs(30))),
+        Arc::new(lender_client(&server, &key, Duration::from_secs(30))),
         FullGrant::password(USER, password()),
     );
     let token = source.access_token().await.unwrap();
@@ -270,7 +274,7 @@ async fn slow_answers_time_out_after_bounded_attempts() {
     let key = key(&dir);
     let server = server!("slow_answers_time_out_after_bounded_attempts", config(&key));
     let (captured, _guard) = capture();
-    let client = lender(&server, &key, Duration::from_millis(300));
+    let client = lender_client(&server, &key, Duration::from_millis(300));
     server.admin(REALM, "delay-token?ms=1500").await;
     let started = Instant::now();
     let e = client
@@ -307,7 +311,7 @@ async fn refused_connections_and_5xx_are_retried_a_bounded_number_of_times() {
         config(&key)
     );
     let (captured, _guard) = capture();
-    let client = lender(&server, &key, Duration::from_secs(30));
+    let client = lender_client(&server, &key, Duration::from_secs(30));
     for status in [500, 503, 504] {
         server
             .admin(REALM, &format!("fail-token?count=3&status={status}"))
