@@ -21,7 +21,6 @@
 //! codes (401 `invalid_client`, 401 `invalid_grant` for user credentials, 400 otherwise).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::Router;
@@ -99,7 +98,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A running token endpoint; dropping it stops the server.
 pub struct TokenEndpointServer {
     inner: Arc<Inner>,
-    addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -156,7 +154,6 @@ impl TokenEndpointServer {
         });
         Ok(Self {
             inner,
-            addr,
             shutdown: Some(tx),
         })
     }
@@ -202,12 +199,6 @@ impl TokenEndpointServer {
     /// The realm's JWKS URL.
     pub fn certs_url(&self) -> String {
         format!("{}/protocol/openid-connect/certs", self.inner.issuer)
-    }
-
-    /// The socket address.
-    #[allow(dead_code)]
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// A snapshot of the counters.
