@@ -268,6 +268,24 @@ pub(crate) fn check_times(
     Ok(())
 }
 
+/// Longest capture context or transient token accepted as given, whitespace included: twice jose-core's limit
+/// for the compact token, which leaves room for line-wrapped copies. Longer input is refused before anything
+/// is done with it (not even the whitespace removal).
+const MAX_RAW_TOKEN: usize = 2 * jose_core::jws::DEFAULT_MAX_TOKEN_SIZE;
+
+fn check_raw_size(what: &'static str, token: &str) -> Result<(), FlexError> {
+    if token.len() > MAX_RAW_TOKEN {
+        return Err(FlexError::malformed(
+            what,
+            format!(
+                "token is {} bytes, over the {MAX_RAW_TOKEN}-byte limit",
+                token.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A key id fit to appear in a URL path: 1–64 of `[A-Za-z0-9_.-]`.
 fn check_kid(what: &'static str, kid: &str) -> Result<(), FlexError> {
     if kid.is_empty()
@@ -426,6 +444,10 @@ impl FlexClient {
     pub async fn verify_capture_context(&self, jwt: &str) -> Result<CaptureContext, FlexError> {
         let started = Instant::now();
         let env = &self.inner.environment;
+        if let Err(e) = check_raw_size(CC, jwt) {
+            tracing::warn!(kid = "", environment = %env, outcome = %e, latency_ms = ms(started), "capture context rejected");
+            return Err(e);
+        }
         let jwt = normalize_compact(jwt);
         let result = self.verify_capture_context_inner(&jwt).await;
         let kid = jose_core::jwt::decode_unverified(&jwt)
@@ -717,6 +739,10 @@ impl FlexClient {
     ) -> Result<VerifiedTransientToken, FlexError> {
         let started = Instant::now();
         let env = &self.inner.environment;
+        if let Err(e) = check_raw_size(TT, token) {
+            tracing::warn!(kid = context.encryption_kid(), environment = %env, outcome = %e, latency_ms = ms(started), "transient token rejected");
+            return Err(e);
+        }
         let token = TransientToken::new(token);
         let result = self.verify_transient_token_inner(context, token).await;
         let kid = context.encryption_kid();

@@ -397,6 +397,13 @@ fn forgeries(
         format!("{genuine}{}", "A".repeat(70_000)),
         Expect::Malformed,
     );
+    // Whitespace is removed from what is left (line-wrapped copies), but only after the size check: a genuine
+    // token padded to 1 MiB is refused before any work is done on it.
+    add(
+        "genuine-padded-with-1MiB-of-whitespace",
+        format!("{}{genuine}", " \n".repeat(1 << 19)),
+        Expect::Malformed,
+    );
     rows
 }
 
