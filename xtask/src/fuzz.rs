@@ -277,9 +277,9 @@ fn run_target(
     })
 }
 
-/// The number of executions libFuzzer reported (`stat::number_of_executed_units`, else `Done N runs`).
+/// The number of executions libFuzzer reported last (`stat::number_of_executed_units`, else `Done N runs`).
 fn executions(log: &str) -> Option<u64> {
-    let stat = log.lines().find_map(|l| {
+    let stat = log.lines().rev().find_map(|l| {
         l.strip_prefix("stat::number_of_executed_units:")
             .and_then(|v| v.trim().parse().ok())
     });
@@ -465,6 +465,10 @@ mod tests {
             Some(12346)
         );
         assert_eq!(executions("Done 77 runs in 1 second(s)\n"), Some(77));
+        assert_eq!(
+            executions("stat::number_of_executed_units: 5\nstat::number_of_executed_units: 9\n"),
+            Some(9)
+        );
         assert_eq!(executions("==1== ERROR: libFuzzer: deadly signal\n"), None);
     }
 
