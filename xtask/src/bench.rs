@@ -55,6 +55,13 @@ struct Profile {
     warm_up: &'static str,
     measurement: &'static str,
     samples: &'static str,
+    /// The multi-threaded PKCS#11 group (wall clock) runs in this many short passes, alternating ours and
+    /// the raw loop pass by pass, so that both sides see the same changes in load; with these criterion
+    /// settings per pass.
+    thread_passes: usize,
+    pass_warm_up: &'static str,
+    pass_measurement: &'static str,
+    pass_samples: &'static str,
     /// `openssl speed -seconds`.
     openssl_seconds: u32,
     /// Input sizes of the batch RSS measurement.
@@ -66,6 +73,10 @@ const FULL: Profile = Profile {
     warm_up: "2",
     measurement: "6",
     samples: "40",
+    thread_passes: 4,
+    pass_warm_up: "0.5",
+    pass_measurement: "2",
+    pass_samples: "20",
     openssl_seconds: 6,
     batch_lines: &[1_000, 10_000, 100_000],
 };
@@ -75,6 +86,10 @@ const QUICK: Profile = Profile {
     warm_up: "0.2",
     measurement: "0.6",
     samples: "10",
+    thread_passes: 2,
+    pass_warm_up: "0.1",
+    pass_measurement: "0.3",
+    pass_samples: "10",
     openssl_seconds: 1,
     batch_lines: &[1_000, 10_000],
 };
@@ -346,7 +361,15 @@ pub fn run(args: &[String]) -> Result<()> {
         ("CRITERION_HOME", criterion_home.display().to_string()),
         ("KEYBOUND_BENCH_CLOCK", clock.to_owned()),
     ];
-    run_bench(&root, "software", &profile, &env, &run_dir)?;
+    let times = [profile.warm_up, profile.measurement, profile.samples];
+    run_bench(
+        &root,
+        "software",
+        None,
+        times,
+        &env,
+        &run_dir.join("software.log"),
+    )?;
 
     let token = crate::softhsm::create_token(&run_dir.join("softhsm"), TOKEN_LABEL);
     let pkcs11_skipped = match &token {
@@ -360,7 +383,38 @@ pub fn run(args: &[String]) -> Result<()> {
                 (v::SO_PIN_FILE, token.so_pin_file.display().to_string()),
                 (v::REQUIRED, "1".to_owned()),
             ]);
-            run_bench(&root, "pkcs11", &profile, &env, &run_dir)?;
+            run_bench(
+                &root,
+                "pkcs11",
+                Some(SINGLE_THREAD_PKCS11),
+                times,
+                &env,
+                &run_dir.join("pkcs11.log"),
+            )?;
+            let pass_times = [
+                profile.pass_warm_up,
+                profile.pass_measurement,
+                profile.pass_samples,
+            ];
+            for pass in 1..=profile.thread_passes {
+                let home = thread_pass_home(&run_dir, pass).display().to_string();
+                let env: Vec<(&str, String)> = env
+                    .iter()
+                    .map(|(k, v)| match *k {
+                        "CRITERION_HOME" => (*k, home.clone()),
+                        _ => (*k, v.clone()),
+                    })
+                    .collect();
+                println!("pass {pass} of {}:", profile.thread_passes);
+                run_bench(
+                    &root,
+                    "pkcs11",
+                    Some(THREADS_PKCS11),
+                    pass_times,
+                    &env,
+                    &run_dir.join(format!("pkcs11-threads-{pass}.log")),
+                )?;
+            }
             None
         }
         Err(e) => {
@@ -383,6 +437,9 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let results = Results {
         criterion: criterion_home,
+        thread_passes: (1..=profile.thread_passes)
+            .map(|pass| thread_pass_home(&run_dir, pass))
+            .collect(),
         openssl,
         pkcs11_skipped,
     };
@@ -484,20 +541,33 @@ fn build(root: &Path) -> Result<()> {
 
 /// Runs one criterion benchmark binary; its output goes to `<run>/<bench>.log`, and each result line is
 /// echoed.
+/// The criterion filter of the single-threaded PKCS#11 benchmarks (benchmark clock).
+const SINGLE_THREAD_PKCS11: &str = "^pkcs11-(sign|jwe)/";
+/// The criterion filter of the multi-threaded PKCS#11 benchmarks (wall clock, in passes).
+const THREADS_PKCS11: &str = "^pkcs11-threads/";
+
+/// Where criterion writes the results of one pass of the multi-threaded group.
+fn thread_pass_home(run_dir: &Path, pass: usize) -> PathBuf {
+    run_dir.join(format!("criterion-threads-{pass}"))
+}
+
+/// Runs one criterion benchmark binary (only the benchmarks matching `filter`) with `times` = warm-up,
+/// measurement, samples; its output goes to `log_path`, and each result line is echoed.
 fn run_bench(
     root: &Path,
     bench: &str,
-    profile: &Profile,
+    filter: Option<&str>,
+    times: [&str; 3],
     env: &[(&str, String)],
-    run_dir: &Path,
+    log_path: &Path,
 ) -> Result<()> {
-    let log_path = run_dir.join(format!("{bench}.log"));
     println!(
-        "==> cargo bench -p keybound-benches --bench {bench} (log: {})",
+        "==> cargo bench -p keybound-benches --bench {bench}{} (log: {})",
+        filter.map(|f| format!(" -- '{f}'")).unwrap_or_default(),
         log_path.display()
     );
     let started = Instant::now();
-    let mut log = std::fs::File::create(&log_path)
+    let mut log = std::fs::File::create(log_path)
         .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
     let mut child = Command::new(crate::cargo())
         .current_dir(root)
@@ -511,12 +581,13 @@ fn run_bench(
             "--",
             "--noplot",
             "--warm-up-time",
-            profile.warm_up,
+            times[0],
             "--measurement-time",
-            profile.measurement,
+            times[1],
             "--sample-size",
-            profile.samples,
+            times[2],
         ])
+        .args(filter)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(
@@ -639,22 +710,29 @@ fn parse_openssl_speed(output: &str, row: &str) -> Option<(f64, f64)> {
 
 struct Results {
     criterion: PathBuf,
+    /// One criterion directory per pass of the multi-threaded group.
+    thread_passes: Vec<PathBuf>,
     openssl: Result<OpenSslSpeed>,
     pkcs11_skipped: Option<String>,
 }
 
 impl Results {
-    /// Operations per second of the criterion benchmark `group/function` (from its median).
+    /// Operations per second of the criterion benchmark `group/function` (from its median; for the
+    /// multi-threaded group, the mean over the passes).
     fn bench(&self, id: &str) -> Result<f64> {
-        let path = self.criterion.join(id).join("new/estimates.json");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("no result for {id} ({}: {e})", path.display()))?;
-        let ns = median_ns(&text).ok_or_else(|| format!("no median in {}", path.display()))?;
-        if ns > 0.0 {
-            Ok(1e9 / ns)
-        } else {
-            Err(format!("zero median in {}", path.display()))
+        if id.starts_with(THREADS_PKCS11.trim_start_matches('^')) {
+            let rates = self
+                .thread_passes
+                .iter()
+                .map(|home| median_rate(home, id))
+                .collect::<Result<Vec<f64>>>()?;
+            return if rates.is_empty() {
+                Err(format!("no passes of {id}"))
+            } else {
+                Ok(rates.iter().sum::<f64>() / rates.len() as f64)
+            };
         }
+        median_rate(&self.criterion, id)
     }
 
     fn openssl(&self, figure: OpenSslFigure) -> Result<f64> {
@@ -665,6 +743,19 @@ impl Results {
             EcdsaSign => o.ecdsa_sign,
             EcdsaVerify => o.ecdsa_verify,
         })
+    }
+}
+
+/// Operations per second of benchmark `id` in the criterion directory `home`, from its median.
+fn median_rate(home: &Path, id: &str) -> Result<f64> {
+    let path = home.join(id).join("new/estimates.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("no result for {id} ({}: {e})", path.display()))?;
+    let ns = median_ns(&text).ok_or_else(|| format!("no median in {}", path.display()))?;
+    if ns > 0.0 {
+        Ok(1e9 / ns)
+    } else {
+        Err(format!("zero median in {}", path.display()))
     }
 }
 
