@@ -80,6 +80,32 @@ impl JwsHeader {
         }
         m
     }
+
+    /// The header's JSON text: the bytes of [`JwsHeader::to_json`], written without building the map when
+    /// there are no extra members (the common case, and the same bytes: same members, order and escaping).
+    fn to_json_bytes(&self) -> Result<Vec<u8>, JoseError> {
+        #[derive(serde::Serialize)]
+        struct Members<'a> {
+            alg: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            typ: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kid: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            cty: Option<&'a str>,
+        }
+        let bytes = if self.extra.is_empty() {
+            serde_json::to_vec(&Members {
+                alg: self.alg.as_str(),
+                typ: self.typ.as_deref(),
+                kid: self.kid.as_deref(),
+                cty: self.cty.as_deref(),
+            })
+        } else {
+            serde_json::to_vec(&self.to_json())
+        };
+        bytes.map_err(|e| JoseError::InvalidInput(e.to_string()))
+    }
 }
 
 /// Signs `payload` into a compact JWS with `key`.
@@ -104,8 +130,7 @@ impl JwsHeader {
 /// # Errors
 /// [`JoseError::Key`] when the algorithm does not fit the key or the backend fails.
 pub fn sign(key: &dyn KeyBackend, header: &JwsHeader, payload: &[u8]) -> Result<String, JoseError> {
-    let header_json = serde_json::to_vec(&header.to_json())
-        .map_err(|e| JoseError::InvalidInput(e.to_string()))?;
+    let header_json = header.to_json_bytes()?;
     // `to_json` writes a JSON object whose `alg` is `header.alg`: no need to parse it back.
     let signing_input = encode_signing_input(key, header.alg, &header_json, payload)?;
     sign_input(key, header.alg, signing_input)
@@ -120,8 +145,7 @@ pub async fn sign_async(
     header: &JwsHeader,
     payload: &[u8],
 ) -> Result<String, JoseError> {
-    let header_json = serde_json::to_vec(&header.to_json())
-        .map_err(|e| JoseError::InvalidInput(e.to_string()))?;
+    let header_json = header.to_json_bytes()?;
     let signing_input = encode_signing_input(key, header.alg, &header_json, payload)?;
     let sig = key
         .sign_async(header.alg.scheme(), signing_input.as_bytes())
@@ -448,4 +472,29 @@ pub fn verify_signature(
     sig::UnparsedPublicKey::new(verifier, &key_bytes)
         .verify(message, signature)
         .map_err(|_| JoseError::InvalidSignature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_bytes_are_those_of_the_header_map() {
+        let plain = JwsHeader::new(JwsAlgorithm::ES256);
+        let full = JwsHeader::new(JwsAlgorithm::PS256)
+            .typ("JWT")
+            .kid("k \"1\" \\ é \u{1}");
+        let mut cty = JwsHeader::new(JwsAlgorithm::RS256).kid("k");
+        cty.cty = Some("JWT".into());
+        let mut extra = full.clone();
+        extra.extra.insert("x5t#S256".into(), Value::from("abc"));
+        extra.extra.insert("kid".into(), Value::from("ignored"));
+        for header in [plain, full, cty, extra] {
+            assert_eq!(
+                header.to_json_bytes().unwrap(),
+                serde_json::to_vec(&header.to_json()).unwrap(),
+                "{header:?}"
+            );
+        }
+    }
 }
