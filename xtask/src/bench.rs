@@ -5,8 +5,9 @@
 //! 2. runs `openssl speed` for RSA-2048 and ECDSA P-256 (the software limit on this CPU);
 //! 3. creates a fresh SoftHSM token with [`softhsm::create_token`](crate::softhsm::create_token), as
 //!    `softhsm-test` does (without SoftHSM the PKCS#11 lines are printed as skipped, with the reason);
-//! 4. runs the benchmarks (`cargo bench -p keybound-benches`) with the token's variables exported and
-//!    criterion's results in this run's directory (`CRITERION_HOME`), reading back each median;
+//! 4. runs the benchmarks (`cargo bench -p keybound-benches`) with the token's variables exported, in
+//!    several short passes (software, PKCS#11, software, …) with criterion's results in this run's
+//!    directory (`CRITERION_HOME`), and takes for each benchmark the median of its passes' medians;
 //! 5. measures the peak RSS of `keybound provisioning auth-code --batch` over growing inputs;
 //! 6. prints one line per comparison, `NAME: ours=X/s reference=Y/s ratio=Z` (ratio = ours / reference),
 //!    and writes the table, the machine, the date and the load into `docs/benchmarks.md` (between the
@@ -51,17 +52,14 @@ const END: &str = "<!-- xtask bench: end -->";
 #[derive(Debug, Clone, Copy)]
 struct Profile {
     name: &'static str,
-    /// criterion: warm-up seconds, measurement seconds, samples.
+    /// Every benchmark binary runs this many times, in short passes (software, then PKCS#11, then again),
+    /// so that each side of a comparison samples the machine's load at several moments, next to the other
+    /// side; a result is the median of its passes' medians.
+    passes: usize,
+    /// criterion per pass: warm-up seconds, measurement seconds, samples.
     warm_up: &'static str,
     measurement: &'static str,
     samples: &'static str,
-    /// The multi-threaded PKCS#11 group (wall clock) runs in this many short passes, alternating ours and
-    /// the raw loop pass by pass, so that both sides see the same changes in load; with these criterion
-    /// settings per pass.
-    thread_passes: usize,
-    pass_warm_up: &'static str,
-    pass_measurement: &'static str,
-    pass_samples: &'static str,
     /// `openssl speed -seconds`.
     openssl_seconds: u32,
     /// Input sizes of the batch RSS measurement.
@@ -70,26 +68,20 @@ struct Profile {
 
 const FULL: Profile = Profile {
     name: "full",
-    warm_up: "2",
-    measurement: "6",
-    samples: "40",
-    thread_passes: 4,
-    pass_warm_up: "0.5",
-    pass_measurement: "2",
-    pass_samples: "20",
+    passes: 4,
+    warm_up: "0.5",
+    measurement: "2",
+    samples: "20",
     openssl_seconds: 6,
     batch_lines: &[1_000, 10_000, 100_000],
 };
 
 const QUICK: Profile = Profile {
     name: "quick",
-    warm_up: "0.2",
-    measurement: "0.6",
+    passes: 2,
+    warm_up: "0.1",
+    measurement: "0.3",
     samples: "10",
-    thread_passes: 2,
-    pass_warm_up: "0.1",
-    pass_measurement: "0.3",
-    pass_samples: "10",
     openssl_seconds: 1,
     batch_lines: &[1_000, 10_000],
 };
@@ -355,22 +347,8 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let openssl_before = openssl_speed(profile.openssl_seconds, options.wall);
 
-    let criterion_home = run_dir.join("criterion");
     let clock = if options.wall { "wall" } else { "cpu" };
-    let mut env = vec![
-        ("CRITERION_HOME", criterion_home.display().to_string()),
-        ("KEYBOUND_BENCH_CLOCK", clock.to_owned()),
-    ];
-    let times = [profile.warm_up, profile.measurement, profile.samples];
-    run_bench(
-        &root,
-        "software",
-        None,
-        times,
-        &env,
-        &run_dir.join("software.log"),
-    )?;
-
+    let mut env = vec![("KEYBOUND_BENCH_CLOCK", clock.to_owned())];
     let token = crate::softhsm::create_token(&run_dir.join("softhsm"), TOKEN_LABEL);
     let pkcs11_skipped = match &token {
         Ok(token) => {
@@ -383,38 +361,6 @@ pub fn run(args: &[String]) -> Result<()> {
                 (v::SO_PIN_FILE, token.so_pin_file.display().to_string()),
                 (v::REQUIRED, "1".to_owned()),
             ]);
-            run_bench(
-                &root,
-                "pkcs11",
-                Some(SINGLE_THREAD_PKCS11),
-                times,
-                &env,
-                &run_dir.join("pkcs11.log"),
-            )?;
-            let pass_times = [
-                profile.pass_warm_up,
-                profile.pass_measurement,
-                profile.pass_samples,
-            ];
-            for pass in 1..=profile.thread_passes {
-                let home = thread_pass_home(&run_dir, pass).display().to_string();
-                let env: Vec<(&str, String)> = env
-                    .iter()
-                    .map(|(k, v)| match *k {
-                        "CRITERION_HOME" => (*k, home.clone()),
-                        _ => (*k, v.clone()),
-                    })
-                    .collect();
-                println!("pass {pass} of {}:", profile.thread_passes);
-                run_bench(
-                    &root,
-                    "pkcs11",
-                    Some(THREADS_PKCS11),
-                    pass_times,
-                    &env,
-                    &run_dir.join(format!("pkcs11-threads-{pass}.log")),
-                )?;
-            }
             None
         }
         Err(e) => {
@@ -426,6 +372,29 @@ pub fn run(args: &[String]) -> Result<()> {
             Some(reason)
         }
     };
+    let benches: &[&str] = if pkcs11_skipped.is_none() {
+        &["software", "pkcs11"]
+    } else {
+        &["software"]
+    };
+    let times = [profile.warm_up, profile.measurement, profile.samples];
+    for pass in 1..=profile.passes {
+        println!("pass {pass} of {}:", profile.passes);
+        let mut env = env.clone();
+        env.push((
+            "CRITERION_HOME",
+            pass_home(&run_dir, pass).display().to_string(),
+        ));
+        for bench in benches {
+            run_bench(
+                &root,
+                bench,
+                times,
+                &env,
+                &run_dir.join(format!("{bench}-{pass}.log")),
+            )?;
+        }
+    }
 
     // `openssl speed` once more after the benchmarks: the reference is the better of the two runs, so a
     // burst of load during one of them does not flatter the ratios.
@@ -436,9 +405,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let load_after = load_average();
 
     let results = Results {
-        criterion: criterion_home,
-        thread_passes: (1..=profile.thread_passes)
-            .map(|pass| thread_pass_home(&run_dir, pass))
+        passes: (1..=profile.passes)
+            .map(|pass| pass_home(&run_dir, pass))
             .collect(),
         openssl,
         pkcs11_skipped,
@@ -541,29 +509,22 @@ fn build(root: &Path) -> Result<()> {
 
 /// Runs one criterion benchmark binary; its output goes to `<run>/<bench>.log`, and each result line is
 /// echoed.
-/// The criterion filter of the single-threaded PKCS#11 benchmarks (benchmark clock).
-const SINGLE_THREAD_PKCS11: &str = "^pkcs11-(sign|jwe)/";
-/// The criterion filter of the multi-threaded PKCS#11 benchmarks (wall clock, in passes).
-const THREADS_PKCS11: &str = "^pkcs11-threads/";
-
-/// Where criterion writes the results of one pass of the multi-threaded group.
-fn thread_pass_home(run_dir: &Path, pass: usize) -> PathBuf {
-    run_dir.join(format!("criterion-threads-{pass}"))
+/// Where criterion writes the results of one pass.
+fn pass_home(run_dir: &Path, pass: usize) -> PathBuf {
+    run_dir.join(format!("criterion-{pass}"))
 }
 
-/// Runs one criterion benchmark binary (only the benchmarks matching `filter`) with `times` = warm-up,
-/// measurement, samples; its output goes to `log_path`, and each result line is echoed.
+/// Runs one criterion benchmark binary with `times` = warm-up, measurement, samples; its output goes to
+/// `log_path`, and each result line is echoed.
 fn run_bench(
     root: &Path,
     bench: &str,
-    filter: Option<&str>,
     times: [&str; 3],
     env: &[(&str, String)],
     log_path: &Path,
 ) -> Result<()> {
     println!(
-        "==> cargo bench -p keybound-benches --bench {bench}{} (log: {})",
-        filter.map(|f| format!(" -- '{f}'")).unwrap_or_default(),
+        "==> cargo bench -p keybound-benches --bench {bench} (log: {})",
         log_path.display()
     );
     let started = Instant::now();
@@ -587,7 +548,6 @@ fn run_bench(
             "--sample-size",
             times[2],
         ])
-        .args(filter)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(
@@ -709,30 +669,22 @@ fn parse_openssl_speed(output: &str, row: &str) -> Option<(f64, f64)> {
 }
 
 struct Results {
-    criterion: PathBuf,
-    /// One criterion directory per pass of the multi-threaded group.
-    thread_passes: Vec<PathBuf>,
+    /// One criterion directory per pass.
+    passes: Vec<PathBuf>,
     openssl: Result<OpenSslSpeed>,
     pkcs11_skipped: Option<String>,
 }
 
 impl Results {
-    /// Operations per second of the criterion benchmark `group/function` (from its median; for the
-    /// multi-threaded group, the mean over the passes).
+    /// Operations per second of the criterion benchmark `group/function`: the median over the passes of
+    /// each pass's median.
     fn bench(&self, id: &str) -> Result<f64> {
-        if id.starts_with(THREADS_PKCS11.trim_start_matches('^')) {
-            let rates = self
-                .thread_passes
-                .iter()
-                .map(|home| median_rate(home, id))
-                .collect::<Result<Vec<f64>>>()?;
-            return if rates.is_empty() {
-                Err(format!("no passes of {id}"))
-            } else {
-                Ok(rates.iter().sum::<f64>() / rates.len() as f64)
-            };
-        }
-        median_rate(&self.criterion, id)
+        let rates = self
+            .passes
+            .iter()
+            .map(|home| median_rate(home, id))
+            .collect::<Result<Vec<f64>>>()?;
+        median(rates).ok_or_else(|| format!("no passes of {id}"))
     }
 
     fn openssl(&self, figure: OpenSslFigure) -> Result<f64> {
@@ -743,6 +695,17 @@ impl Results {
             EcdsaSign => o.ecdsa_sign,
             EcdsaVerify => o.ecdsa_verify,
         })
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
     }
 }
 
@@ -1151,6 +1114,13 @@ rsa  2048 bits 0.000300s 0.000010s 0.000011s 0.000290s   3333.3  100000.0  90909
         let json = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":240.1,"upper_bound":250.0},"point_estimate":245.5,"standard_error":1.0},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":243.0,"upper_bound":247.0},"point_estimate":2.4541e5,"standard_error":0.9}}"#;
         assert_eq!(median_ns(json), Some(245_410.0));
         assert_eq!(median_ns("{}"), None);
+    }
+
+    #[test]
+    fn median_of_passes() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 100.0]), Some(3.5));
     }
 
     #[test]
