@@ -548,7 +548,7 @@ fn provisioning_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
 fn pkcs11_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
     use key_provider::SignatureScheme;
     use key_provider::pkcs11::testing::TestToken;
-    let Some(token) = TestToken::shared("secrets: PKCS#11 flows") else {
+    let Some(token) = TestToken::fresh("secrets: PKCS#11 flows", "secrets-flows") else {
         return;
     };
     let pin = std::fs::read_to_string(&token.pin_file).unwrap();
@@ -878,7 +878,9 @@ fn every_flow_through_the_cli() {
     }
     // A key in SoftHSM, with the right PIN and a wrong one.
     #[cfg(feature = "pkcs11")]
-    if let Some(token) = key_provider::pkcs11::testing::TestToken::shared("secrets: CLI PKCS#11") {
+    if let Some(token) =
+        key_provider::pkcs11::testing::TestToken::fresh("secrets: CLI PKCS#11", "secrets-cli")
+    {
         let pin = std::fs::read_to_string(&token.pin_file).unwrap();
         secrets.add("the user PIN", pin.trim_end());
         let label = format!("cli-secrets-{}", std::process::id());

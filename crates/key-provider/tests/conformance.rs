@@ -457,38 +457,41 @@ mod pkcs11_backend {
 
     pub struct Pkcs11;
 
-    static KEYS: Cache = OnceLock::new();
+    /// Every key the suite uses, created in the token before any test uses one: SoftHSM's file object store
+    /// fails key creation that races other threads' use of the same token (SoftHSMv2 issue 573), so nothing
+    /// is created once the tests run in parallel.
+    static KEYS: OnceLock<Option<HashMap<String, Arc<dyn KeyBackend>>>> = OnceLock::new();
 
-    fn token() -> Option<TestToken> {
-        TestToken::fresh("conformance::pkcs11", "conformance")
+    fn keys() -> Option<&'static HashMap<String, Arc<dyn KeyBackend>>> {
+        KEYS.get_or_init(|| {
+            let token = TestToken::fresh("conformance::pkcs11", "conformance")?;
+            let options = key_provider::OpenOptions::new();
+            let mut keys = HashMap::new();
+            for spec in SPECS {
+                let uri = token.uri(&format!("conformance-{}", spec_name(spec)));
+                let key = key_provider::pkcs11::generate(&uri, spec, &options).expect("generate");
+                keys.insert(spec_name(spec), key);
+            }
+            let components = support::rfc7515_a2().components();
+            let a2 = key_provider::pkcs11::import_private_key(
+                &token.uri("rfc7515-a2"),
+                &components,
+                &options,
+            )
+            .expect("import");
+            keys.insert("rfc7515-a2".to_owned(), a2);
+            Some(keys)
+        })
+        .as_ref()
     }
 
     impl Backend for Pkcs11 {
         fn key(spec: KeySpec) -> Option<Arc<dyn KeyBackend>> {
-            cached(&KEYS, &spec_name(spec), || {
-                let token = token()?;
-                let uri = token.uri(&format!("conformance-{}", spec_name(spec)));
-                Some(
-                    key_provider::pkcs11::generate(&uri, spec, &key_provider::OpenOptions::new())
-                        .expect("generate"),
-                )
-            })
+            keys().map(|keys| Arc::clone(&keys[&spec_name(spec)]))
         }
 
         fn rfc7515_a2() -> Option<Arc<dyn KeyBackend>> {
-            cached(&KEYS, "rfc7515-a2", || {
-                let token = token()?;
-                let uri = token.uri("rfc7515-a2");
-                let components = support::rfc7515_a2().components();
-                Some(
-                    key_provider::pkcs11::import_private_key(
-                        &uri,
-                        &components,
-                        &key_provider::OpenOptions::new(),
-                    )
-                    .expect("import"),
-                )
-            })
+            keys().map(|keys| Arc::clone(&keys["rfc7515-a2"]))
         }
 
         // SoftHSM 2.6.1 refuses OAEP with SHA-256 (CKR_ARGUMENTS_BAD); the backend must say so clearly.

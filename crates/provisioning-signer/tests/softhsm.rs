@@ -20,9 +20,11 @@ use provisioning_signer::{
 };
 use serde_json::Value;
 
-/// A fresh key in the shared test token, opened again by its key reference the way the CLI does.
+/// A fresh key in a token of this test's own, opened again by its key reference the way the CLI does.
+/// Tests running in parallel never share a token: SoftHSM's file object store fails key generation that
+/// races another thread's use of the same token (SoftHSMv2 issue 573).
 fn token_key(test: &str, spec: KeySpec) -> Option<Arc<dyn KeyBackend>> {
-    let token = TestToken::shared(test)?;
+    let token = TestToken::fresh(test, test.trim_start_matches("softhsm_"))?;
     let label = format!("ps-{}-{test}", std::process::id());
     let label = &label[..label.len().min(60)];
     key_provider::pkcs11::generate(&token.uri(label), spec, &OpenOptions::new())

@@ -262,10 +262,12 @@ fn create(
     let started = Instant::now();
     let selector = ObjectSelector::from_uri(uri);
     let Reached { token, pin, wait } = reach(uri, options)?;
+    let creating = token.creating();
     let result = token.run(pin.as_ref(), wait, true, |session, _| {
         refuse_taken(session, &selector, token.description())?;
         make(session, &selector)
     });
+    drop(creating);
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let key = selector.describe();
     match result {

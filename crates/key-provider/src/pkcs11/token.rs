@@ -208,6 +208,8 @@ pub(crate) struct Token {
     max_sessions: usize,
     pool: Mutex<Pool>,
     available: Condvar,
+    /// Held while an object is created in the token (see [`Token::creating`]).
+    creating: Mutex<()>,
 }
 
 struct Pool {
@@ -330,6 +332,7 @@ impl Token {
                 waiting: 0,
             }),
             available: Condvar::new(),
+            creating: Mutex::new(()),
         });
         tokens.insert(key, Arc::clone(&token));
         Ok(token)
@@ -338,6 +341,14 @@ impl Token {
     /// `token 'LABEL' (serial SERIAL)`, for messages.
     pub(crate) fn description(&self) -> &str {
         &self.description
+    }
+
+    /// One object creation at a time in this token, within this process. It makes "label and id are free"
+    /// and the creation one step for the callers of this process, and works around SoftHSM's file object
+    /// store, which fails concurrent `C_GenerateKeyPair` / `C_CreateObject` calls on one token with
+    /// `CKR_GENERAL_ERROR` (SoftHSMv2 issue 573). Signing and decryption never take it.
+    pub(crate) fn creating(&self) -> MutexGuard<'_, ()> {
+        lock(&self.creating)
     }
 
     /// The slot the token is in now (found again if it was lost).
