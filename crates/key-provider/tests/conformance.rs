@@ -16,7 +16,9 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
+#[cfg(any(feature = "file", feature = "env"))]
+use std::sync::{Mutex, PoisonError};
 
 use key_provider::{
     DecryptionScheme, EcCurve, KeyBackend, KeyError, KeySpec, PublicKey, SignatureScheme,
@@ -49,9 +51,11 @@ fn spec_name(spec: KeySpec) -> String {
     }
 }
 
-/// A per-backend cache of opened keys.
+/// A per-backend cache of opened keys (file and env; PKCS#11 creates all of its keys up front).
+#[cfg(any(feature = "file", feature = "env"))]
 type Cache = OnceLock<Mutex<HashMap<String, Option<Arc<dyn KeyBackend>>>>>;
 
+#[cfg(any(feature = "file", feature = "env"))]
 fn cached(
     cache: &Cache,
     name: &str,
