@@ -34,8 +34,10 @@ struct Cli {
     #[arg(long, global = true, env = "KEYBOUND_CONFIG")]
     config: Option<PathBuf>,
 
-    /// Log level for diagnostics on stderr (error, warn, info, debug, trace).
-    #[arg(long, global = true, default_value = "warn", env = "KEYBOUND_LOG")]
+    /// Diagnostics on stderr, as a tracing filter (error, warn, info, debug, trace, or e.g.
+    /// 'warn,keybound::audit=info'). The default, error, leaves failures to the command's own one-line
+    /// message; warn adds retries and the libraries' failure events.
+    #[arg(long, global = true, default_value = "error", env = "KEYBOUND_LOG")]
     log: String,
 
     #[command(subcommand)]
@@ -66,11 +68,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("keybound: --log / KEYBOUND_LOG: not a log filter ({e})");
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(filter)
         .with_target(false)
         // Colour codes only for a person at a terminal, not in log files and pipes.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

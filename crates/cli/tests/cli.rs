@@ -490,3 +490,39 @@ fn every_command_has_help() {
         assert!(out.contains("Usage:"), "{args:?}");
     }
 }
+
+/// At the default log level a failure is one line on stderr (no WARN event repeating it); `--log warn`
+/// adds the event; a filter that does not parse is a usage error, not a silent fallback.
+#[test]
+fn default_log_level_prints_one_line_per_failure() {
+    let missing = ["keys", "public", "--key", "file:/nonexistent/key.pem"];
+    let quiet = keybound_env(&missing, None, &[("KEYBOUND_LOG", "error")]);
+    let default = {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keybound"));
+        cmd.args(missing)
+            .env_remove("KEYBOUND_LOG")
+            .env_remove("KEYBOUND_CONFIG");
+        cmd.output().unwrap()
+    };
+    for out in [&quiet, &default] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code(out), 2, "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("keybound: cannot read key file"),
+            "{stderr}"
+        );
+    }
+    let warn = keybound_env(&missing, None, &[("KEYBOUND_LOG", "warn")]);
+    let stderr = String::from_utf8_lossy(&warn.stderr);
+    assert_eq!(code(&warn), 2, "{stderr}");
+    assert!(stderr.contains("key open failed"), "{stderr}");
+
+    let bad = keybound(
+        &["--log", "a=b=c", "keys", "public", "--key", "file:/x"],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(code(&bad), 2, "{stderr}");
+    assert!(stderr.contains("not a log filter"), "{stderr}");
+}
