@@ -82,9 +82,9 @@ fn claims_bytes(claims: &impl Serialize) -> Result<Vec<u8>, JoseError> {
 pub struct Validation {
     /// Accepted algorithms (default: all supported asymmetric ones).
     pub algorithms: Vec<JwsAlgorithm>,
-    /// Accepted issuers; `None` skips the check.
+    /// Accepted issuers: `iss` must be present and one of them; `None` skips the check.
     pub issuer: Option<Vec<String>>,
-    /// Accepted audiences (any one must appear in `aud`); `None` skips the check.
+    /// Accepted audiences: `aud` must be present and contain one of them; `None` skips the check.
     pub audience: Option<Vec<String>>,
     /// Required subject; `None` skips the check.
     pub subject: Option<String>,
@@ -229,6 +229,7 @@ pub fn verify(
     let jws = jws::parse(token, &options)?;
     let claims = crate::json::parse_object("JWT claims", &jws.payload)?;
     check_time_claim_types(&claims)?;
+    check_principal_claim_types(&claims)?;
     let key = keys.select(jws.kid(), jws.alg)?;
 
     let decoding_key = decoding_key(&key.key)?;
@@ -242,6 +243,17 @@ pub fn verify(
         .iter()
         .cloned()
         .collect::<HashSet<_>>();
+    // An expected issuer, audience or subject makes the claim required: jsonwebtoken compares a value only
+    // when the claim is there, and a token without `aud` must not pass a check for one.
+    for (claim, expected) in [
+        ("iss", validation.issuer.is_some()),
+        ("aud", validation.audience.is_some()),
+        ("sub", validation.subject.is_some()),
+    ] {
+        if expected {
+            v.required_spec_claims.insert(claim.to_owned());
+        }
+    }
     match &validation.audience {
         Some(aud) => v.set_audience(aud),
         None => v.validate_aud = false,
@@ -273,6 +285,27 @@ pub fn verify(
         claims,
         alg: jws.alg,
     })
+}
+
+/// `iss` and `sub` must be strings and `aud` a string or an array of strings (RFC 7519 §4.1.1-3), whether or
+/// not the validation looks at them: a claim of another type is an error, never "absent".
+fn check_principal_claim_types(claims: &Map<String, Value>) -> Result<(), JoseError> {
+    for name in ["iss", "sub"] {
+        if claims.get(name).is_some_and(|v| !v.is_string()) {
+            return Err(JoseError::InvalidClaim {
+                claim: name.into(),
+                reason: "must be a string".into(),
+            });
+        }
+    }
+    match claims.get("aud") {
+        None | Some(Value::String(_)) => Ok(()),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(()),
+        Some(_) => Err(JoseError::InvalidClaim {
+            claim: "aud".into(),
+            reason: "must be a string or an array of strings".into(),
+        }),
+    }
 }
 
 /// `exp`, `nbf` and `iat` must be non-negative numbers within the range of a 64-bit timestamp.

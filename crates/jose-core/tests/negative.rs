@@ -176,6 +176,53 @@ fn wrong_audience_and_issuer() {
     ));
 }
 
+/// An expected audience, issuer or subject is not satisfied by a token that lacks the claim, or carries it
+/// with the wrong JSON type (jsonwebtoken alone skips the comparison in both cases).
+#[test]
+fn missing_or_mistyped_audience_issuer_subject() {
+    let f = fixture();
+    for claim in ["aud", "iss"] {
+        let mut c = valid_claims();
+        c.as_object_mut().unwrap().remove(claim);
+        let r = verify(&token(&f, &c), &f.keys);
+        assert!(
+            matches!(&r, Err(JoseError::MissingClaim(name)) if name == claim),
+            "{claim}: {r:?}"
+        );
+    }
+    let with_subject = Validation::new().subject("s").leeway(0);
+    let mut c = valid_claims();
+    c.as_object_mut().unwrap().remove("sub");
+    let r = jose_core::jwt::verify(&token(&f, &c), &f.keys, &with_subject);
+    assert!(
+        matches!(&r, Err(JoseError::MissingClaim(name)) if name == "sub"),
+        "{r:?}"
+    );
+    assert!(jose_core::jwt::verify(&token(&f, &valid_claims()), &f.keys, &with_subject).is_ok());
+
+    for (claim, value) in [
+        ("aud", json!(17)),
+        ("aud", json!({"a": "https://api.example"})),
+        ("aud", json!(["https://api.example", 3])),
+        ("aud", json!(null)),
+        ("iss", json!(["https://issuer.example"])),
+        ("iss", json!(null)),
+        ("sub", json!(1)),
+    ] {
+        let mut c = valid_claims();
+        c[claim] = value.clone();
+        let r = verify(&token(&f, &c), &f.keys);
+        assert!(
+            matches!(&r, Err(JoseError::InvalidClaim { claim: name, .. }) if name == claim),
+            "{claim}={value}: {r:?}"
+        );
+    }
+    // Arrays of audiences stay accepted when one of them is expected.
+    let mut c = valid_claims();
+    c["aud"] = json!(["https://other.example", "https://api.example"]);
+    assert!(verify(&token(&f, &c), &f.keys).is_ok());
+}
+
 #[test]
 fn alg_none_in_any_spelling() {
     let f = fixture();
@@ -244,7 +291,12 @@ fn structural_garbage() {
         t.replacen('.', "..", 1),
         format!("{t}="),
         format!(" {t}"),
-        t.replace('-', "+"),
+        // The standard base64 alphabet's '+' where base64url is required (always there, unlike a
+        // replacement of whatever '-' the token happens to contain).
+        {
+            let (head, sig) = t.rsplit_once('.').unwrap();
+            format!("{head}.+{}", &sig[1..])
+        },
         format!(
             "{}.{}",
             jose_core::b64::encode("[1,2]"),
