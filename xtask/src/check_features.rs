@@ -3,8 +3,11 @@
 //! and with all features — so that, for example, `keycloak-client` with only `pkcs11`, or `jose-core` with
 //! no backend at all, keeps compiling.
 //!
-//! Each combination is one `cargo check -p PACKAGE --all-targets …` (library, binaries, tests, benches and
-//! examples) in the shared target directory, so reruns are incremental. A combination fails on a compile
+//! Each combination is checked twice in the shared target directory (reruns are incremental):
+//! `cargo check -p PACKAGE …` (library and binaries, with normal dependencies only: what a downstream crate
+//! compiles; dev-dependencies such as `key-provider` with `file` and `env` for the tests would otherwise
+//! switch those features on and hide a crate that does not build without them), then
+//! `cargo check -p PACKAGE --all-targets …` (tests, benches and examples too). A combination fails on a compile
 //! error and on any warning in the workspace's own code (cargo replays cached warnings, so a warning is seen
 //! on every run, not only the first). The backend features of a crate are read from the `[features]`
 //! section of its `Cargo.toml`; a crate without, say, `env` simply has no `env` combination.
@@ -25,15 +28,24 @@ const PACKAGES: &[(&str, &str)] = &[
     ("keybound-cli", "crates/cli"),
 ];
 
+/// The target selections every combination is checked with: the library and binaries alone (normal
+/// dependencies only, as a downstream crate builds it), then every target (dev-dependencies too).
+const TARGETS: &[&[&str]] = &[&[], &["--all-targets"]];
+
+fn targets_text(targets: &[&str]) -> String {
+    targets.iter().map(|t| format!(" {t}")).collect()
+}
+
 /// The key backend features, each checked alone.
 const BACKENDS: &[&str] = &["file", "env", "pkcs11"];
 
 const HELP: &str = "\
 usage: cargo xtask check-features [-p PACKAGE]...
 
-Runs `cargo check --all-targets` for every product crate (or the ones given with -p) with
---no-default-features, with --no-default-features --features F for each backend feature F it has
-(file, env, pkcs11), and with --all-features. Fails on any error or warning.
+Runs `cargo check` (library and binaries, normal dependencies only) and `cargo check --all-targets`
+for every product crate (or the ones given with -p) with --no-default-features, with
+--no-default-features --features F for each backend feature F it has (file, env, pkcs11), and with
+--all-features. Fails on any error or warning.
 ";
 
 /// One `cargo check` to run.
@@ -86,34 +98,41 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let started = Instant::now();
     let mut failed = Vec::new();
-    for (i, combination) in combinations.iter().enumerate() {
-        let one = Instant::now();
-        println!(
-            "==> [{}/{}] cargo check --all-targets {}",
-            i + 1,
-            combinations.len(),
-            combination.describe()
-        );
-        let output = Command::new(crate::cargo())
-            .current_dir(&root)
-            .args(["check", "--all-targets", "--message-format", "short", "-p"])
-            .arg(&combination.package)
-            .args(&combination.args)
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let diagnostics = diagnostics(&stderr);
-        if !output.status.success() || !diagnostics.is_empty() {
-            // Show everything cargo said: the errors and warnings, and what it was building.
-            eprint!("{stderr}");
-            println!("<== FAILED ({} diagnostics)", diagnostics.len());
-            failed.push(combination.describe());
-        } else {
-            println!("<== ok in {:.1?}", one.elapsed());
+    let runs = combinations.len() * TARGETS.len();
+    let mut run = 0;
+    for combination in &combinations {
+        for targets in TARGETS {
+            run += 1;
+            let one = Instant::now();
+            let what = format!(
+                "cargo check{} {}",
+                targets_text(targets),
+                combination.describe()
+            );
+            println!("==> [{run}/{runs}] {what}");
+            let output = Command::new(crate::cargo())
+                .current_dir(&root)
+                .arg("check")
+                .args(*targets)
+                .args(["--message-format", "short", "-p"])
+                .arg(&combination.package)
+                .args(&combination.args)
+                .output()
+                .map_err(|e| format!("cannot run cargo: {e}"))?;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let diagnostics = diagnostics(&stderr);
+            if !output.status.success() || !diagnostics.is_empty() {
+                // Show everything cargo said: the errors and warnings, and what it was building.
+                eprint!("{stderr}");
+                println!("<== FAILED ({} diagnostics)", diagnostics.len());
+                failed.push(what);
+            } else {
+                println!("<== ok in {:.1?}", one.elapsed());
+            }
         }
     }
     println!(
-        "\ncheck-features: {} combinations in {:.1?}",
+        "\ncheck-features: {} combinations, {runs} checks in {:.1?}",
         combinations.len(),
         started.elapsed()
     );
