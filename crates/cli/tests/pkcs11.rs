@@ -1,0 +1,389 @@
+//! Every `keybound` command that takes a key, with the key in SoftHSM: `keys generate --kty RSA --bits 4096`,
+//! `keys public` (PEM and JWK), `keys export`, `jwt sign` (RS256, PS256) checked by `jsonwebtoken` and by
+//! `jwt verify`, `jwe decrypt` of JWEs encrypted to the token's public key (RSA-OAEP; RSA-OAEP-256 refused
+//! clearly by SoftHSM 2.6), and `provisioning auth-code`. OpenSC's `pkcs11-tool`, an independent PKCS#11
+//! client, confirms what the token holds: the private key sensitive and never extractable.
+//!
+//! Runs under `cargo xtask test` / `cargo xtask softhsm-test -p keybound-cli`; without SoftHSM each test
+//! prints a loud SKIPPED line and passes (unless `KEYBOUND_TEST_PKCS11_REQUIRED=1`).
+
+#![cfg(feature = "pkcs11")]
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use base64::Engine as _;
+use key_provider::pkcs11::testing::TestToken;
+use serde_json::{Value, json};
+
+fn keybound(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keybound"))
+        .args(args)
+        .env_remove("KEYBOUND_CONFIG")
+        .env_remove("KEYBOUND_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        let _ = pipe.write_all(input);
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn ok(what: &str, out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn b64url_json(part: &str) -> Value {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// `jsonwebtoken`'s verdict on `jwt` under `alg`, with the public key PEM `keybound` printed.
+fn jsonwebtoken_claims(public_pem: &str, jwt: &str, alg: jsonwebtoken::Algorithm) -> Value {
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_pem.as_bytes()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(alg);
+    v.validate_aud = false;
+    jsonwebtoken::decode::<Value>(jwt, &key, &v)
+        .unwrap_or_else(|e| panic!("jsonwebtoken rejects the {alg:?} JWT: {e}"))
+        .claims
+}
+
+/// What `pkcs11-tool --list-objects` says about the token's objects, or `None` when OpenSC is absent (then
+/// only the cryptoki-based attribute checks of key-provider's own tests stand).
+fn pkcs11_tool_listing(token: &TestToken) -> Option<String> {
+    let pin = std::fs::read_to_string(&token.pin_file).unwrap();
+    let out = Command::new("pkcs11-tool")
+        .arg("--module")
+        .arg(&token.module)
+        .args(["--token-label", &token.label, "--list-objects", "--login"])
+        .args(["--pin", pin.trim_end()])
+        .output();
+    match out {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "pkcs11-tool: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some(String::from_utf8(out.stdout).unwrap())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("KEYBOUND_TEST_PKCS11_REQUIRED").is_none(),
+                "pkcs11-tool (Debian package opensc) is required with KEYBOUND_TEST_PKCS11_REQUIRED"
+            );
+            eprintln!("SKIPPED: pkcs11-tool not installed (apt-get install opensc)");
+            None
+        }
+        Err(e) => panic!("pkcs11-tool: {e}"),
+    }
+}
+
+#[test]
+fn every_key_command_works_with_a_softhsm_rsa_4096_key() {
+    let Some(token) = TestToken::fresh("cli pkcs11 every key command", "cli-rsa4096") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let reference = token.key_ref("cli-issuer");
+
+    // keys generate: the token makes the pair; stdout names the stored key.
+    let generated = ok(
+        "keys generate",
+        &keybound(
+            &[
+                "keys", "generate", "--key", &reference, "--kty", "RSA", "--bits", "4096",
+            ],
+            None,
+        ),
+    );
+    assert!(generated.contains("object=cli-issuer"), "{generated}");
+    let again = keybound(
+        &[
+            "keys", "generate", "--key", &reference, "--kty", "RSA", "--bits", "4096",
+        ],
+        None,
+    );
+    assert_eq!(again.status.code(), Some(2), "a taken label is refused");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    // An independent PKCS#11 client sees one key pair under the label, the private half sensitive and
+    // never extractable.
+    if let Some(listing) = pkcs11_tool_listing(&token) {
+        let private = listing
+            .split("Private Key Object")
+            .skip(1)
+            .find(|o| o.contains("label:      cli-issuer"))
+            .unwrap_or_else(|| panic!("no private key 'cli-issuer' in:\n{listing}"));
+        assert!(private.contains("RSA"), "{private}");
+        let access = private
+            .lines()
+            .find(|l| l.trim_start().starts_with("Access:"))
+            .unwrap_or_else(|| panic!("no Access line:\n{private}"));
+        for attr in [
+            "sensitive",
+            "always sensitive",
+            "never extractable",
+            "local",
+        ] {
+            assert!(access.contains(attr), "{attr} missing: {access}");
+        }
+        assert_eq!(
+            listing.matches("label:      cli-issuer\n").count(),
+            2,
+            "one private and one public object:\n{listing}"
+        );
+    }
+
+    // keys public (PEM and JWK), keys export.
+    let pem = ok(
+        "keys public",
+        &keybound(&["keys", "public", "--key", &reference], None),
+    );
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    let jwk: Value = serde_json::from_str(&ok(
+        "keys public --format jwk",
+        &keybound(
+            &["keys", "public", "--key", &reference, "--format", "jwk"],
+            None,
+        ),
+    ))
+    .unwrap();
+    assert_eq!(jwk["kty"], "RSA");
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jwk["n"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(n.len(), 512, "a 4096-bit modulus");
+    assert!(jwk.get("d").is_none(), "no private member");
+    let out_dir = dir.path().join("export");
+    ok(
+        "keys export",
+        &keybound(
+            &[
+                "keys",
+                "export",
+                "--key",
+                &reference,
+                "--out-dir",
+                out_dir.to_str().unwrap(),
+            ],
+            None,
+        ),
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("public_key.pem")).unwrap(),
+        pem
+    );
+    let digest = std::fs::read_to_string(out_dir.join("public_key_digest.txt")).unwrap();
+    let openssl = Command::new("openssl")
+        .args(["dgst", "-sha256"])
+        .arg(out_dir.join("public_key.pem"))
+        .current_dir(&out_dir)
+        .output()
+        .unwrap();
+    let expected_hex = String::from_utf8(openssl.stdout).unwrap();
+    let expected_hex = expected_hex.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(
+        digest.trim_end().ends_with(&expected_hex),
+        "{digest} vs openssl {expected_hex}"
+    );
+    let pem_path = dir.path().join("pub.pem");
+    std::fs::write(&pem_path, &pem).unwrap();
+    let jwk_path = dir.path().join("pub.jwk");
+    std::fs::write(&jwk_path, jwk.to_string()).unwrap();
+
+    // jwt sign in the token; jsonwebtoken and `jwt verify` accept it.
+    for (alg, jalg) in [
+        ("RS256", jsonwebtoken::Algorithm::RS256),
+        ("PS256", jsonwebtoken::Algorithm::PS256),
+    ] {
+        let claims = json!({"iss": "keybound-test", "aud": "partner", "sub": alg});
+        let jwt = ok(
+            &format!("jwt sign {alg}"),
+            &keybound(
+                &[
+                    "jwt", "sign", "--key", &reference, "--alg", alg, "--claims", "-", "--iat",
+                    "--exp-in", "120",
+                ],
+                Some(claims.to_string().as_bytes()),
+            ),
+        );
+        let jwt = jwt.trim();
+        assert_eq!(b64url_json(jwt.split('.').next().unwrap())["alg"], alg);
+        assert_eq!(jsonwebtoken_claims(&pem, jwt, jalg)["sub"], alg);
+        let verified = ok(
+            &format!("jwt verify {alg}"),
+            &keybound(
+                &[
+                    "jwt",
+                    "verify",
+                    "--pubkey",
+                    pem_path.to_str().unwrap(),
+                    "--token",
+                    "-",
+                    "--alg",
+                    alg,
+                    "--aud",
+                    "partner",
+                    "--iss",
+                    "keybound-test",
+                ],
+                Some(jwt.as_bytes()),
+            ),
+        );
+        assert!(verified.contains(alg), "{verified}");
+    }
+
+    // jwe decrypt in the token: RSA-OAEP unwraps; RSA-OAEP-256 is refused by SoftHSM 2.6, clearly.
+    let payload = b"card data for the issuer\n";
+    for enc in ["A256GCM", "A128GCM"] {
+        let jwe = ok(
+            "jwe encrypt",
+            &keybound(
+                &[
+                    "jwe",
+                    "encrypt",
+                    "--pubkey",
+                    jwk_path.to_str().unwrap(),
+                    "--alg",
+                    "RSA-OAEP",
+                    "--enc",
+                    enc,
+                ],
+                Some(payload),
+            ),
+        );
+        let plain = keybound(
+            &["jwe", "decrypt", "--key", &reference],
+            Some(jwe.as_bytes()),
+        );
+        assert_eq!(
+            ok(&format!("jwe decrypt {enc}"), &plain).as_bytes(),
+            payload
+        );
+        // The same JWE with one ciphertext byte changed: rejected, no plaintext.
+        let mut parts: Vec<String> = jwe.trim().split('.').map(str::to_owned).collect();
+        let c = parts[3].pop().unwrap();
+        parts[3].push(if c == 'A' { 'B' } else { 'A' });
+        let bad = keybound(
+            &["jwe", "decrypt", "--key", &reference],
+            Some(parts.join(".").as_bytes()),
+        );
+        assert_eq!(bad.status.code(), Some(1));
+        assert!(bad.stdout.is_empty());
+    }
+    let oaep256 = ok(
+        "jwe encrypt RSA-OAEP-256",
+        &keybound(
+            &[
+                "jwe",
+                "encrypt",
+                "--pubkey",
+                jwk_path.to_str().unwrap(),
+                "--alg",
+                "RSA-OAEP-256",
+                "--enc",
+                "A256GCM",
+            ],
+            Some(payload),
+        ),
+    );
+    let refused = keybound(
+        &["jwe", "decrypt", "--key", &reference],
+        Some(oaep256.as_bytes()),
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && refused.stdout.is_empty(),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not supported"), "{stderr}");
+
+    // provisioning auth-code signed in the token; jsonwebtoken and verify-auth-code accept it.
+    let code = ok(
+        "provisioning auth-code",
+        &keybound(
+            &[
+                "provisioning",
+                "auth-code",
+                "--key",
+                &reference,
+                "--issuer-id",
+                "ISSUER0001",
+                "--sub",
+                "tok-hsm",
+                "--aud",
+                "GOOGLE_PAY",
+                "--kid",
+                "hsm-1",
+            ],
+            None,
+        ),
+    );
+    let code = code.trim();
+    let claims = jsonwebtoken_claims(&pem, code, jsonwebtoken::Algorithm::RS256);
+    assert_eq!(
+        (claims["sub"].as_str(), claims["iss"].as_str()),
+        (Some("tok-hsm"), Some("ISSUER0001"))
+    );
+    let code_path = dir.path().join("code.jwt");
+    std::fs::write(&code_path, code).unwrap();
+    ok(
+        "provisioning verify-auth-code",
+        &keybound(
+            &[
+                "provisioning",
+                "verify-auth-code",
+                "--pubkey",
+                pem_path.to_str().unwrap(),
+                "--token",
+                code_path.to_str().unwrap(),
+                "--kid",
+                "hsm-1",
+            ],
+            None,
+        ),
+    );
+    assert_no_secrets(&token, dir.path());
+}
+
+/// Nothing `keybound` wrote next to the test holds the PIN.
+fn assert_no_secrets(token: &TestToken, dir: &Path) {
+    let pin = std::fs::read_to_string(&token.pin_file).unwrap();
+    for entry in walk(dir) {
+        let text = std::fs::read(&entry).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&text).contains(pin.trim_end()),
+            "{} holds the PIN",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
