@@ -739,41 +739,51 @@ async fn token_source_is_single_flight_for_100_concurrent_callers() {
         config(&keys).access_token_ttl(2)
     );
     let source = Arc::new(lender_source(&server, &keys));
-    let first = source.access_token().await.unwrap();
-    // 2 s tokens: the 30 s margin is capped at half the lifetime, so the token is stale after 1 s.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut previous = source
+        .access_token()
+        .await
+        .unwrap()
+        .expose_secret()
+        .to_owned();
     // Slow the server down so that every caller arrives while the one request is in flight.
     server.admin(LENDER_REALM, "delay-token?ms=300").await;
-    let barrier = Arc::new(tokio::sync::Barrier::new(100));
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let (source, barrier) = (source.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                source
-                    .access_token()
-                    .await
-                    .unwrap()
-                    .expose_secret()
-                    .to_owned()
+    // 2 s tokens: the 30 s margin is capped at half the lifetime, so the token is stale (refreshed ahead of
+    // expiry) after 1 s, and expired after 2 s. 100 callers at once, in both states.
+    for (round, (state, wait_ms)) in [("stale", 1200), ("expired", 2300)].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        let barrier = Arc::new(tokio::sync::Barrier::new(100));
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let (source, barrier) = (source.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    source
+                        .access_token()
+                        .await
+                        .unwrap()
+                        .expose_secret()
+                        .to_owned()
+                })
             })
-        })
-        .collect();
-    let mut tokens = std::collections::HashSet::new();
-    for t in tasks {
-        tokens.insert(t.await.unwrap());
+            .collect();
+        let mut tokens = std::collections::HashSet::new();
+        for t in tasks {
+            tokens.insert(t.await.unwrap());
+        }
+        assert_eq!(
+            tokens.len(),
+            1,
+            "{state}: all 100 callers got the same token"
+        );
+        assert!(!tokens.contains(&previous), "{state}: and it is a new one");
+        previous = tokens.into_iter().next().unwrap();
+        let stats = server.stats().await;
+        assert_eq!(
+            stats[LENDER_REALM]["requests"],
+            json!({"password": 1, "refresh_token": round + 1}),
+            "{state}: exactly one token request for 100 concurrent callers: {stats}"
+        );
     }
-    assert_eq!(tokens.len(), 1, "all 100 callers got the same token");
-    assert!(
-        !tokens.contains(first.expose_secret()),
-        "and it is a new one"
-    );
-    let stats = server.stats().await;
-    assert_eq!(
-        stats[LENDER_REALM]["requests"],
-        json!({"password": 1, "refresh_token": 1}),
-        "exactly one token request for 100 concurrent callers: {stats}"
-    );
 }
 
 #[tokio::test]
