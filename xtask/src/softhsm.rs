@@ -8,8 +8,10 @@
 //!    token directory of its own (never the system's) and one initialised token;
 //! 3. writes the user and SO PINs to files of mode 0600 and exports the variables of [`env`];
 //! 4. runs `cargo test -p PACKAGE --features FEATURES` for every entry of [`RUNS`] (or for the packages given
-//!    with `-p`), passing the other arguments on. Any failure fails the command; since
-//!    `KEYBOUND_TEST_PKCS11_REQUIRED=1` is exported, a PKCS#11 test cannot pass by skipping itself.
+//!    with `-p`), passing the other arguments on. For keycloak-client and the CLI it first installs the
+//!    OpenID Connect test server's npm packages when missing and exports `KEYBOUND_TEST_OIDC_REQUIRED=1`.
+//!    Any failure fails the command; since `KEYBOUND_TEST_PKCS11_REQUIRED=1` is exported, a PKCS#11 test
+//!    cannot pass by skipping itself.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +25,9 @@ const RUNS: &[(&str, &str)] = &[
     ("flex-client", "pkcs11"),
     ("keybound-cli", "pkcs11"),
 ];
+
+/// The packages whose PKCS#11 tests talk to the OpenID Connect test server (`tests/oidc-provider`).
+const OIDC_PACKAGES: &[&str] = &["keycloak-client", "keybound-cli"];
 
 /// The features used for a package given with `-p` that is not in [`RUNS`].
 const DEFAULT_FEATURES: &str = "pkcs11";
@@ -113,6 +118,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     let started = Instant::now();
     let root = crate::root();
+    // The Keycloak-side PKCS#11 tests (keycloak-client, the CLI) also need the OpenID Connect test server.
+    let needs_oidc = options
+        .runs
+        .iter()
+        .any(|(package, _)| OIDC_PACKAGES.contains(&package.as_str()));
+    if needs_oidc {
+        crate::test::prepare_oidc_provider()?;
+    }
     let token = create_token(&run_dir(&root), TOKEN_LABEL)?;
     println!("SoftHSM module: {}", token.module.display());
     println!("token directory: {}", token.dir.display());
@@ -132,6 +145,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let status = Command::new(crate::cargo())
             .current_dir(&root)
             .args(["test", "-p", package, "--features", features])
+            // With its npm packages installed, the OpenID Connect server's tests must run, not skip.
+            .envs(needs_oidc.then_some(("KEYBOUND_TEST_OIDC_REQUIRED", "1")))
             .args(&options.cargo_args)
             .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
             .status()

@@ -46,7 +46,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
 /// Installs the OpenID Connect test server's npm packages (`npm ci`) when they are missing, so the Keycloak
 /// tests run against the real server instead of skipping.
-fn prepare_oidc_provider() -> Result<()> {
+pub(crate) fn prepare_oidc_provider() -> Result<()> {
     let dir = crate::root().join("tests").join("oidc-provider");
     if dir.join("node_modules").is_dir() {
         return Ok(());
