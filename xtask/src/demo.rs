@@ -86,8 +86,8 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 }
 
-/// `cargo build -p keybound-demo`, with cargo's own progress display; on failure, a hint when OpenSSL's
-/// development files are what is missing.
+/// `cargo build -p keybound-demo`, with cargo's own progress display. The Flex simulator builds OpenSSL from
+/// source (the `vendored` feature), which needs a C compiler, `make` and `perl`: on failure, say so.
 fn build() -> Result<()> {
     let status = Command::new(crate::cargo())
         .current_dir(crate::root())
@@ -97,16 +97,17 @@ fn build() -> Result<()> {
     if status.success() {
         return Ok(());
     }
-    let openssl_found = Command::new("pkg-config")
-        .args(["--exists", "openssl"])
-        .status()
-        .is_ok_and(|s| s.success());
-    Err(if openssl_found {
+    let missing: Vec<&str> = ["cc", "make", "perl"]
+        .into_iter()
+        .filter(|tool| Command::new(tool).arg("--version").output().is_err())
+        .collect();
+    Err(if missing.is_empty() {
         format!("building the demo failed ({status})")
     } else {
         format!(
-            "building the demo failed ({status}). The Flex simulator links OpenSSL, whose development files \
-             seem to be missing; install them with:\n\n    sudo apt-get install pkg-config libssl-dev\n"
+            "building the demo failed ({status}). The Flex simulator builds OpenSSL from source, which needs \
+             {}; install them with:\n\n    sudo apt-get install build-essential perl\n",
+            missing.join(", ")
         )
     })
 }
