@@ -373,9 +373,9 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     };
     let benches: &[&str] = if pkcs11_skipped.is_none() {
-        &["software", "pkcs11"]
+        &["software", "peers", "pkcs11"]
     } else {
-        &["software"]
+        &["software", "peers"]
     };
     let times = [profile.warm_up, profile.measurement, profile.samples];
     for pass in 1..=profile.passes {
@@ -1165,7 +1165,7 @@ rsa  2048 bits 0.000300s 0.000010s 0.000011s 0.000290s   3333.3  100000.0  90909
     #[test]
     fn every_compared_group_is_a_benchmark_group_of_the_bench_crate() {
         let dir = crate::root().join("crates/benches/benches");
-        let sources = ["software.rs", "pkcs11.rs"]
+        let sources = ["software.rs", "peers.rs", "pkcs11.rs"]
             .map(|f| std::fs::read_to_string(dir.join(f)).unwrap())
             .join("\n");
         let references = COMPARISONS.iter().filter_map(|c| match c.reference {

@@ -1,7 +1,7 @@
 //! Software paths: JWS/JWT signing through the file backend, JWT verification with claim validation,
 //! Flex-style JWE (RSA-OAEP + A256GCM, 1 KiB) encryption and decryption, the Keycloak cached access token.
-//! Each next to its references: `jsonwebtoken` with the same key and claims, and aws-lc-rs called directly
-//! (the crypto library's own limit).
+//! Each next to its references: `jsonwebtoken` with the same key and claims (for verification in
+//! `peers.rs`), and aws-lc-rs called directly (the crypto library's own limit).
 //!
 //! Group / function ids are what `cargo xtask bench` reads back from `$CRITERION_HOME`; keep them in step
 //! with `xtask/src/bench.rs`.
@@ -98,24 +98,18 @@ fn sign(c: &mut Criterion<Clock>) {
     group.finish();
 }
 
-/// JWT verification with claim validation (`iss`, `aud`, `exp`, `iat`, `sub` required): ours, and
-/// `jsonwebtoken::decode` with the same checks; aws-lc-rs verifying the bare signature.
+/// JWT verification with claim validation (`iss`, `aud`, `exp`, `iat`, `sub` required): ours (with
+/// keybound's jsonwebtoken provider installed) and aws-lc-rs verifying the bare signature. The reference
+/// `jsonwebtoken::decode` runs in `benches/peers.rs`, a process of its own with jsonwebtoken's stock
+/// provider (the crypto provider is chosen once per process).
 fn verify(c: &mut Criterion<Clock>) {
     let keys = keys();
     let claims = Claims::now();
     let mut group = c.benchmark_group("verify");
     configure(&mut group);
-    for (alg, key, jwt_alg) in [
-        (
-            JwsAlgorithm::RS256,
-            &keys.rsa,
-            jsonwebtoken::Algorithm::RS256,
-        ),
-        (
-            JwsAlgorithm::ES256,
-            &keys.ec,
-            jsonwebtoken::Algorithm::ES256,
-        ),
+    for (alg, key) in [
+        (JwsAlgorithm::RS256, &keys.rsa),
+        (JwsAlgorithm::ES256, &keys.ec),
     ] {
         let name = alg.as_str().to_ascii_lowercase();
         let token = jose_core::jwt::sign(key.as_ref(), &fixtures::header(alg), &claims).unwrap();
@@ -125,27 +119,8 @@ fn verify(c: &mut Criterion<Clock>) {
             b.iter(|| jose_core::jwt::verify(black_box(&token), &key_set, &validation).unwrap());
         });
 
-        let decoding_key = match alg {
-            JwsAlgorithm::RS256 => {
-                jsonwebtoken::DecodingKey::from_rsa_pem(key.public_key().to_spki_pem().as_bytes())
-            }
-            _ => jsonwebtoken::DecodingKey::from_ec_pem(key.public_key().to_spki_pem().as_bytes()),
-        }
-        .unwrap();
-        let mut v = jsonwebtoken::Validation::new(jwt_alg);
-        v.set_issuer(&[fixtures::ISSUER]);
-        v.set_audience(&[fixtures::AUDIENCE]);
-        v.set_required_spec_claims(&["exp", "iat", "sub"]);
-        jose_core::jwt::install_crypto_provider();
-        group.bench_function(format!("{name}-jsonwebtoken"), |b| {
-            b.iter(|| {
-                jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &decoding_key, &v)
-                    .unwrap()
-            });
-        });
-
-        // The library: the bare signature, with the key parsed on every call (as jose-core's and
-        // jsonwebtoken's APIs do), and parsed once (as `openssl speed` does).
+        // The library: the bare signature, with the key parsed on every call (as jsonwebtoken's stock
+        // provider does), and parsed once (as `openssl speed` and keybound's provider do).
         let (input, sig) = token.rsplit_once('.').unwrap();
         let sig = jose_core::b64::decode("sig", sig).unwrap();
         group.bench_function(format!("{name}-aws-lc"), |b| {

@@ -180,13 +180,15 @@ pub struct VerifiedJwt {
     pub alg: JwsAlgorithm,
 }
 
-/// Installs `jsonwebtoken`'s aws-lc-rs crypto provider for this process, once. Called by [`verify`]; call it
-/// yourself before using `jsonwebtoken` directly. An already-installed provider is left in place.
+/// Installs keybound's `jsonwebtoken` crypto provider for this process, once: jsonwebtoken's aws-lc-rs
+/// provider, with RSA verification keys parsed once per thread instead of on every verification (same
+/// aws-lc parameters, same verdicts; see `docs/benchmarks.md`). Called by [`verify`]; call it yourself
+/// before using `jsonwebtoken` directly. An already-installed provider is left in place and used.
 pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // Err means another provider was installed first; it is then used (still an explicit choice).
-        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+        let _ = crate::jwt_provider::PROVIDER.install_default();
     });
 }
 

@@ -30,6 +30,7 @@ pub mod jwe;
 pub mod jwk;
 pub mod jws;
 pub mod jwt;
+mod jwt_provider;
 pub mod keys;
 
 pub use alg::{ContentEncryption, JwsAlgorithm, KeyManagementAlgorithm};
