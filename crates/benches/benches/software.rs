@@ -31,6 +31,10 @@ fn pkcs8_der(pem_text: &[u8]) -> Vec<u8> {
 /// JWS signing: ours through the file backend, aws-lc-rs signing the same signing input directly, and
 /// `jsonwebtoken::encode` with the same key and claims; each algorithm's three run back to back.
 fn sign(c: &mut Criterion<Clock>) {
+    // jsonwebtoken fixes its process-wide provider on first use (here `jsonwebtoken::encode`): install
+    // keybound's first, as an application that verifies with jose-core does. Signing references are
+    // unaffected (keybound's provider signs with jsonwebtoken's own aws-lc signers).
+    jose_core::jwt::install_crypto_provider();
     let keys = keys();
     let claims = Claims::now();
     let rsa = RsaKeyPair::from_pkcs8(&pkcs8_der(&keys.rsa_pem)).unwrap();

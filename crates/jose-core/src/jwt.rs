@@ -183,7 +183,9 @@ pub struct VerifiedJwt {
 /// Installs keybound's `jsonwebtoken` crypto provider for this process, once: jsonwebtoken's aws-lc-rs
 /// provider, with RSA verification keys parsed once per thread instead of on every verification (same
 /// aws-lc parameters, same verdicts; see `docs/benchmarks.md`). Called by [`verify`]; call it yourself
-/// before using `jsonwebtoken` directly. An already-installed provider is left in place and used.
+/// before using `jsonwebtoken` directly. An already-installed provider is left in place and used; note
+/// that jsonwebtoken fixes its stock provider on its first use, so an application that also calls
+/// `jsonwebtoken` itself should call this first.
 pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
