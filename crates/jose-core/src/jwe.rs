@@ -230,6 +230,28 @@ pub struct ParsedJwe<'a> {
 
 /// Splits and checks a compact JWE.
 ///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use jose_core::jwe::{self, DecryptOptions, EncryptOptions};
+/// use jose_core::{ContentEncryption, KeyManagementAlgorithm};
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("k.pem");
+/// key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048))?;
+/// let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+/// let token = jwe::encrypt(
+///     key.public_key(),
+///     KeyManagementAlgorithm::RsaOaep256,
+///     ContentEncryption::A256GCM,
+///     b"card data",
+///     &EncryptOptions::new(),
+/// )?;
+/// let parsed = jwe::parse(&token, &DecryptOptions::default())?;
+/// assert_eq!((parsed.alg, parsed.enc), (KeyManagementAlgorithm::RsaOaep256, ContentEncryption::A256GCM));
+/// // Four parts are not a JWE:
+/// assert!(jwe::parse("a.b.c.d", &DecryptOptions::default()).is_err());
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// [`JoseError::TooLarge`], [`JoseError::Malformed`], [`JoseError::ForbiddenAlgorithm`],
 /// [`JoseError::UnsupportedAlgorithm`], [`JoseError::UnsupportedHeader`].

@@ -90,6 +90,18 @@ impl Jwk {
 
     /// Parses a JWK from JSON text, refusing private members.
     ///
+    /// ```
+    /// use jose_core::Jwk;
+    /// let jwk = Jwk::from_json(r#"{"kty":"EC","crv":"P-256","kid":"k1",
+    ///     "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#)
+    ///     .unwrap();
+    /// assert_eq!(jwk.kid.as_deref(), Some("k1"));
+    /// // A private member is refused, whatever else is right:
+    /// assert!(Jwk::from_json(r#"{"kty":"EC","crv":"P-256","d":"AAAA",
+    ///     "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#)
+    ///     .is_err());
+    /// ```
+    ///
     /// # Errors
     /// [`JoseError::Malformed`] or [`JoseError::Key`].
     pub fn from_json(text: &str) -> Result<Self, JoseError> {
@@ -231,6 +243,15 @@ pub struct Jwks {
 
 impl Jwks {
     /// Parses a JWKS from JSON text, refusing private members and invalid keys.
+    ///
+    /// ```
+    /// use jose_core::Jwks;
+    /// let jwks = Jwks::from_json(r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"a",
+    ///     "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#)
+    ///     .unwrap();
+    /// assert_eq!(jwks.keys.len(), 1);
+    /// assert!(Jwks::from_json(r#"{"keys":"not a list"}"#).is_err());
+    /// ```
     ///
     /// # Errors
     /// [`JoseError::Malformed`] or [`JoseError::Key`].

@@ -302,6 +302,22 @@ impl UnverifiedJws<'_> {
 
 /// Splits and checks a compact JWS without verifying it.
 ///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use jose_core::{JwsAlgorithm, JwsHeader, jws};
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("k.pem");
+/// key_provider::file::generate(&path, key_provider::KeySpec::Ec(key_provider::EcCurve::P256))?;
+/// let key = key_provider::open(&format!("file:{}", path.display()).parse()?, &Default::default())?;
+/// let token = jws::sign(key.as_ref(), &JwsHeader::new(JwsAlgorithm::ES256).kid("k1"), b"hello")?;
+/// let parsed = jws::parse(&token, &jws::VerifyOptions::default())?;
+/// assert_eq!((parsed.alg, parsed.kid(), &parsed.payload[..]), (JwsAlgorithm::ES256, Some("k1"), &b"hello"[..]));
+/// parsed.verify_with(key.public_key())?;
+/// // Structure is checked before any key is involved:
+/// assert!(jws::parse("a.b", &jws::VerifyOptions::default()).is_err());
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// [`JoseError::TooLarge`], [`JoseError::Malformed`], [`JoseError::ForbiddenAlgorithm`],
 /// [`JoseError::UnsupportedAlgorithm`], [`JoseError::UnsupportedHeader`].

@@ -78,6 +78,15 @@ impl KeySet {
 
     /// Loads SPKI PEM (`-----BEGIN PUBLIC KEY-----`), a JWK, or a JWKS from text.
     ///
+    /// ```
+    /// use jose_core::KeySet;
+    /// let jwk = r#"{"kty":"EC","crv":"P-256","kid":"a",
+    ///     "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+    /// assert!(KeySet::from_text(jwk).is_ok());
+    /// assert!(KeySet::from_text(&format!(r#"{{"keys":[{jwk}]}}"#)).is_ok());
+    /// assert!(KeySet::from_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_err());
+    /// ```
+    ///
     /// # Errors
     /// [`JoseError::Key`] / [`JoseError::Malformed`] describing what was found instead.
     pub fn from_text(text: &str) -> Result<Self, JoseError> {
