@@ -89,6 +89,30 @@ impl JwsAlgorithm {
         }
     }
 
+    /// The algorithm for a `jsonwebtoken` one; `None` for those keybound does not use (HMAC, EdDSA).
+    #[must_use]
+    pub fn from_jsonwebtoken(alg: jsonwebtoken::Algorithm) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.to_jsonwebtoken() == alg)
+    }
+
+    /// The aws-lc-rs verification algorithm: RSA keys of 2048 to 8192 bits (as jsonwebtoken's aws-lc
+    /// provider), fixed-width `r || s` for ECDSA.
+    pub(crate) fn aws_lc_verification(
+        self,
+    ) -> &'static dyn aws_lc_rs::signature::VerificationAlgorithm {
+        use aws_lc_rs::signature as sig;
+        match self {
+            Self::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+            Self::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+            Self::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+            Self::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+            Self::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+            Self::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+            Self::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+            Self::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+        }
+    }
+
     /// Whether the algorithm can be used with `key`.
     #[must_use]
     pub fn fits(self, key: &PublicKey) -> bool {

@@ -450,42 +450,23 @@ pub fn verify_signature(
             reason: format!("key ({}) does not fit algorithm {alg}", key.describe()),
         });
     }
-    let (verifier, key_bytes): (&'static dyn sig::VerificationAlgorithm, Vec<u8>) = match key {
-        PublicKey::Rsa { n, .. } => {
-            if signature.len() != n.len() {
-                return Err(JoseError::InvalidSignature);
-            }
-            let v: &'static dyn sig::VerificationAlgorithm = match alg {
-                JwsAlgorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
-                JwsAlgorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
-                JwsAlgorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
-                JwsAlgorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
-                JwsAlgorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
-                JwsAlgorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
-                JwsAlgorithm::ES256 | JwsAlgorithm::ES384 => {
-                    return Err(JoseError::InvalidSignature);
-                }
-            };
-            (v, key.rsa_public_key_der().unwrap_or_default())
-        }
-        PublicKey::Ec { curve, .. } => {
-            if signature.len() != 2 * curve.coordinate_len() {
-                return Err(JoseError::InvalidSignature);
-            }
-            let v: &'static dyn sig::VerificationAlgorithm = match alg {
-                JwsAlgorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
-                JwsAlgorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
-                _ => return Err(JoseError::InvalidSignature),
-            };
-            (v, key.ec_point().unwrap_or_default())
-        }
+    // `fits` above: an RSA algorithm has an RSA key here, an ECDSA one an EC key.
+    let (expected_len, key_bytes) = match key {
+        PublicKey::Rsa { n, .. } => (n.len(), key.rsa_public_key_der().unwrap_or_default()),
+        PublicKey::Ec { curve, .. } => (
+            2 * curve.coordinate_len(),
+            key.ec_point().unwrap_or_default(),
+        ),
         _ => {
             return Err(JoseError::NoKey {
                 reason: "unsupported key type".into(),
             });
         }
     };
-    sig::UnparsedPublicKey::new(verifier, &key_bytes)
+    if signature.len() != expected_len {
+        return Err(JoseError::InvalidSignature);
+    }
+    sig::UnparsedPublicKey::new(alg.aws_lc_verification(), &key_bytes)
         .verify(message, signature)
         .map_err(|_| JoseError::InvalidSignature)
 }

@@ -13,10 +13,12 @@
 use std::cell::RefCell;
 use std::sync::{Arc, LazyLock};
 
-use aws_lc_rs::signature::{self as aws_sig, ParsedPublicKey};
+use aws_lc_rs::signature::{ParsedPublicKey, VerificationAlgorithm};
 use jsonwebtoken::crypto::{CryptoProvider, JwtVerifier, aws_lc};
 use jsonwebtoken::signature::{Error as SignatureError, Verifier};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind};
+
+use crate::JwsAlgorithm;
 
 /// How many RSA keys each thread keeps parsed (a service verifies with a handful of keys; a key set that
 /// rotates through more simply parses again).
@@ -41,29 +43,24 @@ thread_local! {
     static CACHE: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The aws-lc verification parameters jsonwebtoken's aws-lc provider uses for an RSA algorithm.
-fn rsa_parameters(alg: Algorithm) -> Option<&'static aws_sig::RsaParameters> {
-    Some(match alg {
-        Algorithm::RS256 => &aws_sig::RSA_PKCS1_2048_8192_SHA256,
-        Algorithm::RS384 => &aws_sig::RSA_PKCS1_2048_8192_SHA384,
-        Algorithm::RS512 => &aws_sig::RSA_PKCS1_2048_8192_SHA512,
-        Algorithm::PS256 => &aws_sig::RSA_PSS_2048_8192_SHA256,
-        Algorithm::PS384 => &aws_sig::RSA_PSS_2048_8192_SHA384,
-        Algorithm::PS512 => &aws_sig::RSA_PSS_2048_8192_SHA512,
-        _ => return None,
-    })
-}
-
 fn new_verifier(
     alg: &Algorithm,
     key: &DecodingKey,
 ) -> jsonwebtoken::errors::Result<Box<dyn JwtVerifier>> {
     let delegate = || (aws_lc::DEFAULT_PROVIDER.verifier_factory)(alg, key);
-    let (Some(params), AlgorithmFamily::Rsa, DecodingKeyKind::RsaModulusExponent { n, e }) =
-        (rsa_parameters(*alg), key.family(), key.kind())
-    else {
+    // RS256/384/512 and PS256/384/512 with an RSA key given as components; the parameters are the ones
+    // jsonwebtoken's aws-lc provider uses (and jose-core's own `jws::verify_signature`).
+    let (AlgorithmFamily::Rsa, AlgorithmFamily::Rsa, Some(jws_alg)) = (
+        alg.family(),
+        key.family(),
+        JwsAlgorithm::from_jsonwebtoken(*alg),
+    ) else {
         return delegate();
     };
+    let DecodingKeyKind::RsaModulusExponent { n, e } = key.kind() else {
+        return delegate();
+    };
+    let params = jws_alg.aws_lc_verification();
     match parsed(*alg, params, n, e) {
         Some(key) => Ok(Box::new(CachedRsaVerifier { alg: *alg, key })),
         None => delegate(),
@@ -74,7 +71,7 @@ fn new_verifier(
 /// refuses the key (jsonwebtoken's provider then gives its own verdict).
 fn parsed(
     alg: Algorithm,
-    params: &'static aws_sig::RsaParameters,
+    params: &'static dyn VerificationAlgorithm,
     n: &[u8],
     e: &[u8],
 ) -> Option<Arc<ParsedPublicKey>> {
