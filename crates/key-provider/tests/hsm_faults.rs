@@ -283,19 +283,6 @@ impl std::io::Write for Retries {
     }
 }
 
-/// Calls `C_CloseAllSessions` on `slot`, as an HSM restart would (cryptoki 0.12 has no safe wrapper).
-#[allow(unsafe_code)]
-fn close_all_sessions(module: &Path, slot: u64) {
-    // SAFETY: loading the module again hands back the instance already loaded in this process (dlopen is
-    // reference counted), so this acts on the backend's own sessions on `slot`. C_CloseAllSessions takes
-    // only a slot id; no pointers are involved.
-    let rv = unsafe {
-        let module = cryptoki_sys::Pkcs11::new(module).expect("load module");
-        module.C_CloseAllSessions(slot)
-    };
-    assert_eq!(rv, cryptoki_sys::CKR_OK, "C_CloseAllSessions");
-}
-
 #[test]
 fn sessions_closed_under_load_fail_no_signature() {
     let Some(token) = TestToken::fresh("sessions_closed_under_load_fail_no_signature", "load")
@@ -346,7 +333,7 @@ fn sessions_closed_under_load_fail_no_signature() {
             for _ in 0..CLOSES {
                 std::thread::sleep(Duration::from_millis(15));
                 let _exclusive = gate.write().unwrap();
-                close_all_sessions(&module, slot);
+                support::close_all_sessions(&module, slot);
                 closes.fetch_add(1, Ordering::Relaxed);
             }
             done.store(true, Ordering::Relaxed);

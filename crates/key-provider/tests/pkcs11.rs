@@ -442,20 +442,6 @@ fn wrong_pin_fails_only_its_own_key() {
     assert!(matches!(err, KeyError::InsecurePinFile { .. }), "{err}");
 }
 
-/// Calls `C_CloseAllSessions` on `slot`, as an HSM restart would. cryptoki 0.12 has no safe wrapper for it,
-/// so the raw function is used.
-#[allow(unsafe_code)]
-fn close_all_sessions(module: &Path, slot: u64) {
-    // SAFETY: loading the module again hands back the instance already loaded in this process (dlopen is
-    // reference counted), so this acts on the same library state as the backend's context: the application's
-    // sessions on `slot`. C_CloseAllSessions takes only a slot id; no pointers are involved.
-    let rv = unsafe {
-        let module = cryptoki_sys::Pkcs11::new(module).expect("load module");
-        module.C_CloseAllSessions(slot)
-    };
-    assert_eq!(rv, cryptoki_sys::CKR_OK, "C_CloseAllSessions");
-}
-
 #[test]
 fn signing_survives_the_hsm_dropping_sessions_and_login() {
     let Some(token) = token(
@@ -481,7 +467,7 @@ fn signing_survives_the_hsm_dropping_sessions_and_login() {
     check(&rsa, SignatureScheme::RsaPssSha256);
     check(&ec, SignatureScheme::EcdsaP256Sha256);
     for round in 0..3 {
-        close_all_sessions(&token.module, slot.id());
+        support::close_all_sessions(&token.module, slot.id());
         let events = capture_audit(|| check(&rsa, SignatureScheme::RsaPkcs1Sha256));
         assert!(
             events.len() == 1
@@ -491,7 +477,7 @@ fn signing_survives_the_hsm_dropping_sessions_and_login() {
         );
         check(&ec, SignatureScheme::EcdsaP256Sha256);
         // Decryption recovers the same way.
-        close_all_sessions(&token.module, slot.id());
+        support::close_all_sessions(&token.module, slot.id());
         let cek = support::random_cek();
         let ct = support::oaep_encrypt(rsa.public_key(), DecryptionScheme::RsaOaepSha1, &cek);
         let plain = rsa

@@ -305,3 +305,18 @@ pub fn random_cek() -> Vec<u8> {
         .expect("random");
     cek
 }
+
+/// Calls `C_CloseAllSessions` on `slot`, as an HSM restart would. cryptoki 0.12 has no safe wrapper for it,
+/// so the raw function is used.
+#[cfg(feature = "pkcs11")]
+#[allow(unsafe_code)]
+pub fn close_all_sessions(module: &std::path::Path, slot: u64) {
+    // SAFETY: loading the module again hands back the instance already loaded in this process (dlopen is
+    // reference counted), so this acts on the same library state as the backend's context: the application's
+    // sessions on `slot`. C_CloseAllSessions takes only a slot id; no pointers are involved.
+    let rv = unsafe {
+        let module = cryptoki_sys::Pkcs11::new(module).expect("load module");
+        module.C_CloseAllSessions(slot)
+    };
+    assert_eq!(rv, cryptoki_sys::CKR_OK, "C_CloseAllSessions");
+}
