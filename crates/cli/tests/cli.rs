@@ -5,54 +5,12 @@
 // These tests generate and use file keys.
 #![cfg(feature = "file")]
 
-use std::io::Write as _;
+mod common;
+
+use common::{code, keybound, keybound_env, ok};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn keybound(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    keybound_env(args, stdin, &[])
-}
-
-fn keybound_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keybound"));
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(input) = stdin {
-        // The binary may exit before reading stdin (a usage error such as a missing key file): a broken
-        // pipe then is not a failure; its exit code is what the test checks.
-        if let Err(e) = pipe.write_all(input) {
-            assert_eq!(
-                e.kind(),
-                std::io::ErrorKind::BrokenPipe,
-                "writing stdin: {e}"
-            );
-        }
-    }
-    drop(pipe);
-    child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap()
-}
+use std::process::Command;
 
 fn generate(dir: &Path, name: &str, extra: &[&str]) -> String {
     let key = format!("file:{}", dir.join(name).display());
@@ -497,13 +455,8 @@ fn every_command_has_help() {
 fn default_log_level_prints_one_line_per_failure() {
     let missing = ["keys", "public", "--key", "file:/nonexistent/key.pem"];
     let quiet = keybound_env(&missing, None, &[("KEYBOUND_LOG", "error")]);
-    let default = {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keybound"));
-        cmd.args(missing)
-            .env_remove("KEYBOUND_LOG")
-            .env_remove("KEYBOUND_CONFIG");
-        cmd.output().unwrap()
-    };
+    // `keybound` runs without KEYBOUND_LOG: the default level.
+    let default = keybound(&missing, None);
     for out in [&quiet, &default] {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(code(out), 2, "{stderr}");

@@ -5,8 +5,11 @@
 // These tests generate and use file keys.
 #![cfg(feature = "file")]
 
+mod common;
+
+use common::{ok, stderr};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use flex_simulator::{Misbehavior, SessionKind, SimulatorConfig, ThreadedSimulator};
 use key_provider::KeySpec;
@@ -14,32 +17,10 @@ use serde_json::Value;
 
 const SEED_DATA: &str = r#"{ "paymentInformation": { "card": { "number": "4111111111111111", "expirationMonth": "12", "expirationYear": "2031", "type": "", "securityCode": "" } }, "orderInformation": { "amountDetails": { "totalAmount": "102.21", "currency": "USD" }, "billTo": { "firstName": "John", "lastName": "Doe", "address1": "1 Market St", "locality": "san francisco", "administrativeArea": "CA", "postalCode": "94105", "country": "US", "email": "", "phoneNumber": "4158880000" } } }"#;
 
+/// `keybound ARGS` at log level info (the flex commands' events are part of what the tests check), `env`
+/// set; no standard input.
 fn keybound(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keybound"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.env_remove("KEYBOUND_CONFIG")
-        .env("KEYBOUND_LOG", "info");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::keybound_env(args, None, &[&[("KEYBOUND_LOG", "info")], env].concat())
 }
 
 fn no_card_data(out: &Output) {

@@ -1,10 +1,11 @@
 //! The hostile-token corpus through the binary: `keybound jwt verify` and `keybound jwe decrypt` exit 1 for
 //! every row, print nothing on stdout, and one line on stderr.
 
-use std::io::Write as _;
+mod common;
+
+use common::keybound;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -27,18 +28,7 @@ fn rows(file: &str) -> Vec<(String, String)> {
 }
 
 fn run(args: &[&str], stdin: &[u8]) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keybound"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    // The process may exit before reading a large input; a broken pipe is fine.
-    let _ = pipe.write_all(stdin);
-    drop(pipe);
-    child.wait_with_output().unwrap()
+    keybound(args, Some(stdin))
 }
 
 fn assert_rejected(what: &str, name: &str, out: &std::process::Output) {

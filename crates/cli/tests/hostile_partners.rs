@@ -3,9 +3,10 @@
 //! (against the Flex simulator) exit 1 for every row, print nothing on stdout, and one error line on stderr;
 //! nothing on stderr (log lines included) echoes the token. (`jwt verify` and `jwe decrypt`: `tests/hostile.rs`.)
 
-use std::io::Write as _;
+mod common;
+
+use common::keybound;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use flex_simulator::{SessionKind, SimulatorConfig, ThreadedSimulator};
 
@@ -30,20 +31,7 @@ fn rows() -> Vec<(String, String)> {
 }
 
 fn run(args: &[&str], stdin: &[u8]) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keybound"))
-        .args(args)
-        .env_remove("KEYBOUND_CONFIG")
-        .env_remove("KEYBOUND_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    // The process may exit before reading a large input; a broken pipe is fine.
-    let _ = pipe.write_all(stdin);
-    drop(pipe);
-    child.wait_with_output().unwrap()
+    keybound(args, Some(stdin))
 }
 
 fn assert_rejected(what: &str, name: &str, token: &str, out: &std::process::Output) {

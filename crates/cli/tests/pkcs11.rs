@@ -10,41 +10,15 @@
 #![cfg(feature = "pkcs11")]
 #![allow(clippy::print_stderr)] // the loud SKIPPED line when pkcs11-tool is missing
 
-use std::io::Write as _;
+mod common;
+
+use common::{keybound, ok};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use base64::Engine as _;
 use key_provider::pkcs11::testing::TestToken;
 use serde_json::{Value, json};
-
-fn keybound(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keybound"))
-        .args(args)
-        .env_remove("KEYBOUND_CONFIG")
-        .env_remove("KEYBOUND_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(input) = stdin {
-        let _ = pipe.write_all(input);
-    }
-    drop(pipe);
-    child.wait_with_output().unwrap()
-}
-
-fn ok(what: &str, out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: exit {:?}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
 
 fn b64url_json(part: &str) -> Value {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -104,15 +78,12 @@ fn every_key_command_works_with_a_softhsm_rsa_4096_key() {
     let reference = token.key_ref("cli-issuer");
 
     // keys generate: the token makes the pair; stdout names the stored key.
-    let generated = ok(
-        "keys generate",
-        &keybound(
-            &[
-                "keys", "generate", "--key", &reference, "--kty", "RSA", "--bits", "4096",
-            ],
-            None,
-        ),
-    );
+    let generated = ok(&keybound(
+        &[
+            "keys", "generate", "--key", &reference, "--kty", "RSA", "--bits", "4096",
+        ],
+        None,
+    ));
     assert!(generated.contains("object=cli-issuer"), "{generated}");
     let again = keybound(
         &[
@@ -152,18 +123,12 @@ fn every_key_command_works_with_a_softhsm_rsa_4096_key() {
     }
 
     // keys public (PEM and JWK), keys export.
-    let pem = ok(
-        "keys public",
-        &keybound(&["keys", "public", "--key", &reference], None),
-    );
+    let pem = ok(&keybound(&["keys", "public", "--key", &reference], None));
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
-    let jwk: Value = serde_json::from_str(&ok(
-        "keys public --format jwk",
-        &keybound(
-            &["keys", "public", "--key", &reference, "--format", "jwk"],
-            None,
-        ),
-    ))
+    let jwk: Value = serde_json::from_str(&ok(&keybound(
+        &["keys", "public", "--key", &reference, "--format", "jwk"],
+        None,
+    )))
     .unwrap();
     assert_eq!(jwk["kty"], "RSA");
     let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -172,20 +137,17 @@ fn every_key_command_works_with_a_softhsm_rsa_4096_key() {
     assert_eq!(n.len(), 512, "a 4096-bit modulus");
     assert!(jwk.get("d").is_none(), "no private member");
     let out_dir = dir.path().join("export");
-    ok(
-        "keys export",
-        &keybound(
-            &[
-                "keys",
-                "export",
-                "--key",
-                &reference,
-                "--out-dir",
-                out_dir.to_str().unwrap(),
-            ],
-            None,
-        ),
-    );
+    ok(&keybound(
+        &[
+            "keys",
+            "export",
+            "--key",
+            &reference,
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+        ],
+        None,
+    ));
     assert_eq!(
         std::fs::read_to_string(out_dir.join("public_key.pem")).unwrap(),
         pem
@@ -214,69 +176,57 @@ fn every_key_command_works_with_a_softhsm_rsa_4096_key() {
         ("PS256", jsonwebtoken::Algorithm::PS256),
     ] {
         let claims = json!({"iss": "keybound-test", "aud": "partner", "sub": alg});
-        let jwt = ok(
-            &format!("jwt sign {alg}"),
-            &keybound(
-                &[
-                    "jwt", "sign", "--key", &reference, "--alg", alg, "--claims", "-", "--iat",
-                    "--exp-in", "120",
-                ],
-                Some(claims.to_string().as_bytes()),
-            ),
-        );
+        let jwt = ok(&keybound(
+            &[
+                "jwt", "sign", "--key", &reference, "--alg", alg, "--claims", "-", "--iat",
+                "--exp-in", "120",
+            ],
+            Some(claims.to_string().as_bytes()),
+        ));
         let jwt = jwt.trim();
         assert_eq!(b64url_json(jwt.split('.').next().unwrap())["alg"], alg);
         assert_eq!(jsonwebtoken_claims(&pem, jwt, jalg)["sub"], alg);
-        let verified = ok(
-            &format!("jwt verify {alg}"),
-            &keybound(
-                &[
-                    "jwt",
-                    "verify",
-                    "--pubkey",
-                    pem_path.to_str().unwrap(),
-                    "--token",
-                    "-",
-                    "--alg",
-                    alg,
-                    "--aud",
-                    "partner",
-                    "--iss",
-                    "keybound-test",
-                ],
-                Some(jwt.as_bytes()),
-            ),
-        );
+        let verified = ok(&keybound(
+            &[
+                "jwt",
+                "verify",
+                "--pubkey",
+                pem_path.to_str().unwrap(),
+                "--token",
+                "-",
+                "--alg",
+                alg,
+                "--aud",
+                "partner",
+                "--iss",
+                "keybound-test",
+            ],
+            Some(jwt.as_bytes()),
+        ));
         assert!(verified.contains(alg), "{verified}");
     }
 
     // jwe decrypt in the token: RSA-OAEP unwraps; RSA-OAEP-256 is refused by SoftHSM 2.6, clearly.
     let payload = b"card data for the issuer\n";
     for enc in ["A256GCM", "A128GCM"] {
-        let jwe = ok(
-            "jwe encrypt",
-            &keybound(
-                &[
-                    "jwe",
-                    "encrypt",
-                    "--pubkey",
-                    jwk_path.to_str().unwrap(),
-                    "--alg",
-                    "RSA-OAEP",
-                    "--enc",
-                    enc,
-                ],
-                Some(payload),
-            ),
-        );
+        let jwe = ok(&keybound(
+            &[
+                "jwe",
+                "encrypt",
+                "--pubkey",
+                jwk_path.to_str().unwrap(),
+                "--alg",
+                "RSA-OAEP",
+                "--enc",
+                enc,
+            ],
+            Some(payload),
+        ));
         let plain = keybound(
             &["jwe", "decrypt", "--key", &reference],
             Some(jwe.as_bytes()),
         );
-        assert_eq!(
-            ok(&format!("jwe decrypt {enc}"), &plain).as_bytes(),
-            payload
-        );
+        assert_eq!(ok(&plain).as_bytes(), payload);
         // The same JWE with one ciphertext byte changed: rejected, no plaintext.
         let mut parts: Vec<String> = jwe.trim().split('.').map(str::to_owned).collect();
         let c = parts[3].pop().unwrap();
@@ -288,22 +238,19 @@ fn every_key_command_works_with_a_softhsm_rsa_4096_key() {
         assert_eq!(bad.status.code(), Some(1));
         assert!(bad.stdout.is_empty());
     }
-    let oaep256 = ok(
-        "jwe encrypt RSA-OAEP-256",
-        &keybound(
-            &[
-                "jwe",
-                "encrypt",
-                "--pubkey",
-                jwk_path.to_str().unwrap(),
-                "--alg",
-                "RSA-OAEP-256",
-                "--enc",
-                "A256GCM",
-            ],
-            Some(payload),
-        ),
-    );
+    let oaep256 = ok(&keybound(
+        &[
+            "jwe",
+            "encrypt",
+            "--pubkey",
+            jwk_path.to_str().unwrap(),
+            "--alg",
+            "RSA-OAEP-256",
+            "--enc",
+            "A256GCM",
+        ],
+        Some(payload),
+    ));
     let refused = keybound(
         &["jwe", "decrypt", "--key", &reference],
         Some(oaep256.as_bytes()),
@@ -316,26 +263,23 @@ fn every_key_command_works_with_a_softhsm_rsa_4096_key() {
     assert!(stderr.contains("not supported"), "{stderr}");
 
     // provisioning auth-code signed in the token; jsonwebtoken and verify-auth-code accept it.
-    let code = ok(
-        "provisioning auth-code",
-        &keybound(
-            &[
-                "provisioning",
-                "auth-code",
-                "--key",
-                &reference,
-                "--issuer-id",
-                "ISSUER0001",
-                "--sub",
-                "tok-hsm",
-                "--aud",
-                "GOOGLE_PAY",
-                "--kid",
-                "hsm-1",
-            ],
-            None,
-        ),
-    );
+    let code = ok(&keybound(
+        &[
+            "provisioning",
+            "auth-code",
+            "--key",
+            &reference,
+            "--issuer-id",
+            "ISSUER0001",
+            "--sub",
+            "tok-hsm",
+            "--aud",
+            "GOOGLE_PAY",
+            "--kid",
+            "hsm-1",
+        ],
+        None,
+    ));
     let code = code.trim();
     let claims = jsonwebtoken_claims(&pem, code, jsonwebtoken::Algorithm::RS256);
     assert_eq!(
@@ -344,22 +288,19 @@ fn every_key_command_works_with_a_softhsm_rsa_4096_key() {
     );
     let code_path = dir.path().join("code.jwt");
     std::fs::write(&code_path, code).unwrap();
-    ok(
-        "provisioning verify-auth-code",
-        &keybound(
-            &[
-                "provisioning",
-                "verify-auth-code",
-                "--pubkey",
-                pem_path.to_str().unwrap(),
-                "--token",
-                code_path.to_str().unwrap(),
-                "--kid",
-                "hsm-1",
-            ],
-            None,
-        ),
-    );
+    ok(&keybound(
+        &[
+            "provisioning",
+            "verify-auth-code",
+            "--pubkey",
+            pem_path.to_str().unwrap(),
+            "--token",
+            code_path.to_str().unwrap(),
+            "--kid",
+            "hsm-1",
+        ],
+        None,
+    ));
     assert_no_secrets(&token, dir.path());
 }
 
