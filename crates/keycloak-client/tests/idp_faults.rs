@@ -5,9 +5,12 @@
 //! with a clear reason after a bounded number of attempts (retries only for 5xx and network errors), and no
 //! password, client secret, assertion or token appears in any error or log line.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{capture, server};
 use keycloak_client::key_provider::{self, KeyBackend, KeySpec};
 use keycloak_client::secrecy::{ExposeSecret as _, SecretString};
 use keycloak_client::testing::{OidcServer, Realm, ServerConfig, jwks_of};
@@ -22,15 +25,6 @@ const PARTNER: &str = "example-partner";
 const PARTNER_SECRET: &str = "example-partner-dummysecret-7Qx";
 const USER: &str = "exampleuser@bank.example.com";
 const PASSWORD: &str = "SecÜre!P4ssw0rd-faults";
-
-macro_rules! server {
-    ($name:expr, $config:expr) => {
-        match OidcServer::start($name, &$config) {
-            Some(s) => s,
-            None => return,
-        }
-    };
-}
 
 fn key(dir: &tempfile::TempDir) -> Arc<dyn KeyBackend> {
     let path = dir.path().join("lender.pem");
@@ -94,31 +88,6 @@ fn partner(server: &OidcServer) -> KeycloakClient {
 
 fn password() -> SecretString {
     SecretString::from(PASSWORD)
-}
-
-/// Everything the tracing subscriber wrote.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
 }
 
 /// No secret of this test, and no JWT at all, in `text`.
@@ -259,7 +228,7 @@ async fn broken_token_answers_are_clear_errors_without_secrets() {
     errors.push_str(&format!("{e}\n{e:?}\n"));
 
     assert_clean("an error", &errors);
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert_clean("the log", &log);
     assert!(!log.contains(token.expose_secret()));
     assert!(
@@ -298,7 +267,7 @@ async fn slow_answers_time_out_after_bounded_attempts() {
         .await
         .unwrap();
     assert_clean("the error", &format!("{e} {e:?}"));
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert_clean("the log", &log);
 }
 
@@ -367,6 +336,6 @@ async fn refused_connections_and_5xx_are_retried_a_bounded_number_of_times() {
     );
     assert!(e.to_string().contains("check the URL"), "{e}");
     assert_clean("the error", &format!("{e} {e:?}"));
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert_clean("the log", &log);
 }

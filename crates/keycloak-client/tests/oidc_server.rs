@@ -5,10 +5,13 @@
 //! Each test starts its own server on a free loopback port, or skips loudly when `node` or
 //! `tests/oidc-provider/node_modules` is missing (`npm ci --prefix tests/oidc-provider`).
 
+mod common;
+
 use std::io::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{capture, server};
 use jose_core::{JwsAlgorithm, JwsHeader};
 use key_provider::{EcCurve, KeyBackend, KeySpec};
 use keycloak_client::testing::{OidcServer, Realm, ServerConfig, jwks_of};
@@ -114,15 +117,6 @@ fn oauth_code(e: &KeycloakError) -> OAuthErrorCode {
         .unwrap_or_else(|| panic!("expected an OAuth error, got {e}"))
         .code
         .clone()
-}
-
-macro_rules! server {
-    ($name:expr, $config:expr) => {
-        match OidcServer::start($name, &$config) {
-            Some(s) => s,
-            None => return,
-        }
-    };
 }
 
 #[tokio::test]
@@ -861,19 +855,6 @@ async fn token_source_keeps_the_cached_token_when_renewal_fails_before_expiry() 
     assert_ne!(a.expose_secret(), c.expose_secret());
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn tokens_assertions_passwords_and_secrets_are_never_logged() {
     let keys = keys();
@@ -881,14 +862,7 @@ async fn tokens_assertions_passwords_and_secrets_are_never_logged() {
         "tokens_assertions_passwords_and_secrets_are_never_logged",
         config(&keys)
     );
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture();
 
     let client = lender(&server, &keys.rsa, &AssertionConfig::new(LENDER));
     let assertion = client.assertion().await.unwrap();
@@ -918,7 +892,7 @@ async fn tokens_assertions_passwords_and_secrets_are_never_logged() {
     let source = TokenSource::new(Arc::new(client), FullGrant::password(USER, password()));
     let t = source.access_token().await.unwrap();
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let secrets = [
         r.access_token.expose_secret(),
         rt.expose_secret(),
