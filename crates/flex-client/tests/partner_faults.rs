@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -40,19 +39,6 @@ fn impatient(sim: &FlexSimulator) -> FlexClient {
     support::builder(sim).http(http).build().unwrap()
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Whether `needle` occurs in `text` as a whole word (no letter or digit on either side).
 fn has_word(text: &str, needle: &str) -> bool {
     text.match_indices(needle).any(|(i, _)| {
@@ -77,14 +63,7 @@ fn assert_clean(what: &str, text: &str, tokens: &[&str]) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn partner_faults_are_clear_bounded_and_leak_nothing() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = support::capture();
 
     let sim = FlexSimulator::start().await.unwrap();
     sim.add_merchant_shared_secret(support::MERCHANT, support::KEY_ID, SECRET_B64);
@@ -206,7 +185,7 @@ async fn partner_faults_are_clear_bounded_and_leak_nothing() {
         &errors,
         &tokens.iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert_clean(
         "the log",
         &log,

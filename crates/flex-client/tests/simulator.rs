@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -750,26 +749,7 @@ async fn dual_branded_cards_report_detected_card_types() {
 /// Logs at TRACE level over a whole flow contain no card data, no token, no capture context and no secret.
 #[tokio::test(flavor = "current_thread")]
 async fn logs_carry_no_card_data_or_tokens() {
-    use std::io::Write;
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buffer, _guard) = support::capture();
 
     let sim = FlexSimulator::start().await.unwrap();
     let secret =
@@ -789,7 +769,7 @@ async fn logs_carry_no_card_data_or_tokens() {
     sim.misbehave(Misbehavior::BadDigest);
     let _ = client.tokenize(&context, &card_data()).await;
 
-    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let logs = buffer.text();
     assert!(
         logs.contains("verified"),
         "the flow logged something: {logs}"
