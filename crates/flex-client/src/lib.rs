@@ -57,7 +57,9 @@ pub use environment::Environment;
 pub use error::{FlexError, FlexResult};
 pub use http::HttpConfig;
 pub use key_cache::KeyCache;
-pub use merchant_auth::{HttpSignatureAuth, JwtAuth, MerchantAuth, body_digest};
+pub use merchant_auth::{
+    HttpSignatureAuth, JWT_CLAIMS, JWT_LIFETIME_SECS, JwtAuth, MerchantAuth, body_digest,
+};
 pub use origin::{FLEX_DOMAINS, OriginPolicy};
 pub use sensitive::Sensitive;
 pub use transient_token::{

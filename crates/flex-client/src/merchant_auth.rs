@@ -3,12 +3,16 @@
 //! - [`MerchantAuth::Jwt`] (JWT v2): `Authorization: Bearer <jwt>`, the JWT signed RS256 through a
 //!   [`KeyBackend`] — so the merchant key can stay in an HSM. Header `{kid, alg: RS256, typ: JWT}`; claims
 //!   `iat`, `exp` = `iat` + 120, `iss` (merchant id), `jti` (UUID), `v-c-jwt-version` `"2"`, `request-host`,
-//!   `request-resource-path`, `request-method` (lowercase), `v-c-merchant-id`, and for requests with a body
-//!   `digest` = base64(SHA-256(body)) with `digest-algorithm` `SHA-256`.
+//!   `request-resource-path` (the path, never a query string), `request-method` (lowercase),
+//!   `v-c-merchant-id`, and only for requests with a body `digest` = base64(SHA-256(body)) with
+//!   `digestAlgorithm` `SHA-256` (the names of Cybersource's "Construct messages using JSON Web Tokens"
+//!   page; see [`JWT_CLAIMS`]).
 //! - [`MerchantAuth::HttpSignature`]: headers `v-c-merchant-id`, `date`, `digest: SHA-256=<b64>` and
 //!   `signature: keyid="…", algorithm="HmacSHA256", headers="host date request-target digest v-c-merchant-id",
 //!   signature="<b64>"`, an HMAC-SHA256 with the base64-decoded shared secret over
-//!   `host: …\ndate: …\nrequest-target: post /path\ndigest: …\nv-c-merchant-id: …`.
+//!   `host: …\ndate: …\nrequest-target: post /path\ndigest: …\nv-c-merchant-id: …`. POST, PUT and PATCH
+//!   (and any request with a body) carry the digest; GET and DELETE sign `host date request-target
+//!   v-c-merchant-id`.
 //!
 //! Headers are made per attempt (fresh `jti` and `date` on every retry).
 
@@ -25,6 +29,26 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::error::FlexError;
+
+/// The claims flex-client puts in a JWT v2 merchant-authentication token: always the first nine, and
+/// `digest` + `digestAlgorithm` only when the request has a body. (Cybersource also defines
+/// `v-c-response-mle-kid`, sent only with response message-level encryption, which this crate does not use.)
+pub const JWT_CLAIMS: [&str; 11] = [
+    "iat",
+    "exp",
+    "iss",
+    "jti",
+    "request-host",
+    "request-method",
+    "request-resource-path",
+    "v-c-jwt-version",
+    "v-c-merchant-id",
+    "digest",
+    "digestAlgorithm",
+];
+
+/// Lifetime of a JWT v2 merchant-authentication token: Cybersource refuses `exp` later than `iat` + 120.
+pub const JWT_LIFETIME_SECS: u64 = 120;
 
 /// How merchant requests are authenticated.
 #[derive(Clone, Debug)]
@@ -187,7 +211,8 @@ impl MerchantAuth {
     }
 
     /// The authentication headers for one request: `method` (e.g. `POST`), `host` (`host[:port]`), `path`
-    /// (without query), and the exact body bytes.
+    /// (with its query string, if any: the JWT's `request-resource-path` leaves the query out, the HTTP
+    /// Signature's `request-target` keeps it), and the exact body bytes.
     ///
     /// # Errors
     /// [`FlexError::Key`] / [`FlexError::Jose`] when the key backend fails to sign.
@@ -198,28 +223,43 @@ impl MerchantAuth {
         path: &str,
         body: &[u8],
     ) -> Result<Vec<(&'static str, String)>, FlexError> {
+        self.headers_at(method, host, path, body, SystemTime::now())
+            .await
+    }
+
+    /// [`MerchantAuth::headers`] as made at the time `at` (`iat` of the JWT, `date` of the HTTP Signature):
+    /// for known-answer tests and for reproducing a request that was refused.
+    ///
+    /// # Errors
+    /// As [`MerchantAuth::headers`].
+    pub async fn headers_at(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        body: &[u8],
+        at: SystemTime,
+    ) -> Result<Vec<(&'static str, String)>, FlexError> {
         match self {
             Self::Jwt(a) => {
-                let now = jose_core::jwt::now();
+                let resource_path = path.split_once('?').map_or(path, |(p, _)| p);
+                let now = at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
                 let mut claims = json!({
                     "iat": now,
-                    "exp": now + 120,
+                    "exp": now.saturating_add(JWT_LIFETIME_SECS),
                     "iss": a.merchant_id,
                     "jti": uuid::Uuid::new_v4().to_string(),
                     "v-c-jwt-version": "2",
                     "request-host": host,
-                    "request-resource-path": path,
+                    "request-resource-path": resource_path,
                     "request-method": method.to_ascii_lowercase(),
                     "v-c-merchant-id": a.merchant_id,
                 });
-                if !body.is_empty()
-                    || matches!(
-                        method.to_ascii_uppercase().as_str(),
-                        "POST" | "PUT" | "PATCH"
-                    )
-                {
+                if !body.is_empty() {
                     claims["digest"] = body_digest(body).into();
-                    claims["digest-algorithm"] = "SHA-256".into();
+                    claims["digestAlgorithm"] = "SHA-256".into();
                 }
                 let header = JwsHeader::new(JwsAlgorithm::RS256)
                     .kid(a.key_id.clone())
@@ -228,8 +268,11 @@ impl MerchantAuth {
                 Ok(vec![("authorization", format!("Bearer {jwt}"))])
             }
             Self::HttpSignature(a) => {
-                let date = httpdate::fmt_http_date(SystemTime::now());
-                let with_digest = !body.is_empty() || method.eq_ignore_ascii_case("POST");
+                let date = httpdate::fmt_http_date(at);
+                let with_digest = !body.is_empty()
+                    || ["POST", "PUT", "PATCH"]
+                        .iter()
+                        .any(|m| method.eq_ignore_ascii_case(m));
                 let digest = format!("SHA-256={}", body_digest(body));
                 let target = format!("{} {path}", method.to_ascii_lowercase());
                 let (names, signing_string) = if with_digest {
@@ -277,6 +320,99 @@ mod tests {
             body_digest(b""),
             "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
         );
+    }
+
+    /// The claim names are written out here from Cybersource's page, not taken from [`JWT_CLAIMS`].
+    #[tokio::test]
+    async fn jwt_claims_are_the_documented_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merchant.pem");
+        key_provider::file::generate(&path, key_provider::KeySpec::Rsa(2048)).unwrap();
+        let key = key_provider::open(
+            &format!("file:{}", path.display()).parse().unwrap(),
+            &key_provider::OpenOptions::default(),
+        )
+        .unwrap();
+        let auth = MerchantAuth::Jwt(JwtAuth::new("m1", "serial-1", key).unwrap());
+        let decode = |headers: Vec<(&'static str, String)>| {
+            assert_eq!(headers.len(), 1);
+            let (name, value) = &headers[0];
+            assert_eq!(*name, "authorization");
+            let jwt = value.strip_prefix("Bearer ").unwrap();
+            jose_core::jwt::decode_unverified(jwt).unwrap()
+        };
+        let always = [
+            "iat",
+            "exp",
+            "iss",
+            "jti",
+            "request-host",
+            "request-method",
+            "request-resource-path",
+            "v-c-jwt-version",
+            "v-c-merchant-id",
+        ];
+        let names = |claims: &serde_json::Map<String, serde_json::Value>| {
+            let mut names: Vec<String> = claims.keys().cloned().collect();
+            names.sort();
+            names
+        };
+        let sorted = |list: &[&str]| {
+            let mut list: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
+            list.sort();
+            list
+        };
+
+        let (header, claims) = decode(
+            auth.headers(
+                "POST",
+                "apitest.cybersource.com",
+                "/flex/v2/sessions",
+                b"{}",
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(header["alg"], "RS256");
+        assert_eq!(header["kid"], "serial-1");
+        assert_eq!(header["typ"], "JWT");
+        let with_body: Vec<&str> = always
+            .iter()
+            .copied()
+            .chain(["digest", "digestAlgorithm"])
+            .collect();
+        assert_eq!(names(&claims), sorted(&with_body));
+        assert_eq!(claims["digestAlgorithm"], "SHA-256");
+        assert_eq!(
+            claims["digest"],
+            "RBNvo1WzZ4oRRq0W9+hknpT7T8If536DEMBg9hyq/4o="
+        );
+        assert_eq!(claims["v-c-jwt-version"], "2");
+        assert_eq!(claims["request-method"], "post");
+        assert_eq!(claims["iss"], "m1");
+        assert_eq!(claims["v-c-merchant-id"], "m1");
+        let (iat, exp) = (
+            claims["iat"].as_u64().unwrap(),
+            claims["exp"].as_u64().unwrap(),
+        );
+        assert!(exp > iat && exp - iat <= 120, "iat {iat} exp {exp}");
+        let jti = uuid::Uuid::parse_str(claims["jti"].as_str().unwrap()).unwrap();
+        assert_eq!(jti.get_version(), Some(uuid::Version::Random));
+
+        // No body: no digest; the query string stays out of request-resource-path.
+        let (_, claims) = decode(
+            auth.headers(
+                "GET",
+                "apitest.cybersource.com",
+                "/reporting/v3/reports?startTime=2026-01-01",
+                b"",
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(names(&claims), sorted(&always));
+        assert_eq!(claims["request-resource-path"], "/reporting/v3/reports");
+        assert_eq!(claims["request-method"], "get");
     }
 
     #[tokio::test]

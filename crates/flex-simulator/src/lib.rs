@@ -584,6 +584,7 @@ async fn sessions(
     let request = auth::Request {
         method: &method,
         path: uri.path(),
+        target: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
         headers: &headers,
         body: &body,
     };
