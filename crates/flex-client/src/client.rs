@@ -286,14 +286,21 @@ fn check_raw_size(what: &'static str, token: &str) -> Result<(), FlexError> {
     Ok(())
 }
 
-/// A key id fit to appear in a URL path: 1–64 of `[A-Za-z0-9_.-]`.
-fn check_kid(what: &'static str, kid: &str) -> Result<(), FlexError> {
-    if kid.is_empty()
-        || kid.len() > 64
-        || !kid
+/// Whether `kid` is fit to be the last segment of a URL path as it is: 1–64 of `[A-Za-z0-9_.-]`, and not a dot
+/// segment (`.`, `..`, or only dots), which URL parsers resolve against the path (`/flex/v2/public-keys/..` is
+/// `/flex/v2/`). Nothing else in that set can change a path: no `/`, `\`, `%`, `?`, `#` or whitespace.
+pub(crate) fn is_plain_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= 64
+        && kid
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
+        && !kid.bytes().all(|b| b == b'.')
+}
+
+/// A key id fit to appear in a URL path (see [`is_plain_kid`]).
+fn check_kid(what: &'static str, kid: &str) -> Result<(), FlexError> {
+    if !is_plain_kid(kid) {
         return Err(FlexError::malformed(
             what,
             "the `kid` header is not a plain key id",
@@ -364,13 +371,21 @@ impl FlexClient {
     async fn fetch_key(&self, kid: &str) -> Result<PublicKey, FlexError> {
         let env = &self.inner.environment;
         let started = Instant::now();
-        let path = format!("/flex/v2/public-keys/{kid}");
-        let url = env.url(&path);
         let fail = |reason: String| FlexError::KeyFetch {
             kid: sanitize(kid),
             environment: env.name(),
             reason,
         };
+        // The kid becomes a path segment: only a plain key id, and the URL must still end in exactly that
+        // segment once parsed (checked again here whatever the callers checked).
+        let path = format!("/flex/v2/public-keys/{kid}");
+        let url = env.url(&path);
+        let url_path_ok = url::Url::parse(&url).is_ok_and(|u| u.path().ends_with(&path));
+        if !is_plain_kid(kid) || !url_path_ok {
+            return Err(fail(
+                "the kid is not a plain key id; it is never put into a URL".into(),
+            ));
+        }
         let response = self
             .inner
             .http
@@ -407,8 +422,16 @@ impl FlexClient {
             _ => Jwk::from_json(text),
         }
         .map_err(|e| fail(format!("not a usable JWK: {e}")))?;
-        if jwk.kid.as_deref().is_some_and(|k| k != kid) {
-            return Err(fail("the answer is the key of another kid".into()));
+        // The answer must say it is the key asked for: a JWK without `kid` is not taken on trust. (Its `use` is
+        // "enc" although it verifies signatures: that is what Flex serves, so `use` is not checked here.)
+        match jwk.kid.as_deref() {
+            Some(k) if k == kid => {}
+            Some(_) => return Err(fail("the answer is the key of another kid".into())),
+            None => {
+                return Err(fail(
+                    "the answer has no kid, so it does not say it is the key asked for".into(),
+                ));
+            }
         }
         let key = jwk
             .to_public_key()
@@ -986,7 +1009,21 @@ mod tests {
     fn kid_charset() {
         assert!(check_kid(CC, "3g").is_ok());
         assert!(check_kid(CC, "08iGdCvgiBXC8awzSK3Z4hRoalIJO5o1").is_ok());
-        for bad in ["", "../x", "a/b", "a?b", &"x".repeat(65)] {
+        assert!(check_kid(CC, "a.b").is_ok());
+        for bad in [
+            "",
+            ".",
+            "..",
+            "...",
+            "../x",
+            "a/b",
+            "a\\b",
+            "a?b",
+            "a#b",
+            "%2e%2e",
+            "a b",
+            &"x".repeat(65),
+        ] {
             assert!(check_kid(CC, bad).is_err(), "{bad}");
         }
     }

@@ -8,6 +8,7 @@
 //! | `POST /microform/v2/sessions`, `/flex/v2/sessions`, `/up/v1/capture-contexts`, `/uc/v1/sessions` | checks merchant authentication (JWT v2 or HTTP Signature), answers a capture context (`application/jwt`) |
 //! | `GET /flex/v2/public-keys/{kid}` | the bare JWK of the long-term signing key, or of a one-time key |
 //! | `POST /flex/v2/tokens` (and `/flex/v2/token`) | decrypts the JWE, checks it, answers a transient token with a `Digest` header |
+//! | anything else | 404, recorded in [`Stats::unrouted_requests`] |
 //!
 //! Capture contexts are RS256 JWTs signed with the simulator's long-term key (a short kid like Flex's `3g`)
 //! and embed a fresh one-time RSA-2048 encryption key in `flx.jwk` (32-character kid), `iat`/`exp` = now and
@@ -114,6 +115,10 @@ pub enum Misbehavior {
     HtmlPages(u32),
     /// Answer the next `n` requests, whatever they are, with HTTP 200 and truncated JSON.
     MalformedJson(u32),
+    /// Serve public keys (`/flex/v2/public-keys/{kid}`) without their `kid` member.
+    PublicKeyWithoutKid,
+    /// Serve public keys under another `kid` than the one asked for.
+    PublicKeyWithOtherKid,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -128,6 +133,8 @@ struct Faults {
     delay_ms: u64,
     html_pages: u32,
     malformed_json: u32,
+    key_without_kid: bool,
+    key_with_other_kid: bool,
 }
 
 /// What the simulator has seen.
@@ -150,6 +157,9 @@ pub struct Stats {
     pub tokens_issued: u64,
     /// Requests answered wrongly on purpose (503, HTML page, truncated JSON).
     pub injected_errors: u64,
+    /// Method and path of every request that matched no endpoint (answered 404), e.g. a key URL whose path a
+    /// `kid` of `..` changed.
+    pub unrouted_requests: Vec<String>,
 }
 
 impl Stats {
@@ -302,6 +312,7 @@ impl FlexSimulator {
             .route("/uc/v1/sessions", post(sessions))
             .route("/flex/v2/tokens", post(tokens))
             .route("/flex/v2/token", post(tokens))
+            .fallback(unrouted)
             .with_state(inner.clone());
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -369,6 +380,8 @@ impl FlexSimulator {
             Misbehavior::SlowResponses(ms) => f.delay_ms = ms,
             Misbehavior::HtmlPages(n) => f.html_pages = n,
             Misbehavior::MalformedJson(n) => f.malformed_json = n,
+            Misbehavior::PublicKeyWithoutKid => f.key_without_kid = true,
+            Misbehavior::PublicKeyWithOtherKid => f.key_with_other_kid = true,
         }
     }
 
@@ -546,7 +559,7 @@ async fn public_key(State(inner): State<Arc<Inner>>, Path(kid): Path<String>) ->
     if let Some(r) = injected_error(&inner) {
         return r;
     }
-    let jwk = if *lock(&inner.signing_kid) == kid {
+    let mut jwk = if *lock(&inner.signing_kid) == kid {
         if lock(&inner.faults).weak_key {
             inner.weak_key.public_jwk(&kid)
         } else {
@@ -557,7 +570,27 @@ async fn public_key(State(inner): State<Arc<Inner>>, Path(kid): Path<String>) ->
     } else {
         return reject(&inner, StatusCode::NOT_FOUND, format!("no key {kid:?}"));
     };
+    let faults = *lock(&inner.faults);
+    if let Value::Object(members) = &mut jwk {
+        if faults.key_without_kid {
+            members.remove("kid");
+        } else if faults.key_with_other_kid {
+            members.insert("kid".into(), json!(format!("{kid}x")));
+        }
+    }
     ([("content-type", "application/json")], jwk.to_string()).into_response()
+}
+
+/// Any request no endpoint matches: recorded, answered 404.
+async fn unrouted(State(inner): State<Arc<Inner>>, method: Method, uri: Uri) -> Response {
+    lock(&inner.stats)
+        .unrouted_requests
+        .push(format!("{method} {}", uri.path()));
+    reject(
+        &inner,
+        StatusCode::NOT_FOUND,
+        format!("no endpoint {method} {}", uri.path()),
+    )
 }
 
 fn kind_of(path: &str) -> SessionKind {
