@@ -3,8 +3,9 @@
 //! 1. [`FlexClient::request_capture_context`]: merchant-authenticated POST to a sessions endpoint; the answer
 //!    is verified before it is returned.
 //! 2. [`FlexClient::verify_capture_context`]: `kid` required, RS256/384/512 only, Flex's key fetched from
-//!    `/flex/v2/public-keys/{kid}` (cached per environment + kid, single-flight, refetched once when a cached
-//!    key fails: rotation), moduli under 2048 bits refused, `exp`/`iat` checked with a small leeway (which the
+//!    `/flex/v2/public-keys/{kid}` (cached per environment + kid, single-flight; when the key held fails, a
+//!    newer one is looked for — at most one fetch per kid per cooldown — and replaces it only once it
+//!    verifies: see [`KeyCache`]), moduli under 2048 bits refused, `exp`/`iat` checked with a small leeway (which the
 //!    official server SDKs do not do).
 //! 3. [`FlexClient::tokenize`]: the context is re-checked for expiry and its tokens origin against the
 //!    [`OriginPolicy`] *before* any card data is encrypted; then `{"data","context","index":0}` is encrypted
@@ -29,7 +30,7 @@ use crate::data::TokenizeData;
 use crate::environment::Environment;
 use crate::error::{FlexError, sanitize};
 use crate::http::{Http, HttpConfig, status_hint};
-use crate::key_cache::KeyCache;
+use crate::key_cache::{Failure, FetchFailure, KeyCache};
 use crate::merchant_auth::{MerchantAuth, body_digest};
 use crate::origin::OriginPolicy;
 use crate::transient_token::{TransientToken, TransientTokenClaims, VerifiedTransientToken};
@@ -191,7 +192,8 @@ impl FlexClientBuilder {
     }
 
     /// Shares a key cache with other clients (keys are cached per environment, so clients of different
-    /// environments can share one safely).
+    /// environments can share one safely), or sets its refetch cooldown
+    /// ([`KeyCache::with_refetch_cooldown`]).
     #[must_use]
     pub fn key_cache(mut self, cache: Arc<KeyCache>) -> Self {
         self.key_cache = Some(cache);
@@ -368,7 +370,24 @@ impl FlexClient {
         &self.inner.keys
     }
 
-    async fn fetch_key(&self, kid: &str) -> Result<PublicKey, FlexError> {
+    /// Fetches Flex's key for `kid`, for the [`KeyCache`].
+    async fn fetch_key(&self, kid: &str) -> Result<PublicKey, FetchFailure> {
+        let mut unknown_kid = false;
+        self.fetch_key_from_endpoint(kid, &mut unknown_kid)
+            .await
+            .map_err(|e| FetchFailure {
+                failure: Failure::from_error(e, kid, &self.inner.environment.name()),
+                unknown_kid,
+            })
+    }
+
+    /// `GET /flex/v2/public-keys/{kid}`; sets `unknown_kid` when the endpoint answers that it has no such key
+    /// (HTTP 400, 404 or 410).
+    async fn fetch_key_from_endpoint(
+        &self,
+        kid: &str,
+        unknown_kid: &mut bool,
+    ) -> Result<PublicKey, FlexError> {
         let env = &self.inner.environment;
         let started = Instant::now();
         let fail = |reason: String| FlexError::KeyFetch {
@@ -396,6 +415,7 @@ impl FlexClient {
             .await
             .map_err(|e| fail(e.to_string()))?;
         if response.status != 200 {
+            *unknown_kid = matches!(response.status, 400 | 404 | 410);
             tracing::warn!(kid, environment = %env, outcome = %format_args!("key fetch failed: HTTP {}", response.status), latency_ms = ms(started), "Flex public key");
             return Err(fail(format!(
                 "HTTP {}{}",
@@ -500,11 +520,8 @@ impl FlexClient {
         // Shape first: garbage is refused without a network round trip.
         let claims = CaptureContextClaims::from_json(&jws.payload)?;
 
-        let (key, fetched_here) = self
-            .inner
-            .keys
-            .get(&env_name, &kid, || self.fetch_key(&kid))
-            .await?;
+        let keys = &self.inner.keys;
+        let key = keys.get(&env_name, &kid, || self.fetch_key(&kid)).await?;
         let invalid = || FlexError::InvalidSignature {
             what: CC,
             kid: sanitize(&kid),
@@ -512,17 +529,30 @@ impl FlexClient {
         };
         match jws.verify_with(&key) {
             Ok(()) => {}
-            Err(JoseError::InvalidSignature) if !fetched_here => {
-                // The key may have been rotated under the same kid: refetch once and retry.
-                tracing::info!(kid, environment = %env, outcome = "cached key failed; refetching", "capture context");
-                let fresh = self
-                    .inner
-                    .keys
-                    .refresh(&env_name, &kid, &key, || self.fetch_key(&kid))
-                    .await?;
-                jws.verify_with(&fresh).map_err(|_| invalid())?;
+            Err(JoseError::InvalidSignature) => {
+                // The key may have been rotated under the same kid. The key held stays until another verifies:
+                // try a candidate fetched earlier, or fetch once more if the last fetch of this kid is older than
+                // the cooldown; otherwise (a forged token, most likely) the answer is the key held.
+                tracing::info!(kid, environment = %env, outcome = "the key held does not verify; looking for a newer one", "capture context");
+                let mut tried = vec![key];
+                loop {
+                    let next = if tried.len() > 3 {
+                        None
+                    } else {
+                        keys.another(&env_name, &kid, &tried, || self.fetch_key(&kid))
+                            .await?
+                    };
+                    let Some(next) = next else {
+                        return Err(invalid());
+                    };
+                    if jws.verify_with(&next).is_ok() {
+                        tracing::info!(kid, environment = %env, outcome = "a newer key verifies; it replaces the key held", "capture context");
+                        keys.confirm(&env_name, &kid, &next);
+                        break;
+                    }
+                    tried.push(next);
+                }
             }
-            Err(JoseError::InvalidSignature) => return Err(invalid()),
             Err(other) => return Err(other.into()),
         }
 
@@ -807,7 +837,7 @@ impl FlexClient {
             Ok(()) => {}
             Err(JoseError::InvalidSignature) if self.inner.transient_key_fallback => {
                 check_kid(TT, &kid)?;
-                let (key, _) = self
+                let key = self
                     .inner
                     .keys
                     .get(&env_name, &kid, || self.fetch_key(&kid))

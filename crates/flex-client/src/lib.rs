@@ -8,7 +8,8 @@
 //!    Signature with a shared secret ([`MerchantAuth`]).
 //! 2. **Verify it** ([`FlexClient::verify_capture_context`]) with Flex's key from
 //!    `/flex/v2/public-keys/{kid}`: cached per environment + kid, fetched once for concurrent callers,
-//!    refetched once on rotation; RS256/384/512 only; RSA keys of at least 2048 bits; `exp`/`iat` checked.
+//!    fetched again on a signature failure at most once per cooldown, the good key kept until a rotated one
+//!    verifies ([`KeyCache`]); RS256/384/512 only; RSA keys of at least 2048 bits; `exp`/`iat` checked.
 //! 3. **Tokenize** card data ([`FlexClient::tokenize`]): [`TokenizeData`] encrypted as a compact JWE
 //!    (RSA-OAEP + A256GCM) to the context's one-time key and posted to the context's tokens endpoint, if
 //!    that origin is allowed ([`OriginPolicy`]); the response `Digest` is checked.

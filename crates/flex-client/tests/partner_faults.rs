@@ -146,7 +146,8 @@ async fn partner_faults_are_clear_bounded_and_leak_nothing() {
     assert_eq!(after.token_requests - before.token_requests, 2);
 
     // A capture context signed under a kid Flex does not know: the key fetch answers 404, which is reported
-    // (not retried, not cached), and the context is never trusted.
+    // (not retried), and the context is never trusted. The 404 is remembered for the refetch cooldown: the
+    // second verification gets the same error without asking again.
     let attacker = SoftwareKey::from_bytes(
         "file",
         "attacker".into(),
@@ -176,8 +177,8 @@ async fn partner_faults_are_clear_bounded_and_leak_nothing() {
     }
     assert_eq!(
         sim.stats().public_key_fetches.get("unknownkid7"),
-        Some(&2),
-        "one fetch per verification: a 404 is neither retried nor cached"
+        Some(&1),
+        "a 404 is not retried, and remembered for the cooldown"
     );
 
     assert_clean(

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use flex_client::{
-    Environment, FlexClient, FlexError, HttpConfig, HttpSignatureAuth, JwtAuth, MerchantAuth,
-    SessionEndpoint, TokensEndpoint,
+    Environment, FlexClient, FlexError, HttpConfig, HttpSignatureAuth, JwtAuth, KeyCache,
+    MerchantAuth, SessionEndpoint, TokensEndpoint,
 };
 use flex_simulator::{FlexSimulator, Misbehavior, SessionKind, SimulatorConfig};
 use serde_json::json;
@@ -220,22 +220,43 @@ async fn concurrent_verifications_share_one_key_fetch() {
 async fn key_rotation_under_the_same_kid_refetches_once() {
     let sim = FlexSimulator::start().await.unwrap();
     let kid = sim.signing_kid();
-    let client = client(&sim);
+    // No refetch cooldown: a rotation is picked up at the first failure, however soon after the last fetch.
+    let client = builder(&sim)
+        .key_cache(std::sync::Arc::new(KeyCache::with_refetch_cooldown(
+            Duration::ZERO,
+        )))
+        .build()
+        .unwrap();
+    // With the default cooldown (30 s), a key rotated right after it was fetched is not fetched again yet.
+    let default = support::client(&sim);
+    assert_eq!(
+        default.key_cache().refetch_cooldown(),
+        KeyCache::DEFAULT_REFETCH_COOLDOWN
+    );
     let before = sim.issue_capture_context(SessionKind::Flex, &json!({}));
     client.verify_capture_context(&before).await.unwrap();
+    default.verify_capture_context(&before).await.unwrap();
+    assert_eq!(sim.stats().public_key_fetches[&kid], 2);
     sim.rotate_signing_key();
     let after = sim.issue_capture_context(SessionKind::Flex, &json!({}));
+    let err = default.verify_capture_context(&after).await.unwrap_err();
+    assert!(matches!(err, FlexError::InvalidSignature { .. }), "{err:?}");
+    assert_eq!(
+        sim.stats().public_key_fetches[&kid],
+        2,
+        "inside the cooldown"
+    );
     // The cached key fails; one refetch gets the new key.
     let context = client.verify_capture_context(&after).await.unwrap();
     assert_eq!(context.kid(), kid);
-    assert_eq!(sim.stats().public_key_fetches[&kid], 2);
+    assert_eq!(sim.stats().public_key_fetches[&kid], 3);
     // Verified again: the cache now holds the new key.
     client.verify_capture_context(&after).await.unwrap();
-    assert_eq!(sim.stats().public_key_fetches[&kid], 2);
+    assert_eq!(sim.stats().public_key_fetches[&kid], 3);
     // A context signed by the retired key fails after exactly one more refetch.
     let err = client.verify_capture_context(&before).await.unwrap_err();
     assert!(matches!(err, FlexError::InvalidSignature { .. }), "{err:?}");
-    assert_eq!(sim.stats().public_key_fetches[&kid], 3);
+    assert_eq!(sim.stats().public_key_fetches[&kid], 4);
 }
 
 #[tokio::test]
