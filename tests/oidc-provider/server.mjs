@@ -30,6 +30,11 @@
 //   POST /__stats/reset                  zero the counters
 //   POST /__admin/<realm>/revoke-refresh-tokens   invalidate every refresh token issued so far in the realm
 //   POST /__admin/<realm>/delay-token?ms=N        delay every token response of the realm by N ms
+//   POST /__admin/<realm>/hang-token?on=1        hold every token request of the realm without an answer (an
+//                                        identity provider that accepts connections but does not answer),
+//                                        counted on arrival as requests["hung-by-admin"], with the arrival
+//                                        times (ms since the epoch) in hungAt; hang-token?on=0 stops
+//                                        holding and answers the held requests HTTP 503
 //   POST /__admin/<realm>/fail-token?count=N&status=S[&after=1]  answer the next N token requests with
 //                                        HTTP S (after=1: after processing them, so their jti is used up)
 //   POST /__admin/<realm>/answer-token?count=N&kind=K[&status=S][&value=V]  process the next N token
@@ -124,7 +129,10 @@ function makeProvider(realm, realmConfig, origin) {
   const issuer = `${origin}/realms/${realm}`;
   const users = new Map((realmConfig.users ?? []).map((u) => [u.username, u]));
   const refreshGrants = new Set();
+  // Resolvers of the requests held by hang-token (not part of the JSON shown by the admin endpoints).
+  const held = [];
   const admin = {
+    hang: false,
     delayMs: 0, failCount: 0, failStatus: 503, failAfter: false,
     answerCount: 0, answerKind: 'html', answerStatus: 200, answerValue: '0',
   };
@@ -234,6 +242,15 @@ function makeProvider(realm, realmConfig, origin) {
   provider.use(async (ctx, next) => {
     const isToken = ctx.method === 'POST' && ctx.path === KEYCLOAK_PATHS.token;
     if (isToken) {
+      if (admin.hang) {
+        const stats = realmStats(realm);
+        bump(stats.requests, 'hung-by-admin');
+        (stats.hungAt ??= []).push(Date.now());
+        await new Promise((resolve) => held.push(resolve));
+        ctx.status = 503;
+        ctx.body = { error: 'temporarily_unavailable', error_description: 'the test held this request' };
+        return;
+      }
       if (admin.delayMs > 0) await new Promise((r) => setTimeout(r, admin.delayMs));
       if (admin.failCount > 0 && !admin.failAfter) {
         admin.failCount -= 1;
@@ -328,6 +345,10 @@ function makeProvider(realm, realmConfig, origin) {
       return ids.length;
     },
     admin,
+    setHang(on) {
+      admin.hang = on;
+      if (!on) held.splice(0).forEach((resolve) => resolve());
+    },
   };
 }
 
@@ -358,6 +379,9 @@ const server = http.createServer(async (req, res) => {
       switch (a[2]) {
         case 'revoke-refresh-tokens':
           return json(res, 200, { revoked_grants: await realm.revokeRefreshTokens() });
+        case 'hang-token':
+          realm.setHang(url.searchParams.get('on') !== '0');
+          return json(res, 200, realm.admin);
         case 'delay-token':
           realm.admin.delayMs = Number(url.searchParams.get('ms') ?? 0);
           return json(res, 200, realm.admin);

@@ -851,8 +851,31 @@ async fn token_source_keeps_the_cached_token_when_renewal_fails_before_expiry() 
         b.expose_secret(),
         "still valid: used while the server is down"
     );
-    let c = source.access_token().await.unwrap(); // server back: renewed
-    assert_ne!(a.expose_secret(), c.expose_secret());
+    assert_eq!(
+        server
+            .count(LENDER_REALM, "requests", "failed-by-admin")
+            .await,
+        3,
+        "one renewal, its 3 attempts refused"
+    );
+    // The server is back, but the next renewal waits a backoff (0.5..1 s after the first failure): the
+    // cached token meanwhile, without a request.
+    let c = source.access_token().await.unwrap();
+    assert_eq!(a.expose_secret(), c.expose_secret());
+    let stats = server.stats().await;
+    assert!(
+        stats[LENDER_REALM]["requests"]
+            .get("refresh_token")
+            .is_none(),
+        "{stats}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let d = source.access_token().await.unwrap(); // backoff over: renewed
+    assert_ne!(a.expose_secret(), d.expose_secret());
+    assert_eq!(
+        server.count(LENDER_REALM, "success", "refresh_token").await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
