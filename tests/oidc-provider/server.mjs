@@ -19,7 +19,9 @@
 //     `iat`, rejected when exp - now > 60,
 //   - `jti` single use (oidc-provider's replay detection), exp/nbf with 15 s clock tolerance.
 // Error descriptions of rejected client authentication are surfaced as Keycloak does (oidc-provider hides
-// them by default).
+// them by default), with Keycloak's status: 400 invalid_client for a refused client assertion, 401
+// invalid_client only when no client authenticated (unknown client, wrong secret, an assertion whose iss is
+// not the client: Keycloak ignores it).
 //
 // Grants: a `password` grant (Keycloak's direct access grant) registered with registerGrantType, checking
 // the realm's users; refresh_token (rotating, Keycloak-style); client_credentials.
@@ -111,6 +113,10 @@ function epoch() {
   return Math.floor(Date.now() / 1000);
 }
 
+// oidc-provider answers every invalid_client with 401; Keycloak keeps 401 for these, where no client
+// authenticated at all, and answers 400 when it refused the client's assertion.
+const NO_CLIENT_AUTHENTICATED = /client not found|invalid secret|iss \(JWT issuer\)|authentication mechanism does not match/;
+
 // Keycloak's wording for the failures a client must be able to tell apart.
 function keycloakDescription(err) {
   const detail = String(err.error_detail ?? '');
@@ -120,8 +126,7 @@ function keycloakDescription(err) {
   if (/signature verification failed|no matching key|JWKSNoMatchingKey/i.test(detail)) {
     return 'Client authentication with signed JWT failed: Signature on JWT token failed validation';
   }
-  if (/invalid secret/.test(detail)) return 'Invalid client or Invalid client credentials';
-  if (/client not found/.test(detail)) return 'Invalid client or Invalid client credentials';
+  if (NO_CLIENT_AUTHENTICATED.test(detail)) return 'Invalid client or Invalid client credentials';
   return detail || err.error_description;
 }
 
@@ -326,6 +331,10 @@ function makeProvider(realm, realmConfig, origin) {
   provider.on('grant.error', (ctx, err) => {
     if (ctx.body && typeof ctx.body === 'object' && err.error === 'invalid_client') {
       ctx.body.error_description = keycloakDescription(err);
+      if (!NO_CLIENT_AUTHENTICATED.test(String(err.error_detail ?? ''))) {
+        ctx.status = 400;
+        ctx.remove('www-authenticate');
+      }
     } else if (ctx.body && typeof ctx.body === 'object' && err.error === 'invalid_grant' && err.error_detail) {
       ctx.body.error_description = String(err.error_detail);
     }
