@@ -249,7 +249,9 @@ async fn hanging_idp_sees_one_renewal_per_backoff_window() {
     assert!(slowest <= PROMPT, "the slowest call took {slowest:?}");
 
     // Server side: the held requests, at least one backoff window apart (500 ms timeout + at least 500 ms
-    // backoff; 100 ms of slack for timer granularity), and more than one (the source keeps trying).
+    // backoff = 1 s from send to send; 250 ms of slack for how late a request may arrive on a loaded
+    // machine), where callers queueing for their own renewal would send one every 500 ms; and more than
+    // one (the source keeps trying).
     let arrivals = hung_at(&server).await;
     let gaps: Vec<u64> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
     let _ = writeln!(
@@ -264,7 +266,7 @@ async fn hanging_idp_sees_one_renewal_per_backoff_window() {
         arrivals.len()
     );
     assert!(
-        gaps.iter().all(|g| *g >= 900),
+        gaps.iter().all(|g| *g >= 750),
         "one request per backoff window: gaps {gaps:?} ms"
     );
 }
