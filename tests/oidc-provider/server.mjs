@@ -19,7 +19,9 @@
 //     `iat`, rejected when exp - now > 60,
 //   - `jti` single use (oidc-provider's replay detection), exp/nbf with 15 s clock tolerance.
 // Error descriptions of rejected client authentication are surfaced as Keycloak does (oidc-provider hides
-// them by default).
+// them by default), with Keycloak's status: 400 invalid_client for a refused client assertion, 401
+// invalid_client only when no client authenticated (unknown client, wrong secret, an assertion whose iss is
+// not the client: Keycloak ignores it).
 //
 // Grants: a `password` grant (Keycloak's direct access grant) registered with registerGrantType, checking
 // the realm's users; refresh_token (rotating, Keycloak-style); client_credentials.
@@ -30,6 +32,11 @@
 //   POST /__stats/reset                  zero the counters
 //   POST /__admin/<realm>/revoke-refresh-tokens   invalidate every refresh token issued so far in the realm
 //   POST /__admin/<realm>/delay-token?ms=N        delay every token response of the realm by N ms
+//   POST /__admin/<realm>/hang-token?on=1        hold every token request of the realm without an answer (an
+//                                        identity provider that accepts connections but does not answer),
+//                                        counted on arrival as requests["hung-by-admin"], with the arrival
+//                                        times (ms since the epoch) in hungAt; hang-token?on=0 stops
+//                                        holding and answers the held requests HTTP 503
 //   POST /__admin/<realm>/fail-token?count=N&status=S[&after=1]  answer the next N token requests with
 //                                        HTTP S (after=1: after processing them, so their jti is used up)
 //   POST /__admin/<realm>/answer-token?count=N&kind=K[&status=S][&value=V]  process the next N token
@@ -106,6 +113,10 @@ function epoch() {
   return Math.floor(Date.now() / 1000);
 }
 
+// oidc-provider answers every invalid_client with 401; Keycloak keeps 401 for these, where no client
+// authenticated at all, and answers 400 when it refused the client's assertion.
+const NO_CLIENT_AUTHENTICATED = /client not found|invalid secret|iss \(JWT issuer\)|authentication mechanism does not match/;
+
 // Keycloak's wording for the failures a client must be able to tell apart.
 function keycloakDescription(err) {
   const detail = String(err.error_detail ?? '');
@@ -115,8 +126,7 @@ function keycloakDescription(err) {
   if (/signature verification failed|no matching key|JWKSNoMatchingKey/i.test(detail)) {
     return 'Client authentication with signed JWT failed: Signature on JWT token failed validation';
   }
-  if (/invalid secret/.test(detail)) return 'Invalid client or Invalid client credentials';
-  if (/client not found/.test(detail)) return 'Invalid client or Invalid client credentials';
+  if (NO_CLIENT_AUTHENTICATED.test(detail)) return 'Invalid client or Invalid client credentials';
   return detail || err.error_description;
 }
 
@@ -124,7 +134,10 @@ function makeProvider(realm, realmConfig, origin) {
   const issuer = `${origin}/realms/${realm}`;
   const users = new Map((realmConfig.users ?? []).map((u) => [u.username, u]));
   const refreshGrants = new Set();
+  // Resolvers of the requests held by hang-token (not part of the JSON shown by the admin endpoints).
+  const held = [];
   const admin = {
+    hang: false,
     delayMs: 0, failCount: 0, failStatus: 503, failAfter: false,
     answerCount: 0, answerKind: 'html', answerStatus: 200, answerValue: '0',
   };
@@ -234,6 +247,15 @@ function makeProvider(realm, realmConfig, origin) {
   provider.use(async (ctx, next) => {
     const isToken = ctx.method === 'POST' && ctx.path === KEYCLOAK_PATHS.token;
     if (isToken) {
+      if (admin.hang) {
+        const stats = realmStats(realm);
+        bump(stats.requests, 'hung-by-admin');
+        (stats.hungAt ??= []).push(Date.now());
+        await new Promise((resolve) => held.push(resolve));
+        ctx.status = 503;
+        ctx.body = { error: 'temporarily_unavailable', error_description: 'the test held this request' };
+        return;
+      }
       if (admin.delayMs > 0) await new Promise((r) => setTimeout(r, admin.delayMs));
       if (admin.failCount > 0 && !admin.failAfter) {
         admin.failCount -= 1;
@@ -309,6 +331,10 @@ function makeProvider(realm, realmConfig, origin) {
   provider.on('grant.error', (ctx, err) => {
     if (ctx.body && typeof ctx.body === 'object' && err.error === 'invalid_client') {
       ctx.body.error_description = keycloakDescription(err);
+      if (!NO_CLIENT_AUTHENTICATED.test(String(err.error_detail ?? ''))) {
+        ctx.status = 400;
+        ctx.remove('www-authenticate');
+      }
     } else if (ctx.body && typeof ctx.body === 'object' && err.error === 'invalid_grant' && err.error_detail) {
       ctx.body.error_description = String(err.error_detail);
     }
@@ -328,6 +354,10 @@ function makeProvider(realm, realmConfig, origin) {
       return ids.length;
     },
     admin,
+    setHang(on) {
+      admin.hang = on;
+      if (!on) held.splice(0).forEach((resolve) => resolve());
+    },
   };
 }
 
@@ -358,6 +388,9 @@ const server = http.createServer(async (req, res) => {
       switch (a[2]) {
         case 'revoke-refresh-tokens':
           return json(res, 200, { revoked_grants: await realm.revokeRefreshTokens() });
+        case 'hang-token':
+          realm.setHang(url.searchParams.get('on') !== '0');
+          return json(res, 200, realm.admin);
         case 'delay-token':
           realm.admin.delayMs = Number(url.searchParams.get('ms') ?? 0);
           return json(res, 200, realm.admin);

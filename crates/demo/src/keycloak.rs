@@ -50,7 +50,7 @@ pub async fn run(out: &Out, keys: &KeyStore) -> Result<(), crate::Error> {
     out.field("token endpoint", server.token_url());
     out.field(
         "client",
-        format!("{CLIENT_ID} (private_key_jwt; assertions: one aud, ≤ 60 s, single-use jti)"),
+        format!("{CLIENT_ID} (private_key_jwt; assertions: one aud, ≤ 60 s old, single-use jti)"),
     );
     out.field("user", format!("{USERNAME} (password never shown)"));
 
@@ -125,7 +125,7 @@ pub async fn run(out: &Out, keys: &KeyStore) -> Result<(), crate::Error> {
         .await?;
     out.field("first use", &first);
     out.field("second use", &second);
-    if !second.starts_with("401") {
+    if !second.starts_with("400 invalid_client") {
         return Err(format!("the replayed assertion was not refused: {second}").into());
     }
     Ok(())

@@ -10,7 +10,10 @@
 //! - is signed by a public key registered for the client (`kid`-selected; RS/PS/ES algorithms),
 //! - has `iss` = `sub` = the client id (and the form's `client_id`, if sent, is the same),
 //! - has exactly one `aud`: the token endpoint URL or the realm issuer,
-//! - has `exp` in the future, `iat` not in the future (5 s leeway), and `exp` − `iat` ≤ 60 s,
+//! - has `exp` (required), not expired and `nbf` (if any) reached, with Keycloak's 15 s clock skew; `iat`
+//!   (optional) at most 15 s in the future,
+//! - is at most 60 s old (Keycloak's "max expiration" client setting, default 60 s): with `iat`, refused
+//!   when now > iat + 60; without `iat`, refused when exp − now > 60,
 //! - has a `jti` never seen before (each assertion is single use).
 //!
 //! Grants: `password` (demo users), `refresh_token` (tokens this server issued to the same client, not
@@ -18,7 +21,9 @@
 //! Keycloak's claims, verifiable with `GET /realms/{realm}/protocol/openid-connect/certs`), `expires_in`
 //! 300, `refresh_token`, `refresh_expires_in` 1800, `token_type` `Bearer`, `not-before-policy`,
 //! `session_state`, `scope`; refusals are `{"error": …, "error_description": …}` with Keycloak's status
-//! codes (401 `invalid_client`, 401 `invalid_grant` for user credentials, 400 otherwise).
+//! codes: 400 `invalid_client` for a refused assertion ("Client authentication with signed JWT failed: …",
+//! e.g. "Token reuse detected"), 401 `invalid_client` when no client authenticated (no assertion, unknown
+//! client, `iss` ≠ `sub`), 401 `invalid_grant` for user credentials, 400 otherwise.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -36,10 +41,11 @@ use tokio::sync::oneshot;
 
 /// The `client_assertion_type` of RFC 7523.
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// Longest accepted `exp` − `iat` of a client assertion (Keycloak's rule).
+/// Longest accepted age of a client assertion: Keycloak's "max expiration" client setting (default 60 s);
+/// with `iat`, refused when now > iat + 60, without it when exp − now > 60.
 pub const MAX_ASSERTION_LIFETIME: u64 = 60;
-/// Clock leeway for `iat` and `exp`.
-const LEEWAY: u64 = 5;
+/// Keycloak's allowed clock skew for `exp`, `nbf` and `iat`: 15 s.
+pub const CLOCK_SKEW: u64 = 15;
 /// Access token lifetime (Keycloak's default).
 pub const ACCESS_TOKEN_TTL: u64 = 300;
 /// Refresh token lifetime (Keycloak's default SSO session idle).
@@ -211,7 +217,18 @@ impl TokenEndpointServer {
 struct Refusal(StatusCode, &'static str, String);
 
 impl Refusal {
+    /// A refused client assertion: Keycloak answers 400 `invalid_client`.
     fn client(description: impl Into<String>) -> Self {
+        Self(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            description.into(),
+        )
+    }
+
+    /// No client authenticated (no credentials, unknown client, an assertion that is not the client's):
+    /// 401 `invalid_client`.
+    fn unknown_client(description: impl Into<String>) -> Self {
         Self(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
@@ -374,7 +391,7 @@ fn authenticate_client(inner: &Inner, form: &[(String, String)]) -> Result<Strin
     let assertion_type = param(form, "client_assertion_type")?;
     let assertion = param(form, "client_assertion")?;
     let (Some(assertion_type), Some(assertion)) = (assertion_type, assertion) else {
-        return Err(Refusal::client(
+        return Err(Refusal::unknown_client(
             "Invalid client or Invalid client credentials (this endpoint accepts only private_key_jwt)",
         ));
     };
@@ -383,34 +400,37 @@ fn authenticate_client(inner: &Inner, form: &[(String, String)]) -> Result<Strin
             "Parameter client_assertion_type must be {ASSERTION_TYPE}"
         )));
     }
-    // Keycloak finds the client by the assertion's subject, then checks everything else.
-    let (_, unverified) = jose_core::jwt::decode_unverified(assertion).map_err(|_| {
-        Refusal::client("Client authentication with signed JWT failed: malformed JWT")
-    })?;
-    let client_id = unverified
-        .get("sub")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            Refusal::client("Client authentication with signed JWT failed: no sub claim")
-        })?
-        .to_owned();
-    if let Some(form_id) = param(form, "client_id")? {
-        if form_id != client_id {
-            return Err(Refusal::client(
-                "client_id parameter does not match sub claim",
-            ));
-        }
-    }
     let failed = |why: &str| {
         Refusal::client(format!(
             "Client authentication with signed JWT failed: {why}"
         ))
     };
+    // Keycloak finds the client by the assertion's subject, then checks everything else.
+    let (_, unverified) =
+        jose_core::jwt::decode_unverified(assertion).map_err(|_| failed("malformed JWT"))?;
+    let client_id = unverified
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or_else(|| failed("Can't identify client. Subject missing on JWT token"))?
+        .to_owned();
+    if let Some(form_id) = param(form, "client_id")? {
+        if form_id != client_id {
+            return Err(failed("client_id parameter does not match sub claim"));
+        }
+    }
+    // An assertion whose issuer is not its subject is not this client's: ignored, so the client is not
+    // authenticated at all.
+    if unverified.get("iss").and_then(Value::as_str) != Some(client_id.as_str()) {
+        return Err(Refusal::unknown_client(
+            "Invalid client or Invalid client credentials",
+        ));
+    }
     let clients = lock(&inner.clients);
     let client = clients
         .get(&client_id)
-        .ok_or_else(|| Refusal::client("Invalid client or Invalid client credentials"))?;
-    let validation = Validation::new()
+        .ok_or_else(|| Refusal::unknown_client("Invalid client or Invalid client credentials"))?;
+    // The signature (and the claims' types) here; the time rules below, as Keycloak has them.
+    let mut validation = Validation::new()
         .algorithms(&[
             JwsAlgorithm::RS256,
             JwsAlgorithm::RS384,
@@ -423,8 +443,10 @@ fn authenticate_client(inner: &Inner, form: &[(String, String)]) -> Result<Strin
         ])
         .issuer(client_id.clone())
         .subject(client_id.clone())
-        .leeway(LEEWAY)
-        .required_claims(&["exp", "iat", "jti", "aud", "iss", "sub"]);
+        .required_claims(&[]);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_iat = false;
     let verified = jose_core::jwt::verify(assertion, &client.keys, &validation).map_err(|e| {
         failed(&match e {
             jose_core::JoseError::InvalidSignature | jose_core::JoseError::NoKey { .. } => {
@@ -442,29 +464,68 @@ fn authenticate_client(inner: &Inner, form: &[(String, String)]) -> Result<Strin
     };
     match audience.as_slice() {
         [one] if *one == inner.token_url || *one == inner.issuer => {}
+        [] => return Err(failed("Token audience is missing")),
         [_] => return Err(failed("Token audience doesn't match domain")),
         _ => return Err(failed("Multiple audiences not allowed")),
     }
-    let number = |name: &str| claims.get(name).and_then(Value::as_u64).unwrap_or(0);
-    let (iat, exp) = (number("iat"), number("exp"));
-    if exp.saturating_sub(iat) > MAX_ASSERTION_LIFETIME {
-        return Err(failed(&format!(
-            "Token exp claim is more than {MAX_ASSERTION_LIFETIME} s after iat"
-        )));
-    }
+    let now = jose_core::jwt::now();
+    let forget_at = check_times(&claims, now).map_err(|why| failed(&why))?;
     let jti = claims
         .get("jti")
         .and_then(Value::as_str)
         .filter(|j| !j.is_empty())
         .ok_or_else(|| failed("Missing ID on the token"))?;
-    let now = jose_core::jwt::now();
     let mut seen = lock(&inner.seen_jti);
-    seen.retain(|_, e| *e + LEEWAY >= now);
+    seen.retain(|_, forget| *forget >= now);
     if seen.contains_key(jti) {
         return Err(failed("Token reuse detected"));
     }
-    seen.insert(jti.to_owned(), exp);
+    seen.insert(jti.to_owned(), forget_at);
     Ok(client_id)
+}
+
+/// Keycloak's time rules for a client assertion at `now`: `exp` required; `exp` and `nbf` with
+/// [`CLOCK_SKEW`]; `iat` at most [`CLOCK_SKEW`] in the future; at most [`MAX_ASSERTION_LIFETIME`] old: with
+/// `iat`, refused when now > iat + 60, without it, refused when exp − now > 60. Returns when the assertion
+/// can no longer be accepted (until then its `jti` is remembered). Arithmetic saturates: claims near
+/// `u64::MAX` are refused, never wrapped.
+fn check_times(claims: &serde_json::Map<String, Value>, now: u64) -> Result<u64, String> {
+    // jose-core checked that time claims are non-negative numbers within range.
+    let time = |name: &str| {
+        claims
+            .get(name)
+            .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
+    };
+    let exp = time("exp").ok_or("Token exp claim is required")?;
+    if now > exp.saturating_add(CLOCK_SKEW) {
+        return Err("Token is not active (expired)".into());
+    }
+    if time("nbf").is_some_and(|nbf| nbf > now.saturating_add(CLOCK_SKEW)) {
+        return Err("Token is not active (nbf is in the future)".into());
+    }
+    let last_accepted = match time("iat") {
+        Some(iat) => {
+            if iat > now.saturating_add(CLOCK_SKEW) {
+                return Err("Token was issued in the future".into());
+            }
+            let too_old = iat.saturating_add(MAX_ASSERTION_LIFETIME);
+            if now > too_old {
+                return Err(format!(
+                    "Token is not active (issued more than {MAX_ASSERTION_LIFETIME} s ago)"
+                ));
+            }
+            too_old
+        }
+        None => {
+            if exp.saturating_sub(now) > MAX_ASSERTION_LIFETIME {
+                return Err(format!(
+                    "Token exp is more than {MAX_ASSERTION_LIFETIME} s in the future and there is no iat"
+                ));
+            }
+            exp
+        }
+    };
+    Ok(exp.min(last_accepted).saturating_add(CLOCK_SKEW))
 }
 
 /// Signs an access token and a refresh token and answers them Keycloak-style; a refresh keeps its session.
@@ -688,35 +749,187 @@ mod tests {
         let a = client.assertion().await.unwrap();
         assert_eq!(post(&s, a.jwt.expose_secret()).await.status(), 200);
         let second = post(&s, a.jwt.expose_secret()).await;
-        assert_eq!(second.status(), 401);
+        // Keycloak: 400 invalid_client "Token reuse detected".
+        assert_eq!(second.status(), 400);
         let body: Value = second.json().await.unwrap();
         assert_eq!(body["error"], "invalid_client");
+        assert_eq!(
+            body["error_description"],
+            "Client authentication with signed JWT failed: Token reuse detected"
+        );
+    }
+
+    /// Signs `claims` with `key` (header kid = its thumbprint) and posts them; (status, error, description).
+    async fn post_claims(
+        s: &Setup,
+        key: &Arc<dyn KeyBackend>,
+        claims: &Value,
+    ) -> (u16, String, String) {
+        let header = JwsHeader::new(JwsAlgorithm::RS256)
+            .typ("JWT")
+            .kid(jose_core::thumbprint(key.public_key()));
+        let jwt = jose_core::jwt::sign(key.as_ref(), &header, claims).unwrap();
+        let r = post(s, &jwt).await;
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        (
+            status,
+            text(&body["error"]),
+            text(&body["error_description"]),
+        )
+    }
+
+    #[tokio::test]
+    async fn keycloak_time_rules_with_15_s_skew_and_60_s_max_age() {
+        let s = setup().await;
+        let now = jose_core::jwt::now();
+        let mut n = 0;
+        let mut claims = |iat: Option<u64>, exp: Option<u64>, nbf: Option<u64>| {
+            n += 1;
+            let mut c = json!({"iss": CLIENT, "sub": CLIENT, "aud": s.server.token_url(),
+                "jti": format!("time-{n}")});
+            for (name, value) in [("iat", iat), ("exp", exp), ("nbf", nbf)] {
+                if let Some(v) = value {
+                    c[name] = json!(v);
+                }
+            }
+            c
+        };
+        // (what, claims, refused with this description or accepted)
+        let rows: Vec<(&str, Value, Option<&str>)> = vec![
+            (
+                "the usual 60 s",
+                claims(Some(now), Some(now + 60), None),
+                None,
+            ),
+            // Keycloak looks at the assertion's age, not at exp - iat.
+            (
+                "exp - iat = 120 s, issued now",
+                claims(Some(now), Some(now + 120), None),
+                None,
+            ),
+            (
+                "issued 50 s ago",
+                claims(Some(now - 50), Some(now + 10), None),
+                None,
+            ),
+            (
+                "issued 61 s ago",
+                claims(Some(now - 61), Some(now + 30), None),
+                Some("issued more than 60 s ago"),
+            ),
+            (
+                "issued 10 s ahead (within the skew)",
+                claims(Some(now + 10), Some(now + 60), None),
+                None,
+            ),
+            (
+                "issued 20 s ahead",
+                claims(Some(now + 20), Some(now + 60), None),
+                Some("issued in the future"),
+            ),
+            (
+                "expired 10 s ago (within the skew)",
+                claims(Some(now - 40), Some(now - 10), None),
+                None,
+            ),
+            (
+                "expired 20 s ago",
+                claims(Some(now - 40), Some(now - 20), None),
+                Some("not active (expired)"),
+            ),
+            (
+                "nbf 10 s ahead (within the skew)",
+                claims(Some(now), Some(now + 60), Some(now + 10)),
+                None,
+            ),
+            (
+                "nbf 20 s ahead",
+                claims(Some(now), Some(now + 60), Some(now + 20)),
+                Some("nbf is in the future"),
+            ),
+            (
+                "no iat, exp in 50 s",
+                claims(None, Some(now + 50), None),
+                None,
+            ),
+            (
+                "no iat, exp in 70 s",
+                claims(None, Some(now + 70), None),
+                Some("no iat"),
+            ),
+            (
+                "no exp",
+                claims(Some(now), None, None),
+                Some("exp claim is required"),
+            ),
+            (
+                "exp near u64::MAX",
+                claims(Some(now), Some(u64::MAX - 1), None),
+                None,
+            ),
+            (
+                "no iat, exp near u64::MAX",
+                claims(None, Some(u64::MAX - 1), None),
+                Some("no iat"),
+            ),
+            (
+                "iat near u64::MAX",
+                claims(Some(u64::MAX - 1), Some(u64::MAX), None),
+                Some("issued in the future"),
+            ),
+            (
+                "iat 0",
+                claims(Some(0), Some(now + 30), None),
+                Some("issued more than 60 s ago"),
+            ),
+        ];
+        for (what, c, refused) in rows {
+            let (status, error, description) = post_claims(&s, &s.key, &c).await;
+            match refused {
+                None => assert_eq!(status, 200, "{what}: {error} {description}"),
+                Some(says) => {
+                    assert_eq!((status, error.as_str()), (400, "invalid_client"), "{what}");
+                    assert!(
+                        description.starts_with("Client authentication with signed JWT failed: ")
+                            && description.contains(says),
+                        "{what}: {description}"
+                    );
+                }
+            }
+        }
+        // An assertion accepted with an exp far away is still single use.
+        let far = json!({"iss": CLIENT, "sub": CLIENT, "aud": s.server.token_url(), "jti": "far-exp",
+            "iat": now, "exp": u64::MAX - 1});
+        assert_eq!(post_claims(&s, &s.key, &far).await.0, 200);
+        let (status, _, description) = post_claims(&s, &s.key, &far).await;
+        assert_eq!(status, 400);
         assert!(
-            body["error_description"]
-                .as_str()
-                .unwrap()
-                .contains("Token reuse detected"),
-            "{body}"
+            description.contains("Token reuse detected"),
+            "{description}"
         );
     }
 
     #[tokio::test]
-    async fn refusals_for_key_lifetime_audience_and_issuer() {
+    async fn refusals_for_key_audience_issuer_and_jti() {
         let s = setup().await;
-        // A key that was never registered.
+        // A key that was never registered: 400, Keycloak's signature message.
         let e = client(&s, &AssertionConfig::new(CLIENT), key())
             .client_credentials(None)
             .await
             .unwrap_err();
         assert_eq!(refusal(&e).0, OAuthErrorCode::InvalidClient);
+        assert_eq!(e.oauth().unwrap().status, 400);
         assert!(refusal(&e).1.contains("failed validation"), "{e}");
-        // 120 s assertions.
+        // keycloak-client's 120 s assertions carry iat: accepted, as Keycloak does.
         let long = AssertionConfig::new(CLIENT).lifetime(Duration::from_secs(120));
-        let e = client(&s, &long, s.key.clone())
-            .client_credentials(None)
-            .await
-            .unwrap_err();
-        assert!(refusal(&e).1.contains("more than 60 s"), "{e}");
+        assert!(
+            client(&s, &long, s.key.clone())
+                .client_credentials(None)
+                .await
+                .is_ok()
+        );
         // Another audience.
         let other =
             AssertionConfig::new(CLIENT).audience(Audience::Custom("https://elsewhere".into()));
@@ -724,6 +937,7 @@ mod tests {
             .client_credentials(None)
             .await
             .unwrap_err();
+        assert_eq!(e.oauth().unwrap().status, 400);
         assert!(refusal(&e).1.contains("audience"), "{e}");
         // The issuer audience is accepted.
         let issuer = AssertionConfig::new(CLIENT).audience(Audience::Issuer);
@@ -733,42 +947,44 @@ mod tests {
                 .await
                 .is_ok()
         );
-        // Hand-made assertions: two audiences; iss other than sub; no jti.
+        // Hand-made assertions.
         let now = jose_core::jwt::now();
-        let header = JwsHeader::new(JwsAlgorithm::RS256)
-            .typ("JWT")
-            .kid(jose_core::thumbprint(s.key.public_key()));
         let base = json!({"iss": CLIENT, "sub": CLIENT, "aud": s.server.token_url(), "jti": "j1",
             "iat": now, "exp": now + 30});
         let cases = [
             (
                 "aud",
                 json!([s.server.token_url(), s.server.issuer()]),
+                400,
                 "Multiple audiences",
             ),
-            ("iss", json!("someone-else"), "issuer"),
-            ("jti", Value::Null, "jti"),
+            ("aud", Value::Null, 400, "audience is missing"),
+            ("jti", Value::Null, 400, "Missing ID"),
+            ("sub", Value::Null, 400, "Subject missing"),
+            // An assertion whose issuer is not its subject is ignored: no client authenticated.
+            ("iss", json!("someone-else"), 401, "Invalid client"),
+            // An unknown client.
+            ("sub", json!("nobody"), 401, "Invalid client"),
         ];
-        for (claim, value, expected) in cases {
+        for (claim, value, status, expected) in cases {
             let mut claims = base.clone();
             if value.is_null() {
                 claims.as_object_mut().unwrap().remove(claim);
             } else {
-                claims[claim] = value;
+                claims[claim] = value.clone();
+                if claim == "sub" {
+                    claims["iss"] = value;
+                }
             }
-            let jwt = jose_core::jwt::sign(s.key.as_ref(), &header, &claims).unwrap();
-            let r = post(&s, &jwt).await;
-            assert_eq!(r.status(), 401, "{claim}");
-            let body: Value = r.json().await.unwrap();
+            let (got, error, description) = post_claims(&s, &s.key, &claims).await;
+            assert_eq!((got, error.as_str()), (status, "invalid_client"), "{claim}");
             assert!(
-                body["error_description"]
-                    .as_str()
-                    .unwrap()
+                description
                     .to_lowercase()
                     .contains(&expected.to_lowercase()),
-                "{claim}: {body}"
+                "{claim}: {description}"
             );
         }
-        assert!(s.server.stats().refused >= 6);
+        assert!(s.server.stats().refused >= 8);
     }
 }

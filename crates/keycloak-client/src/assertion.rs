@@ -4,7 +4,9 @@
 //! JWT` and `kid` (by default the key's RFC 7638 thumbprint; configurable or omitted), and claims
 //! `iss` = `sub` = the client id, `aud` = ONE value (the token endpoint by default, or the realm issuer),
 //! `jti` = a new random UUID, `iat` = now, `exp` = now + lifetime (60 s by default; more than 300 s is refused
-//! unless explicitly allowed), and optionally `nbf` = now.
+//! unless explicitly allowed, more than 24 h always), and optionally `nbf` = now. Claim times are computed
+//! with checked arithmetic: a time outside 1970 to 9999 (a broken clock or skew correction) is an error,
+//! never a wrapped number.
 //!
 //! A new assertion (new `jti`) is signed for every token request, retries and refreshes included: Keycloak
 //! accepts each `jti` once.
@@ -18,7 +20,7 @@ use key_provider::KeyBackend;
 use secrecy::SecretString;
 use serde::Serialize;
 
-use crate::clock::unix_secs;
+use crate::clock::{MAX_CLAIM_SECS, unix_secs};
 use crate::endpoint::TokenEndpoint;
 use crate::error::KeycloakError;
 
@@ -30,6 +32,9 @@ pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Longest lifetime accepted without [`AssertionConfig::allow_long_lifetime`]: 300 s.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Longest lifetime accepted at all, even with [`AssertionConfig::allow_long_lifetime`]: 24 h.
+pub const LIFETIME_LIMIT: Duration = Duration::from_secs(24 * 3600);
 
 /// The assertion's single `aud` value.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -73,8 +78,8 @@ pub struct AssertionConfig {
     pub lifetime: Duration,
     /// Also send `nbf` = `iat` (off by default).
     pub not_before: bool,
-    /// Accept a lifetime above [`MAX_LIFETIME`] (off by default; Keycloak refuses more than 60 s anyway
-    /// unless `iat` is present).
+    /// Accept a lifetime above [`MAX_LIFETIME`], up to [`LIFETIME_LIMIT`] (off by default; Keycloak
+    /// refuses more than 60 s anyway unless `iat` is present).
     pub allow_long_lifetime: bool,
 }
 
@@ -226,9 +231,9 @@ impl ClientAssertionSigner {
     /// ```
     ///
     /// # Errors
-    /// [`KeycloakError::Config`] when the client id is empty, the lifetime is zero or above 300 s (without
-    /// `allow_long_lifetime`), the algorithm does not fit the key, or the issuer audience is asked for a URL
-    /// that is not Keycloak-shaped.
+    /// [`KeycloakError::Config`] when the client id is empty, the lifetime is zero, above 300 s (without
+    /// `allow_long_lifetime`) or above 24 h, the algorithm does not fit the key, or the issuer audience is
+    /// asked for a URL that is not Keycloak-shaped.
     pub fn new(
         key: Arc<dyn KeyBackend>,
         config: &AssertionConfig,
@@ -241,6 +246,14 @@ impl ClientAssertionSigner {
             return Err(KeycloakError::config(
                 "the assertion lifetime must be at least 1 s",
             ));
+        }
+        if config.lifetime > LIFETIME_LIMIT {
+            return Err(KeycloakError::config(format!(
+                "an assertion lifetime of {} s is out of range: at most {} s, even with long lifetimes allowed \
+                 (Keycloak allows 60 s; use the default)",
+                config.lifetime.as_secs(),
+                LIFETIME_LIMIT.as_secs()
+            )));
         }
         if config.lifetime > MAX_LIFETIME && !config.allow_long_lifetime {
             return Err(KeycloakError::config(format!(
@@ -329,11 +342,12 @@ impl ClientAssertionSigner {
     /// Signs a new assertion (new `jti`) issued at `now`. Runs PKCS#11 signing off the async worker threads.
     ///
     /// # Errors
-    /// [`KeycloakError::Assertion`] when the backend cannot sign.
+    /// [`KeycloakError::Assertion`] when the backend cannot sign; [`KeycloakError::Config`] when `now` is at
+    /// or before the Unix epoch, or `now` + lifetime is after the year 9999 (a broken clock or clock-skew
+    /// correction).
     pub async fn sign(&self, now: SystemTime) -> Result<ClientAssertion, KeycloakError> {
         let jti = uuid::Uuid::new_v4().to_string();
-        let iat = unix_secs(now);
-        let exp = iat + self.lifetime.as_secs();
+        let (iat, exp) = claim_times(now, self.lifetime)?;
         let claims = Claims {
             iss: &self.client_id,
             sub: &self.client_id,
@@ -356,6 +370,25 @@ impl ClientAssertionSigner {
             issued_at: iat,
             expires_at: exp,
         })
+    }
+}
+
+/// `iat` and `exp` for an assertion issued at `now` with `lifetime`, both within 1970 to 9999.
+fn claim_times(now: SystemTime, lifetime: Duration) -> Result<(u64, u64), KeycloakError> {
+    let iat = unix_secs(now);
+    if iat == 0 {
+        return Err(KeycloakError::config(
+            "the clock used for assertion times (with any clock-skew correction) is at or before 1970; \
+             fix this host's clock",
+        ));
+    }
+    match iat.checked_add(lifetime.as_secs()) {
+        Some(exp) if exp <= MAX_CLAIM_SECS => Ok((iat, exp)),
+        _ => Err(KeycloakError::config(format!(
+            "assertion times out of range: issued at {iat} s after the epoch with a lifetime of {} s ends \
+             after the year 9999; fix this host's clock (or its clock offset) and the lifetime",
+            lifetime.as_secs()
+        ))),
     }
 }
 
@@ -470,6 +503,48 @@ mod tests {
                 .0["kid"],
             "partner-kid-1"
         );
+    }
+
+    #[tokio::test]
+    async fn out_of_range_lifetimes_and_times_are_clear_errors_not_wraps() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = key(&dir, KeySpec::Ec(EcCurve::P256));
+        for lifetime in [
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+            Duration::from_secs(u64::MAX - 59),
+            LIFETIME_LIMIT + Duration::from_secs(1),
+        ] {
+            let cfg = AssertionConfig::new("c")
+                .lifetime(lifetime)
+                .allow_long_lifetime(true);
+            let e = ClientAssertionSigner::new(key.clone(), &cfg, &endpoint()).unwrap_err();
+            assert!(matches!(e, KeycloakError::Config(_)), "{e:?}");
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
+        // The longest lifetime allowed signs, with exp = iat + lifetime exactly.
+        let cfg = AssertionConfig::new("c")
+            .lifetime(LIFETIME_LIMIT)
+            .allow_long_lifetime(true);
+        let signer = ClientAssertionSigner::new(key.clone(), &cfg, &endpoint()).unwrap();
+        let a = signer.sign(SystemTime::now()).await.unwrap();
+        assert_eq!(a.expires_at - a.issued_at, LIFETIME_LIMIT.as_secs());
+        // Times a broken clock gives: refused, not signed with a wrapped or absurd exp.
+        let signer =
+            ClientAssertionSigner::new(key, &AssertionConfig::new("c"), &endpoint()).unwrap();
+        let last = std::time::UNIX_EPOCH + Duration::from_secs(MAX_CLAIM_SECS);
+        for now in [
+            std::time::UNIX_EPOCH,
+            last,
+            last - Duration::from_secs(59),
+            crate::clock::shift(SystemTime::now(), i64::MAX),
+        ] {
+            let e = signer.sign(now).await.unwrap_err();
+            assert!(matches!(e, KeycloakError::Config(_)), "{now:?}: {e:?}");
+            assert!(e.to_string().contains("clock"), "{e}");
+        }
+        let a = signer.sign(last - Duration::from_secs(60)).await.unwrap();
+        assert_eq!(a.expires_at, MAX_CLAIM_SECS);
     }
 
     #[tokio::test]

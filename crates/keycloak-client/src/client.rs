@@ -27,6 +27,13 @@ use crate::response::TokenResponse;
 /// resolution, so smaller estimates are noise.
 pub const SKEW_REPORT_THRESHOLD_SECS: i64 = 5;
 
+/// Largest clock-skew correction applied, in all: 24 h. A larger estimate (a host clock off by days, or a
+/// server's absurd `Date` header) is reported as [`KeycloakError::ClockSkew`] instead of being compensated.
+pub const MAX_SKEW_CORRECTION_SECS: u64 = 24 * 3600;
+
+/// Longest wait between two attempts of one request, whatever the policy says: 1 h.
+const LONGEST_BACKOFF: Duration = Duration::from_secs(3600);
+
 /// Largest token endpoint answer read: 1 MiB (Keycloak's are a few KiB).
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
@@ -96,7 +103,7 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// Wait before the second attempt (default 250 ms); doubled each time, with ±25 % jitter.
     pub initial_backoff: Duration,
-    /// Longest wait between attempts (default 4 s).
+    /// Longest wait between attempts (default 4 s; at most 1 h is waited, whatever this says).
     pub max_backoff: Duration,
 }
 
@@ -132,7 +139,9 @@ impl RetryPolicy {
         let base = self
             .initial_backoff
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.max_backoff);
+            .min(self.max_backoff)
+            // Capped, so that the jitter below (at most ×1.25) cannot overflow a Duration.
+            .min(LONGEST_BACKOFF);
         // ±25 % jitter from a random UUID's bits (no extra RNG dependency).
         let r = (uuid::Uuid::new_v4().as_u128() % 1000) as u32; // 0..1000
         base.mul_f64(0.75 + f64::from(r) / 2000.0)
@@ -225,6 +234,7 @@ impl KeycloakClientBuilder {
 
     /// When the server refuses an assertion for its time claims and its `Date` header shows our clock is off
     /// by [`SKEW_REPORT_THRESHOLD_SECS`] or more, shift assertion times by the estimate and try once more
+    /// (corrections add up to at most [`MAX_SKEW_CORRECTION_SECS`], 24 h; beyond that the skew is reported)
     /// (off by default: the error then says to fix the clock).
     pub fn compensate_clock_skew(mut self, on: bool) -> Self {
         self.compensate_skew = on;
@@ -338,10 +348,25 @@ impl KeycloakClient {
         self.skew_offset.load(Ordering::Relaxed)
     }
 
-    /// The time used for assertion claims: the clock plus any skew correction.
+    /// The time used for assertion claims: the clock plus any skew correction (saturating at the epoch and
+    /// at the year 10000, which assertions refuse with a clear error).
     #[must_use]
     pub fn now(&self) -> SystemTime {
         shift(self.clock.now(), self.skew_offset.load(Ordering::Relaxed))
+    }
+
+    /// Adds `skew_secs` to the skew correction unless the total would exceed [`MAX_SKEW_CORRECTION_SECS`];
+    /// returns the new total, or `None` (correction unchanged).
+    fn correct_skew(&self, skew_secs: i64) -> Option<i64> {
+        let total = |current: i64| {
+            current
+                .checked_add(skew_secs)
+                .filter(|t| t.unsigned_abs() <= MAX_SKEW_CORRECTION_SECS)
+        };
+        self.skew_offset
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, total)
+            .ok()
+            .and_then(total)
     }
 
     /// Signs one client assertion as the next request would send it (for `keybound keycloak assertion` and
@@ -428,7 +453,7 @@ impl KeycloakClient {
         let mut attempt = 0u32;
         let mut skew_retried = false;
         loop {
-            attempt += 1;
+            attempt = attempt.saturating_add(1);
             let attempt_started = Instant::now();
             let result = self.attempt(grant, scope, attempt).await;
             let latency_ms = attempt_started.elapsed().as_millis() as u64;
@@ -468,8 +493,20 @@ impl KeycloakClient {
                     if self.compensate_skew && !skew_retried =>
                 {
                     skew_retried = true;
-                    let total =
-                        self.skew_offset.fetch_add(skew_secs, Ordering::Relaxed) + skew_secs;
+                    let Some(total) = self.correct_skew(skew_secs) else {
+                        tracing::warn!(
+                            client_id = self.client_id(),
+                            grant = grant.name(),
+                            skew_secs,
+                            correction_secs = self.clock_skew_correction(),
+                            max_correction_secs = MAX_SKEW_CORRECTION_SECS,
+                            error = %error,
+                            outcome = "error",
+                            "the server's Date header shows a clock skew too large to compensate; fix this \
+                             host's clock"
+                        );
+                        return Err(KeycloakError::ClockSkew { skew_secs, error });
+                    };
                     tracing::warn!(
                         client_id = self.client_id(),
                         grant = grant.name(),
@@ -734,6 +771,117 @@ mod tests {
         assert_eq!(
             RetryPolicy::new(0, Duration::ZERO, Duration::ZERO).max_attempts,
             1
+        );
+    }
+
+    #[test]
+    fn backoff_of_out_of_range_policies_is_capped_not_a_panic() {
+        for p in [
+            RetryPolicy::new(u32::MAX, Duration::MAX, Duration::MAX),
+            RetryPolicy::new(
+                3,
+                Duration::from_secs(u64::MAX),
+                Duration::from_secs(u64::MAX),
+            ),
+        ] {
+            for attempt in [1, 2, 17, u32::MAX] {
+                let b = p.backoff(attempt);
+                assert!(b >= LONGEST_BACKOFF.mul_f64(0.75), "{b:?}");
+                assert!(b <= LONGEST_BACKOFF.mul_f64(1.25), "{b:?}");
+            }
+        }
+    }
+
+    fn unreachable_endpoint() -> TokenEndpoint {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        TokenEndpoint::from_token_url(&format!(
+            "http://127.0.0.1:{port}/realms/r/protocol/openid-connect/token"
+        ))
+        .unwrap()
+    }
+
+    fn key_client(clock_offset_secs: i64) -> KeycloakClient {
+        let der = key_provider::software::generate_pkcs8(key_provider::KeySpec::Ec(
+            key_provider::EcCurve::P256,
+        ))
+        .unwrap();
+        let key: Arc<dyn key_provider::KeyBackend> =
+            Arc::new(key_provider::SoftwareKey::from_bytes("memory", "test".into(), &der).unwrap());
+        let endpoint = unreachable_endpoint();
+        let signer = ClientAssertionSigner::new(
+            key,
+            &crate::AssertionConfig::new("example-bank"),
+            &endpoint,
+        )
+        .unwrap();
+        KeycloakClient::builder(endpoint, ClientAuth::PrivateKeyJwt(signer))
+            .clock(Arc::new(crate::OffsetClock {
+                offset_secs: clock_offset_secs,
+            }))
+            .retry(RetryPolicy::no_retries())
+            .compensate_clock_skew(true)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn out_of_range_clock_offsets_are_clear_errors_not_panics() {
+        for offset in [i64::MAX, i64::MIN, i64::MAX / 2, 300_000_000_000] {
+            let client = key_client(offset);
+            let e = client.assertion().await.unwrap_err();
+            assert!(matches!(e, KeycloakError::Config(_)), "{offset}: {e:?}");
+            assert!(e.to_string().contains("clock"), "{offset}: {e}");
+            // A grant fails the same way, before anything is sent.
+            let e = client.client_credentials(None).await.unwrap_err();
+            assert!(matches!(e, KeycloakError::Config(_)), "{offset}: {e:?}");
+        }
+        assert!(key_client(-120).assertion().await.is_ok());
+    }
+
+    #[test]
+    fn skew_corrections_are_checked_and_bounded() {
+        let client = key_client(0);
+        let max = MAX_SKEW_CORRECTION_SECS as i64;
+        assert_eq!(client.correct_skew(100), Some(100));
+        for huge in [i64::MAX, i64::MIN, i64::MAX - 50, max - 99, -2 * max - 1] {
+            assert_eq!(client.correct_skew(huge), None, "{huge}");
+            assert_eq!(
+                client.clock_skew_correction(),
+                100,
+                "unchanged after {huge}"
+            );
+        }
+        assert_eq!(client.correct_skew(max - 100), Some(max));
+        assert_eq!(client.correct_skew(1), None);
+        assert_eq!(client.correct_skew(-2 * max), Some(-max));
+        assert_eq!(client.clock_skew_correction(), -max);
+    }
+
+    #[tokio::test]
+    async fn a_huge_timeout_is_no_panic() {
+        let client = KeycloakClient::builder(
+            unreachable_endpoint(),
+            ClientAuth::ClientSecretPost {
+                client_id: "c".into(),
+                secret: SecretString::from("s"),
+            },
+        )
+        .timeout(Duration::MAX)
+        .retry(RetryPolicy::new(
+            2,
+            Duration::MAX,
+            Duration::from_millis(10),
+        ))
+        .build()
+        .unwrap();
+        let e = client.client_credentials(None).await.unwrap_err();
+        assert!(
+            matches!(e, KeycloakError::Network { attempts: 2, .. }),
+            "{e:?}"
         );
     }
 

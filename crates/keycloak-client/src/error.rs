@@ -3,6 +3,7 @@
 //! printable characters first.
 
 use std::fmt;
+use std::sync::Arc;
 
 use key_provider::KeyError;
 
@@ -213,15 +214,31 @@ pub enum KeycloakError {
         /// What was wrong (never the body itself).
         reason: String,
     },
+    /// The error of a [`TokenSource`](crate::TokenSource) renewal, shared: every caller that waited for
+    /// that renewal, and every caller without a valid token until the backoff after it has passed, gets
+    /// this same `Arc` (one request failed, not one per caller). `Display`, `source`,
+    /// [`KeycloakError::oauth`] and [`KeycloakError::is_rejection`] see through it;
+    /// [`KeycloakError::original`] gives the error itself.
+    #[error(transparent)]
+    Shared(Arc<KeycloakError>),
 }
 
 impl KeycloakError {
     /// The OAuth error, if the server refused the request.
     #[must_use]
     pub fn oauth(&self) -> Option<&OAuthError> {
-        match self {
+        match self.original() {
             Self::OAuth(e) | Self::ClockSkew { error: e, .. } => Some(e),
             _ => None,
+        }
+    }
+
+    /// The error itself: for [`KeycloakError::Shared`], the shared error; otherwise `self`.
+    #[must_use]
+    pub fn original(&self) -> &Self {
+        match self {
+            Self::Shared(e) => e.original(),
+            other => other,
         }
     }
 

@@ -9,7 +9,8 @@
 //!   `exp` ≤ 60 s by default), header `alg`/`kid`/`typ`.
 //! - [`KeycloakClient`]: password, refresh-token and client-credentials grants; retries on network errors
 //!   and 5xx only; typed [`OAuthError`]s; clock-skew detection from the server's `Date` header.
-//! - [`TokenSource`]: a cached, single-flight access token for services, refreshed ahead of expiry.
+//! - [`TokenSource`]: a cached, single-flight access token for services, refreshed ahead of expiry; during
+//!   an outage it serves the cached token while valid and renews once per backoff window.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

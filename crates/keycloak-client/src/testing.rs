@@ -282,7 +282,7 @@ impl OidcServer {
     }
 
     /// Calls a test-only admin action of a realm, e.g. `revoke-refresh-tokens`, `delay-token?ms=300`,
-    /// `fail-token?count=2&status=503`.
+    /// `fail-token?count=2&status=503`, `hang-token?on=1`.
     pub async fn admin(&self, realm: &str, action: &str) -> Value {
         let r = self
             .http

@@ -289,9 +289,10 @@ async fn server_enforces_keycloak_assertion_rules() {
     let mut two = base("aud-2");
     two["aud"] = json!([aud, server.issuer(LENDER_REALM)]);
     let (status, body) = raw_assertion_request(&server, &keys.rsa, &two).await;
+    // Keycloak answers a refused assertion with 400 invalid_client.
     assert_eq!(
         (status, body["error"].as_str()),
-        (401, Some("invalid_client")),
+        (400, Some("invalid_client")),
         "{body}"
     );
     assert!(
@@ -303,14 +304,22 @@ async fn server_enforces_keycloak_assertion_rules() {
     );
     // Without iat, exp more than 60 s ahead: refused.
     let long = json!({"iss": LENDER, "sub": LENDER, "aud": aud, "jti": "long-1", "exp": now + 120});
-    let (_, body) = raw_assertion_request(&server, &keys.rsa, &long).await;
-    assert_eq!(body["error"], "invalid_client", "{body}");
+    let (status, body) = raw_assertion_request(&server, &keys.rsa, &long).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_client")),
+        "{body}"
+    );
     // Issued 40 s in the future (beyond the 15 s skew): refused.
     let mut future = base("future-1");
     future["iat"] = json!(now + 40);
     future["exp"] = json!(now + 90);
-    let (_, body) = raw_assertion_request(&server, &keys.rsa, &future).await;
-    assert_eq!(body["error"], "invalid_client", "{body}");
+    let (status, body) = raw_assertion_request(&server, &keys.rsa, &future).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_client")),
+        "{body}"
+    );
     // Issued 10 s in the future (within the skew): accepted.
     let mut near = base("near-1");
     near["iat"] = json!(now + 10);
@@ -321,10 +330,31 @@ async fn server_enforces_keycloak_assertion_rules() {
     );
     // Without jti: refused.
     let no_jti = json!({"iss": LENDER, "sub": LENDER, "aud": aud, "iat": now, "exp": now + 60});
+    let (status, body) = raw_assertion_request(&server, &keys.rsa, &no_jti).await;
     assert_eq!(
-        raw_assertion_request(&server, &keys.rsa, &no_jti).await.1["error"],
-        "invalid_client"
+        (status, body["error"].as_str()),
+        (400, Some("invalid_client")),
+        "{body}"
     );
+    // No client authenticated: an issuer that is not the subject (Keycloak ignores such an assertion), or
+    // an unknown client. 401, as Keycloak answers.
+    let mut other_iss = base("iss-1");
+    other_iss["iss"] = json!("someone-else");
+    let mut unknown = base("unknown-1");
+    unknown["iss"] = json!("nobody");
+    unknown["sub"] = json!("nobody");
+    for claims in [other_iss, unknown] {
+        let (status, body) = raw_assertion_request(&server, &keys.rsa, &claims).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{body}"
+        );
+        assert_eq!(
+            body["error_description"], "Invalid client or Invalid client credentials",
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -336,7 +366,7 @@ async fn assertion_replay_is_rejected() {
     let (first, _) = raw_request(&server, a.jwt.expose_secret()).await;
     assert_eq!(first, 200);
     let (second, body) = raw_request(&server, a.jwt.expose_secret()).await;
-    assert_eq!(second, 401, "{body}");
+    assert_eq!(second, 400, "{body}");
     assert_eq!(body["error"], "invalid_client");
     assert_eq!(body["error_description"], "Token reuse detected");
     // The library itself never reuses one: many requests in a row all pass.
@@ -851,8 +881,31 @@ async fn token_source_keeps_the_cached_token_when_renewal_fails_before_expiry() 
         b.expose_secret(),
         "still valid: used while the server is down"
     );
-    let c = source.access_token().await.unwrap(); // server back: renewed
-    assert_ne!(a.expose_secret(), c.expose_secret());
+    assert_eq!(
+        server
+            .count(LENDER_REALM, "requests", "failed-by-admin")
+            .await,
+        3,
+        "one renewal, its 3 attempts refused"
+    );
+    // The server is back, but the next renewal waits a backoff (0.5..1 s after the first failure): the
+    // cached token meanwhile, without a request.
+    let c = source.access_token().await.unwrap();
+    assert_eq!(a.expose_secret(), c.expose_secret());
+    let stats = server.stats().await;
+    assert!(
+        stats[LENDER_REALM]["requests"]
+            .get("refresh_token")
+            .is_none(),
+        "{stats}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let d = source.access_token().await.unwrap(); // backoff over: renewed
+    assert_ne!(a.expose_secret(), d.expose_secret());
+    assert_eq!(
+        server.count(LENDER_REALM, "success", "refresh_token").await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
