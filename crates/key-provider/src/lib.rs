@@ -12,8 +12,8 @@
 //!
 //! | feature | key reference | where the key lives |
 //! |---|---|---|
-//! | `file` | `file:PATH` | PKCS#8 / PKCS#1 / SEC1 PEM (or DER) file, mode 0600 |
-//! | `env` | `env:VAR` | PEM or base64 DER in an environment variable |
+//! | `file` | `file:PATH` | PKCS#8 / PKCS#1 / SEC1 PEM (or DER) file, mode 0600, one private key |
+//! | `env` | `env:VAR` | PEM or base64 DER in an environment variable, one private key |
 //! | `pkcs11` | `pkcs11:…` (RFC 7512) | inside a PKCS#11 token (HSM) |
 //!
 //! ## Blocking and async

@@ -476,3 +476,85 @@ fn permission_check_and_read_see_the_same_file_while_the_path_is_swapped() {
         "the 0644 key was loaded {loose_loads} times: the mode checked was another file's"
     );
 }
+
+/// Item 13 of issue 12: a PEM holding more than one private key is refused (it used to sign with the
+/// first one silently), from a file and from an environment variable alike; a certificate or public key
+/// next to the one private key is still fine.
+#[test]
+fn a_pem_with_several_private_keys_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = openssl_keys(dir.path());
+    let read = |i: usize| std::fs::read_to_string(&keys[i].1).unwrap();
+    let (rsa_pkcs8, rsa_pkcs1, ec_sec1, ec_pkcs8) = (read(0), read(1), read(3), read(4));
+    let certificate = {
+        let cert = dir.path().join("cert.pem");
+        openssl(&[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            &keys[0].1.to_string_lossy(),
+            "-subj",
+            "/CN=keybound-test",
+            "-days",
+            "1",
+            "-out",
+            &cert.to_string_lossy(),
+        ]);
+        std::fs::read_to_string(cert).unwrap()
+    };
+    let public = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        chmod(&path, 0o600);
+        format!("file:{}", path.display())
+    };
+    for (name, text) in [
+        ("two RSA keys", format!("{rsa_pkcs8}{rsa_pkcs1}")),
+        ("the same key twice", format!("{rsa_pkcs8}{rsa_pkcs8}")),
+        ("RSA then EC", format!("{rsa_pkcs8}{ec_pkcs8}")),
+        ("EC SEC1 then RSA PKCS#1", format!("{ec_sec1}{rsa_pkcs1}")),
+        (
+            "a certificate between two keys",
+            format!("{ec_pkcs8}{certificate}{rsa_pkcs8}"),
+        ),
+        (
+            "an encrypted key after a plain one",
+            format!(
+                "{rsa_pkcs8}-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
+            ),
+        ),
+        (
+            "an OpenSSH key before a PKCS#8 one",
+            format!(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n{ec_pkcs8}"
+            ),
+        ),
+    ] {
+        let file = write("several.pem", &text);
+        let Err(err) = open(&file) else {
+            panic!("{name} (file): accepted");
+        };
+        assert!(
+            matches!(&err, KeyError::InvalidKeyMaterial { reason } if reason.contains("more than one private key")),
+            "{name} (file): {err}"
+        );
+        unsafe_env_set("KEYBOUND_TEST_ENV_SEVERAL", &text);
+        let err = open("env:KEYBOUND_TEST_ENV_SEVERAL")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("more than one private key"),
+            "{name} (env): {err}"
+        );
+    }
+    // One private key with its certificate and a public key: accepted.
+    let one = open(&write(
+        "one.pem",
+        &format!("{certificate}{rsa_pkcs8}{public}"),
+    ))
+    .unwrap();
+    let alone = open(&format!("file:{}", keys[0].1.display())).unwrap();
+    assert_eq!(one.public_key(), alone.public_key());
+}
