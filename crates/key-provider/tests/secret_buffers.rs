@@ -22,6 +22,8 @@ static ARMED: AtomicBool = AtomicBool::new(false);
 static FOUND: AtomicUsize = AtomicUsize::new(0);
 /// The pieces of the key searched for: set before arming, never freed.
 static NEEDLES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+/// A piece of the key file's text (the file backend's row).
+static FILE_NEEDLE: OnceLock<Vec<u8>> = OnceLock::new();
 
 /// Whether the `len` bytes at `ptr` contain `needle`. Allocates nothing.
 ///
@@ -129,4 +131,26 @@ fn env_keys_leave_no_unwiped_copies_in_freed_memory() {
         let this = key.public_key().clone();
         assert_eq!(public.get_or_insert_with(|| this.clone()), &this, "{name}");
     }
+    // The file backend reads into one buffer of the file's size, too.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key.pem");
+    key_provider::file::generate(&path, KeySpec::Ec(key_provider::EcCurve::P256)).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(body.len() > 100, "{body}");
+    FOUND.store(0, Ordering::SeqCst);
+    let file_key: KeyRef = format!("file:{}", path.display()).parse().unwrap();
+    let needle = text.as_bytes()[30..90].to_vec();
+    drop((text, body));
+    // The needles are fixed once set; search for the file's text through a second, scoped run.
+    assert_eq!(FILE_NEEDLE.set(needle), Ok(()));
+    ARMED.store(true, Ordering::SeqCst);
+    let key = key_provider::open(&file_key, &OpenOptions::new());
+    ARMED.store(false, Ordering::SeqCst);
+    key.unwrap();
+    assert_eq!(
+        FOUND.load(Ordering::SeqCst),
+        0,
+        "file: freed blocks held the key file's text"
+    );
 }
