@@ -442,6 +442,112 @@ fn wrong_pin_fails_only_its_own_key() {
     assert!(matches!(err, KeyError::InsecurePinFile { .. }), "{err}");
 }
 
+/// Item 12 of issue 12. Login state belongs to the application, so once other code in this process has
+/// logged the token in (here: a session of its own on the same module, with the right PIN), the token answers
+/// `CKR_USER_ALREADY_LOGGED_IN` to any PIN. keybound used to take that answer as success on its first login,
+/// and from then on opened the token's keys with any PIN at all.
+#[test]
+fn a_token_logged_in_by_other_code_does_not_let_a_wrong_pin_through() {
+    use cryptoki::error::{Error as CkError, RvError};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::session::UserType;
+    use secrecy::SecretString;
+    let Some(token) = token(
+        "a_token_logged_in_by_other_code_does_not_let_a_wrong_pin_through",
+        "prelogin",
+    ) else {
+        return;
+    };
+    let right = SecretString::from(
+        std::fs::read_to_string(&token.pin_file)
+            .unwrap()
+            .trim_end()
+            .to_owned(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = pin_file(dir.path(), "wrong.pin", "000000");
+    let uri = token.uri("other-code-key");
+
+    // The other code: its own session on the process's context, logged in with the right PIN, and a key it
+    // made (keybound has not logged in to this token yet: finding the slot does not log in).
+    let ctx = testing::context(&token.module).unwrap();
+    let slot = testing::slot(&uri, &OpenOptions::new()).unwrap();
+    let other = ctx.open_rw_session(slot).unwrap();
+    other.login(UserType::User, Some(&right)).unwrap();
+    let label = || Attribute::Label(b"other-code-key".to_vec());
+    other
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::Verify(true),
+                // P-256
+                Attribute::EcParams(vec![
+                    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+                ]),
+                label(),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Sign(true),
+                label(),
+            ],
+        )
+        .unwrap();
+    // Why a second C_Login cannot check a PIN: the token does not look at it.
+    let probe = ctx.open_ro_session(slot).unwrap();
+    assert!(
+        matches!(
+            probe.login(UserType::User, Some(&SecretString::from("000000"))),
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _))
+        ),
+        "the token judges PINs after all; this test's premise is wrong"
+    );
+    drop(probe);
+
+    // A wrong PIN: refused, and it does not disturb the other code's login.
+    let err = key_provider::pkcs11::open(&with_pin_file(&uri, &wrong), &OpenOptions::new())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, KeyError::LoginFailed { .. }), "{err}");
+    assert!(err.to_string().contains("cannot"), "{err}");
+    assert!(!err.to_string().contains("000000"), "{err}");
+    // keybound cannot tell the right PIN from a wrong one here either: refused the same way, with the remedy.
+    let err = key_provider::pkcs11::open(&uri, &OpenOptions::new())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, KeyError::LoginFailed { .. }), "{err}");
+    assert!(
+        err.to_string().contains("before other code logs in"),
+        "{err}"
+    );
+    let found = other
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), label()])
+        .expect("the other code is still logged in");
+    assert_eq!(found.len(), 1);
+
+    // Once the other code logs out, keybound logs in itself and the token judges the PIN: the right one
+    // opens the key, a wrong one is refused, whoever logs in later.
+    other.logout().unwrap();
+    let key = key_provider::pkcs11::open(&uri, &OpenOptions::new()).expect("the right PIN");
+    key.sign(SignatureScheme::EcdsaP256Sha256, b"m").unwrap();
+    other.login(UserType::User, Some(&right)).map_or_else(
+        |e| {
+            assert!(
+                matches!(e, CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)),
+                "{e}"
+            )
+        },
+        |()| (),
+    );
+    let err = key_provider::pkcs11::open(&with_pin_file(&uri, &wrong), &OpenOptions::new())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, KeyError::LoginFailed { .. }), "{err}");
+}
+
 #[test]
 fn signing_survives_the_hsm_dropping_sessions_and_login() {
     let Some(token) = token(
