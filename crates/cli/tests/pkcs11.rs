@@ -329,3 +329,96 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `reference` with its `module-path=` replaced by `module`.
+fn with_module(reference: &str, module: &str) -> String {
+    let (base, query) = reference.split_once('?').unwrap();
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| {
+            if kv.starts_with("module-path=") {
+                format!("module-path={module}")
+            } else {
+                kv.to_owned()
+            }
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+/// Issue 12, item 6: `module-path=` naming a library other than the configured module (here libc) is
+/// refused before it is loaded, with a message naming the setting that allows it; `pkcs11_allowed_modules`
+/// (config file) and `KEYBOUND_PKCS11_ALLOWED_MODULES` allow it (then it is loaded, and refused as no
+/// PKCS#11 library); the configured SoftHSM module keeps working.
+#[test]
+fn a_module_path_that_is_not_the_configured_module_is_refused_unless_allowed() {
+    let Some(token) = TestToken::fresh("cli pkcs11 module allow-list", "cli-modules") else {
+        return;
+    };
+    let Some(libc) = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib/aarch64-linux-gnu/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).is_file()) else {
+        eprintln!("SKIPPED: no libc.so.6 at the Debian multiarch paths");
+        return;
+    };
+    let reference = token.key_ref("cli-module");
+    ok(&keybound(
+        &["keys", "generate", "--key", &reference, "--kty", "EC"],
+        None,
+    ));
+    let configured = std::env::var("KEYBOUND_PKCS11_MODULE").unwrap();
+    assert_eq!(
+        Path::new(&configured),
+        token.module,
+        "the run's module is the configured one"
+    );
+
+    let foreign = with_module(&reference, libc);
+    let refused = keybound(&["keys", "public", "--key", &foreign], None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    for says in [
+        "was not loaded",
+        libc,
+        "pkcs11_allowed_modules",
+        "KEYBOUND_PKCS11_ALLOWED_MODULES",
+    ] {
+        assert!(stderr.contains(says), "{says}: {stderr}");
+    }
+    assert!(refused.stdout.is_empty());
+
+    // Allowed through the variable (a `:`-separated list) or the config file: loaded, and then refused for
+    // what it is.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keybound.toml");
+    std::fs::write(&config, format!("pkcs11_allowed_modules = [\"{libc}\"]\n")).unwrap();
+    let list = format!("/opt/vendor/lib/libvendorpkcs11.so:{libc}");
+    for (how, env) in [
+        (
+            "variable",
+            vec![("KEYBOUND_PKCS11_ALLOWED_MODULES", list.as_str())],
+        ),
+        (
+            "config file",
+            vec![("KEYBOUND_CONFIG", config.to_str().unwrap())],
+        ),
+    ] {
+        let out = common::keybound_env(&["keys", "public", "--key", &foreign], None, &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{how}: {stderr}");
+        assert!(stderr.contains("not a PKCS#11 library"), "{how}: {stderr}");
+    }
+
+    // The configured module: by the reference's own module-path, and by a symlink to it.
+    let pem = ok(&keybound(&["keys", "public", "--key", &reference], None));
+    let alias = dir.path().join("libsofthsm-alias.so");
+    std::os::unix::fs::symlink(&token.module, &alias).unwrap();
+    let aliased = with_module(&reference, alias.to_str().unwrap());
+    assert_eq!(
+        ok(&keybound(&["keys", "public", "--key", &aliased], None)),
+        pem
+    );
+}

@@ -42,6 +42,15 @@ impl KeyStore {
         }
     }
 
+    /// Options for the store's keys: with a token, its module is the configured module (the references'
+    /// `module-path=` names it, and key-provider loads no other).
+    fn open_options(&self) -> OpenOptions {
+        match self {
+            Self::Files(_) => OpenOptions::new(),
+            Self::Token { module, .. } => OpenOptions::new().pkcs11_module(Some(module.clone())),
+        }
+    }
+
     /// The key reference for key `name`.
     pub fn reference(&self, name: &str) -> String {
         match self {
@@ -69,9 +78,9 @@ impl KeyStore {
         let key = match &key_ref {
             KeyRef::File(path) => {
                 key_provider::file::generate(path, spec)?;
-                key_provider::open(&key_ref, &OpenOptions::new())?
+                key_provider::open(&key_ref, &self.open_options())?
             }
-            KeyRef::Pkcs11(uri) => key_provider::pkcs11::generate(uri, spec, &OpenOptions::new())?,
+            KeyRef::Pkcs11(uri) => key_provider::pkcs11::generate(uri, spec, &self.open_options())?,
             other => {
                 return Err(format!(
                     "the demo generates keys in files or tokens, not {}",

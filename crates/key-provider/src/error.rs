@@ -160,6 +160,21 @@ pub enum KeyError {
         /// Why, and what to do.
         reason: String,
     },
+    /// A key reference's `module-path=` names a library that is neither the configured PKCS#11 module nor
+    /// one of the allowed modules. It was not loaded.
+    #[error(
+        "PKCS#11 module {} (from `module-path=`) was not loaded: it is not the configured module ({configured}) \
+         and not in the allowed modules. To allow it, add it to `pkcs11_allowed_modules` in the configuration \
+         file or to KEYBOUND_PKCS11_ALLOWED_MODULES (library: OpenOptions::pkcs11_allowed_modules), or make it \
+         the configured module (`pkcs11_module`, KEYBOUND_PKCS11_MODULE)",
+        path.display()
+    )]
+    ModuleNotAllowed {
+        /// The module path as the key reference gave it.
+        path: PathBuf,
+        /// The configured module, or `none configured`.
+        configured: String,
+    },
     /// A cryptographic operation failed. Deliberately opaque.
     #[error("cryptographic operation failed")]
     Crypto,

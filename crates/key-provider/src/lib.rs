@@ -270,8 +270,13 @@ pub struct OpenOptions {
     pub allow_insecure_permissions: bool,
     /// Accept a `pin-value=` attribute in a PKCS#11 URI (off by default: prefer `pin-source`).
     pub allow_pin_value: bool,
-    /// PKCS#11 module to use when the URI names none (also `KEYBOUND_PKCS11_MODULE`).
+    /// PKCS#11 module to use when the URI names none (also `KEYBOUND_PKCS11_MODULE`): the configured module.
     pub pkcs11_module: Option<PathBuf>,
+    /// PKCS#11 modules that a key reference's `module-path=` may name besides the configured module
+    /// ([`OpenOptions::pkcs11_module`], else `KEYBOUND_PKCS11_MODULE`). A `module-path=` naming any other
+    /// library is refused with [`KeyError::ModuleNotAllowed`] before the library is loaded (loading runs its
+    /// code). Paths are compared after resolving symbolic links, without loading anything.
+    pub pkcs11_allowed_modules: Vec<PathBuf>,
     /// How long a PKCS#11 operation waits for a free session before failing with [`KeyError::Timeout`]
     /// (default [`OpenOptions::DEFAULT_PKCS11_SESSION_WAIT`]).
     pub pkcs11_session_wait: Option<Duration>,
@@ -325,6 +330,16 @@ impl OpenOptions {
     #[must_use]
     pub fn pkcs11_module(mut self, module: Option<PathBuf>) -> Self {
         self.pkcs11_module = module;
+        self
+    }
+
+    /// Sets [`OpenOptions::pkcs11_allowed_modules`].
+    #[must_use]
+    pub fn pkcs11_allowed_modules<P: Into<PathBuf>>(
+        mut self,
+        modules: impl IntoIterator<Item = P>,
+    ) -> Self {
+        self.pkcs11_allowed_modules = modules.into_iter().map(Into::into).collect();
         self
     }
 }

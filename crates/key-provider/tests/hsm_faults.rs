@@ -58,6 +58,7 @@ fn variant(e: &KeyError) -> String {
         KeyError::NotFound { what, .. } => format!("NotFound({what})"),
         KeyError::Ambiguous { what, .. } => format!("Ambiguous({what})"),
         KeyError::ModuleUnavailable { .. } => "ModuleUnavailable".into(),
+        KeyError::ModuleNotAllowed { .. } => "ModuleNotAllowed".into(),
         other => format!("other: {other:?}"),
     }
 }
@@ -100,8 +101,13 @@ fn a_module_path_that_is_not_a_pkcs11_library_is_refused_clearly() {
         modules.push((lib, "not a PKCS#11 library"));
     }
     modules.push((dir.path().join("missing.so"), "not found"));
+    // Allowed explicitly: these are the modules that get as far as being loaded (see the next test).
+    let allowing =
+        OpenOptions::new().pkcs11_allowed_modules(modules.iter().map(|(m, _)| m.clone()));
     for (module, says) in modules {
-        let err = open(&reference(&module)).map(|_| ()).unwrap_err();
+        let err = key_provider::open(&reference(&module), &allowing)
+            .map(|_| ())
+            .unwrap_err();
         let text = err.to_string();
         assert!(
             matches!(err, KeyError::ModuleUnavailable { .. }),
@@ -112,6 +118,140 @@ fn a_module_path_that_is_not_a_pkcs11_library_is_refused_clearly() {
         assert!(text.contains("PKCS#11 module"), "{text}");
         assert!(!text.contains("123456"), "{text}");
     }
+}
+
+/// A shared library whose constructor (run by the dynamic loader when the library is loaded, before any
+/// PKCS#11 call) creates the file `marker`: the proof that a library was loaded. `None` without a C compiler.
+fn library_with_constructor(dir: &Path, marker: &Path) -> Option<PathBuf> {
+    let source = dir.join("marker.c");
+    std::fs::write(
+        &source,
+        format!(
+            "#include <fcntl.h>\n#include <unistd.h>\n\
+             __attribute__((constructor)) static void loaded(void) {{\n\
+             int fd = open(\"{}\", O_WRONLY | O_CREAT, 0600);\n if (fd >= 0) close(fd);\n}}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let library = dir.join("libmarker.so");
+    match std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status()
+    {
+        Ok(status) if status.success() => Some(library),
+        _ => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "*** SKIPPED the constructor check: no working `cc` to build a test library ***"
+            );
+            None
+        }
+    }
+}
+
+/// Item 6 of issue 12: `module-path=` used to load whatever library it named (its constructors run at once,
+/// whatever keybound thinks of the library afterwards). A module that is neither the configured one nor in
+/// `pkcs11_allowed_modules` is now refused before it is loaded, with a message that says how to allow it.
+#[test]
+fn a_module_path_other_than_the_configured_module_is_refused_before_it_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = write_file(dir.path(), "user.pin", "123456\n", 0o600);
+    let reference = |module: &Path| -> KeyRef {
+        format!(
+            "pkcs11:token=t;object=k?module-path={}&pin-source=file:{}",
+            module.display(),
+            pin.display()
+        )
+        .parse()
+        .unwrap()
+    };
+    // The configured module: SoftHSM under `cargo xtask softhsm-test`, else a vendor path that is not there.
+    let configured = std::env::var_os(testing::MODULE_ENV).map_or_else(
+        || PathBuf::from("/opt/vendor/lib/libvendorpkcs11.so"),
+        PathBuf::from,
+    );
+    let options = OpenOptions::new().pkcs11_module(Some(configured.clone()));
+    let refused = |module: &Path| {
+        let err = key_provider::open(&reference(module), &options)
+            .map(|_| ())
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("pkcs11_allowed_modules")
+                && text.contains("KEYBOUND_PKCS11_ALLOWED_MODULES")
+                && text.contains("not loaded"),
+            "{}: {text}",
+            module.display()
+        );
+        assert!(text.contains(&module.display().to_string()), "{text}");
+        err
+    };
+    for libc in [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib/aarch64-linux-gnu/libc.so.6",
+    ] {
+        if Path::new(libc).is_file() {
+            refused(Path::new(libc));
+        }
+    }
+    // A symlink named like the configured module but pointing elsewhere does not pass for it.
+    let disguised = dir.path().join(configured.file_name().unwrap());
+    std::os::unix::fs::symlink(
+        some_other_library().unwrap_or_else(|| pin.clone()),
+        &disguised,
+    )
+    .unwrap();
+    refused(&disguised);
+    // The proof that nothing was loaded: a library whose constructor leaves a file behind.
+    let marker = dir.path().join("loaded");
+    if let Some(library) = library_with_constructor(dir.path(), &marker) {
+        assert!(matches!(
+            refused(&library),
+            KeyError::ModuleNotAllowed { .. }
+        ));
+        assert!(
+            !marker.exists(),
+            "the refused library was loaded (its constructor ran)"
+        );
+        // Allowed, it is loaded (the constructor runs), then refused as no PKCS#11 library: the marker
+        // does show loading.
+        let allowing = options.clone().pkcs11_allowed_modules([&library]);
+        let err = key_provider::open(&reference(&library), &allowing)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(err, KeyError::ModuleUnavailable { .. }), "{err}");
+        assert!(marker.exists(), "an allowed library is loaded");
+    }
+    // The configured module itself, under another name (a symlink to it), and, with SoftHSM set up, a key in
+    // it: still work.
+    let Some(token) = TestToken::shared(
+        "a_module_path_other_than_the_configured_module_is_refused_before_it_is_loaded",
+    ) else {
+        return;
+    };
+    let key = key_provider::pkcs11::generate(
+        &token.uri("allowed-module"),
+        KeySpec::Ec(EcCurve::P256),
+        &OpenOptions::new(),
+    )
+    .unwrap();
+    let alias = dir.path().join("alias-of-the-configured-module.so");
+    std::os::unix::fs::symlink(&token.module, &alias).unwrap();
+    let via_alias = replace_query(
+        &token.key_ref("allowed-module"),
+        "module-path",
+        &alias.display().to_string(),
+    );
+    let opened = key_provider::open(
+        &via_alias,
+        &OpenOptions::new().pkcs11_module(Some(token.module.clone())),
+    )
+    .expect("the configured module, named through a symlink");
+    assert_eq!(opened.public_key(), key.public_key());
+    opened.sign(SignatureScheme::EcdsaP256Sha256, b"m").unwrap();
 }
 
 #[test]
@@ -175,6 +315,7 @@ fn every_hsm_fault_has_its_own_documented_error() {
     let dup_ref = token.key_ref("fault-dup");
 
     let not_a_library = write_file(dir.path(), "libnot.so", "not a library\n", 0o755);
+    let not_allowed = write_file(dir.path(), "libother.so", "not a library either\n", 0o755);
     let loose_pin = write_file(dir.path(), "loose.pin", &format!("{pin}\n"), 0o604);
     let missing_pin = dir.path().join("no-such.pin");
     let faults: Vec<(&str, KeyRef, &str, &str)> = vec![
@@ -239,13 +380,27 @@ fn every_hsm_fault_has_its_own_documented_error() {
             "ModuleUnavailable",
             "not a PKCS#11 library",
         ),
+        (
+            "module that is neither configured nor allowed",
+            replace_query(
+                &reference,
+                "module-path",
+                &not_allowed.display().to_string(),
+            ),
+            "ModuleNotAllowed",
+            "pkcs11_allowed_modules",
+        ),
     ];
+    // The configured module (KEYBOUND_PKCS11_MODULE) and, for its row, the library that is no PKCS#11 module.
+    let options = OpenOptions::new().pkcs11_allowed_modules([&not_a_library]);
     let docs =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/hsm.md"))
             .unwrap();
     let mut seen = std::collections::BTreeSet::new();
     for (fault, key_ref, expected, says) in &faults {
-        let err = open(key_ref).map(|_| ()).unwrap_err();
+        let err = key_provider::open(key_ref, &options)
+            .map(|_| ())
+            .unwrap_err();
         let text = err.to_string();
         let _ = writeln!(std::io::stderr(), "{fault}: {text}");
         assert_eq!(variant(&err), *expected, "{fault}: {text}");
