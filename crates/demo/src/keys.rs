@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use key_provider::{KeyBackend, KeyRef, KeySpec, OpenOptions};
+use key_provider::{KeyBackend, KeyRef, KeySpec, KeyUsage, OpenOptions};
 
 /// A place to generate keys in.
 pub enum KeyStore {
@@ -67,12 +67,21 @@ impl KeyStore {
         }
     }
 
-    /// Generates key `name` of `spec` in the store and opens it through its key reference. Blocking (a
-    /// token may take a moment for RSA).
+    /// Generates key `name` of `spec` for `usage` in the store and opens it through its key reference.
+    /// Blocking (a token may take a moment for RSA). Every demo key of keybound's is a signing key
+    /// ([`KeyUsage::Sign`]); a JWE decryption key would be made with [`KeyUsage::Decrypt`], as
+    /// `keybound keys generate --usage decrypt` does. A token records the usage and refuses other uses; a
+    /// PEM file records nothing.
     ///
     /// # Errors
     /// The backend's error (for example, a key with this name already exists).
-    pub fn generate(&self, name: &str, spec: KeySpec) -> Result<Generated, crate::Error> {
+    pub fn generate(
+        &self,
+        name: &str,
+        spec: KeySpec,
+        usage: KeyUsage,
+    ) -> Result<Generated, crate::Error> {
+        usage.check(spec)?;
         let reference = self.reference(name);
         let key_ref: KeyRef = reference.parse()?;
         let key = match &key_ref {
@@ -80,7 +89,9 @@ impl KeyStore {
                 key_provider::file::generate(path, spec)?;
                 key_provider::open(&key_ref, &self.open_options())?
             }
-            KeyRef::Pkcs11(uri) => key_provider::pkcs11::generate(uri, spec, &self.open_options())?,
+            KeyRef::Pkcs11(uri) => {
+                key_provider::pkcs11::generate_with_usage(uri, spec, usage, &self.open_options())?
+            }
             other => {
                 return Err(format!(
                     "the demo generates keys in files or tokens, not {}",

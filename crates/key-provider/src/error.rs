@@ -70,6 +70,18 @@ pub enum KeyError {
         /// What the key is, e.g. `RSA-2048`.
         key: String,
     },
+    /// The key may not be used for this operation: its token marks it for other uses only (`CKA_SIGN` or
+    /// `CKA_DECRYPT` false, as for a key generated with `--usage decrypt` or `--usage sign`), or refused it
+    /// with `CKR_KEY_FUNCTION_NOT_PERMITTED`.
+    #[error("{operation} is not permitted with {key}: {reason}")]
+    UsageNotPermitted {
+        /// What was asked, e.g. `signing with RSA-PSS-SHA256`.
+        operation: String,
+        /// Which key, e.g. `label 'jwe-key' in token 'keybound' (serial 1a2b)`.
+        key: String,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// The backend cannot perform this operation at all (e.g. a token without the mechanism).
     #[error("{operation} is not supported by this backend ({backend}): {reason}")]
     NotSupported {

@@ -72,6 +72,99 @@ pub enum KeySpec {
     Ec(EcCurve),
 }
 
+/// What a new key may be used for: `sign`, `decrypt` or `sign,decrypt` (its [`FromStr`](std::str::FromStr)
+/// and [`Display`](fmt::Display) form, as `keybound keys generate --usage` spells it). The default is
+/// [`KeyUsage::Sign`].
+///
+/// A PKCS#11 token records it in the private key (`CKA_SIGN`, `CKA_DECRYPT`, and `CKA_ALLOWED_MECHANISMS`
+/// where the token supports it) and refuses other uses. A key file or environment variable records nothing:
+/// a software key can do whatever its type allows, whatever usage it was generated for. Either way, only RSA
+/// keys decrypt (RSA-OAEP): an EC key is for signing only.
+///
+/// ```
+/// use key_provider::KeyUsage;
+/// let usage: KeyUsage = "sign,decrypt".parse().unwrap();
+/// assert!(usage.signs() && usage.decrypts());
+/// assert_eq!(KeyUsage::default().to_string(), "sign");
+/// assert!("encrypt".parse::<KeyUsage>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum KeyUsage {
+    /// Signing only (JWS, JWT, client assertions, authorization codes).
+    #[default]
+    Sign,
+    /// Decryption only (unwrapping JWE content-encryption keys).
+    Decrypt,
+    /// Both. Prefer one key per use.
+    SignAndDecrypt,
+}
+
+impl KeyUsage {
+    /// The three usages, as `--usage` accepts them.
+    pub const ALL: [Self; 3] = [Self::Sign, Self::Decrypt, Self::SignAndDecrypt];
+
+    /// Whether the key may sign.
+    #[must_use]
+    pub const fn signs(self) -> bool {
+        matches!(self, Self::Sign | Self::SignAndDecrypt)
+    }
+
+    /// Whether the key may decrypt.
+    #[must_use]
+    pub const fn decrypts(self) -> bool {
+        matches!(self, Self::Decrypt | Self::SignAndDecrypt)
+    }
+
+    /// `sign`, `decrypt` or `sign,decrypt`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sign => "sign",
+            Self::Decrypt => "decrypt",
+            Self::SignAndDecrypt => "sign,decrypt",
+        }
+    }
+
+    /// Errors unless a key of `spec` can be used this way (only RSA keys decrypt).
+    ///
+    /// # Errors
+    /// [`KeyError::WrongKeyType`] for decryption with an EC key.
+    pub fn check(self, spec: KeySpec) -> Result<(), KeyError> {
+        match spec {
+            KeySpec::Ec(curve) if self.decrypts() => Err(KeyError::WrongKeyType {
+                operation: format!(
+                    "usage `{self}` (keybound decrypts with RSA keys only, RSA-OAEP; an EC key can only sign)"
+                ),
+                key: format!("EC {curve}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for KeyUsage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KeyUsage {
+    type Err = UnknownKeyUsage;
+
+    fn from_str(s: &str) -> Result<Self, UnknownKeyUsage> {
+        Self::ALL
+            .into_iter()
+            .find(|u| u.name() == s)
+            .ok_or_else(|| UnknownKeyUsage(s.to_owned()))
+    }
+}
+
+/// A key usage that is not `sign`, `decrypt` or `sign,decrypt`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown key usage `{0}`: use sign, decrypt or sign,decrypt")]
+pub struct UnknownKeyUsage(String);
+
 /// A signature scheme: padding/curve plus hash. Signatures are returned in the form JOSE uses: RSA
 /// signatures as big-endian bytes of the modulus length, ECDSA as fixed-width `r || s`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -41,9 +41,9 @@ use std::sync::Arc;
 
 use crate::{KeyBackend, KeyError, OpenOptions, Pkcs11Uri};
 
-pub use generate::generate;
 #[doc(hidden)]
 pub use generate::{RsaPrivateComponents, import_private_key};
+pub use generate::{generate, generate_with_usage};
 
 /// The environment variable naming the PKCS#11 module when neither the URI nor the options do.
 pub const MODULE_ENV: &str = "KEYBOUND_PKCS11_MODULE";
