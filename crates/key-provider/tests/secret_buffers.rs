@@ -54,14 +54,10 @@ unsafe impl GlobalAlloc for Scanning {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if ARMED.load(Ordering::SeqCst) {
-            if let Some(needles) = NEEDLES.get() {
-                // SAFETY: the block is `layout.size()` bytes and ours until System.dealloc below.
-                if needles
-                    .iter()
-                    .any(|n| unsafe { holds(ptr, layout.size(), n) })
-                {
-                    FOUND.fetch_add(1, Ordering::SeqCst);
-                }
+            let mut needles = NEEDLES.get().into_iter().flatten().chain(FILE_NEEDLE.get());
+            // SAFETY: the block is `layout.size()` bytes and ours until System.dealloc below.
+            if needles.any(|n| unsafe { holds(ptr, layout.size(), n) }) {
+                FOUND.fetch_add(1, Ordering::SeqCst);
             }
         }
         // SAFETY: the caller's contract is passed on.
@@ -131,7 +127,13 @@ fn env_keys_leave_no_unwiped_copies_in_freed_memory() {
         let this = key.public_key().clone();
         assert_eq!(public.get_or_insert_with(|| this.clone()), &this, "{name}");
     }
-    // The file backend reads into one buffer of the file's size, too.
+    #[cfg(feature = "file")]
+    file_keys_leave_no_unwiped_copies();
+}
+
+/// The file backend reads into one buffer of the file's size, too.
+#[cfg(feature = "file")]
+fn file_keys_leave_no_unwiped_copies() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("key.pem");
     key_provider::file::generate(&path, KeySpec::Ec(key_provider::EcCurve::P256)).unwrap();
