@@ -18,7 +18,7 @@ use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use jose_core::JwsAlgorithm;
 use key_provider::pkcs11::testing::{self, TestToken};
-use key_provider::{EcCurve, KeyBackend, KeyError, KeySpec, OpenOptions};
+use key_provider::{EcCurve, KeyBackend, KeyError, KeySpec, KeyUsage, OpenOptions};
 
 /// Label of the RSA-2048 benchmark key.
 pub const RSA_LABEL: &str = "bench-rsa2048";
@@ -43,8 +43,21 @@ impl BenchToken {
     pub fn from_env() -> Option<Self> {
         let token = TestToken::shared("PKCS#11 benchmarks")?;
         let options = OpenOptions::new();
-        let rsa = open_or_generate(&token, RSA_LABEL, KeySpec::Rsa(2048), &options);
-        let ec = open_or_generate(&token, EC_LABEL, KeySpec::Ec(EcCurve::P256), &options);
+        // The RSA key signs and unwraps JWE keys (the decryption benchmarks).
+        let rsa = open_or_generate(
+            &token,
+            RSA_LABEL,
+            KeySpec::Rsa(2048),
+            KeyUsage::SignAndDecrypt,
+            &options,
+        );
+        let ec = open_or_generate(
+            &token,
+            EC_LABEL,
+            KeySpec::Ec(EcCurve::P256),
+            KeyUsage::Sign,
+            &options,
+        );
         let ctx = testing::context(&token.module).expect("PKCS#11 context");
         let slot = testing::slot(&token.uri(RSA_LABEL), &options).expect("token slot");
         Some(Self {
@@ -82,12 +95,13 @@ fn open_or_generate(
     token: &TestToken,
     label: &str,
     spec: KeySpec,
+    usage: KeyUsage,
     options: &OpenOptions,
 ) -> Arc<dyn KeyBackend> {
     match key_provider::open(&token.key_ref(label).parse().expect("key ref"), options) {
         Ok(key) => key,
         Err(KeyError::NotFound { .. }) => {
-            key_provider::pkcs11::generate(&token.uri(label), spec, options)
+            key_provider::pkcs11::generate_with_usage(&token.uri(label), spec, usage, options)
                 .unwrap_or_else(|e| panic!("generate {label} in the token: {e}"))
         }
         Err(e) => panic!("open {label}: {e}"),

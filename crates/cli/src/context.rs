@@ -2,9 +2,10 @@
 //! environment variables (the `config` crate), key-reference resolution, and opening keys.
 //!
 //! Top-level settings: `key` (default key reference), `keys.<name>` (named key references, used as
-//! `--key <name>`), `allow_insecure_key_file`, `allow_pin_value`, `pkcs11_module`. Partner commands read
-//! their own sections (`[keycloak]`, `[flex]`, `[provisioning]`). Environment: `KEYBOUND_KEY`,
-//! `KEYBOUND_PKCS11_MODULE`, `KEYBOUND_KEYCLOAK__TOKEN_URL` (double underscore = nesting).
+//! `--key <name>`), `allow_insecure_key_file`, `allow_pin_value`, `pkcs11_module`, `pkcs11_allowed_modules`.
+//! Partner commands read their own sections (`[keycloak]`, `[flex]`, `[provisioning]`). Environment:
+//! `KEYBOUND_KEY`, `KEYBOUND_PKCS11_MODULE`, `KEYBOUND_PKCS11_ALLOWED_MODULES` (paths separated by `:`),
+//! `KEYBOUND_KEYCLOAK__TOKEN_URL` (double underscore = nesting).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ pub struct Settings {
     pub allow_pin_value: bool,
     /// Default PKCS#11 module.
     pub pkcs11_module: Option<PathBuf>,
+    /// Other PKCS#11 modules a key reference's `module-path=` may name.
+    pub pkcs11_allowed_modules: Vec<PathBuf>,
 }
 
 /// What every command gets.
@@ -56,7 +59,9 @@ impl Context {
             config::Environment::with_prefix("KEYBOUND")
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .list_separator(":")
+                .with_list_parse_key("pkcs11_allowed_modules"),
         );
         let config = builder
             .build()
@@ -111,6 +116,7 @@ impl Context {
             .allow_insecure_permissions(self.settings.allow_insecure_key_file)
             .allow_pin_value(self.settings.allow_pin_value)
             .pkcs11_module(module)
+            .pkcs11_allowed_modules(self.settings.pkcs11_allowed_modules.iter().cloned())
     }
 
     /// Opens the key named by `--key` (or the configured default).

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use jose_core::Jwk;
-use key_provider::{EcCurve, KeyRef, KeySpec, PublicKey};
+use key_provider::{EcCurve, KeyRef, KeySpec, KeyUsage, PublicKey};
 
 use crate::context::Context;
 use crate::error::{CliError, CliResult};
@@ -55,6 +55,16 @@ pub struct GenerateArgs {
     /// EC curve.
     #[arg(long, value_enum, default_value = "P-256")]
     crv: Crv,
+    /// What the key may do: sign, decrypt (JWE decryption keys) or sign,decrypt. A PKCS#11 token records it
+    /// (CKA_SIGN, CKA_DECRYPT, CKA_ALLOWED_MECHANISMS) and refuses other uses; a key file records nothing
+    /// (the key can do whatever its type allows). Only RSA keys decrypt.
+    #[arg(long, default_value = "sign", value_parser = parse_usage)]
+    usage: KeyUsage,
+}
+
+fn parse_usage(s: &str) -> Result<KeyUsage, String> {
+    s.parse()
+        .map_err(|e: key_provider::UnknownKeyUsage| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -114,8 +124,11 @@ fn spec(a: &GenerateArgs) -> KeySpec {
 
 fn generate(a: &GenerateArgs, ctx: &Context) -> CliResult {
     let key_ref = ctx.key_ref(Some(&a.key))?;
+    let spec = spec(a);
+    // The same rule for every backend, before anything is created.
+    a.usage.check(spec)?;
     // The label names the key as the backend stored it (for PKCS#11, with the generated id when none was given).
-    let (label, public) = generate_in(&key_ref, spec(a), ctx)?;
+    let (label, public) = generate_in(&key_ref, spec, a.usage, ctx)?;
     io::print_line(&format!(
         "{label} {} thumbprint={}",
         public.describe(),
@@ -124,19 +137,31 @@ fn generate(a: &GenerateArgs, ctx: &Context) -> CliResult {
 }
 
 /// Generates the key `key_ref` names in its backend; returns the key's label and public key.
-fn generate_in(key_ref: &KeyRef, spec: KeySpec, ctx: &Context) -> CliResult<(String, PublicKey)> {
+fn generate_in(
+    key_ref: &KeyRef,
+    spec: KeySpec,
+    usage: KeyUsage,
+    ctx: &Context,
+) -> CliResult<(String, PublicKey)> {
     #[cfg(feature = "file")]
     if let KeyRef::File(path) = key_ref {
         use key_provider::KeyBackend as _;
         let key = key_provider::file::generate(path, spec)?;
+        if usage != KeyUsage::Sign {
+            // A PEM file has no place for a usage: say so rather than let it look enforced.
+            eprintln!(
+                "keybound: note: a key file records no usage; this key can sign and decrypt (keep keys for \
+                 different uses in different files)"
+            );
+        }
         return Ok((key.key_label().to_owned(), key.public_key().clone()));
     }
     #[cfg(feature = "pkcs11")]
     if let KeyRef::Pkcs11(uri) = key_ref {
-        let key = key_provider::pkcs11::generate(uri, spec, &ctx.open_options())?;
+        let key = key_provider::pkcs11::generate_with_usage(uri, spec, usage, &ctx.open_options())?;
         return Ok((key.key_label().to_owned(), key.public_key().clone()));
     }
-    let _ = (spec, ctx);
+    let _ = (spec, usage, ctx);
     Err(match key_ref {
         KeyRef::File(_) | KeyRef::Pkcs11(_) => CliError::usage(format!(
             "the {0} backend is not compiled into this keybound (cargo feature `{0}`)",

@@ -1,4 +1,5 @@
-//! Every `keybound` command that takes a key, with the key in SoftHSM: `keys generate --kty RSA --bits 4096`,
+//! Every `keybound` command that takes a key, with the key in SoftHSM: `keys generate --kty RSA --bits 4096`
+//! (`--usage sign`, `decrypt`, `sign,decrypt`: what the token records, seen by `pkcs11-tool`, and enforces),
 //! `keys public` (PEM and JWK), `keys export`, `jwt sign` (RS256, PS256) checked by `jsonwebtoken` and by
 //! `jwt verify`, `jwe decrypt` of JWEs encrypted to the token's public key (RSA-OAEP; RSA-OAEP-256 refused
 //! clearly by SoftHSM 2.6), and `provisioning auth-code`. OpenSC's `pkcs11-tool`, an independent PKCS#11
@@ -77,10 +78,20 @@ fn every_key_command_works_with_a_softhsm_rsa_4096_key() {
     let dir = tempfile::tempdir().unwrap();
     let reference = token.key_ref("cli-issuer");
 
-    // keys generate: the token makes the pair; stdout names the stored key.
+    // keys generate: the token makes the pair; stdout names the stored key. This one key both signs and
+    // decrypts, to run every command with it (keys for real use have one usage each).
     let generated = ok(&keybound(
         &[
-            "keys", "generate", "--key", &reference, "--kty", "RSA", "--bits", "4096",
+            "keys",
+            "generate",
+            "--key",
+            &reference,
+            "--kty",
+            "RSA",
+            "--bits",
+            "4096",
+            "--usage",
+            "sign,decrypt",
         ],
         None,
     ));
@@ -328,4 +339,297 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// `reference` with its `module-path=` replaced by `module`.
+fn with_module(reference: &str, module: &str) -> String {
+    let (base, query) = reference.split_once('?').unwrap();
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| {
+            if kv.starts_with("module-path=") {
+                format!("module-path={module}")
+            } else {
+                kv.to_owned()
+            }
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+/// Issue 12, item 6: `module-path=` naming a library other than the configured module (here libc) is
+/// refused before it is loaded, with a message naming the setting that allows it; `pkcs11_allowed_modules`
+/// (config file) and `KEYBOUND_PKCS11_ALLOWED_MODULES` allow it (then it is loaded, and refused as no
+/// PKCS#11 library); the configured SoftHSM module keeps working.
+#[test]
+fn a_module_path_that_is_not_the_configured_module_is_refused_unless_allowed() {
+    let Some(token) = TestToken::fresh("cli pkcs11 module allow-list", "cli-modules") else {
+        return;
+    };
+    let Some(libc) = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib/aarch64-linux-gnu/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).is_file()) else {
+        eprintln!("SKIPPED: no libc.so.6 at the Debian multiarch paths");
+        return;
+    };
+    let reference = token.key_ref("cli-module");
+    ok(&keybound(
+        &["keys", "generate", "--key", &reference, "--kty", "EC"],
+        None,
+    ));
+    let configured = std::env::var("KEYBOUND_PKCS11_MODULE").unwrap();
+    assert_eq!(
+        Path::new(&configured),
+        token.module,
+        "the run's module is the configured one"
+    );
+
+    let foreign = with_module(&reference, libc);
+    let refused = keybound(&["keys", "public", "--key", &foreign], None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    for says in [
+        "was not loaded",
+        libc,
+        "pkcs11_allowed_modules",
+        "KEYBOUND_PKCS11_ALLOWED_MODULES",
+    ] {
+        assert!(stderr.contains(says), "{says}: {stderr}");
+    }
+    assert!(refused.stdout.is_empty());
+
+    // Allowed through the variable (a `:`-separated list) or the config file: loaded, and then refused for
+    // what it is.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keybound.toml");
+    std::fs::write(&config, format!("pkcs11_allowed_modules = [\"{libc}\"]\n")).unwrap();
+    let list = format!("/opt/vendor/lib/libvendorpkcs11.so:{libc}");
+    for (how, env) in [
+        (
+            "variable",
+            vec![("KEYBOUND_PKCS11_ALLOWED_MODULES", list.as_str())],
+        ),
+        (
+            "config file",
+            vec![("KEYBOUND_CONFIG", config.to_str().unwrap())],
+        ),
+    ] {
+        let out = common::keybound_env(&["keys", "public", "--key", &foreign], None, &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{how}: {stderr}");
+        assert!(stderr.contains("not a PKCS#11 library"), "{how}: {stderr}");
+    }
+
+    // The configured module: by the reference's own module-path, and by a symlink to it.
+    let pem = ok(&keybound(&["keys", "public", "--key", &reference], None));
+    let alias = dir.path().join("libsofthsm-alias.so");
+    std::os::unix::fs::symlink(&token.module, &alias).unwrap();
+    let aliased = with_module(&reference, alias.to_str().unwrap());
+    assert_eq!(
+        ok(&keybound(&["keys", "public", "--key", &aliased], None)),
+        pem
+    );
+}
+
+/// The `Usage:` line of the `kind` object (`Private Key Object` / `Public Key Object`) labelled `label` in a
+/// `pkcs11-tool --list-objects` listing.
+fn usage_line(listing: &str, kind: &str, label: &str) -> String {
+    // Each object: its heading's remainder, then its indented lines up to the next object's heading.
+    let object = listing
+        .split(kind)
+        .skip(1)
+        .map(|o| {
+            o.lines()
+                .take_while(|l| !l.contains(" Object;"))
+                .collect::<Vec<_>>()
+        })
+        .find(|lines| {
+            lines
+                .iter()
+                .any(|l| l.trim() == format!("label:      {label}"))
+        })
+        .unwrap_or_else(|| panic!("no {kind} '{label}' in:\n{listing}"));
+    object
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix("Usage:"))
+        .unwrap_or_else(|| panic!("no Usage line for {kind} {label}: {object:?}"))
+        .trim()
+        .to_owned()
+}
+
+/// Issue 12, item 5: `keys generate --usage sign|decrypt|sign,decrypt` (default `sign`). An independent
+/// PKCS#11 client (`pkcs11-tool --list-objects`) sees exactly the usage asked for; signing with a
+/// decrypt-only key and decrypting with a sign-only key fail with a clear error (exit 2), and the usage that
+/// was asked for works. An EC key cannot decrypt, for file keys too; a file key accepts the flag, records
+/// nothing, and says so.
+#[test]
+fn keys_generate_usage_is_exactly_what_the_token_records_and_enforces() {
+    let Some(token) = TestToken::fresh("cli pkcs11 keys generate --usage", "cli-usage") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rows = [
+        ("usage-default", None, "sign", "verify"),
+        ("usage-sign", Some("sign"), "sign", "verify"),
+        ("usage-decrypt", Some("decrypt"), "decrypt", "encrypt"),
+        (
+            "usage-both",
+            Some("sign,decrypt"),
+            "decrypt, sign",
+            "encrypt, verify",
+        ),
+    ];
+    for (label, usage, _, _) in &rows {
+        let reference = token.key_ref(label);
+        let mut args = vec!["keys", "generate", "--key", &reference, "--kty", "RSA"];
+        if let Some(usage) = usage {
+            args.extend(["--usage", usage]);
+        }
+        ok(&keybound(&args, None));
+    }
+    if let Some(listing) = pkcs11_tool_listing(&token) {
+        for (label, _, private, public) in &rows {
+            assert_eq!(
+                usage_line(&listing, "Private Key Object", label),
+                *private,
+                "{label}"
+            );
+            assert_eq!(
+                usage_line(&listing, "Public Key Object", label),
+                *public,
+                "{label}"
+            );
+        }
+    }
+
+    let claims = r#"{"iss":"keybound-test"}"#;
+    let sign = |label: &str| {
+        keybound(
+            &[
+                "jwt",
+                "sign",
+                "--key",
+                &token.key_ref(label),
+                "--alg",
+                "PS256",
+                "--claims",
+                "-",
+                "--exp-in",
+                "60",
+            ],
+            Some(claims.as_bytes()),
+        )
+    };
+    let decrypt = |label: &str| {
+        let pem = ok(&keybound(
+            &["keys", "public", "--key", &token.key_ref(label)],
+            None,
+        ));
+        let pem_path = dir.path().join(format!("{label}.pem"));
+        std::fs::write(&pem_path, pem).unwrap();
+        let jwe = ok(&keybound(
+            &[
+                "jwe",
+                "encrypt",
+                "--pubkey",
+                pem_path.to_str().unwrap(),
+                "--alg",
+                "RSA-OAEP",
+                "--enc",
+                "A256GCM",
+            ],
+            Some(b"card data"),
+        ));
+        keybound(
+            &["jwe", "decrypt", "--key", &token.key_ref(label)],
+            Some(jwe.as_bytes()),
+        )
+    };
+    for label in ["usage-default", "usage-sign", "usage-both"] {
+        assert_eq!(ok(&sign(label)).trim().split('.').count(), 3, "{label}");
+    }
+    for label in ["usage-decrypt", "usage-both"] {
+        assert_eq!(ok(&decrypt(label)), "card data", "{label}");
+    }
+    for (label, refused, says) in [
+        (
+            "usage-decrypt",
+            sign("usage-decrypt"),
+            ["not permitted", "CKA_SIGN is false", "--usage sign"],
+        ),
+        (
+            "usage-sign",
+            decrypt("usage-sign"),
+            ["not permitted", "CKA_DECRYPT is false", "--usage decrypt"],
+        ),
+        (
+            "usage-default",
+            decrypt("usage-default"),
+            ["not permitted", "CKA_DECRYPT is false", "--usage decrypt"],
+        ),
+    ] {
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{label}: {stderr}");
+        assert!(refused.stdout.is_empty(), "{label}");
+        for s in says {
+            assert!(stderr.contains(s), "{label}: {s}: {stderr}");
+        }
+    }
+
+    // An EC key can only sign, in a token and in a file; nothing is created.
+    let file_ec = format!("file:{}", dir.path().join("ec.pem").display());
+    for key in [token.key_ref("usage-ec"), file_ec.clone()] {
+        for usage in ["decrypt", "sign,decrypt"] {
+            let out = keybound(
+                &[
+                    "keys", "generate", "--key", &key, "--kty", "EC", "--usage", usage,
+                ],
+                None,
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{key} {usage}: {stderr}");
+            assert!(stderr.contains("RSA keys only"), "{stderr}");
+        }
+    }
+    assert!(!dir.path().join("ec.pem").exists());
+    ok(&keybound(
+        &[
+            "keys",
+            "generate",
+            "--key",
+            &token.key_ref("usage-ec"),
+            "--kty",
+            "EC",
+        ],
+        None,
+    ));
+    // Unknown usages are usage errors.
+    let out = keybound(
+        &["keys", "generate", "--key", &file_ec, "--usage", "encrypt"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sign,decrypt"));
+    // A key file accepts every usage, records none, and says so when it is not the default.
+    let file_key = format!("file:{}", dir.path().join("jwe.pem").display());
+    let out = keybound(
+        &["keys", "generate", "--key", &file_key, "--usage", "decrypt"],
+        None,
+    );
+    assert!(ok(&out).starts_with(&file_key));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("records no usage"));
+    let quiet = format!("file:{}", dir.path().join("sig.pem").display());
+    let out = keybound(
+        &["keys", "generate", "--key", &quiet, "--usage", "sign"],
+        None,
+    );
+    ok(&out);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -7,7 +7,7 @@ use flex_client::{
     Card, Environment, FlexClient, JwtAuth, MerchantAuth, SessionEndpoint, TokenizeData,
 };
 use flex_simulator::FlexSimulator;
-use key_provider::KeySpec;
+use key_provider::{KeySpec, KeyUsage};
 use serde_json::{Value, json};
 
 use crate::keys::KeyStore;
@@ -35,7 +35,7 @@ pub async fn run(out: &Out, keys: &KeyStore) -> Result<(), crate::Error> {
     let merchant = out
         .step(
             "generate the merchant's authentication key (RSA-2048) and register it with Flex",
-            async { keys.generate("merchant-auth", KeySpec::Rsa(2048)) },
+            async { keys.generate("merchant-auth", KeySpec::Rsa(2048), KeyUsage::Sign) },
         )
         .await?;
     sim.add_merchant_jwt_key(

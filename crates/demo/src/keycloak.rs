@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use key_provider::KeySpec;
+use key_provider::{KeySpec, KeyUsage};
 use keycloak_client::{
     ASSERTION_TYPE, AssertionConfig, ClientAssertionSigner, ClientAuth, FullGrant, KeycloakClient,
     TokenEndpoint, TokenSource,
@@ -25,7 +25,7 @@ pub async fn run(out: &Out, keys: &KeyStore) -> Result<(), crate::Error> {
     out.section("1. Keycloak private_key_jwt: a lender gets tokens for a partner API (Interhyp)");
     let lender = out
         .step("generate the lender's signing key (RSA-2048)", async {
-            keys.generate("lender-signing", KeySpec::Rsa(2048))
+            keys.generate("lender-signing", KeySpec::Rsa(2048), KeyUsage::Sign)
         })
         .await?;
     let public = lender.key.public_key().clone();

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use key_provider::{KeyBackend, KeyRef, KeySpec, OpenOptions};
+use key_provider::{KeyBackend, KeyRef, KeySpec, KeyUsage, OpenOptions};
 
 /// A place to generate keys in.
 pub enum KeyStore {
@@ -42,6 +42,15 @@ impl KeyStore {
         }
     }
 
+    /// Options for the store's keys: with a token, its module is the configured module (the references'
+    /// `module-path=` names it, and key-provider loads no other).
+    fn open_options(&self) -> OpenOptions {
+        match self {
+            Self::Files(_) => OpenOptions::new(),
+            Self::Token { module, .. } => OpenOptions::new().pkcs11_module(Some(module.clone())),
+        }
+    }
+
     /// The key reference for key `name`.
     pub fn reference(&self, name: &str) -> String {
         match self {
@@ -58,20 +67,31 @@ impl KeyStore {
         }
     }
 
-    /// Generates key `name` of `spec` in the store and opens it through its key reference. Blocking (a
-    /// token may take a moment for RSA).
+    /// Generates key `name` of `spec` for `usage` in the store and opens it through its key reference.
+    /// Blocking (a token may take a moment for RSA). Every demo key of keybound's is a signing key
+    /// ([`KeyUsage::Sign`]); a JWE decryption key would be made with [`KeyUsage::Decrypt`], as
+    /// `keybound keys generate --usage decrypt` does. A token records the usage and refuses other uses; a
+    /// PEM file records nothing.
     ///
     /// # Errors
     /// The backend's error (for example, a key with this name already exists).
-    pub fn generate(&self, name: &str, spec: KeySpec) -> Result<Generated, crate::Error> {
+    pub fn generate(
+        &self,
+        name: &str,
+        spec: KeySpec,
+        usage: KeyUsage,
+    ) -> Result<Generated, crate::Error> {
+        usage.check(spec)?;
         let reference = self.reference(name);
         let key_ref: KeyRef = reference.parse()?;
         let key = match &key_ref {
             KeyRef::File(path) => {
                 key_provider::file::generate(path, spec)?;
-                key_provider::open(&key_ref, &OpenOptions::new())?
+                key_provider::open(&key_ref, &self.open_options())?
             }
-            KeyRef::Pkcs11(uri) => key_provider::pkcs11::generate(uri, spec, &OpenOptions::new())?,
+            KeyRef::Pkcs11(uri) => {
+                key_provider::pkcs11::generate_with_usage(uri, spec, usage, &self.open_options())?
+            }
             other => {
                 return Err(format!(
                     "the demo generates keys in files or tokens, not {}",

@@ -6,7 +6,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use key_provider::{KeyBackend, KeySpec};
+use key_provider::{KeyBackend, KeySpec, KeyUsage};
 use provisioning_signer::{
     Audience, AuthCodeSigner, AuthCodeVerifier, BatchOptions, CardData, EnrollmentEncryptor,
     SecretString, push_provisioning,
@@ -28,7 +28,7 @@ pub async fn run(out: &Out, keys: &KeyStore) -> Result<(), crate::Error> {
     out.section("3. Thales push provisioning: an issuer pushes a card to a wallet");
     let issuer = out
         .step("generate the issuer's signing key (RSA-2048)", async {
-            keys.generate("issuer-signing", KeySpec::Rsa(2048))
+            keys.generate("issuer-signing", KeySpec::Rsa(2048), KeyUsage::Sign)
         })
         .await?;
     out.field("key", &issuer.reference);

@@ -70,6 +70,18 @@ pub enum KeyError {
         /// What the key is, e.g. `RSA-2048`.
         key: String,
     },
+    /// The key may not be used for this operation: its token marks it for other uses only (`CKA_SIGN` or
+    /// `CKA_DECRYPT` false, as for a key generated with `--usage decrypt` or `--usage sign`), or refused it
+    /// with `CKR_KEY_FUNCTION_NOT_PERMITTED`.
+    #[error("{operation} is not permitted with {key}: {reason}")]
+    UsageNotPermitted {
+        /// What was asked, e.g. `signing with RSA-PSS-SHA256`.
+        operation: String,
+        /// Which key, e.g. `label 'jwe-key' in token 'keybound' (serial 1a2b)`.
+        key: String,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// The backend cannot perform this operation at all (e.g. a token without the mechanism).
     #[error("{operation} is not supported by this backend ({backend}): {reason}")]
     NotSupported {
@@ -159,6 +171,21 @@ pub enum KeyError {
         path: PathBuf,
         /// Why, and what to do.
         reason: String,
+    },
+    /// A key reference's `module-path=` names a library that is neither the configured PKCS#11 module nor
+    /// one of the allowed modules. It was not loaded.
+    #[error(
+        "PKCS#11 module {} (from `module-path=`) was not loaded: it is not the configured module ({configured}) \
+         and not in the allowed modules. To allow it, add it to `pkcs11_allowed_modules` in the configuration \
+         file or to KEYBOUND_PKCS11_ALLOWED_MODULES (library: OpenOptions::pkcs11_allowed_modules), or make it \
+         the configured module (`pkcs11_module`, KEYBOUND_PKCS11_MODULE)",
+        path.display()
+    )]
+    ModuleNotAllowed {
+        /// The module path as the key reference gave it.
+        path: PathBuf,
+        /// The configured module, or `none configured`.
+        configured: String,
     },
     /// A cryptographic operation failed. Deliberately opaque.
     #[error("cryptographic operation failed")]

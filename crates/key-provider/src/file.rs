@@ -1,16 +1,20 @@
 //! The `file` backend: a private key in a PEM (or DER) file on disk.
 //!
 //! The file must not be readable by group or others unless the caller allows it
-//! ([`OpenOptions::allow_insecure_permissions`](crate::OpenOptions)); keys are written PKCS#8 PEM with mode 0600
-//! and never over an existing file.
+//! ([`OpenOptions::allow_insecure_permissions`](crate::OpenOptions)); the mode checked is that of the file
+//! opened and read (`fstat` on the open handle), never a second lookup of the path. Keys are written PKCS#8
+//! PEM with mode 0600 and never over an existing file.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::Path;
 
 use zeroize::Zeroizing;
 
 use crate::error::KeyError;
 use crate::software::{self, KeySpec, SoftwareKey};
+
+/// Largest key file read (a PEM private key with a certificate chain is a few KiB).
+const MAX_KEY_FILE: u64 = 1024 * 1024;
 
 /// Loads the private key at `path`.
 ///
@@ -32,12 +36,32 @@ pub fn load(path: &Path, allow_insecure_permissions: bool) -> Result<SoftwareKey
         path: path.to_owned(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
+    let not_a_file = || io(std::io::Error::other("not a regular file"));
+    // Only to avoid opening a FIFO or a device (which may block): the checks that count are made below, on
+    // the file actually opened.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(not_a_file());
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    // The mode of the file we opened and will read (fstat), not of whatever the path names a moment later:
+    // the path may be replaced between a check by path and the read.
+    let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
-        return Err(io(std::io::Error::other("not a regular file")));
+        return Err(not_a_file());
     }
     check_permissions(path, &meta, allow_insecure_permissions)?;
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(io)?);
+    if meta.len() > MAX_KEY_FILE {
+        return Err(KeyError::invalid_key(format!(
+            "{} is larger than {} KiB; a key file holds one private key",
+            path.display(),
+            MAX_KEY_FILE / 1024
+        )));
+    }
+    // Allocated once for the whole file (bounded by its size at open), so no reallocation leaves an unwiped
+    // copy of the key bytes behind.
+    let size = usize::try_from(meta.len()).unwrap_or(0);
+    let mut bytes = Zeroizing::new(Vec::with_capacity(size));
+    file.take(meta.len()).read_to_end(&mut bytes).map_err(io)?;
     SoftwareKey::from_bytes("file", format!("file:{}", path.display()), &bytes)
 }
 

@@ -12,8 +12,8 @@
 //!
 //! | feature | key reference | where the key lives |
 //! |---|---|---|
-//! | `file` | `file:PATH` | PKCS#8 / PKCS#1 / SEC1 PEM (or DER) file, mode 0600 |
-//! | `env` | `env:VAR` | PEM or base64 DER in an environment variable |
+//! | `file` | `file:PATH` | PKCS#8 / PKCS#1 / SEC1 PEM (or DER) file, mode 0600, one private key |
+//! | `env` | `env:VAR` | PEM or base64 DER in an environment variable, one private key |
 //! | `pkcs11` | `pkcs11:…` (RFC 7512) | inside a PKCS#11 token (HSM) |
 //!
 //! ## Blocking and async
@@ -71,6 +71,99 @@ pub enum KeySpec {
     /// EC on this curve.
     Ec(EcCurve),
 }
+
+/// What a new key may be used for: `sign`, `decrypt` or `sign,decrypt` (its [`FromStr`](std::str::FromStr)
+/// and [`Display`](fmt::Display) form, as `keybound keys generate --usage` spells it). The default is
+/// [`KeyUsage::Sign`].
+///
+/// A PKCS#11 token records it in the private key (`CKA_SIGN`, `CKA_DECRYPT`, and `CKA_ALLOWED_MECHANISMS`
+/// where the token supports it) and refuses other uses. A key file or environment variable records nothing:
+/// a software key can do whatever its type allows, whatever usage it was generated for. Either way, only RSA
+/// keys decrypt (RSA-OAEP): an EC key is for signing only.
+///
+/// ```
+/// use key_provider::KeyUsage;
+/// let usage: KeyUsage = "sign,decrypt".parse().unwrap();
+/// assert!(usage.signs() && usage.decrypts());
+/// assert_eq!(KeyUsage::default().to_string(), "sign");
+/// assert!("encrypt".parse::<KeyUsage>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum KeyUsage {
+    /// Signing only (JWS, JWT, client assertions, authorization codes).
+    #[default]
+    Sign,
+    /// Decryption only (unwrapping JWE content-encryption keys).
+    Decrypt,
+    /// Both. Prefer one key per use.
+    SignAndDecrypt,
+}
+
+impl KeyUsage {
+    /// The three usages, as `--usage` accepts them.
+    pub const ALL: [Self; 3] = [Self::Sign, Self::Decrypt, Self::SignAndDecrypt];
+
+    /// Whether the key may sign.
+    #[must_use]
+    pub const fn signs(self) -> bool {
+        matches!(self, Self::Sign | Self::SignAndDecrypt)
+    }
+
+    /// Whether the key may decrypt.
+    #[must_use]
+    pub const fn decrypts(self) -> bool {
+        matches!(self, Self::Decrypt | Self::SignAndDecrypt)
+    }
+
+    /// `sign`, `decrypt` or `sign,decrypt`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sign => "sign",
+            Self::Decrypt => "decrypt",
+            Self::SignAndDecrypt => "sign,decrypt",
+        }
+    }
+
+    /// Errors unless a key of `spec` can be used this way (only RSA keys decrypt).
+    ///
+    /// # Errors
+    /// [`KeyError::WrongKeyType`] for decryption with an EC key.
+    pub fn check(self, spec: KeySpec) -> Result<(), KeyError> {
+        match spec {
+            KeySpec::Ec(curve) if self.decrypts() => Err(KeyError::WrongKeyType {
+                operation: format!(
+                    "usage `{self}` (keybound decrypts with RSA keys only, RSA-OAEP; an EC key can only sign)"
+                ),
+                key: format!("EC {curve}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for KeyUsage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KeyUsage {
+    type Err = UnknownKeyUsage;
+
+    fn from_str(s: &str) -> Result<Self, UnknownKeyUsage> {
+        Self::ALL
+            .into_iter()
+            .find(|u| u.name() == s)
+            .ok_or_else(|| UnknownKeyUsage(s.to_owned()))
+    }
+}
+
+/// A key usage that is not `sign`, `decrypt` or `sign,decrypt`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown key usage `{0}`: use sign, decrypt or sign,decrypt")]
+pub struct UnknownKeyUsage(String);
 
 /// A signature scheme: padding/curve plus hash. Signatures are returned in the form JOSE uses: RSA
 /// signatures as big-endian bytes of the modulus length, ECDSA as fixed-width `r || s`.
@@ -270,8 +363,13 @@ pub struct OpenOptions {
     pub allow_insecure_permissions: bool,
     /// Accept a `pin-value=` attribute in a PKCS#11 URI (off by default: prefer `pin-source`).
     pub allow_pin_value: bool,
-    /// PKCS#11 module to use when the URI names none (also `KEYBOUND_PKCS11_MODULE`).
+    /// PKCS#11 module to use when the URI names none (also `KEYBOUND_PKCS11_MODULE`): the configured module.
     pub pkcs11_module: Option<PathBuf>,
+    /// PKCS#11 modules that a key reference's `module-path=` may name besides the configured module
+    /// ([`OpenOptions::pkcs11_module`], else `KEYBOUND_PKCS11_MODULE`). A `module-path=` naming any other
+    /// library is refused with [`KeyError::ModuleNotAllowed`] before the library is loaded (loading runs its
+    /// code). Paths are compared after resolving symbolic links, without loading anything.
+    pub pkcs11_allowed_modules: Vec<PathBuf>,
     /// How long a PKCS#11 operation waits for a free session before failing with [`KeyError::Timeout`]
     /// (default [`OpenOptions::DEFAULT_PKCS11_SESSION_WAIT`]).
     pub pkcs11_session_wait: Option<Duration>,
@@ -325,6 +423,16 @@ impl OpenOptions {
     #[must_use]
     pub fn pkcs11_module(mut self, module: Option<PathBuf>) -> Self {
         self.pkcs11_module = module;
+        self
+    }
+
+    /// Sets [`OpenOptions::pkcs11_allowed_modules`].
+    #[must_use]
+    pub fn pkcs11_allowed_modules<P: Into<PathBuf>>(
+        mut self,
+        modules: impl IntoIterator<Item = P>,
+    ) -> Self {
+        self.pkcs11_allowed_modules = modules.into_iter().map(Into::into).collect();
         self
     }
 }

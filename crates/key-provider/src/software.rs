@@ -282,7 +282,8 @@ pub fn pkcs8_to_pem(der: &[u8]) -> Zeroizing<String> {
     out
 }
 
-/// Finds the private-key block in PEM text (or takes the bytes as DER) and decodes it into a wiped buffer.
+/// Finds the one private-key block in PEM text (or takes the bytes as DER) and decodes it into a wiped
+/// buffer. PEM text with more than one private key block is refused.
 fn decode_private_key(bytes: &[u8]) -> Result<(Encoding, Zeroizing<Vec<u8>>), KeyError> {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return der_encoding(bytes).map(|e| (e, Zeroizing::new(bytes.to_vec())));
@@ -292,13 +293,22 @@ fn decode_private_key(bytes: &[u8]) -> Result<(Encoding, Zeroizing<Vec<u8>>), Ke
             "no PEM private key found (expected -----BEGIN PRIVATE KEY-----)",
         ));
     }
+    // A file with two private keys is a mistake keybound must not resolve by taking the first one.
+    let private_keys = text
+        .lines()
+        .filter_map(|l| pem_begin_label(l.trim()))
+        .filter(|label| label.ends_with("PRIVATE KEY"))
+        .count();
+    if private_keys > 1 {
+        return Err(KeyError::invalid_key(format!(
+            "the PEM holds more than one private key ({private_keys} private key blocks); keybound does not \
+             pick one: keep exactly one private key per file or variable"
+        )));
+    }
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         let line = line.trim();
-        let Some(label) = line
-            .strip_prefix("-----BEGIN ")
-            .and_then(|l| l.strip_suffix("-----"))
-        else {
+        let Some(label) = pem_begin_label(line) else {
             continue;
         };
         let encoding = match label {
@@ -343,6 +353,12 @@ fn decode_private_key(bytes: &[u8]) -> Result<(Encoding, Zeroizing<Vec<u8>>), Ke
     Err(KeyError::invalid_key(
         "no private key PEM block found (expected PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)",
     ))
+}
+
+/// The label of a `-----BEGIN LABEL-----` line.
+fn pem_begin_label(line: &str) -> Option<&str> {
+    line.strip_prefix("-----BEGIN ")
+        .and_then(|l| l.strip_suffix("-----"))
 }
 
 /// Guesses the encoding of raw DER private key bytes from their structure.

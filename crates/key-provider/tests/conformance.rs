@@ -473,7 +473,13 @@ mod pkcs11_backend {
             let mut keys = HashMap::new();
             for spec in SPECS {
                 let uri = token.uri(&format!("conformance-{}", spec_name(spec)));
-                let key = key_provider::pkcs11::generate(&uri, spec, &options).expect("generate");
+                // RSA keys sign and decrypt in this suite; EC keys only sign.
+                let usage = match spec {
+                    KeySpec::Rsa(_) => key_provider::KeyUsage::SignAndDecrypt,
+                    _ => key_provider::KeyUsage::Sign,
+                };
+                let key = key_provider::pkcs11::generate_with_usage(&uri, spec, usage, &options)
+                    .expect("generate");
                 keys.insert(spec_name(spec), key);
             }
             let components = support::rfc7515_a2().components();

@@ -1,8 +1,8 @@
 //! HSM faults against SoftHSM, each with its own documented error (docs/hsm.md, "Errors you may meet"):
 //! wrong PIN, PIN file missing, PIN file readable by others, token absent, key absent, two keys under one
-//! label, a module path that is not a PKCS#11 library (or not there at all); and sessions closed under load:
-//! 4 threads signing while a fifth calls `C_CloseAllSessions` again and again, with zero failed signatures
-//! (each operation that loses its session reconnects and retries once).
+//! label, a module path that is not a PKCS#11 library (or not there at all), or not allowed; and sessions
+//! closed under load: 4 threads signing while a fifth calls `C_CloseAllSessions` 40 times, with zero failed
+//! signatures and at least 40 operations that reconnected and retried once.
 //!
 //! The module-path faults need no token and always run; the others are skipped with a loud message unless
 //! `cargo xtask softhsm-test` set up SoftHSM.
@@ -58,6 +58,7 @@ fn variant(e: &KeyError) -> String {
         KeyError::NotFound { what, .. } => format!("NotFound({what})"),
         KeyError::Ambiguous { what, .. } => format!("Ambiguous({what})"),
         KeyError::ModuleUnavailable { .. } => "ModuleUnavailable".into(),
+        KeyError::ModuleNotAllowed { .. } => "ModuleNotAllowed".into(),
         other => format!("other: {other:?}"),
     }
 }
@@ -100,8 +101,13 @@ fn a_module_path_that_is_not_a_pkcs11_library_is_refused_clearly() {
         modules.push((lib, "not a PKCS#11 library"));
     }
     modules.push((dir.path().join("missing.so"), "not found"));
+    // Allowed explicitly: these are the modules that get as far as being loaded (see the next test).
+    let allowing =
+        OpenOptions::new().pkcs11_allowed_modules(modules.iter().map(|(m, _)| m.clone()));
     for (module, says) in modules {
-        let err = open(&reference(&module)).map(|_| ()).unwrap_err();
+        let err = key_provider::open(&reference(&module), &allowing)
+            .map(|_| ())
+            .unwrap_err();
         let text = err.to_string();
         assert!(
             matches!(err, KeyError::ModuleUnavailable { .. }),
@@ -112,6 +118,140 @@ fn a_module_path_that_is_not_a_pkcs11_library_is_refused_clearly() {
         assert!(text.contains("PKCS#11 module"), "{text}");
         assert!(!text.contains("123456"), "{text}");
     }
+}
+
+/// A shared library whose constructor (run by the dynamic loader when the library is loaded, before any
+/// PKCS#11 call) creates the file `marker`: the proof that a library was loaded. `None` without a C compiler.
+fn library_with_constructor(dir: &Path, marker: &Path) -> Option<PathBuf> {
+    let source = dir.join("marker.c");
+    std::fs::write(
+        &source,
+        format!(
+            "#include <fcntl.h>\n#include <unistd.h>\n\
+             __attribute__((constructor)) static void loaded(void) {{\n\
+             int fd = open(\"{}\", O_WRONLY | O_CREAT, 0600);\n if (fd >= 0) close(fd);\n}}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let library = dir.join("libmarker.so");
+    match std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status()
+    {
+        Ok(status) if status.success() => Some(library),
+        _ => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "*** SKIPPED the constructor check: no working `cc` to build a test library ***"
+            );
+            None
+        }
+    }
+}
+
+/// Item 6 of issue 12: `module-path=` used to load whatever library it named (its constructors run at once,
+/// whatever keybound thinks of the library afterwards). A module that is neither the configured one nor in
+/// `pkcs11_allowed_modules` is now refused before it is loaded, with a message that says how to allow it.
+#[test]
+fn a_module_path_other_than_the_configured_module_is_refused_before_it_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = write_file(dir.path(), "user.pin", "123456\n", 0o600);
+    let reference = |module: &Path| -> KeyRef {
+        format!(
+            "pkcs11:token=t;object=k?module-path={}&pin-source=file:{}",
+            module.display(),
+            pin.display()
+        )
+        .parse()
+        .unwrap()
+    };
+    // The configured module: SoftHSM under `cargo xtask softhsm-test`, else a vendor path that is not there.
+    let configured = std::env::var_os(testing::MODULE_ENV).map_or_else(
+        || PathBuf::from("/opt/vendor/lib/libvendorpkcs11.so"),
+        PathBuf::from,
+    );
+    let options = OpenOptions::new().pkcs11_module(Some(configured.clone()));
+    let refused = |module: &Path| {
+        let err = key_provider::open(&reference(module), &options)
+            .map(|_| ())
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("pkcs11_allowed_modules")
+                && text.contains("KEYBOUND_PKCS11_ALLOWED_MODULES")
+                && text.contains("not loaded"),
+            "{}: {text}",
+            module.display()
+        );
+        assert!(text.contains(&module.display().to_string()), "{text}");
+        err
+    };
+    for libc in [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib/aarch64-linux-gnu/libc.so.6",
+    ] {
+        if Path::new(libc).is_file() {
+            refused(Path::new(libc));
+        }
+    }
+    // A symlink named like the configured module but pointing elsewhere does not pass for it.
+    let disguised = dir.path().join(configured.file_name().unwrap());
+    std::os::unix::fs::symlink(
+        some_other_library().unwrap_or_else(|| pin.clone()),
+        &disguised,
+    )
+    .unwrap();
+    refused(&disguised);
+    // The proof that nothing was loaded: a library whose constructor leaves a file behind.
+    let marker = dir.path().join("loaded");
+    if let Some(library) = library_with_constructor(dir.path(), &marker) {
+        assert!(matches!(
+            refused(&library),
+            KeyError::ModuleNotAllowed { .. }
+        ));
+        assert!(
+            !marker.exists(),
+            "the refused library was loaded (its constructor ran)"
+        );
+        // Allowed, it is loaded (the constructor runs), then refused as no PKCS#11 library: the marker
+        // does show loading.
+        let allowing = options.clone().pkcs11_allowed_modules([&library]);
+        let err = key_provider::open(&reference(&library), &allowing)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(err, KeyError::ModuleUnavailable { .. }), "{err}");
+        assert!(marker.exists(), "an allowed library is loaded");
+    }
+    // The configured module itself, under another name (a symlink to it), and, with SoftHSM set up, a key in
+    // it: still work.
+    let Some(token) = TestToken::shared(
+        "a_module_path_other_than_the_configured_module_is_refused_before_it_is_loaded",
+    ) else {
+        return;
+    };
+    let key = key_provider::pkcs11::generate(
+        &token.uri("allowed-module"),
+        KeySpec::Ec(EcCurve::P256),
+        &OpenOptions::new(),
+    )
+    .unwrap();
+    let alias = dir.path().join("alias-of-the-configured-module.so");
+    std::os::unix::fs::symlink(&token.module, &alias).unwrap();
+    let via_alias = replace_query(
+        &token.key_ref("allowed-module"),
+        "module-path",
+        &alias.display().to_string(),
+    );
+    let opened = key_provider::open(
+        &via_alias,
+        &OpenOptions::new().pkcs11_module(Some(token.module.clone())),
+    )
+    .expect("the configured module, named through a symlink");
+    assert_eq!(opened.public_key(), key.public_key());
+    opened.sign(SignatureScheme::EcdsaP256Sha256, b"m").unwrap();
 }
 
 #[test]
@@ -175,6 +315,7 @@ fn every_hsm_fault_has_its_own_documented_error() {
     let dup_ref = token.key_ref("fault-dup");
 
     let not_a_library = write_file(dir.path(), "libnot.so", "not a library\n", 0o755);
+    let not_allowed = write_file(dir.path(), "libother.so", "not a library either\n", 0o755);
     let loose_pin = write_file(dir.path(), "loose.pin", &format!("{pin}\n"), 0o604);
     let missing_pin = dir.path().join("no-such.pin");
     let faults: Vec<(&str, KeyRef, &str, &str)> = vec![
@@ -239,13 +380,27 @@ fn every_hsm_fault_has_its_own_documented_error() {
             "ModuleUnavailable",
             "not a PKCS#11 library",
         ),
+        (
+            "module that is neither configured nor allowed",
+            replace_query(
+                &reference,
+                "module-path",
+                &not_allowed.display().to_string(),
+            ),
+            "ModuleNotAllowed",
+            "pkcs11_allowed_modules",
+        ),
     ];
+    // The configured module (KEYBOUND_PKCS11_MODULE) and, for its row, the library that is no PKCS#11 module.
+    let options = OpenOptions::new().pkcs11_allowed_modules([&not_a_library]);
     let docs =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/hsm.md"))
             .unwrap();
     let mut seen = std::collections::BTreeSet::new();
     for (fault, key_ref, expected, says) in &faults {
-        let err = open(key_ref).map(|_| ()).unwrap_err();
+        let err = key_provider::open(key_ref, &options)
+            .map(|_| ())
+            .unwrap_err();
         let text = err.to_string();
         let _ = writeln!(std::io::stderr(), "{fault}: {text}");
         assert_eq!(variant(&err), *expected, "{fault}: {text}");
@@ -318,6 +473,8 @@ fn sessions_closed_under_load_fail_no_signature() {
     const CLOSES: usize = 40;
     let done = Arc::new(AtomicBool::new(false));
     let closes = Arc::new(AtomicUsize::new(0));
+    // Signatures made so far (counted under the gate's read lock, so exact whenever the closer holds it).
+    let signatures = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let started = Instant::now();
 
@@ -326,13 +483,27 @@ fn sessions_closed_under_load_fail_no_signature() {
     // closer strikes between calls: each signature is a read lock, each close the write lock. The sessions
     // keybound holds are still pulled from under all four threads at once, again and again.
     let gate = Arc::new(std::sync::RwLock::new(()));
+    // Every close waits until a signature was made since the one before: then each close is followed by at
+    // least one operation on the sessions it killed, which must reconnect (two closes with nothing between
+    // them would be one fault). So at least CLOSES operations reconnect, as docs/security.md says.
     let closer = {
         let (done, closes, module) = (done.clone(), closes.clone(), token.module.clone());
-        let gate = gate.clone();
+        let (gate, signatures) = (gate.clone(), signatures.clone());
         std::thread::spawn(move || {
+            let mut before = 0;
             for _ in 0..CLOSES {
                 std::thread::sleep(Duration::from_millis(15));
+                let waiting = Instant::now();
+                while signatures.load(Ordering::SeqCst) == before {
+                    if waiting.elapsed() > Duration::from_secs(60) {
+                        // The signers are stuck: stop closing; the assertions below report it.
+                        done.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 let _exclusive = gate.write().unwrap();
+                before = signatures.load(Ordering::SeqCst);
                 support::close_all_sessions(&module, slot);
                 closes.fetch_add(1, Ordering::Relaxed);
             }
@@ -349,6 +520,7 @@ fn sessions_closed_under_load_fail_no_signature() {
             let failures = failures.clone();
             let gate = gate.clone();
             let done = done.clone();
+            let signatures = signatures.clone();
             std::thread::spawn(move || {
                 let mut signed = Vec::with_capacity(PER_THREAD);
                 let mut i = 0;
@@ -357,6 +529,9 @@ fn sessions_closed_under_load_fail_no_signature() {
                     let message = format!("thread {t} message {i}");
                     let shared = gate.read().unwrap();
                     let result = key.sign(scheme, message.as_bytes());
+                    if result.is_ok() {
+                        signatures.fetch_add(1, Ordering::SeqCst);
+                    }
                     drop(shared);
                     match result {
                         Ok(sig) => signed.push((key.clone(), scheme, message, sig)),
@@ -387,10 +562,11 @@ fn sessions_closed_under_load_fail_no_signature() {
     }
     let closes = closes.load(Ordering::Relaxed);
     let retried = retries.0.load(Ordering::Relaxed);
-    assert!(closes >= 5, "only {closes} C_CloseAllSessions calls");
+    assert_eq!(closes, CLOSES, "C_CloseAllSessions calls");
+    // Each close was followed by an operation on a session it killed (see the closer).
     assert!(
-        retried >= 1,
-        "no operation needed a reconnect: the fault missed"
+        retried >= CLOSES,
+        "only {retried} operations reconnected after {closes} closes"
     );
     let _ = writeln!(
         std::io::stderr(),

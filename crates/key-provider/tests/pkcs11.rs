@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use key_provider::pkcs11::testing::{self, TestToken};
 use key_provider::{
-    DecryptionScheme, EcCurve, KeyBackend, KeyError, KeyRef, KeySpec, OpenOptions, Pkcs11Uri,
-    SignatureScheme,
+    DecryptionScheme, EcCurve, KeyBackend, KeyError, KeyRef, KeySpec, KeyUsage, OpenOptions,
+    Pkcs11Uri, SignatureScheme,
 };
 
 fn token(test: &str, name: &str) -> Option<TestToken> {
@@ -30,6 +30,17 @@ fn token(test: &str, name: &str) -> Option<TestToken> {
 
 fn generate(uri: &Pkcs11Uri, spec: KeySpec) -> Arc<dyn KeyBackend> {
     key_provider::pkcs11::generate(uri, spec, &OpenOptions::new()).expect("generate")
+}
+
+/// An RSA key that signs and decrypts (the tests that exercise both on one key).
+fn generate_rsa_both(uri: &Pkcs11Uri) -> Arc<dyn KeyBackend> {
+    key_provider::pkcs11::generate_with_usage(
+        uri,
+        KeySpec::Rsa(2048),
+        KeyUsage::SignAndDecrypt,
+        &OpenOptions::new(),
+    )
+    .expect("generate")
 }
 
 /// A PIN file with `pin` in it, mode 0600.
@@ -160,6 +171,215 @@ fn generated_keys_are_sensitive_and_never_extractable() {
             "sensitive attributes are not readable"
         );
     }
+}
+
+/// Item 5 of issue 12: a generated key can do what its usage says and nothing else. The token holds the
+/// usage (CKA_SIGN / CKA_DECRYPT on the private key, CKA_VERIFY / CKA_ENCRYPT on the public one,
+/// CKA_ALLOWED_MECHANISMS) and enforces it; keybound refuses the other use at once with a clear error. Before,
+/// every RSA key was made "decrypt, sign".
+#[test]
+fn generated_keys_do_exactly_what_their_usage_says() {
+    use cryptoki::error::{Error as CkError, RvError};
+    use cryptoki::mechanism::{Mechanism, MechanismType};
+    let Some(token) = token("generated_keys_do_exactly_what_their_usage_says", "usage") else {
+        return;
+    };
+    let sign_mechanisms = [
+        MechanismType::SHA256_RSA_PKCS,
+        MechanismType::SHA384_RSA_PKCS,
+        MechanismType::SHA512_RSA_PKCS,
+        MechanismType::SHA256_RSA_PKCS_PSS,
+        MechanismType::SHA384_RSA_PKCS_PSS,
+        MechanismType::SHA512_RSA_PKCS_PSS,
+    ];
+    let ctx = testing::context(&token.module).unwrap();
+    let bool_attrs = |handle, types: &[AttributeType]| -> Vec<bool> {
+        let session = ctx
+            .open_ro_session(testing::slot(&token.uri("x"), &OpenOptions::new()).unwrap())
+            .unwrap();
+        let attrs = session.get_attributes(handle, types).unwrap();
+        assert_eq!(attrs.len(), types.len(), "{attrs:?}");
+        attrs
+            .iter()
+            .map(|a| match a {
+                Attribute::Sign(v)
+                | Attribute::Decrypt(v)
+                | Attribute::Verify(v)
+                | Attribute::Encrypt(v) => *v,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let slot = testing::slot(&token.uri("x"), &OpenOptions::new()).unwrap();
+    let find = |label: &str, class| {
+        let session = ctx.open_ro_session(slot).unwrap();
+        let found = session
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .unwrap();
+        assert_eq!(found.len(), 1, "{label}");
+        found[0]
+    };
+    for (label, usage, signs, decrypts) in [
+        ("use-sign", KeyUsage::Sign, true, false),
+        ("use-decrypt", KeyUsage::Decrypt, false, true),
+        ("use-both", KeyUsage::SignAndDecrypt, true, true),
+    ] {
+        let generated = key_provider::pkcs11::generate_with_usage(
+            &token.uri(label),
+            KeySpec::Rsa(2048),
+            usage,
+            &OpenOptions::new(),
+        )
+        .expect("generate");
+        let private = find(label, ObjectClass::PRIVATE_KEY);
+        let public = find(label, ObjectClass::PUBLIC_KEY);
+        assert_eq!(
+            bool_attrs(private, &[AttributeType::Sign, AttributeType::Decrypt]),
+            [signs, decrypts],
+            "{label}: CKA_SIGN, CKA_DECRYPT"
+        );
+        assert_eq!(
+            bool_attrs(public, &[AttributeType::Verify, AttributeType::Encrypt]),
+            [signs, decrypts],
+            "{label}: CKA_VERIFY, CKA_ENCRYPT"
+        );
+        let session = ctx.open_ro_session(slot).unwrap();
+        let allowed = session
+            .get_attributes(private, &[AttributeType::AllowedMechanisms])
+            .unwrap();
+        let mut expected: Vec<MechanismType> = Vec::new();
+        if signs {
+            expected.extend(sign_mechanisms);
+        }
+        if decrypts {
+            expected.push(MechanismType::RSA_PKCS_OAEP);
+        }
+        // The token keeps them as a set (SoftHSM: sorted).
+        let mut allowed = match allowed.as_slice() {
+            [Attribute::AllowedMechanisms(m)] => m.clone(),
+            other => panic!("{label}: {other:?}"),
+        };
+        allowed.sort_by_key(|m| **m);
+        expected.sort_by_key(|m| **m);
+        assert_eq!(allowed, expected, "{label}: CKA_ALLOWED_MECHANISMS");
+        // The token enforces the mechanism list itself: raw RSA (CKM_RSA_PKCS) is in no usage's list.
+        assert!(
+            matches!(
+                session.sign(&Mechanism::RsaPkcs, private, &[0u8; 32]),
+                Err(CkError::Pkcs11(
+                    RvError::MechanismInvalid | RvError::KeyFunctionNotPermitted,
+                    _
+                ))
+            ),
+            "{label}: CKM_RSA_PKCS was allowed"
+        );
+        drop(session);
+
+        // keybound: the generated handle and a freshly opened one behave alike.
+        let opened =
+            key_provider::open(&token.key_ref(label).parse().unwrap(), &OpenOptions::new())
+                .unwrap();
+        for key in [&generated, &opened] {
+            let signed = key.sign(SignatureScheme::RsaPssSha256, b"usage");
+            if signs {
+                support::assert_jsonwebtoken_verifies(
+                    key.public_key(),
+                    SignatureScheme::RsaPssSha256,
+                    b"usage",
+                    &signed.expect("sign"),
+                );
+            } else {
+                let err = signed.unwrap_err();
+                assert!(
+                    matches!(err, KeyError::UsageNotPermitted { .. }),
+                    "{label}: {err}"
+                );
+                let text = err.to_string();
+                assert!(
+                    text.contains("CKA_SIGN is false")
+                        && text.contains("--usage sign")
+                        && text.contains(label),
+                    "{text}"
+                );
+            }
+            let cek = support::random_cek();
+            let ct = support::oaep_encrypt(key.public_key(), DecryptionScheme::RsaOaepSha1, &cek);
+            let decrypted = key.decrypt(DecryptionScheme::RsaOaepSha1, &ct);
+            if decrypts {
+                assert_eq!(decrypted.expect("decrypt").as_slice(), cek.as_slice());
+            } else {
+                let err = decrypted.unwrap_err();
+                // Not the opaque "cryptographic operation failed" of a bad ciphertext.
+                assert!(
+                    matches!(err, KeyError::UsageNotPermitted { .. }),
+                    "{label}: {err}"
+                );
+                let text = err.to_string();
+                assert!(
+                    text.contains("CKA_DECRYPT is false") && text.contains("--usage decrypt"),
+                    "{text}"
+                );
+            }
+        }
+    }
+
+    // The token's own refusal reads the same: CKA_SIGN turned off behind keybound's back (after it read
+    // the key's usage) makes C_SignInit answer CKR_KEY_FUNCTION_NOT_PERMITTED.
+    let both = key_provider::open(
+        &token.key_ref("use-both").parse().unwrap(),
+        &OpenOptions::new(),
+    )
+    .unwrap();
+    let rw = ctx.open_rw_session(slot).unwrap();
+    rw.update_attributes(
+        find("use-both", ObjectClass::PRIVATE_KEY),
+        &[Attribute::Sign(false)],
+    )
+    .unwrap();
+    drop(rw);
+    let err = both
+        .sign(SignatureScheme::RsaPkcs1Sha256, b"m")
+        .unwrap_err();
+    assert!(matches!(err, KeyError::UsageNotPermitted { .. }), "{err}");
+
+    // The default is signing only; an EC key can only sign, and asking for more creates nothing.
+    let default = generate(&token.uri("use-default"), KeySpec::Rsa(2048));
+    let ct = support::oaep_encrypt(default.public_key(), DecryptionScheme::RsaOaepSha1, b"k");
+    assert!(matches!(
+        default.decrypt(DecryptionScheme::RsaOaepSha1, &ct),
+        Err(KeyError::UsageNotPermitted { .. })
+    ));
+    for usage in [KeyUsage::Decrypt, KeyUsage::SignAndDecrypt] {
+        let err = key_provider::pkcs11::generate_with_usage(
+            &token.uri("use-ec"),
+            KeySpec::Ec(EcCurve::P256),
+            usage,
+            &OpenOptions::new(),
+        )
+        .map(|_| ())
+        .unwrap_err();
+        assert!(matches!(err, KeyError::WrongKeyType { .. }), "{err}");
+        assert!(err.to_string().contains("RSA keys only"), "{err}");
+    }
+    let ec = key_provider::pkcs11::generate_with_usage(
+        &token.uri("use-ec"),
+        KeySpec::Ec(EcCurve::P256),
+        KeyUsage::Sign,
+        &OpenOptions::new(),
+    )
+    .expect("an EC signing key (the refused attempts left no object behind)");
+    ec.sign(SignatureScheme::EcdsaP256Sha256, b"m").unwrap();
+    let session = ctx.open_ro_session(slot).unwrap();
+    let ec_private = find("use-ec", ObjectClass::PRIVATE_KEY);
+    assert_eq!(
+        session
+            .get_attributes(ec_private, &[AttributeType::AllowedMechanisms])
+            .unwrap(),
+        [Attribute::AllowedMechanisms(vec![MechanismType::ECDSA])]
+    );
 }
 
 #[test]
@@ -442,6 +662,112 @@ fn wrong_pin_fails_only_its_own_key() {
     assert!(matches!(err, KeyError::InsecurePinFile { .. }), "{err}");
 }
 
+/// Item 12 of issue 12. Login state belongs to the application, so once other code in this process has
+/// logged the token in (here: a session of its own on the same module, with the right PIN), the token answers
+/// `CKR_USER_ALREADY_LOGGED_IN` to any PIN. keybound used to take that answer as success on its first login,
+/// and from then on opened the token's keys with any PIN at all.
+#[test]
+fn a_token_logged_in_by_other_code_does_not_let_a_wrong_pin_through() {
+    use cryptoki::error::{Error as CkError, RvError};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::session::UserType;
+    use secrecy::SecretString;
+    let Some(token) = token(
+        "a_token_logged_in_by_other_code_does_not_let_a_wrong_pin_through",
+        "prelogin",
+    ) else {
+        return;
+    };
+    let right = SecretString::from(
+        std::fs::read_to_string(&token.pin_file)
+            .unwrap()
+            .trim_end()
+            .to_owned(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = pin_file(dir.path(), "wrong.pin", "000000");
+    let uri = token.uri("other-code-key");
+
+    // The other code: its own session on the process's context, logged in with the right PIN, and a key it
+    // made (keybound has not logged in to this token yet: finding the slot does not log in).
+    let ctx = testing::context(&token.module).unwrap();
+    let slot = testing::slot(&uri, &OpenOptions::new()).unwrap();
+    let other = ctx.open_rw_session(slot).unwrap();
+    other.login(UserType::User, Some(&right)).unwrap();
+    let label = || Attribute::Label(b"other-code-key".to_vec());
+    other
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::Verify(true),
+                // P-256
+                Attribute::EcParams(vec![
+                    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+                ]),
+                label(),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Sign(true),
+                label(),
+            ],
+        )
+        .unwrap();
+    // Why a second C_Login cannot check a PIN: the token does not look at it.
+    let probe = ctx.open_ro_session(slot).unwrap();
+    assert!(
+        matches!(
+            probe.login(UserType::User, Some(&SecretString::from("000000"))),
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _))
+        ),
+        "the token judges PINs after all; this test's premise is wrong"
+    );
+    drop(probe);
+
+    // A wrong PIN: refused, and it does not disturb the other code's login.
+    let err = key_provider::pkcs11::open(&with_pin_file(&uri, &wrong), &OpenOptions::new())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, KeyError::LoginFailed { .. }), "{err}");
+    assert!(err.to_string().contains("cannot"), "{err}");
+    assert!(!err.to_string().contains("000000"), "{err}");
+    // keybound cannot tell the right PIN from a wrong one here either: refused the same way, with the remedy.
+    let err = key_provider::pkcs11::open(&uri, &OpenOptions::new())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, KeyError::LoginFailed { .. }), "{err}");
+    assert!(
+        err.to_string().contains("before other code logs in"),
+        "{err}"
+    );
+    let found = other
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), label()])
+        .expect("the other code is still logged in");
+    assert_eq!(found.len(), 1);
+
+    // Once the other code logs out, keybound logs in itself and the token judges the PIN: the right one
+    // opens the key, a wrong one is refused, whoever logs in later.
+    other.logout().unwrap();
+    let key = key_provider::pkcs11::open(&uri, &OpenOptions::new()).expect("the right PIN");
+    key.sign(SignatureScheme::EcdsaP256Sha256, b"m").unwrap();
+    other.login(UserType::User, Some(&right)).map_or_else(
+        |e| {
+            assert!(
+                matches!(e, CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)),
+                "{e}"
+            )
+        },
+        |()| (),
+    );
+    let err = key_provider::pkcs11::open(&with_pin_file(&uri, &wrong), &OpenOptions::new())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, KeyError::LoginFailed { .. }), "{err}");
+}
+
 #[test]
 fn signing_survives_the_hsm_dropping_sessions_and_login() {
     let Some(token) = token(
@@ -450,7 +776,7 @@ fn signing_survives_the_hsm_dropping_sessions_and_login() {
     ) else {
         return;
     };
-    let rsa = generate(&token.uri("loss-rsa"), KeySpec::Rsa(2048));
+    let rsa = generate_rsa_both(&token.uri("loss-rsa"));
     let ec = generate(&token.uri("loss-ec"), KeySpec::Ec(EcCurve::P256));
     let slot = testing::slot(&token.uri("loss-rsa"), &OpenOptions::new()).unwrap();
     let check = |key: &Arc<dyn KeyBackend>, scheme: SignatureScheme| {
@@ -664,7 +990,7 @@ fn one_audit_event_per_operation_without_pin_or_data() {
         .trim()
         .to_owned();
     let events = capture_audit(|| {
-        let key = generate(&token.uri("audited"), KeySpec::Rsa(2048));
+        let key = generate_rsa_both(&token.uri("audited"));
         key.sign(SignatureScheme::RsaPssSha384, b"SECRET-PAYLOAD")
             .unwrap();
         let ct = support::oaep_encrypt(
@@ -683,6 +1009,8 @@ fn one_audit_event_per_operation_without_pin_or_data() {
     assert_eq!(events.len(), 4, "{events:#?}");
     assert!(
         events[0].contains("operation=\"generate RSA-2048\"")
+            && events[0].contains("usage=sign,decrypt")
+            && events[0].contains("allowed_mechanisms=true")
             && events[0].contains("outcome=\"success\""),
         "{}",
         events[0]
@@ -752,7 +1080,13 @@ fn softhsm_2_6_refuses_rsa_oaep_256_clearly_and_does_oaep_sha1() {
     ) else {
         return;
     };
-    let key = generate(&token.uri("oaep"), KeySpec::Rsa(2048));
+    let key = key_provider::pkcs11::generate_with_usage(
+        &token.uri("oaep"),
+        KeySpec::Rsa(2048),
+        KeyUsage::Decrypt,
+        &OpenOptions::new(),
+    )
+    .expect("generate");
     let cek = support::random_cek();
     let sha1 = support::oaep_encrypt(key.public_key(), DecryptionScheme::RsaOaepSha1, &cek);
     assert_eq!(

@@ -407,3 +407,154 @@ fn no_private_key_material_in_debug_errors_or_logs() {
         );
     }
 }
+
+/// Item 8 of issue 12: the permission check and the read must be about one and the same file. The path is
+/// swapped again and again (by atomic renames) between a 0600 key and a 0644 one; a load that checked the
+/// 0600 file's mode and then read the 0644 file would hand out the group/world-readable key. Every load must
+/// either give the 0600 key or refuse with `InsecurePermissions`, never give the 0644 key.
+#[test]
+fn permission_check_and_read_see_the_same_file_while_the_path_is_swapped() {
+    use key_provider::KeyBackend as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let strict = dir.path().join("strict.pem");
+    let loose = dir.path().join("loose.pem");
+    let good = key_provider::file::generate(&strict, KeySpec::Ec(EcCurve::P256)).unwrap();
+    let bad = key_provider::file::generate(&loose, KeySpec::Ec(EcCurve::P256)).unwrap();
+    chmod(&loose, 0o644);
+    let path = dir.path().join("key.pem");
+    std::fs::hard_link(&strict, &path).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, dir, strict, loose, path) = (
+            stop.clone(),
+            dir.path().to_owned(),
+            strict.clone(),
+            loose.clone(),
+            path.clone(),
+        );
+        std::thread::spawn(move || {
+            let next = dir.join("next.pem");
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for source in [&loose, &strict] {
+                    // `rename` moves the new link over the path in one step; `next` is gone again after it.
+                    std::fs::hard_link(source, &next).unwrap();
+                    std::fs::rename(&next, &path).unwrap();
+                    swaps += 1;
+                }
+            }
+            swaps
+        })
+    };
+    // The loads go through a path of ~1,900 `./` components: every lookup of it walks them all, which widens
+    // the gap between a check by path and a read by path from about a microsecond to tens of them.
+    let long = dir.path().join(format!("{}key.pem", "./".repeat(1900)));
+    let (mut strict_loads, mut refusals, mut loose_loads) = (0u32, 0u32, 0u32);
+    let mut loads = 0u32;
+    // Enough loads that both files were seen many times. Measured on this project's 2-core machine with the
+    // mode checked by path (before the fix): 5 to 78 of 2,000 loads returned the 0644 key.
+    while loads < 5_000 || strict_loads < 50 || refusals < 50 {
+        loads += 1;
+        match key_provider::file::load(&long, false) {
+            Ok(key) if key.public_key() == good.public_key() => strict_loads += 1,
+            Ok(key) if key.public_key() == bad.public_key() => loose_loads += 1,
+            Ok(_) => panic!("a key that is neither"),
+            Err(KeyError::InsecurePermissions { mode: 0o644, .. }) => refusals += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+        assert!(loads < 1_000_000, "the swapper never showed both files");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    let _ = writeln!(
+        std::io::stderr(),
+        "{loads} loads during {swaps} swaps: {strict_loads} strict key, {refusals} refused, {loose_loads} loose key"
+    );
+    assert_eq!(
+        loose_loads, 0,
+        "the 0644 key was loaded {loose_loads} times: the mode checked was another file's"
+    );
+}
+
+/// Item 13 of issue 12: a PEM holding more than one private key is refused (it used to sign with the
+/// first one silently), from a file and from an environment variable alike; a certificate or public key
+/// next to the one private key is still fine.
+#[test]
+fn a_pem_with_several_private_keys_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = openssl_keys(dir.path());
+    let read = |i: usize| std::fs::read_to_string(&keys[i].1).unwrap();
+    let (rsa_pkcs8, rsa_pkcs1, ec_sec1, ec_pkcs8) = (read(0), read(1), read(3), read(4));
+    let certificate = {
+        let cert = dir.path().join("cert.pem");
+        openssl(&[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            &keys[0].1.to_string_lossy(),
+            "-subj",
+            "/CN=keybound-test",
+            "-days",
+            "1",
+            "-out",
+            &cert.to_string_lossy(),
+        ]);
+        std::fs::read_to_string(cert).unwrap()
+    };
+    let public = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        chmod(&path, 0o600);
+        format!("file:{}", path.display())
+    };
+    for (name, text) in [
+        ("two RSA keys", format!("{rsa_pkcs8}{rsa_pkcs1}")),
+        ("the same key twice", format!("{rsa_pkcs8}{rsa_pkcs8}")),
+        ("RSA then EC", format!("{rsa_pkcs8}{ec_pkcs8}")),
+        ("EC SEC1 then RSA PKCS#1", format!("{ec_sec1}{rsa_pkcs1}")),
+        (
+            "a certificate between two keys",
+            format!("{ec_pkcs8}{certificate}{rsa_pkcs8}"),
+        ),
+        (
+            "an encrypted key after a plain one",
+            format!(
+                "{rsa_pkcs8}-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
+            ),
+        ),
+        (
+            "an OpenSSH key before a PKCS#8 one",
+            format!(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n{ec_pkcs8}"
+            ),
+        ),
+    ] {
+        let file = write("several.pem", &text);
+        let Err(err) = open(&file) else {
+            panic!("{name} (file): accepted");
+        };
+        assert!(
+            matches!(&err, KeyError::InvalidKeyMaterial { reason } if reason.contains("more than one private key")),
+            "{name} (file): {err}"
+        );
+        unsafe_env_set("KEYBOUND_TEST_ENV_SEVERAL", &text);
+        let err = open("env:KEYBOUND_TEST_ENV_SEVERAL")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("more than one private key"),
+            "{name} (env): {err}"
+        );
+    }
+    // One private key with its certificate and a public key: accepted.
+    let one = open(&write(
+        "one.pem",
+        &format!("{certificate}{rsa_pkcs8}{public}"),
+    ))
+    .unwrap();
+    let alone = open(&format!("file:{}", keys[0].1.display())).unwrap();
+    assert_eq!(one.public_key(), alone.public_key());
+}

@@ -5,29 +5,32 @@
 //! `CKA_EXTRACTABLE=false`: the token will never hand out its value, wrapped or not. Both halves carry the
 //! same `CKA_LABEL` (from `object=`) and `CKA_ID` (from `id=`, else 8 random bytes). A key whose label or id
 //! is already taken in the token is refused.
+//!
+//! A generated key does what its [`KeyUsage`] says and nothing else: `CKA_SIGN`/`CKA_VERIFY` and
+//! `CKA_DECRYPT`/`CKA_ENCRYPT` are set from it, and `CKA_ALLOWED_MECHANISMS` lists exactly the mechanisms
+//! keybound uses for it ([`allowed_mechanisms`]). A token that does not know `CKA_ALLOWED_MECHANISMS`
+//! (`CKR_ATTRIBUTE_TYPE_INVALID`) gets the key without it; the audit event says which.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use aws_lc_rs::rand::SecureRandom as _;
-use cryptoki::mechanism::Mechanism;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::session::Session;
 use cryptoki::types::Ulong;
 use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::error::KeyError;
-use crate::{EcCurve, KeyBackend, KeySpec, OpenOptions, Pkcs11Uri};
+use crate::{EcCurve, KeyBackend, KeySpec, KeyUsage, OpenOptions, Pkcs11Uri};
 
 use super::errors::Failure;
 use super::key::{ObjectSelector, Pkcs11Key, Reached, ec_params, hex, reach};
 use super::{AUDIT_TARGET, BACKEND};
 
-/// Generates a key pair inside the token named by `uri` and opens its private key.
-///
-/// `uri` must carry `object=` (the label) or `id=`; a missing `id=` becomes 8 random bytes, and the returned
-/// key's [`KeyBackend::key_label`] shows it. RSA keys of 2048, 3072 or 4096 bits and EC P-256/P-384 keys are
-/// supported. The private key is sensitive and never extractable.
+/// Generates a signing key pair inside the token named by `uri` and opens its private key: as
+/// [`generate_with_usage`] with [`KeyUsage::Sign`] (the key cannot decrypt).
 ///
 /// ```no_run
 /// # fn main() -> Result<(), key_provider::KeyError> {
@@ -41,11 +44,46 @@ use super::{AUDIT_TARGET, BACKEND};
 /// ```
 ///
 /// # Errors
-/// [`KeyError::KeyExists`] when a key with this label or id is in the token; [`KeyError::InvalidKeyMaterial`]
-/// for an unsupported size; module, token, PIN and PKCS#11 errors.
+/// As [`generate_with_usage`].
 pub fn generate(
     uri: &Pkcs11Uri,
     spec: KeySpec,
+    options: &OpenOptions,
+) -> Result<Arc<dyn KeyBackend>, KeyError> {
+    generate_with_usage(uri, spec, KeyUsage::Sign, options)
+}
+
+/// Generates a key pair for `usage` inside the token named by `uri` and opens its private key.
+///
+/// `uri` must carry `object=` (the label) or `id=`; a missing `id=` becomes 8 random bytes, and the returned
+/// key's [`KeyBackend::key_label`] shows it. RSA keys of 2048, 3072 or 4096 bits and EC P-256/P-384 keys are
+/// supported; only RSA keys decrypt. The private key is sensitive and never extractable, and may be used
+/// for `usage` only (see the module docs).
+///
+/// ```no_run
+/// # fn main() -> Result<(), key_provider::KeyError> {
+/// use key_provider::{KeySpec, KeyUsage, OpenOptions, Pkcs11Uri};
+/// // A JWE decryption key: it unwraps content-encryption keys (RSA-OAEP) and cannot sign.
+/// let uri: Pkcs11Uri = "pkcs11:token=keybound-prod;object=flex-jwe\
+///     ?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/secrets/hsm-pin"
+///     .parse()?;
+/// let key = key_provider::pkcs11::generate_with_usage(
+///     &uri,
+///     KeySpec::Rsa(3072),
+///     KeyUsage::Decrypt,
+///     &OpenOptions::new(),
+/// )?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`KeyError::KeyExists`] when a key with this label or id is in the token; [`KeyError::InvalidKeyMaterial`]
+/// for an unsupported size; [`KeyError::WrongKeyType`] for an EC key that should decrypt; module, token, PIN
+/// and PKCS#11 errors.
+pub fn generate_with_usage(
+    uri: &Pkcs11Uri,
+    spec: KeySpec,
+    usage: KeyUsage,
     options: &OpenOptions,
 ) -> Result<Arc<dyn KeyBackend>, KeyError> {
     match spec {
@@ -56,12 +94,13 @@ pub fn generate(
             ));
         }
     }
+    usage.check(spec)?;
     let uri = with_id(uri)?;
     let operation = match spec {
         KeySpec::Rsa(bits) => format!("generate RSA-{bits}"),
         KeySpec::Ec(curve) => format!("generate EC {curve}"),
     };
-    create(&uri, options, &operation, |session, selector| {
+    create(&uri, options, &operation, usage, |session, selector| {
         let label = selector
             .label
             .as_ref()
@@ -69,15 +108,16 @@ pub fn generate(
         let id = selector.id.as_ref().map(|id| Attribute::Id(id.clone()));
         let mut public = public_key_attributes();
         let mut private = private_key_attributes();
-        private.push(Attribute::Sign(true));
+        public.push(Attribute::Verify(usage.signs()));
+        private.push(Attribute::Sign(usage.signs()));
         let mechanism = match spec {
             KeySpec::Rsa(bits) => {
                 public.extend([
-                    Attribute::Encrypt(true),
+                    Attribute::Encrypt(usage.decrypts()),
                     Attribute::ModulusBits(Ulong::from(bits as u64)),
                     Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
                 ]);
-                private.push(Attribute::Decrypt(true));
+                private.push(Attribute::Decrypt(usage.decrypts()));
                 Mechanism::RsaPkcsKeyPairGen
             }
             KeySpec::Ec(curve) => {
@@ -92,9 +132,46 @@ pub fn generate(
         };
         public.extend(label.iter().chain(&id).cloned());
         private.extend(label.into_iter().chain(id));
-        session.generate_key_pair(&mechanism, &public, &private)?;
-        Ok(())
+        let mut restricted = private.clone();
+        restricted.push(Attribute::AllowedMechanisms(allowed_mechanisms(
+            spec, usage,
+        )));
+        match session.generate_key_pair(&mechanism, &public, &restricted) {
+            Ok(_) => Ok(true),
+            // The token does not know CKA_ALLOWED_MECHANISMS: CKA_SIGN / CKA_DECRYPT still say it.
+            Err(CkError::Pkcs11(RvError::AttributeTypeInvalid, _)) => {
+                session.generate_key_pair(&mechanism, &public, &private)?;
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     })
+}
+
+/// The mechanisms keybound uses for a key of `spec` and `usage` (its `CKA_ALLOWED_MECHANISMS`): RSA
+/// PKCS#1 v1.5 and PSS signatures with SHA-256/384/512 for signing, RSA-OAEP for decryption, `CKM_ECDSA`
+/// (on a digest computed by keybound) for EC.
+pub(crate) fn allowed_mechanisms(spec: KeySpec, usage: KeyUsage) -> Vec<MechanismType> {
+    let mut mechanisms = Vec::new();
+    match spec {
+        KeySpec::Rsa(_) => {
+            if usage.signs() {
+                mechanisms.extend([
+                    MechanismType::SHA256_RSA_PKCS,
+                    MechanismType::SHA384_RSA_PKCS,
+                    MechanismType::SHA512_RSA_PKCS,
+                    MechanismType::SHA256_RSA_PKCS_PSS,
+                    MechanismType::SHA384_RSA_PKCS_PSS,
+                    MechanismType::SHA512_RSA_PKCS_PSS,
+                ]);
+            }
+            if usage.decrypts() {
+                mechanisms.push(MechanismType::RSA_PKCS_OAEP);
+            }
+        }
+        KeySpec::Ec(_) => mechanisms.push(MechanismType::ECDSA),
+    }
+    mechanisms
 }
 
 /// The components of an RSA private key, big-endian (as in a JWK). Wiped on drop.
@@ -142,50 +219,57 @@ pub fn import_private_key(
     options: &OpenOptions,
 ) -> Result<Arc<dyn KeyBackend>, KeyError> {
     let uri = with_id(uri)?;
-    create(&uri, options, "import RSA", |session, selector| {
-        let named = |t: &mut Vec<Attribute>| {
-            if let Some(l) = &selector.label {
-                t.push(Attribute::Label(l.as_bytes().to_vec()));
+    create(
+        &uri,
+        options,
+        "import RSA",
+        KeyUsage::SignAndDecrypt,
+        |session, selector| {
+            let named = |t: &mut Vec<Attribute>| {
+                if let Some(l) = &selector.label {
+                    t.push(Attribute::Label(l.as_bytes().to_vec()));
+                }
+                if let Some(id) = &selector.id {
+                    t.push(Attribute::Id(id.clone()));
+                }
+            };
+            let mut private = private_key_attributes();
+            private.extend([
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Sign(true),
+                Attribute::Decrypt(true),
+                Attribute::Modulus(key.n.to_vec()),
+                Attribute::PublicExponent(key.e.to_vec()),
+                Attribute::PrivateExponent(key.d.to_vec()),
+                Attribute::Prime1(key.p.to_vec()),
+                Attribute::Prime2(key.q.to_vec()),
+                Attribute::Exponent1(key.dp.to_vec()),
+                Attribute::Exponent2(key.dq.to_vec()),
+                Attribute::Coefficient(key.qi.to_vec()),
+            ]);
+            named(&mut private);
+            let created = session.create_object(&private);
+            wipe(&mut private);
+            let private_handle = created?;
+            let mut public = public_key_attributes();
+            public.extend([
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Verify(true),
+                Attribute::Encrypt(true),
+                Attribute::Modulus(key.n.to_vec()),
+                Attribute::PublicExponent(key.e.to_vec()),
+            ]);
+            named(&mut public);
+            if let Err(e) = session.create_object(&public) {
+                // Leave no half-imported key behind.
+                let _ = session.destroy_object(private_handle);
+                return Err(e.into());
             }
-            if let Some(id) = &selector.id {
-                t.push(Attribute::Id(id.clone()));
-            }
-        };
-        let mut private = private_key_attributes();
-        private.extend([
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::KeyType(KeyType::RSA),
-            Attribute::Sign(true),
-            Attribute::Decrypt(true),
-            Attribute::Modulus(key.n.to_vec()),
-            Attribute::PublicExponent(key.e.to_vec()),
-            Attribute::PrivateExponent(key.d.to_vec()),
-            Attribute::Prime1(key.p.to_vec()),
-            Attribute::Prime2(key.q.to_vec()),
-            Attribute::Exponent1(key.dp.to_vec()),
-            Attribute::Exponent2(key.dq.to_vec()),
-            Attribute::Coefficient(key.qi.to_vec()),
-        ]);
-        named(&mut private);
-        let created = session.create_object(&private);
-        wipe(&mut private);
-        let private_handle = created?;
-        let mut public = public_key_attributes();
-        public.extend([
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::KeyType(KeyType::RSA),
-            Attribute::Encrypt(true),
-            Attribute::Modulus(key.n.to_vec()),
-            Attribute::PublicExponent(key.e.to_vec()),
-        ]);
-        named(&mut public);
-        if let Err(e) = session.create_object(&public) {
-            // Leave no half-imported key behind.
-            let _ = session.destroy_object(private_handle);
-            return Err(e.into());
-        }
-        Ok(())
-    })
+            Ok(false)
+        },
+    )
 }
 
 /// The attributes every private key keybound creates carries: kept in the token, usable only after login,
@@ -205,7 +289,6 @@ fn public_key_attributes() -> Vec<Attribute> {
     vec![
         Attribute::Token(true),
         Attribute::Private(false),
-        Attribute::Verify(true),
         Attribute::Wrap(false),
     ]
 }
@@ -251,13 +334,14 @@ fn with_id(uri: &Pkcs11Uri) -> Result<Pkcs11Uri, KeyError> {
     Ok(uri)
 }
 
-/// Creates a key with `make` in a read-write session, after checking the label and id are free, then opens
-/// it. Emits one audit event.
+/// Creates a key for `usage` with `make` in a read-write session, after checking the label and id are free,
+/// then opens it. `make` says whether it recorded `CKA_ALLOWED_MECHANISMS`. Emits one audit event.
 fn create(
     uri: &Pkcs11Uri,
     options: &OpenOptions,
     operation: &str,
-    mut make: impl FnMut(&Session, &ObjectSelector) -> Result<(), Failure>,
+    usage: KeyUsage,
+    mut make: impl FnMut(&Session, &ObjectSelector) -> Result<bool, Failure>,
 ) -> Result<Arc<dyn KeyBackend>, KeyError> {
     let started = Instant::now();
     let selector = ObjectSelector::from_uri(uri);
@@ -277,6 +361,8 @@ fn create(
             token = %token.description(),
             key = %key,
             operation,
+            usage = %usage,
+            allowed_mechanisms = ran.value,
             outcome = "success",
             latency_us,
             retried = ran.retried,
@@ -291,6 +377,7 @@ fn create(
                 token = %token.description(),
                 key = %key,
                 operation,
+                usage = %usage,
                 outcome = "failure",
                 latency_us,
                 retried,

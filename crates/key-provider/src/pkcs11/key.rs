@@ -15,6 +15,11 @@
 //! token shows them there, else of the public key object with the same id or label) and
 //! `CKA_EC_PARAMS`/`CKA_EC_POINT` (the point arrives DER-wrapped as an OCTET STRING and is unwrapped).
 //!
+//! The private key's `CKA_SIGN` and `CKA_DECRYPT` (public attributes) are read when the key is opened: a
+//! key the token marks for decryption only is not asked to sign, nor one marked for signing only to decrypt;
+//! either fails at once with [`KeyError::UsageNotPermitted`], as does a token's own
+//! `CKR_KEY_FUNCTION_NOT_PERMITTED`.
+//!
 //! Every sign and decrypt emits one audit event (target [`AUDIT_TARGET`](super::AUDIT_TARGET)) with the
 //! key, mechanism, outcome, latency in microseconds and, on failure, the `CKR_…` code; never the PIN or data.
 
@@ -106,6 +111,8 @@ struct KeyInner {
     /// `selector.describe()`, for the audit event of every operation.
     described: String,
     public: PublicKey,
+    /// What the token lets the key do (`None`: the token does not say; then it decides on each call).
+    usage: Usage,
     wait: Duration,
     /// The private key's object handle and the session generation it was found in.
     handle: Mutex<Option<(u64, ObjectHandle)>>,
@@ -119,6 +126,28 @@ impl fmt::Debug for Pkcs11Key {
             .field("key", &self.inner.public.describe())
             .finish_non_exhaustive()
     }
+}
+
+/// The private key's `CKA_SIGN` and `CKA_DECRYPT`, when the token shows them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    sign: Option<bool>,
+    decrypt: Option<bool>,
+}
+
+fn read_usage(session: &Session, object: ObjectHandle) -> Result<Usage, Failure> {
+    let mut usage = Usage::default();
+    // Attributes the token does not show are left out by get_attributes.
+    for attribute in
+        session.get_attributes(object, &[AttributeType::Sign, AttributeType::Decrypt])?
+    {
+        match attribute {
+            Attribute::Sign(v) => usage.sign = Some(v),
+            Attribute::Decrypt(v) => usage.decrypt = Some(v),
+            _ => {}
+        }
+    }
+    Ok(usage)
 }
 
 /// Everything needed to reach a token: its shared state, the PIN, and how long to wait for a session.
@@ -166,9 +195,10 @@ impl Pkcs11Key {
         let found = token.run(pin.as_ref(), wait, false, |session, generation| {
             let handle = find_private_key(session, &selector, &token)?;
             let public = read_public_key(session, handle, &selector, &token)?;
-            Ok((generation, handle, public))
+            let usage = read_usage(session, handle)?;
+            Ok((generation, handle, public, usage))
         });
-        let (generation, handle, public) = found
+        let (generation, handle, public, usage) = found
             .map(|ran| ran.value)
             .map_err(|failed| failed.into_key_error(token.description()))?;
         Ok(Self {
@@ -179,6 +209,7 @@ impl Pkcs11Key {
                 described: selector.describe(),
                 selector,
                 public,
+                usage,
                 wait,
                 handle: Mutex::new(Some((generation, handle))),
             }),
@@ -455,25 +486,47 @@ impl KeyInner {
         })
     }
 
+    /// [`KeyError::UsageNotPermitted`] for `operation`, because of `attribute` (`CKA_SIGN`/`CKA_DECRYPT`).
+    fn not_permitted(&self, operation: String, attribute: &str) -> KeyError {
+        let (marked, generated, wanted) = if attribute == "CKA_SIGN" {
+            ("decryption", "`--usage decrypt`", "sign")
+        } else {
+            ("signing", "`--usage sign`, the default", "decrypt")
+        };
+        KeyError::UsageNotPermitted {
+            operation,
+            key: format!("{} in {}", self.described, self.token.description()),
+            reason: format!(
+                "the token marks the key for {marked} only ({attribute} is false, as for a key generated with \
+                 {generated}); use a key generated with `keybound keys generate --usage {wanted}`"
+            ),
+        }
+    }
+
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         scheme.check_key(&self.public)?;
         let started = Instant::now();
         let (mechanism, prehash, mechanism_name) = sign_mechanism(scheme);
-        let digest = prehash.map(|alg| aws_lc_rs::digest::digest(alg, message));
-        let data = digest.as_ref().map_or(message, |d| d.as_ref());
-        let result = self.with_key(|session, key| Ok(session.sign(&mechanism, key, data)?));
-        let result = match result {
-            Ok(ran) => self
-                .shape_signature(ran.value)
-                .map(|sig| (sig, ran.retried))
-                .map_err(|e| (e, None, ran.retried)),
-            Err(failed) => {
-                let (ckr, retried) = (failed.ckr(), failed.retried);
-                Err((
-                    failed.into_key_error(self.token.description()),
-                    ckr,
-                    retried,
-                ))
+        let operation = || format!("signing with {scheme}");
+        let result = if self.usage.sign == Some(false) {
+            Err((self.not_permitted(operation(), "CKA_SIGN"), None, false))
+        } else {
+            let digest = prehash.map(|alg| aws_lc_rs::digest::digest(alg, message));
+            let data = digest.as_ref().map_or(message, |d| d.as_ref());
+            match self.with_key(|session, key| Ok(session.sign(&mechanism, key, data)?)) {
+                Ok(ran) => self
+                    .shape_signature(ran.value)
+                    .map(|sig| (sig, ran.retried))
+                    .map_err(|e| (e, None, ran.retried)),
+                Err(failed) => {
+                    let (ckr, retried) = (failed.ckr(), failed.retried);
+                    let error = if failed.failure.rv() == Some(RvError::KeyFunctionNotPermitted) {
+                        self.not_permitted(operation(), "CKA_SIGN")
+                    } else {
+                        failed.into_key_error(self.token.description())
+                    };
+                    Err((error, ckr, retried))
+                }
             }
         };
         self.audit("sign", scheme.name(), mechanism_name, started, &result);
@@ -531,16 +584,29 @@ impl KeyInner {
             ),
         };
         let mechanism = Mechanism::RsaPkcsOaep(params);
-        let result = self.with_key(|session, key| {
-            Ok(Zeroizing::new(
-                session.decrypt(&mechanism, key, ciphertext)?,
-            ))
-        });
+        let operation = || format!("decryption with {scheme}");
+        let result = if self.usage.decrypt == Some(false) {
+            Err(Failed {
+                failure: Failure::Key(self.not_permitted(operation(), "CKA_DECRYPT")),
+                retried: false,
+                first_ckr: None,
+            })
+        } else {
+            self.with_key(|session, key| {
+                Ok(Zeroizing::new(
+                    session.decrypt(&mechanism, key, ciphertext)?,
+                ))
+            })
+        };
         let result = match result {
             Ok(ran) => Ok((ran.value, ran.retried)),
             Err(failed) => {
                 let (ckr, retried) = (failed.ckr(), failed.retried);
                 let error = match &failed.failure {
+                    // Not about the ciphertext: the key may not decrypt at all.
+                    Failure::Ck(CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _)) => {
+                        Some(self.not_permitted(operation(), "CKA_DECRYPT"))
+                    }
                     Failure::Ck(CkError::Pkcs11(
                         RvError::MechanismInvalid | RvError::MechanismParamInvalid,
                         _,

@@ -14,7 +14,9 @@
 //! - the **key** by `object=` (`CKA_LABEL`) and/or `id=` (`CKA_ID`). Exactly one private key must match;
 //!   two matches are an error, not a guess, and "not found" names the token and the label/id searched.
 //! - the **module** by `module-path=`, else [`OpenOptions::pkcs11_module`], else the environment variable
-//!   [`MODULE_ENV`] (`KEYBOUND_PKCS11_MODULE`).
+//!   [`MODULE_ENV`] (`KEYBOUND_PKCS11_MODULE`). A `module-path=` must name that configured module or one of
+//!   [`OpenOptions::pkcs11_allowed_modules`]; any other library is refused before it is loaded
+//!   ([`KeyError::ModuleNotAllowed`]), since loading a library runs its code.
 //! - the **PIN** by `pin-source=file:PATH` (the file must be mode 0600 or stricter; its first line is the
 //!   PIN) or `pin-source=env:VAR`. `pin-value=` is refused unless [`OpenOptions::allow_pin_value`] is set.
 //!
@@ -39,9 +41,9 @@ use std::sync::Arc;
 
 use crate::{KeyBackend, KeyError, OpenOptions, Pkcs11Uri};
 
-pub use generate::generate;
 #[doc(hidden)]
 pub use generate::{RsaPrivateComponents, import_private_key};
+pub use generate::{generate, generate_with_usage};
 
 /// The environment variable naming the PKCS#11 module when neither the URI nor the options do.
 pub const MODULE_ENV: &str = "KEYBOUND_PKCS11_MODULE";
@@ -66,8 +68,8 @@ pub(crate) const BACKEND: &str = "pkcs11";
 /// ```
 ///
 /// # Errors
-/// [`KeyError::NotFound`] or [`KeyError::Ambiguous`] for the token or the key, [`KeyError::LoginFailed`] for
-/// a rejected PIN, [`KeyError::PinUnavailable`] / [`KeyError::InsecurePinFile`] for PIN sources,
+/// [`KeyError::NotFound`] or [`KeyError::Ambiguous`] for the token or the key, [`KeyError::ModuleNotAllowed`]
+/// for a `module-path=` that is neither configured nor allowed, [`KeyError::LoginFailed`] for a rejected PIN, [`KeyError::PinUnavailable`] / [`KeyError::InsecurePinFile`] for PIN sources,
 /// [`KeyError::Backend`] for module and device failures.
 pub fn open(uri: &Pkcs11Uri, options: &OpenOptions) -> Result<Arc<dyn KeyBackend>, KeyError> {
     Ok(Arc::new(key::Pkcs11Key::open(uri, options)?))

@@ -2,7 +2,9 @@
 //! process.
 //!
 //! The module is the `module-path=` of the URI, else [`OpenOptions::pkcs11_module`], else the environment
-//! variable [`MODULE_ENV`](super::MODULE_ENV). Each library is loaded and `C_Initialize`d once (with
+//! variable [`MODULE_ENV`](super::MODULE_ENV). A `module-path=` must name the configured module (those two)
+//! or one of [`OpenOptions::pkcs11_allowed_modules`]: loading a library runs its code (constructors), so any
+//! other is refused before it is loaded. Each library is loaded and `C_Initialize`d once (with
 //! `CKF_OS_LOCKING_OK`), under a lock, and kept for the life of the process in a registry keyed by its
 //! canonical path. keybound never calls `C_Finalize`: another key, or another part of the process, may still
 //! use the library, and initialising one library from several threads at once crashes some modules
@@ -23,34 +25,60 @@ use super::{BACKEND, MODULE_ENV};
 
 static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
 
-/// The module (library path) a key reference uses.
+/// The module (library path) a key reference uses: the URI's `module-path=` if it is the configured module
+/// or an allowed one, else the configured module.
 ///
 /// # Errors
+/// [`KeyError::ModuleNotAllowed`] for a `module-path=` that is neither (nothing is loaded);
 /// [`KeyError::InvalidKeyRef`] for `module-name=` (not supported); [`KeyError::Backend`] when no module is
 /// named anywhere.
 pub(crate) fn module_path(uri: &Pkcs11Uri, options: &OpenOptions) -> Result<PathBuf, KeyError> {
+    let configured = options.pkcs11_module.clone().or_else(|| {
+        std::env::var_os(MODULE_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
     if let Some(path) = &uri.module_path {
-        return Ok(path.clone());
+        return allowed(path, configured.as_deref(), &options.pkcs11_allowed_modules);
     }
     if uri.module_name.is_some() {
         return Err(KeyError::invalid_ref(
             "`module-name=` is not supported; name the PKCS#11 library with `module-path=/path/to/module.so`",
         ));
     }
-    if let Some(path) = &options.pkcs11_module {
-        return Ok(path.clone());
+    configured.ok_or_else(|| KeyError::Backend {
+        backend: BACKEND,
+        message: format!(
+            "no PKCS#11 module given: add `module-path=/path/to/module.so` to the key reference \
+             (SoftHSM: /usr/lib/softhsm/libsofthsm2.so), pass the module path option, or set {MODULE_ENV}"
+        ),
+        source: None,
+    })
+}
+
+/// The configured or allowed module that `requested` (a URI's `module-path=`) names: the same path, or the
+/// same file once symbolic links are resolved. Nothing is loaded here; a module that is neither is refused.
+fn allowed(
+    requested: &Path,
+    configured: Option<&Path>,
+    allowed: &[PathBuf],
+) -> Result<PathBuf, KeyError> {
+    let wanted = std::fs::canonicalize(requested).ok();
+    let candidates = configured
+        .into_iter()
+        .chain(allowed.iter().map(PathBuf::as_path));
+    for candidate in candidates {
+        let same_file = || wanted.is_some() && std::fs::canonicalize(candidate).ok() == wanted;
+        if candidate == requested || same_file() {
+            // The configured spelling is what gets loaded (resolved again by `context`).
+            return Ok(candidate.to_owned());
+        }
     }
-    match std::env::var_os(MODULE_ENV) {
-        Some(v) if !v.is_empty() => Ok(PathBuf::from(v)),
-        _ => Err(KeyError::Backend {
-            backend: BACKEND,
-            message: format!(
-                "no PKCS#11 module given: add `module-path=/path/to/module.so` to the key reference \
-                 (SoftHSM: /usr/lib/softhsm/libsofthsm2.so), pass the module path option, or set {MODULE_ENV}"
-            ),
-            source: None,
-        }),
-    }
+    Err(KeyError::ModuleNotAllowed {
+        path: requested.to_owned(),
+        configured: configured
+            .map_or_else(|| "none configured".to_owned(), |c| c.display().to_string()),
+    })
 }
 
 /// The process-wide context of the module at `path`, loaded and initialised on first use.
@@ -121,12 +149,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn module_from_uri_wins_and_module_name_is_refused() {
+    fn module_from_uri_must_be_configured_or_allowed_and_module_name_is_refused() {
         let uri: Pkcs11Uri = "pkcs11:object=k?module-path=/opt/a.so".parse().unwrap();
         let opts = OpenOptions::new().pkcs11_module(Some("/opt/b.so".into()));
+        let err = module_path(&uri, &opts).unwrap_err();
+        assert!(
+            matches!(&err, KeyError::ModuleNotAllowed { path, configured }
+                if path == Path::new("/opt/a.so") && configured == "/opt/b.so"),
+            "{err}"
+        );
+        let allowing = opts
+            .clone()
+            .pkcs11_allowed_modules(["/opt/c.so", "/opt/a.so"]);
         assert_eq!(
-            module_path(&uri, &opts).unwrap(),
+            module_path(&uri, &allowing).unwrap(),
             PathBuf::from("/opt/a.so")
+        );
+        let same: Pkcs11Uri = "pkcs11:object=k?module-path=/opt/b.so".parse().unwrap();
+        assert_eq!(
+            module_path(&same, &opts).unwrap(),
+            PathBuf::from("/opt/b.so")
         );
         let uri: Pkcs11Uri = "pkcs11:object=k".parse().unwrap();
         assert_eq!(

@@ -7,7 +7,9 @@
 //!
 //! - one **keep-alive session**, logged in as the user. Login state belongs to the application, not the
 //!   session, and most tokens log the application out when its last session closes: the keep-alive session
-//!   keeps the login across idle periods. `CKR_USER_ALREADY_LOGGED_IN` counts as success.
+//!   keeps the login across idle periods. `CKR_USER_ALREADY_LOGGED_IN` counts as success once a PIN was
+//!   verified by the token in this process (and the key's PIN is that one); before that, it means other code
+//!   logged the token in, the token does not look at the PIN, and so the key is refused (see below).
 //! - a **bounded pool** of operation sessions (read-only; `pkcs11_max_sessions`, default 8). A caller that
 //!   finds every session busy waits up to `pkcs11_session_wait` (default 5 s) and then fails with
 //!   [`KeyError::Timeout`].
@@ -23,7 +25,10 @@
 //! A PIN that the token rejected fails the key opened with it, and only that key: nothing is finalised, other
 //! keys on the same module keep working. Once a PIN has logged in, a key that brings a different PIN for the
 //! same token is refused without asking the token (which would answer `CKR_USER_ALREADY_LOGGED_IN` whatever
-//! the PIN).
+//! the PIN). When other code in the process logged the token in before keybound's first login, no PIN can be
+//! checked (PKCS#11 has no "verify PIN" call; `C_Logout` + `C_Login` would log the other code out, for good
+//! if the PIN is wrong; `C_SetPIN` writes to the token): every key on that token is refused with
+//! [`KeyError::LoginFailed`] until keybound can log in itself.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -217,7 +222,7 @@ struct Pool {
     generation: u64,
     keepalive: Option<Session>,
     logged_in: bool,
-    /// A PIN the token accepted in this process.
+    /// A PIN the token itself accepted (`C_Login` returned `CKR_OK`) in this process.
     verified_pin: Option<SecretString>,
     idle: Vec<Session>,
     /// Pooled sessions of this generation, idle or leased.
@@ -425,7 +430,20 @@ impl Token {
                     pool.verified_pin = pin.cloned();
                     tracing::debug!(token = %self.description, "logged in");
                 }
+                // Login state belongs to the application: other code in this process logged the token in,
+                // and the token answers this to any PIN. With a PIN keybound verified before (compared
+                // above), that is success. Without one, the PIN cannot be checked: logging out to check it
+                // would log the other code out too (for good, if the PIN is wrong), so it is refused.
                 Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                    if pool.verified_pin.is_none() {
+                        return Err(self.login_failed(
+                            "the token is already logged in by other code in this process \
+                             (C_Login answered CKR_USER_ALREADY_LOGGED_IN), so the token cannot check this \
+                             key's PIN and keybound refuses it; open keybound's keys on this token before \
+                             other code logs in to it"
+                                .into(),
+                        ));
+                    }
                     tracing::debug!(token = %self.description, "already logged in");
                 }
                 Err(CkError::Pkcs11(
