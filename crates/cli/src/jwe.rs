@@ -30,7 +30,8 @@ pub struct EncryptArgs {
     /// Content encryption.
     #[arg(long, value_parser = ["A256GCM", "A128GCM"])]
     enc: String,
-    /// Header `kid` (default: the JWK's kid, if it has one).
+    /// Header `kid` (default: the JWK's kid, if it has one). When the --pubkey keys carry kids it also
+    /// selects the key with that kid; keys without kids (SPKI PEM, a JWK without `kid`) are not selected by it.
     #[arg(long)]
     kid: Option<String>,
 }
@@ -57,15 +58,21 @@ fn encrypt(a: &EncryptArgs) -> CliResult {
         .keys()
         .iter()
         .filter(|k| matches!(k.key, key_provider::PublicKey::Rsa { .. }))
-        .filter(|k| a.kid.is_none() || k.kid == a.kid)
+        .collect();
+    // --kid is the header's kid; it picks a key only among keys that have kids to pick by.
+    let select_by_kid = a.kid.is_some() && rsa.iter().any(|k| k.kid.is_some());
+    let rsa: Vec<_> = rsa
+        .into_iter()
+        .filter(|k| !select_by_kid || k.kid == a.kid)
         .collect();
     let recipient = match rsa.as_slice() {
         [one] => *one,
-        [] => {
+        [] if select_by_kid => {
             return Err(CliError::usage(
-                "no RSA public key (with that kid) in --pubkey",
+                "no RSA public key with that kid in --pubkey",
             ));
         }
+        [] => return Err(CliError::usage("no RSA public key in --pubkey")),
         _ => {
             return Err(CliError::usage(
                 "several RSA keys in --pubkey: choose one with --kid",
