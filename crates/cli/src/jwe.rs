@@ -21,7 +21,8 @@ pub enum Cmd {
 
 #[derive(Debug, Args)]
 pub struct EncryptArgs {
-    /// Recipient public key: SPKI PEM, JWK or JWKS (RSA).
+    /// Recipient public key: SPKI PEM, JWK or JWKS (RSA; a JWK whose `use` or `key_ops` rule out encryption
+    /// is not used).
     #[arg(long)]
     pubkey: PathBuf,
     /// Key management algorithm.
@@ -54,31 +55,11 @@ fn encrypt(a: &EncryptArgs) -> CliResult {
     let alg: KeyManagementAlgorithm = a.alg.parse().map_err(CliError::usage)?;
     let enc: ContentEncryption = a.enc.parse().map_err(CliError::usage)?;
     let keys = crate::jwt::load_keys(&a.pubkey)?;
-    let rsa: Vec<_> = keys
-        .keys()
-        .iter()
-        .filter(|k| matches!(k.key, key_provider::PublicKey::Rsa { .. }))
-        .collect();
-    // --kid is the header's kid; it picks a key only among keys that have kids to pick by.
-    let select_by_kid = a.kid.is_some() && rsa.iter().any(|k| k.kid.is_some());
-    let rsa: Vec<_> = rsa
-        .into_iter()
-        .filter(|k| !select_by_kid || k.kid == a.kid)
-        .collect();
-    let recipient = match rsa.as_slice() {
-        [one] => *one,
-        [] if select_by_kid => {
-            return Err(CliError::usage(
-                "no RSA public key with that kid in --pubkey",
-            ));
-        }
-        [] => return Err(CliError::usage("no RSA public key in --pubkey")),
-        _ => {
-            return Err(CliError::usage(
-                "several RSA keys in --pubkey: choose one with --kid",
-            ));
-        }
-    };
+    // --kid is the header's kid; it picks a key only among keys that have kids to pick by. Keys whose JWK
+    // `use` / `key_ops` rule out encryption are never picked.
+    let recipient = keys
+        .select_for_encryption(a.kid.as_deref())
+        .map_err(|e| CliError::usage(format!("--pubkey: {e}")))?;
     let mut options = EncryptOptions::new();
     options.kid = a.kid.clone().or_else(|| recipient.kid.clone());
     let plaintext = zeroize::Zeroizing::new(io::read_stdin()?);

@@ -47,6 +47,133 @@ fn corpus(file: &str) -> Vec<(String, String, String)> {
     rows
 }
 
+/// A stand-in for Flex's `GET /flex/v2/public-keys/{kid}`: serves fixed JWKs by kid (HTTP/1.1, one request
+/// per connection) and counts what was asked for. Used where the simulator's own keys will not do: keys
+/// whose JWK members (`use`, `key_ops`) a test chooses.
+struct KeyServer {
+    url: String,
+    fetches: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl KeyServer {
+    fn start(keys: Vec<(String, Value)>) -> Self {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let fetches = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = fetches.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                let kid = path.strip_prefix("/flex/v2/public-keys/").unwrap_or("");
+                seen.lock().unwrap().push(kid.to_owned());
+                let (status, body) = match keys.iter().find(|(k, _)| k == kid) {
+                    Some((_, jwk)) => ("200 OK", jwk.to_string()),
+                    None => ("404 Not Found", "{}".to_owned()),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { url, fetches }
+    }
+
+    fn client(&self) -> FlexClient {
+        FlexClient::builder(flex_client::Environment::custom(&self.url).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    fn fetches(&self) -> Vec<String> {
+        self.fetches.lock().unwrap().clone()
+    }
+}
+
+fn vector_key(name: &str) -> SoftwareKey {
+    let pem = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/vectors")
+            .join(name),
+    )
+    .unwrap();
+    SoftwareKey::from_bytes("file", name.into(), &pem).unwrap()
+}
+
+/// `key`'s public JWK with `members` added.
+fn jwk_with(key: &PublicKey, members: &Value) -> Value {
+    let mut jwk = serde_json::to_value(Jwk::from_public_key(key)).unwrap();
+    for (k, v) in members.as_object().unwrap() {
+        jwk[k] = v.clone();
+    }
+    jwk
+}
+
+#[tokio::test]
+async fn flex_signing_keys_marked_use_enc_verify_but_key_ops_must_allow_verify() {
+    // Cybersource's key endpoint marks the key that signs capture contexts "use":"enc"; flex-client accepts
+    // that for this key (a narrow exception to jose-core's rule), but not key_ops that rule out "verify".
+    let signer = vector_key("rfc7515_a2.pem");
+    let public = signer.public_key();
+    let server = KeyServer::start(vec![
+        (
+            "enc-marked".into(),
+            jwk_with(public, &json!({"kid": "enc-marked", "use": "enc"})),
+        ),
+        (
+            "ops-verify".into(),
+            jwk_with(public, &json!({"kid": "ops-verify", "key_ops": ["verify"]})),
+        ),
+        (
+            "ops-encrypt".into(),
+            jwk_with(
+                public,
+                &json!({"kid": "ops-encrypt", "use": "enc", "key_ops": ["encrypt"]}),
+            ),
+        ),
+    ]);
+    let client = server.client();
+    let now = flex_client::jose_core::jwt::now();
+    let claims = json!({
+        "flx": {"path": "/flex/v2/tokens", "origin": server.url,
+                "jwk": jwk_with(public, &json!({"kid": "one-time-key-0123456789abcdef01", "use": "enc"}))},
+        "ctx": [{"data": {"targetOrigins": ["https://shop.example"]}, "type": "mf-2.0.0"}],
+        "iss": "Flex API", "iat": now, "exp": now + 900, "jti": "context-1",
+    });
+    let context = |kid: &str| {
+        flex_client::jose_core::jwt::sign(
+            &signer,
+            &flex_client::jose_core::JwsHeader::new(JwsAlgorithm::RS256).kid(kid),
+            &claims,
+        )
+        .unwrap()
+    };
+    for kid in ["enc-marked", "ops-verify"] {
+        client
+            .verify_capture_context(&context(kid))
+            .await
+            .unwrap_or_else(|e| panic!("{kid}: {e}"));
+    }
+    let e = client
+        .verify_capture_context(&context("ops-encrypt"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, FlexError::KeyFetch { reason, .. } if reason.contains("key_ops")),
+        "{e:?}"
+    );
+    assert!(server.fetches().contains(&"ops-encrypt".to_owned()));
+}
+
 /// Messages are short and never echo the token.
 fn check_message(name: &str, token: &str, e: &FlexError) {
     let msg = format!("{e} {e:?}");
