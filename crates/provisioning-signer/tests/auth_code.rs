@@ -392,3 +392,56 @@ async fn async_signing_verifies() {
         .unwrap();
     assert_eq!(verified.claims.sub, "c-async");
 }
+
+#[test]
+fn a_sub_that_looks_like_a_card_number_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = rsa_signer(&dir);
+    for pan in [
+        "4111111111111111",
+        "5555555555554444",
+        "4222222222222",
+        "6011000990139424",
+    ] {
+        for subject in [
+            Subject::IssuerCardRefId(pan.into()),
+            Subject::TokenId(pan.into()),
+        ] {
+            let kind = subject.kind();
+            let request = AuthCodeRequest::new(subject, Audience::GooglePay);
+            let e = signer.sign(&request).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                matches!(&e, ProvisioningError::InvalidField { field: "sub", .. }),
+                "{pan} ({kind}): {e:?}"
+            );
+            assert!(msg.contains("card number"), "{msg}");
+            assert!(msg.contains(kind), "the message names what sub is: {msg}");
+            assert!(
+                !format!("{msg} {e:?}").contains(pan),
+                "echoes the PAN: {msg}"
+            );
+            assert!(signer.claims_at(&request, 1_700_000_000).is_err());
+            let async_result = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(signer.sign_async(&request));
+            assert!(matches!(
+                async_result,
+                Err(ProvisioningError::InvalidField { field: "sub", .. })
+            ));
+        }
+    }
+    // Look-alikes that are not card numbers are signed: Luhn fails, too short or long, not only digits.
+    for sub in [
+        "4111111111111112",
+        "411111111111",
+        "41111111111111111110",
+        "card-4111111111111111",
+        "DNITHE000001",
+    ] {
+        signer
+            .sign(&card(sub, Audience::ApplePay))
+            .unwrap_or_else(|e| panic!("{sub}: {e}"));
+    }
+}

@@ -300,3 +300,46 @@ fn a_failing_output_stops_the_batch_with_an_error() {
         "the reader stopped soon after the output failed"
     );
 }
+
+#[test]
+fn a_card_number_as_sub_is_an_error_line_that_does_not_repeat_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = slow_signer(&dir);
+    let input = [
+        r#"{"sub":"card-ref-1","aud":"APPLE_PAY"}"#,
+        r#"{"sub":"4111111111111111","aud":"APPLE_PAY"}"#,
+        r#"{"sub":"5555555555554444","aud":"GOOGLE_PAY","token_id":true}"#,
+        r#"{"sub":"4111111111111112","aud":"APPLE_PAY"}"#,
+    ]
+    .join("\n");
+    let mut out = Vec::new();
+    let summary = batch::run(
+        &signer,
+        input.as_bytes(),
+        &mut out,
+        &BatchOptions::with_concurrency(2),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!((summary.total, summary.signed, summary.errors), (4, 2, 2));
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("4111111111111111") && !text.contains("5555555555554444"));
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["sub"], "card-ref-1");
+    assert!(lines[0]["jwt"].is_string());
+    for (i, kind) in [(1, "issuerCardRefId"), (2, "tokenId")] {
+        assert_eq!(lines[i]["sub"], Value::Null, "line {i}");
+        assert!(lines[i].get("jwt").is_none(), "line {i}");
+        let error = lines[i]["error"].as_str().unwrap();
+        assert!(
+            error.contains("card number") && error.contains(kind),
+            "{error}"
+        );
+    }
+    // Luhn fails: not a card number, signed.
+    assert_eq!(lines[3]["sub"], "4111111111111112");
+    assert!(lines[3]["jwt"].is_string());
+}
