@@ -1,5 +1,5 @@
 //! Authorization codes: the exact header and claim shape of the Thales guide's example, verification by
-//! `jsonwebtoken` (an independent implementation) and by our own verifier, and every refusal: ttl over 300 s
+//! josekit (an independent implementation, on OpenSSL) and by our own verifier, and every refusal: ttl over 300 s
 //! or zero, EC keys, RSA-1024 keys, unknown audiences, empty subjects, and tokens that break the rules.
 
 mod common;
@@ -81,32 +81,34 @@ fn header_and_claims_have_the_seed_shape_exactly() {
 }
 
 #[test]
-fn jsonwebtoken_verifies_our_codes() {
+fn josekit_verifies_our_codes() {
+    // josekit checks the signature with OpenSSL, from the SPKI PEM: no keybound code and no aws-lc on the
+    // verifying side (jsonwebtoken with its stock provider: tests/stock_jsonwebtoken.rs).
     let dir = tempfile::tempdir().unwrap();
     let signer = rsa_signer(&dir);
     let code = signer.sign(&card("card-42", Audience::GooglePay)).unwrap();
+    let public = signer.key().public_key();
+    let (header, claims) = common::josekit_verify(public, code.as_str(), "acmebank", "GOOGLE_PAY");
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["kid"], signer.kid());
+    assert_eq!(claims["sub"], "card-42");
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        120
+    );
 
-    jose_core::jwt::install_crypto_provider();
-    let key_provider::PublicKey::Rsa { n, e } = signer.key().public_key() else {
-        unreachable!()
-    };
-    let decoding = jsonwebtoken::DecodingKey::from_rsa_raw_components(n, e);
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    v.set_audience(&["GOOGLE_PAY"]);
-    v.set_issuer(&["acmebank"]);
-    v.set_required_spec_claims(&["exp", "iat", "iss", "sub", "aud"]);
-    let data = jsonwebtoken::decode::<Value>(code.as_str(), &decoding, &v).unwrap();
-    assert_eq!(data.header.typ.as_deref(), Some("JWT"));
-    assert_eq!(data.header.kid.as_deref(), Some(signer.kid()));
-    assert_eq!(data.claims["sub"], "card-42");
-
-    // And the same library refuses it under another key.
+    // And the same library refuses it under another key, with a flipped signature bit, or another audience.
     let other = common::new_key(&dir, "other.pem", KeySpec::Rsa(2048));
-    let key_provider::PublicKey::Rsa { n, e } = other.public_key() else {
-        unreachable!()
-    };
-    let wrong = jsonwebtoken::DecodingKey::from_rsa_raw_components(n, e);
-    assert!(jsonwebtoken::decode::<Value>(code.as_str(), &wrong, &v).is_err());
+    assert!(
+        common::josekit_try_verify(other.public_key(), code.as_str(), "acmebank", "GOOGLE_PAY")
+            .is_err()
+    );
+    let mut tampered = code.as_str().to_owned();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'Q' } else { 'A' });
+    assert!(common::josekit_try_verify(public, &tampered, "acmebank", "GOOGLE_PAY").is_err());
+    assert!(common::josekit_try_verify(public, code.as_str(), "acmebank", "APPLE_PAY").is_err());
 }
 
 #[test]
