@@ -40,8 +40,8 @@ fn check_message(what: &str, e: &impl Display) {
 }
 
 /// The corpus victims (tests/hostile): the RFC 7515 A.2 RSA key (kid `rsa-victim`) and the hostile P-256 key
-/// (kid `ec-victim`).
-fn victim_keys() -> &'static KeySet {
+/// (kid `ec-victim`). Public so the regression test can check that the corpus's valid rows verify with them.
+pub fn victim_keys() -> &'static KeySet {
     static KEYS: OnceLock<KeySet> = OnceLock::new();
     KEYS.get_or_init(|| {
         let pem = |text: &str| PublicKey::from_pem(text).expect("vector public key");
@@ -59,8 +59,8 @@ fn victim_keys() -> &'static KeySet {
     })
 }
 
-/// The RFC 7516 A.1 RSA private key, the JWE corpus's victim.
-fn jwe_key() -> &'static SoftwareKey {
+/// The RFC 7516 A.1 RSA private key, the JWE corpus's victim. Public for the same reason as [`victim_keys`].
+pub fn jwe_key() -> &'static SoftwareKey {
     static KEY: OnceLock<SoftwareKey> = OnceLock::new();
     KEY.get_or_init(|| {
         SoftwareKey::from_bytes(

@@ -21,7 +21,8 @@ pub enum Cmd {
 
 #[derive(Debug, Args)]
 pub struct EncryptArgs {
-    /// Recipient public key: SPKI PEM, JWK or JWKS (RSA).
+    /// Recipient public key: SPKI PEM, JWK or JWKS (RSA; a JWK whose `use` or `key_ops` rule out encryption
+    /// is not used).
     #[arg(long)]
     pubkey: PathBuf,
     /// Key management algorithm.
@@ -30,7 +31,8 @@ pub struct EncryptArgs {
     /// Content encryption.
     #[arg(long, value_parser = ["A256GCM", "A128GCM"])]
     enc: String,
-    /// Header `kid` (default: the JWK's kid, if it has one).
+    /// Header `kid` (default: the JWK's kid, if it has one). When the --pubkey keys carry kids it also
+    /// selects the key with that kid; keys without kids (SPKI PEM, a JWK without `kid`) are not selected by it.
     #[arg(long)]
     kid: Option<String>,
 }
@@ -53,25 +55,11 @@ fn encrypt(a: &EncryptArgs) -> CliResult {
     let alg: KeyManagementAlgorithm = a.alg.parse().map_err(CliError::usage)?;
     let enc: ContentEncryption = a.enc.parse().map_err(CliError::usage)?;
     let keys = crate::jwt::load_keys(&a.pubkey)?;
-    let rsa: Vec<_> = keys
-        .keys()
-        .iter()
-        .filter(|k| matches!(k.key, key_provider::PublicKey::Rsa { .. }))
-        .filter(|k| a.kid.is_none() || k.kid == a.kid)
-        .collect();
-    let recipient = match rsa.as_slice() {
-        [one] => *one,
-        [] => {
-            return Err(CliError::usage(
-                "no RSA public key (with that kid) in --pubkey",
-            ));
-        }
-        _ => {
-            return Err(CliError::usage(
-                "several RSA keys in --pubkey: choose one with --kid",
-            ));
-        }
-    };
+    // --kid is the header's kid; it picks a key only among keys that have kids to pick by. Keys whose JWK
+    // `use` / `key_ops` rule out encryption are never picked.
+    let recipient = keys
+        .select_for_encryption(a.kid.as_deref())
+        .map_err(|e| CliError::usage(format!("--pubkey: {e}")))?;
     let mut options = EncryptOptions::new();
     options.kid = a.kid.clone().or_else(|| recipient.kid.clone());
     let plaintext = zeroize::Zeroizing::new(io::read_stdin()?);

@@ -298,7 +298,10 @@ fn encryptor(a: &EncryptArgs, settings: &Settings) -> CliResult<EnrollmentEncryp
     let peer = provisioning_signer::load_public_key(&bytes)
         .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
     let issuer_id = issuer_id(a.issuer_id.clone(), settings)?;
-    let mut encryptor = EnrollmentEncryptor::new(peer.key, issuer_id).map_err(cli_error)?;
+    let recipient = peer
+        .for_encryption()
+        .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+    let mut encryptor = EnrollmentEncryptor::new(recipient, issuer_id).map_err(cli_error)?;
     if let Some(p) = a.product_id.clone().or_else(|| settings.product_id.clone()) {
         encryptor = encryptor.with_product_id(p).map_err(cli_error)?;
     }
@@ -362,7 +365,10 @@ fn verify(a: &VerifyArgs) -> CliResult {
     let bytes = io::read_input(&a.pubkey)?;
     let peer = provisioning_signer::load_public_key(&bytes)
         .map_err(|e| CliError::usage(format!("{}: {e}", a.pubkey.display())))?;
-    let mut verifier = AuthCodeVerifier::new(peer.key)
+    let key = peer
+        .for_verification()
+        .map_err(|e| CliError::usage(format!("{}: {e}", a.pubkey.display())))?;
+    let mut verifier = AuthCodeVerifier::new(key)
         .map_err(cli_error)?
         .leeway(a.leeway);
     if let Some(iss) = &a.issuer_id {

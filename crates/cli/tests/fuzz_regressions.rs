@@ -58,14 +58,47 @@ fn hand_written_seeds_pass_the_targets() {
 
 #[test]
 fn the_hostile_corpus_passes_the_jws_and_jwe_targets() {
-    for (file, body) in [
-        ("jws.tsv", targets::jws_verify as targets::Target),
-        ("jwe.tsv", targets::jwe_decrypt),
+    let mut valid = Vec::new();
+    for (file, body, rows) in [
+        ("jws.tsv", targets::jws_verify as targets::Target, 64),
+        ("jwe.tsv", targets::jwe_decrypt, 32),
     ] {
         let text = std::fs::read_to_string(repo().join("tests/hostile").join(file)).unwrap();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let token = line.splitn(3, '\t').nth(2).unwrap_or("");
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(lines.len(), rows, "{file} rows");
+        for line in lines {
+            let mut it = line.splitn(3, '\t');
+            let (name, kind, token) = (
+                it.next().unwrap(),
+                it.next().unwrap(),
+                it.next().unwrap_or(""),
+            );
             body(token.as_bytes());
+            if kind == "valid" {
+                valid.push((file, name.to_owned(), token.to_owned()));
+            }
+        }
+    }
+    // The positive controls are accepted with the targets' own victim keys, so the targets exercise the
+    // success paths too and their keys are the corpus's.
+    assert_eq!(valid.len(), 4, "{valid:?}");
+    for (file, name, token) in valid {
+        if file == "jws.tsv" {
+            let verified = jose_core::jwt::verify(
+                &token,
+                targets::victim_keys(),
+                &jose_core::Validation::new(),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(verified.claims["iss"], "hostile-corpus");
+        } else {
+            let out = jose_core::jwe::decrypt(
+                &token,
+                targets::jwe_key(),
+                &jose_core::jwe::DecryptOptions::default(),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(out.plaintext.as_slice(), br#"{"data":"x"}"#);
         }
     }
 }

@@ -453,6 +453,17 @@ impl FlexClient {
                 ));
             }
         }
+        // RFC 7517 `use`, which jose-core's key selection honours, is deliberately not required to be "sig"
+        // here, for this key only: Cybersource's public-keys endpoint marks the key that signs capture
+        // contexts `"use":"enc"` (docs/flex.md). `key_ops`, which Flex does not send, must still allow
+        // "verify" if present.
+        if jwk
+            .key_ops
+            .as_ref()
+            .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
+        {
+            return Err(fail("the JWK's key_ops do not allow \"verify\"".into()));
+        }
         let key = jwk
             .to_public_key()
             .map_err(|e| fail(format!("not a usable JWK: {e}")))?;
@@ -570,6 +581,8 @@ impl FlexClient {
             .clone()
             .ok_or_else(|| FlexError::malformed(CC, "flx.jwk has no kid"))?;
         check_kid(CC, &encryption_kid)?;
+        // `flx.jwk` (`"use":"enc"`) is both the key the tokens request is encrypted to and, by Flex's design,
+        // the key the transient token is verified with; it is used as a raw key, outside jose-core's selection.
         let encryption_key = claims
             .flx
             .jwk

@@ -1,7 +1,9 @@
 //! Hostile tokens against flex-client's two verifiers, `verify_capture_context` and `verify_transient_token`:
 //!
-//! 1. the shared corpus (`tests/hostile/jws.tsv`, made by `tests/hostile/generate.py`): not signed by the
-//!    simulator, so every row must be refused with a typed rejection before any key is fetched;
+//! 1. the shared corpus (`tests/hostile/jws.tsv`, made by `tests/hostile/generate.py`), with its RSA victim
+//!    served as Flex's signing key: every row gets exactly the answer it names — a bad signature is an
+//!    `InvalidSignature`, an expired token `Expired`, a mistyped `exp` `Malformed` … — in both verifiers, and
+//!    the positive control `valid-rs256` is accepted as a capture context and as a transient token;
 //! 2. forgeries of a genuine capture context and a genuine transient token, built here the way the corpus
 //!    builds its rows (alg none/None/NONE, HS256 with the verification key's PEM or DER as the secret,
 //!    re-signed by an attacker with or without `jwk`/`jku`/`x5u` headers, `crit`, `b64: false`, signatures
@@ -47,6 +49,133 @@ fn corpus(file: &str) -> Vec<(String, String, String)> {
     rows
 }
 
+/// A stand-in for Flex's `GET /flex/v2/public-keys/{kid}`: serves fixed JWKs by kid (HTTP/1.1, one request
+/// per connection) and counts what was asked for. Used where the simulator's own keys will not do: keys
+/// whose JWK members (`use`, `key_ops`) a test chooses.
+struct KeyServer {
+    url: String,
+    fetches: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl KeyServer {
+    fn start(keys: Vec<(String, Value)>) -> Self {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let fetches = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = fetches.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                let kid = path.strip_prefix("/flex/v2/public-keys/").unwrap_or("");
+                seen.lock().unwrap().push(kid.to_owned());
+                let (status, body) = match keys.iter().find(|(k, _)| k == kid) {
+                    Some((_, jwk)) => ("200 OK", jwk.to_string()),
+                    None => ("404 Not Found", "{}".to_owned()),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { url, fetches }
+    }
+
+    fn client(&self) -> FlexClient {
+        FlexClient::builder(flex_client::Environment::custom(&self.url).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    fn fetches(&self) -> Vec<String> {
+        self.fetches.lock().unwrap().clone()
+    }
+}
+
+fn vector_key(name: &str) -> SoftwareKey {
+    let pem = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/vectors")
+            .join(name),
+    )
+    .unwrap();
+    SoftwareKey::from_bytes("file", name.into(), &pem).unwrap()
+}
+
+/// `key`'s public JWK with `members` added.
+fn jwk_with(key: &PublicKey, members: &Value) -> Value {
+    let mut jwk = serde_json::to_value(Jwk::from_public_key(key)).unwrap();
+    for (k, v) in members.as_object().unwrap() {
+        jwk[k] = v.clone();
+    }
+    jwk
+}
+
+#[tokio::test]
+async fn flex_signing_keys_marked_use_enc_verify_but_key_ops_must_allow_verify() {
+    // Cybersource's key endpoint marks the key that signs capture contexts "use":"enc"; flex-client accepts
+    // that for this key (a narrow exception to jose-core's rule), but not key_ops that rule out "verify".
+    let signer = vector_key("rfc7515_a2.pem");
+    let public = signer.public_key();
+    let server = KeyServer::start(vec![
+        (
+            "enc-marked".into(),
+            jwk_with(public, &json!({"kid": "enc-marked", "use": "enc"})),
+        ),
+        (
+            "ops-verify".into(),
+            jwk_with(public, &json!({"kid": "ops-verify", "key_ops": ["verify"]})),
+        ),
+        (
+            "ops-encrypt".into(),
+            jwk_with(
+                public,
+                &json!({"kid": "ops-encrypt", "use": "enc", "key_ops": ["encrypt"]}),
+            ),
+        ),
+    ]);
+    let client = server.client();
+    let now = flex_client::jose_core::jwt::now();
+    let claims = json!({
+        "flx": {"path": "/flex/v2/tokens", "origin": server.url,
+                "jwk": jwk_with(public, &json!({"kid": "one-time-key-0123456789abcdef01", "use": "enc"}))},
+        "ctx": [{"data": {"targetOrigins": ["https://shop.example"]}, "type": "mf-2.0.0"}],
+        "iss": "Flex API", "iat": now, "exp": now + 900, "jti": "context-1",
+    });
+    let context = |kid: &str| {
+        flex_client::jose_core::jwt::sign(
+            &signer,
+            &flex_client::jose_core::JwsHeader::new(JwsAlgorithm::RS256).kid(kid),
+            &claims,
+        )
+        .unwrap()
+    };
+    for kid in ["enc-marked", "ops-verify"] {
+        client
+            .verify_capture_context(&context(kid))
+            .await
+            .unwrap_or_else(|e| panic!("{kid}: {e}"));
+    }
+    let e = client
+        .verify_capture_context(&context("ops-encrypt"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, FlexError::KeyFetch { reason, .. } if reason.contains("key_ops")),
+        "{e:?}"
+    );
+    assert!(server.fetches().contains(&"ops-encrypt".to_owned()));
+}
+
 /// Messages are short and never echo the token.
 fn check_message(name: &str, token: &str, e: &FlexError) {
     let msg = format!("{e} {e:?}");
@@ -75,76 +204,127 @@ async fn verify(
     }
 }
 
+/// The exact answer for a corpus row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Accepted,
+    Algorithm,
+    /// Over the size limit (a `Malformed` that says so).
+    Limit,
+    Malformed,
+    MissingKid,
+    KidMismatch,
+    Signature,
+    Expired,
+}
+
+impl Answer {
+    fn of(result: &Result<(), FlexError>) -> Self {
+        match result {
+            Ok(()) => Self::Accepted,
+            Err(FlexError::UnsupportedAlgorithm { .. }) => Self::Algorithm,
+            Err(FlexError::Malformed { reason, .. }) if reason.contains("-byte limit") => {
+                Self::Limit
+            }
+            Err(FlexError::Malformed { .. }) => Self::Malformed,
+            Err(FlexError::MissingKid { .. }) => Self::MissingKid,
+            Err(FlexError::KidMismatch { .. }) => Self::KidMismatch,
+            Err(FlexError::InvalidSignature { .. }) => Self::Signature,
+            Err(FlexError::Expired { .. }) => Self::Expired,
+            Err(other) => panic!("an answer no corpus row should get: {other:?}"),
+        }
+    }
+}
+
+/// What flex-client must answer for corpus row `name` of kind `kind` (header `alg` `alg`), as a capture
+/// context (`transient` false) or as a transient token of the context made from `valid-rs256`.
+fn expected(name: &str, kind: &str, alg: Option<&str>, transient: bool) -> Answer {
+    match kind {
+        _ if alg.is_some_and(|a| a.starts_with("ES")) && kind != "malformed" => Answer::Algorithm,
+        "valid" => Answer::Accepted,
+        // Whitespace is removed before parsing (see the module docs): what is left is `valid-rs256`.
+        "malformed" if name == "whitespace-in-payload" || name == "leading-space" => {
+            Answer::Accepted
+        }
+        "forbidden-alg" | "unsupported-alg" => Answer::Algorithm,
+        "too-large" => Answer::Limit,
+        // Claims are typed before any key is used: an `exp` that is no u64 is malformed.
+        "malformed" | "unsupported-header" | "invalid-claim" => Answer::Malformed,
+        // A kid that is no plain key id never reaches a URL; a transient token must carry the context's kid.
+        "no-key" if transient => Answer::KidMismatch,
+        "no-key" => Answer::Malformed,
+        "bad-signature" => Answer::Signature,
+        "expired" => Answer::Expired,
+        // flex-client checks no `nbf` (Flex tokens carry none): the row has no kid, and stops there.
+        "not-yet-valid" => Answer::MissingKid,
+        other => panic!("{name}: corpus kind {other} has no expectation"),
+    }
+}
+
 #[tokio::test]
-async fn every_corpus_token_is_refused_by_both_verifiers_before_any_key_fetch() {
-    let sim = FlexSimulator::start().await.unwrap();
-    let client = support::client(&sim);
-    let context = client
-        .verify_capture_context(&sim.issue_capture_context(SessionKind::Flex, &json!({})))
-        .await
-        .unwrap();
-    let fetches = sim.stats().total_public_key_fetches();
+async fn every_corpus_token_gets_its_exact_answer_from_both_verifiers() {
+    // Flex's key endpoint, serving the corpus's RSA victim under its kid as Cybersource serves its keys
+    // ("use":"enc"): the corpus's RSA rows are capture contexts signed by that key (their `flx` carries the
+    // same key, so `valid-rs256` verified as a context makes a context whose transient tokens are the same
+    // rows), and each reaches the check it names.
+    let victim = vector_key("rfc7515_a2.pem");
+    let server = KeyServer::start(vec![(
+        "rsa-victim".into(),
+        jwk_with(
+            victim.public_key(),
+            &json!({"kid": "rsa-victim", "use": "enc"}),
+        ),
+    )]);
+    let client = server.client();
     let rows = corpus("jws.tsv");
-    assert!(rows.len() >= 60, "corpus shrank");
-    let mut refused = 0;
+    assert_eq!(rows.len(), 64 + 1, "jws.tsv rows (+ the 1 MiB token)");
+    let valid = &rows.iter().find(|r| r.0 == "valid-rs256").unwrap().2;
+    let context = client
+        .verify_capture_context(valid)
+        .await
+        .expect("the positive control verifies as a capture context");
+    assert_eq!(context.encryption_kid(), "rsa-victim");
+    assert_eq!(context.encryption_key(), victim.public_key());
+
+    let mut answers: std::collections::BTreeMap<String, usize> = Default::default();
     for (name, kind, token) in &rows {
+        let header_alg = token
+            .split('.')
+            .next()
+            .and_then(|h| B64.decode(h).ok())
+            .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+            .and_then(|h| h.get("alg").and_then(Value::as_str).map(str::to_owned));
         for transient in [false, true] {
             let what = if transient {
                 "transient token"
             } else {
                 "capture context"
             };
-            let e = verify(&client, &context, transient, token)
-                .await
-                .err()
-                .unwrap_or_else(|| panic!("{name}: {what} ACCEPTED a hostile token"));
-            assert!(e.is_rejection(), "{name} ({what}): not a rejection: {e:?}");
-            check_message(name, token, &e);
-            let header_alg = token
-                .split('.')
-                .next()
-                .and_then(|h| B64.decode(h).ok())
-                .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
-                .and_then(|h| h.get("alg").and_then(Value::as_str).map(str::to_owned));
-            let claims_level = name.starts_with("claims-")
-                || name.starts_with("exp-")
-                || ["expired", "not-yet-valid", "invalid-claim"].contains(&kind.as_str());
-            // Whitespace is removed before parsing (see the module docs): what is left is a genuine token
-            // without a kid.
-            let whitespace_only = name.contains("whitespace") || name == "leading-space";
-            let ok = match kind.as_str() {
-                "too-large" => {
-                    matches!(&e, FlexError::Malformed { reason, .. } if reason.contains("limit"))
-                }
-                "forbidden-alg" | "unsupported-alg" => {
-                    matches!(e, FlexError::UnsupportedAlgorithm { .. })
-                }
-                _ if header_alg.as_deref().is_some_and(|a| a.starts_with("ES")) => {
-                    matches!(e, FlexError::UnsupportedAlgorithm { .. })
-                }
-                "malformed" | "unsupported-header" if !claims_level && !whitespace_only => {
-                    matches!(e, FlexError::Malformed { .. })
-                }
-                // Genuinely signed with a kid that is no plain key id, or not the context's one-time kid.
-                "no-key" if transient => matches!(e, FlexError::KidMismatch { .. }),
-                "no-key" => matches!(e, FlexError::Malformed { .. }),
-                // Structurally sound, no kid: nothing to look a key up by.
-                _ => matches!(
-                    e,
-                    FlexError::MissingKid { .. } | FlexError::Malformed { .. }
-                ),
-            };
-            assert!(ok, "{name} ({what}, corpus kind {kind}): {e:?}");
-            refused += 1;
+            let result = verify(&client, &context, transient, token).await;
+            let answer = Answer::of(&result);
+            assert_eq!(
+                answer,
+                expected(name, kind, header_alg.as_deref(), transient),
+                "{name} ({what}, corpus kind {kind}): {result:?}"
+            );
+            if let Err(e) = &result {
+                assert!(e.is_rejection(), "{name} ({what}): not a rejection: {e:?}");
+                check_message(name, token, e);
+            }
+            *answers.entry(format!("{what}: {answer:?}")).or_default() += 1;
         }
     }
-    assert_eq!(refused, 2 * rows.len());
-    assert_eq!(
-        sim.stats().total_public_key_fetches(),
-        fetches,
-        "a corpus token made the client fetch a key"
-    );
-    assert_eq!(sim.stats().token_requests, 0);
+    // Every row that names a signature or an expiry reached that check, in both verifiers: the 9 RSA
+    // bad-signature rows and `expired`.
+    for what in ["capture context", "transient token"] {
+        assert_eq!(answers[&format!("{what}: Signature")], 9, "{answers:?}");
+        assert_eq!(answers[&format!("{what}: Expired")], 1, "{answers:?}");
+        assert_eq!(answers[&format!("{what}: Accepted")], 3, "{answers:?}");
+    }
+    // Only the victim's kid was ever looked up: never a kid-* row's kid, never a jku/x5u target.
+    let mut fetched = server.fetches();
+    fetched.dedup();
+    assert_eq!(fetched, ["rsa-victim"]);
 }
 
 /// What a forgery must be refused as.
@@ -452,7 +632,7 @@ async fn forged_capture_contexts_and_transient_tokens_are_refused_with_typed_err
             "capture context"
         };
         let rows = forgeries(genuine, public, sim.base_url(), transient, other_kid);
-        assert!(rows.len() >= 28, "{what}: {} forgeries", rows.len());
+        assert_eq!(rows.len(), 31, "{what}: forgeries");
         for (name, token, expect) in rows {
             let e = verify(&client, &context, transient, &token)
                 .await
@@ -467,7 +647,7 @@ async fn forged_capture_contexts_and_transient_tokens_are_refused_with_typed_err
             total += 1;
         }
     }
-    assert!(total >= 56);
+    assert_eq!(total, 62);
     // Only the kids in the headers were ever looked up (the signing kid, and the one-time kid a forged
     // context named): never a jku/x5u target.
     let mut fetched: Vec<String> = sim.stats().public_key_fetches.into_keys().collect();

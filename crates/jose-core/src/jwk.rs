@@ -2,6 +2,10 @@
 //!
 //! Only public keys cross this module: a JWK carrying private members (`d`, `p`, `q`…) is refused on import,
 //! because keybound takes private keys only through a key reference.
+//!
+//! `use` and `key_ops` (RFC 7517 §4.2–4.3) say what a key is for: [`Jwk::permits`] answers whether a key may
+//! verify signatures or be encrypted to, and [`crate::KeySet`] selects only keys that may. A JWK whose `use`
+//! and `key_ops` contradict each other, or whose `key_ops` repeats an operation, is refused when parsed.
 
 use key_provider::{EcCurve, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -11,6 +15,50 @@ use crate::b64;
 use crate::error::JoseError;
 
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// The `key_ops` values of signature keys (RFC 7517 §4.3).
+const SIGNATURE_OPS: [&str; 2] = ["sign", "verify"];
+/// The `key_ops` values of encryption keys (RFC 7517 §4.3).
+const ENCRYPTION_OPS: [&str; 6] = [
+    "encrypt",
+    "decrypt",
+    "wrapKey",
+    "unwrapKey",
+    "deriveKey",
+    "deriveBits",
+];
+
+/// What a public key is about to be used for, checked against its JWK `use` and `key_ops`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyPurpose {
+    /// Verifying a signature (JWS, JWT).
+    Verify,
+    /// Encrypting to the key (JWE key management).
+    Encrypt,
+}
+
+impl KeyPurpose {
+    /// Whether a key with these `use` and `key_ops` members may be used for this purpose.
+    #[must_use]
+    pub fn permitted_by(self, use_: Option<&str>, key_ops: Option<&[String]>) -> bool {
+        let (wanted_use, wanted_ops): (&str, &[&str]) = match self {
+            Self::Verify => ("sig", &["verify"]),
+            Self::Encrypt => ("enc", &["encrypt", "wrapKey"]),
+        };
+        use_.is_none_or(|u| u == wanted_use)
+            && key_ops.is_none_or(|ops| ops.iter().any(|op| wanted_ops.contains(&op.as_str())))
+    }
+
+    /// `verifying signatures` / `encryption`, for messages.
+    #[must_use]
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Verify => "verifying signatures",
+            Self::Encrypt => "encryption",
+        }
+    }
+}
 
 /// A public JWK. Unknown members are kept in `extra` and written back out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +71,9 @@ pub struct Jwk {
     /// Intended use (`sig`, `enc`).
     #[serde(rename = "use", skip_serializing_if = "Option::is_none")]
     pub use_: Option<String>,
+    /// Permitted operations (`verify`, `encrypt`, `wrapKey`…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_ops: Option<Vec<String>>,
     /// Intended algorithm.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alg: Option<String>,
@@ -54,6 +105,7 @@ impl Jwk {
             kty: String::new(),
             kid: None,
             use_: None,
+            key_ops: None,
             alg: None,
             n: None,
             e: None,
@@ -118,8 +170,75 @@ impl Jwk {
         let jwk: Self = serde_json::from_value(Value::Object(map))
             .map_err(|_| JoseError::malformed("JWK", "members have the wrong types"))?;
         // Validate now so a bad key fails at load time.
+        jwk.check_use()?;
         jwk.to_public_key()?;
         Ok(jwk)
+    }
+
+    /// Checks that `key_ops` names no operation twice and that `use` and `key_ops`, when both are present,
+    /// agree (RFC 7517 §4.3: `"use":"sig"` with `key_ops` for encryption, or the reverse, is refused).
+    ///
+    /// ```
+    /// use jose_core::Jwk;
+    /// let ec = r#""kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0""#;
+    /// assert!(Jwk::from_json(&format!(r#"{{{ec},"use":"sig","key_ops":["verify"]}}"#)).is_ok());
+    /// let err = Jwk::from_json(&format!(r#"{{{ec},"use":"sig","key_ops":["encrypt"]}}"#)).unwrap_err();
+    /// assert!(err.to_string().contains("contradict"), "{err}");
+    /// ```
+    ///
+    /// # Errors
+    /// [`JoseError::Malformed`] saying which members disagree.
+    pub fn check_use(&self) -> Result<(), JoseError> {
+        let Some(ops) = &self.key_ops else {
+            return Ok(());
+        };
+        for (i, op) in ops.iter().enumerate() {
+            if ops[..i].contains(op) {
+                return Err(JoseError::malformed(
+                    "JWK",
+                    format!(
+                        "`key_ops` names {:?} twice (RFC 7517 §4.3)",
+                        crate::error::sanitize(op)
+                    ),
+                ));
+            }
+        }
+        let (other_family, what): (&[&str], &str) = match self.use_.as_deref() {
+            Some("sig") => (&ENCRYPTION_OPS, "encryption"),
+            Some("enc") => (&SIGNATURE_OPS, "signatures"),
+            _ => return Ok(()),
+        };
+        if let Some(op) = ops.iter().find(|op| other_family.contains(&op.as_str())) {
+            return Err(JoseError::malformed(
+                "JWK",
+                format!(
+                    "`use` {:?} and `key_ops` contradict each other: {:?} is an operation for {what} (RFC 7517 §4.3)",
+                    self.use_.as_deref().unwrap_or_default(),
+                    crate::error::sanitize(op),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this key may be used for `purpose` according to its `use` and `key_ops` (RFC 7517 §4.2–4.3);
+    /// a key with neither may be used for anything.
+    ///
+    /// - [`KeyPurpose::Verify`]: `use` absent or `sig`, and `key_ops` absent or containing `verify`;
+    /// - [`KeyPurpose::Encrypt`]: `use` absent or `enc`, and `key_ops` absent or containing `encrypt` or
+    ///   `wrapKey` (RSA-OAEP wraps the content-encryption key).
+    ///
+    /// ```
+    /// use jose_core::jwk::{Jwk, KeyPurpose};
+    /// let jwk = Jwk::from_json(r#"{"kty":"EC","crv":"P-256","use":"enc",
+    ///     "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#)
+    ///     .unwrap();
+    /// assert!(jwk.permits(KeyPurpose::Encrypt));
+    /// assert!(!jwk.permits(KeyPurpose::Verify));
+    /// ```
+    #[must_use]
+    pub fn permits(&self, purpose: KeyPurpose) -> bool {
+        purpose.permitted_by(self.use_.as_deref(), self.key_ops.as_deref())
     }
 
     /// The public key this JWK describes.

@@ -35,7 +35,7 @@ pub mod keys;
 
 pub use alg::{ContentEncryption, JwsAlgorithm, KeyManagementAlgorithm};
 pub use error::{JoseError, sanitize_for_message};
-pub use jwk::{Jwk, Jwks, thumbprint};
+pub use jwk::{Jwk, Jwks, KeyPurpose, thumbprint};
 pub use jws::JwsHeader;
 pub use jwt::{Validation, VerifiedJwt};
 pub use key_provider;

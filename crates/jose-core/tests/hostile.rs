@@ -1,6 +1,8 @@
-//! The hostile-token corpus (`tests/hostile/*.tsv`, made by `tests/hostile/generate.py`): every row must be
-//! rejected by every verify/decrypt entry point with the typed error the row names — never accepted, never a
-//! panic, and never with a message that echoes the token.
+//! The hostile-token corpus (`tests/hostile/*.tsv`, made by `tests/hostile/generate.py`): every hostile row
+//! must be rejected by every verify/decrypt entry point with the typed error the row names — never accepted,
+//! never a panic, and never with a message that echoes the token — and every `valid-*` row (the positive
+//! controls: an RS256 and an ES256 token of the victim keys, two JWEs to the victim key, one of them the JWE
+//! the tampered rows are cut from) must be accepted, so wrong victim keys cannot make the corpus "pass".
 
 mod common;
 
@@ -28,6 +30,13 @@ fn kind(e: &JoseError) -> &'static str {
         _ => "other",
     }
 }
+
+/// Rows of `jws.tsv`: 2 valid + 62 hostile (docs/security.md cites these numbers).
+const JWS_ROWS: usize = 64;
+/// Rows of `jwe.tsv`: 2 valid + 30 hostile.
+const JWE_ROWS: usize = 32;
+/// The plaintext of the corpus's JWEs.
+const JWE_PLAINTEXT: &[u8] = br#"{"data":"x"}"#;
 
 /// (name, expected kind, token) rows of a corpus file.
 pub fn corpus(file: &str) -> Vec<(String, String, String)> {
@@ -88,8 +97,22 @@ fn every_hostile_jws_is_rejected_with_its_typed_error() {
     let keys = victim_keys();
     let validation = Validation::new().leeway(0);
     let rows = corpus("jws.tsv");
-    assert!(rows.len() >= 60, "corpus shrank");
+    assert_eq!(rows.len(), JWS_ROWS + 1, "jws.tsv rows (+ the 1 MiB token)");
+    let mut accepted = Vec::new();
     for (name, expected, token) in &rows {
+        if expected == "valid" {
+            let verified = jose_core::jwt::verify(token, &keys, &validation)
+                .unwrap_or_else(|e| panic!("{name}: a valid token was refused: {e}"));
+            assert_eq!(verified.claims["iss"], "hostile-corpus", "{name}");
+            let (_, payload) = jose_core::jws::verify(token, &keys, &VerifyOptions::default())
+                .unwrap_or_else(|e| panic!("{name}: jws::verify refused a valid token: {e}"));
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(&payload).unwrap()["sub"],
+                "victim"
+            );
+            accepted.push(format!("{name} {}", verified.alg));
+            continue;
+        }
         let r = catch_unwind(AssertUnwindSafe(|| {
             jose_core::jwt::verify(token, &keys, &validation)
         }))
@@ -120,6 +143,8 @@ fn every_hostile_jws_is_rejected_with_its_typed_error() {
         }))
         .unwrap_or_else(|_| panic!("{name}: decode_unverified panicked"));
     }
+    // Both victims, by their kids.
+    assert_eq!(accepted, ["valid-rs256 RS256", "valid-es256 ES256"]);
 }
 
 #[test]
@@ -127,8 +152,16 @@ fn every_hostile_jwe_is_rejected_with_its_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let key = common::vector_key(&dir, "rfc7516_a1.pem");
     let rows = corpus("jwe.tsv");
-    assert!(rows.len() >= 30, "corpus shrank");
+    assert_eq!(rows.len(), JWE_ROWS + 1, "jwe.tsv rows (+ the 1 MiB token)");
+    let mut accepted = 0;
     for (name, expected, token) in &rows {
+        if expected == "valid" {
+            let out = jose_core::jwe::decrypt(token, key.as_ref(), &DecryptOptions::default())
+                .unwrap_or_else(|e| panic!("{name}: a valid JWE was refused: {e}"));
+            assert_eq!(out.plaintext.as_slice(), JWE_PLAINTEXT, "{name}");
+            accepted += 1;
+            continue;
+        }
         let r = catch_unwind(AssertUnwindSafe(|| {
             jose_core::jwe::decrypt(token, key.as_ref(), &DecryptOptions::default())
         }))
@@ -139,6 +172,7 @@ fn every_hostile_jwe_is_rejected_with_its_typed_error() {
         assert_eq!(kind(&e), expected, "{name}: {e}");
         check_message(name, token, &e);
     }
+    assert_eq!(accepted, 2);
 }
 
 #[test]

@@ -366,6 +366,23 @@ impl AuthCodeSigner {
         now: u64,
     ) -> Result<AuthCodeClaims, ProvisioningError> {
         check_identifier("sub", request.subject.value(), MAX_IDENTIFIER_LEN)?;
+        // An authorization code is a bearer token that travels through the wallet flow: a card number in it
+        // would leak the PAN to everyone who sees the code.
+        if crate::card::looks_like_pan(request.subject.value()) {
+            return Err(ProvisioningError::field(
+                "sub",
+                match request.subject {
+                    Subject::IssuerCardRefId(_) => {
+                        "looks like a card number (13 to 19 digits passing the Luhn check); `sub` is the \
+                         issuerCardRefId, the issuer's own reference of the card, never the PAN"
+                    }
+                    Subject::TokenId(_) => {
+                        "looks like a card number (13 to 19 digits passing the Luhn check); for lifecycle \
+                         operations `sub` is the Thales tokenId, never a card number"
+                    }
+                },
+            ));
+        }
         let ttl = request.ttl_secs.unwrap_or(self.default_ttl);
         check_ttl(ttl)?;
         Ok(AuthCodeClaims {
@@ -382,7 +399,9 @@ impl AuthCodeSigner {
     /// it from a plain thread, or use [`AuthCodeSigner::sign_async`] from async code.
     ///
     /// # Errors
-    /// [`ProvisioningError::InvalidField`] for an empty or malformed `sub`, [`ProvisioningError::TtlTooLong`],
+    /// [`ProvisioningError::InvalidField`] for an empty or malformed `sub`, or one that looks like a card
+    /// number (13 to 19 digits passing the Luhn check: `sub` is the issuerCardRefId or tokenId, never a PAN),
+    /// [`ProvisioningError::TtlTooLong`],
     /// [`ProvisioningError::TtlZero`], or the backend's failure as [`ProvisioningError::Jose`].
     pub fn sign(&self, request: &AuthCodeRequest) -> Result<AuthCode, ProvisioningError> {
         self.sign_at(request, jose_core::jwt::now())

@@ -2,7 +2,8 @@
 //!
 //! Input, one JSON object a line: `{"sub": "…", "aud": "APPLE_PAY"}`, optionally `"token_id": true` (the
 //! subject is a tokenId) and `"ttl": N` (seconds). Output, one line per non-blank input line, in input order:
-//! `{"sub":"…","jwt":"…"}` or `{"sub":"…","error":"…"}` (`sub` is `null` when the line could not be read).
+//! `{"sub":"…","jwt":"…"}` or `{"sub":"…","error":"…"}` (`sub` is `null` when the line could not be read,
+//! and when it looks like a card number: such a line is refused, and its output does not repeat it).
 //! A bad line becomes an error line; it never stops the batch. Blank lines are skipped.
 //!
 //! Streaming, with memory bounded by the window, not by the input:
@@ -395,6 +396,8 @@ fn process(signer: &AuthCodeSigner, line: Result<Vec<u8>, String>) -> (Vec<u8>, 
         Err(reason) => return (render(None, Err(&reason)), false),
     };
     let (sub, request) = parse_line(&line);
+    // A `sub` that looks like a card number is refused by the signer; the error line must not repeat it.
+    let sub = sub.filter(|s| !crate::card::looks_like_pan(s));
     let result = request.and_then(|r| signer.sign(&r).map_err(|e| e.to_string()));
     match result {
         Ok(code) => (render(sub.as_deref(), Ok(code.as_str())), true),

@@ -397,6 +397,12 @@ fn check_text(
     Ok(())
 }
 
+/// Whether `value` looks like a card number: 13 to 19 ASCII digits passing the Luhn check. Used to keep PANs
+/// out of places that must not hold one (an authorization code's `sub`).
+pub(crate) fn looks_like_pan(value: &str) -> bool {
+    (13..=19).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit()) && luhn_ok(value)
+}
+
 /// The Luhn (mod 10) check of a digit string.
 fn luhn_ok(digits: &str) -> bool {
     let sum: u32 = digits
@@ -453,6 +459,28 @@ pub(crate) fn json_error(e: &serde_json::Error) -> ProvisioningError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pan_lookalikes() {
+        for pan in [
+            "4111111111111111",
+            "5555555555554444",
+            "4222222222222",
+            "6011000990139424",
+        ] {
+            assert!(looks_like_pan(pan), "{pan}");
+        }
+        for not in [
+            "4111111111111112",     // Luhn fails
+            "411111111111",         // 12 digits
+            "41111111111111111110", // 20 digits
+            "4111 1111 1111 1111",  // separators: not a bare card number
+            "card-4111111111111111",
+            "",
+        ] {
+            assert!(!looks_like_pan(not), "{not}");
+        }
+    }
 
     #[test]
     fn luhn() {

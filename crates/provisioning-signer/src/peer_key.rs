@@ -4,7 +4,12 @@
 //! or DER, from which the SubjectPublicKeyInfo is taken by a small, strict DER walk (no certificate path is
 //! validated: the certificate is only a carrier for the key exchanged at onboarding). A certificate outside
 //! its validity period is still used, with a warning event.
+//!
+//! A JWK's `use` and `key_ops` (RFC 7517) are kept: [`PeerKey::for_encryption`] and
+//! [`PeerKey::for_verification`] refuse a key marked for the other purpose (a Thales key marked `"sig"` is
+//! not encrypted to; an issuer key marked `"enc"` does not verify authorization codes).
 
+use jose_core::KeyPurpose;
 use key_provider::PublicKey;
 
 use crate::error::ProvisioningError;
@@ -33,6 +38,57 @@ pub struct PeerKey {
     pub source: PeerKeySource,
     /// The certificate's validity period (notBefore, notAfter) in seconds since the epoch.
     pub validity: Option<(i64, i64)>,
+    /// The JWK's `use`, when the key came as a JWK that has one.
+    pub key_use: Option<String>,
+    /// The JWK's `key_ops`, when the key came as a JWK that has them.
+    pub key_ops: Option<Vec<String>>,
+}
+
+impl PeerKey {
+    fn without_jwk_members(key: PublicKey, source: PeerKeySource) -> Self {
+        Self {
+            key,
+            kid: None,
+            source,
+            validity: None,
+            key_use: None,
+            key_ops: None,
+        }
+    }
+
+    fn for_purpose(&self, purpose: KeyPurpose) -> Result<PublicKey, ProvisioningError> {
+        if purpose.permitted_by(self.key_use.as_deref(), self.key_ops.as_deref()) {
+            return Ok(self.key.clone());
+        }
+        let marking = match &self.key_use {
+            Some(u) if !purpose.permitted_by(Some(u), None) => {
+                format!("`use` {:?}", crate::error::sanitize(u))
+            }
+            _ => "`key_ops`".to_owned(),
+        };
+        Err(bad(format!(
+            "the JWK is marked for another purpose ({marking}), not for {} (RFC 7517); ask for the right key",
+            purpose.describe()
+        )))
+    }
+
+    /// The key, to encrypt to (enrollment data to the Thales key): refused when its JWK `use` or `key_ops`
+    /// rule out encryption.
+    ///
+    /// # Errors
+    /// [`ProvisioningError::UnsuitablePublicKey`] naming the marking.
+    pub fn for_encryption(&self) -> Result<PublicKey, ProvisioningError> {
+        self.for_purpose(KeyPurpose::Encrypt)
+    }
+
+    /// The key, to verify signatures with (authorization codes, with the issuer's key): refused when its JWK
+    /// `use` or `key_ops` rule out verification.
+    ///
+    /// # Errors
+    /// [`ProvisioningError::UnsuitablePublicKey`] naming the marking.
+    pub fn for_verification(&self) -> Result<PublicKey, ProvisioningError> {
+        self.for_purpose(KeyPurpose::Verify)
+    }
 }
 
 fn bad(reason: impl Into<String>) -> ProvisioningError {
@@ -77,12 +133,10 @@ fn from_pem(text: &str) -> Result<PeerKey, ProvisioningError> {
         "CERTIFICATE" => Err(bad(
             "a certificate followed by other PEM blocks; give the certificate alone",
         )),
-        _ => Ok(PeerKey {
-            key: PublicKey::from_pem(text).map_err(|e| bad(e.to_string()))?,
-            kid: None,
-            source: PeerKeySource::PublicKey,
-            validity: None,
-        }),
+        _ => Ok(PeerKey::without_jwk_members(
+            PublicKey::from_pem(text).map_err(|e| bad(e.to_string()))?,
+            PeerKeySource::PublicKey,
+        )),
     }
 }
 
@@ -94,6 +148,8 @@ fn from_jwk(text: &str) -> Result<PeerKey, ProvisioningError> {
             kid: one.kid.clone(),
             source: PeerKeySource::Jwk,
             validity: None,
+            key_use: one.use_.clone(),
+            key_ops: one.key_ops.clone(),
         }),
         [] => Err(bad("the JWKS holds no key")),
         _ => Err(bad("the JWKS holds several keys; give the one JWK to use")),
@@ -106,12 +162,7 @@ fn from_der(der: &[u8]) -> Result<PeerKey, ProvisioningError> {
     match from_certificate_der(der) {
         Ok(k) => Ok(k),
         Err(cert_err) => match PublicKey::from_spki_der(der) {
-            Ok(key) => Ok(PeerKey {
-                key,
-                kid: None,
-                source: PeerKeySource::PublicKey,
-                validity: None,
-            }),
+            Ok(key) => Ok(PeerKey::without_jwk_members(key, PeerKeySource::PublicKey)),
             Err(_) => Err(cert_err),
         },
     }
@@ -153,10 +204,8 @@ fn from_certificate_der(der: &[u8]) -> Result<PeerKey, ProvisioningError> {
         );
     }
     Ok(PeerKey {
-        key,
-        kid: None,
-        source: PeerKeySource::Certificate,
         validity: Some(validity),
+        ..PeerKey::without_jwk_members(key, PeerKeySource::Certificate)
     })
 }
 

@@ -1,5 +1,5 @@
 //! Authorization codes: the exact header and claim shape of the Thales guide's example, verification by
-//! `jsonwebtoken` (an independent implementation) and by our own verifier, and every refusal: ttl over 300 s
+//! josekit (an independent implementation, on OpenSSL) and by our own verifier, and every refusal: ttl over 300 s
 //! or zero, EC keys, RSA-1024 keys, unknown audiences, empty subjects, and tokens that break the rules.
 
 mod common;
@@ -81,32 +81,34 @@ fn header_and_claims_have_the_seed_shape_exactly() {
 }
 
 #[test]
-fn jsonwebtoken_verifies_our_codes() {
+fn josekit_verifies_our_codes() {
+    // josekit checks the signature with OpenSSL, from the SPKI PEM: no keybound code and no aws-lc on the
+    // verifying side (jsonwebtoken with its stock provider: tests/stock_jsonwebtoken.rs).
     let dir = tempfile::tempdir().unwrap();
     let signer = rsa_signer(&dir);
     let code = signer.sign(&card("card-42", Audience::GooglePay)).unwrap();
+    let public = signer.key().public_key();
+    let (header, claims) = common::josekit_verify(public, code.as_str(), "acmebank", "GOOGLE_PAY");
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["kid"], signer.kid());
+    assert_eq!(claims["sub"], "card-42");
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        120
+    );
 
-    jose_core::jwt::install_crypto_provider();
-    let key_provider::PublicKey::Rsa { n, e } = signer.key().public_key() else {
-        unreachable!()
-    };
-    let decoding = jsonwebtoken::DecodingKey::from_rsa_raw_components(n, e);
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    v.set_audience(&["GOOGLE_PAY"]);
-    v.set_issuer(&["acmebank"]);
-    v.set_required_spec_claims(&["exp", "iat", "iss", "sub", "aud"]);
-    let data = jsonwebtoken::decode::<Value>(code.as_str(), &decoding, &v).unwrap();
-    assert_eq!(data.header.typ.as_deref(), Some("JWT"));
-    assert_eq!(data.header.kid.as_deref(), Some(signer.kid()));
-    assert_eq!(data.claims["sub"], "card-42");
-
-    // And the same library refuses it under another key.
+    // And the same library refuses it under another key, with a flipped signature bit, or another audience.
     let other = common::new_key(&dir, "other.pem", KeySpec::Rsa(2048));
-    let key_provider::PublicKey::Rsa { n, e } = other.public_key() else {
-        unreachable!()
-    };
-    let wrong = jsonwebtoken::DecodingKey::from_rsa_raw_components(n, e);
-    assert!(jsonwebtoken::decode::<Value>(code.as_str(), &wrong, &v).is_err());
+    assert!(
+        common::josekit_try_verify(other.public_key(), code.as_str(), "acmebank", "GOOGLE_PAY")
+            .is_err()
+    );
+    let mut tampered = code.as_str().to_owned();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'Q' } else { 'A' });
+    assert!(common::josekit_try_verify(public, &tampered, "acmebank", "GOOGLE_PAY").is_err());
+    assert!(common::josekit_try_verify(public, code.as_str(), "acmebank", "APPLE_PAY").is_err());
 }
 
 #[test]
@@ -391,4 +393,57 @@ async fn async_signing_verifies() {
         .verify(code.as_str())
         .unwrap();
     assert_eq!(verified.claims.sub, "c-async");
+}
+
+#[test]
+fn a_sub_that_looks_like_a_card_number_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = rsa_signer(&dir);
+    for pan in [
+        "4111111111111111",
+        "5555555555554444",
+        "4222222222222",
+        "6011000990139424",
+    ] {
+        for subject in [
+            Subject::IssuerCardRefId(pan.into()),
+            Subject::TokenId(pan.into()),
+        ] {
+            let kind = subject.kind();
+            let request = AuthCodeRequest::new(subject, Audience::GooglePay);
+            let e = signer.sign(&request).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                matches!(&e, ProvisioningError::InvalidField { field: "sub", .. }),
+                "{pan} ({kind}): {e:?}"
+            );
+            assert!(msg.contains("card number"), "{msg}");
+            assert!(msg.contains(kind), "the message names what sub is: {msg}");
+            assert!(
+                !format!("{msg} {e:?}").contains(pan),
+                "echoes the PAN: {msg}"
+            );
+            assert!(signer.claims_at(&request, 1_700_000_000).is_err());
+            let async_result = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(signer.sign_async(&request));
+            assert!(matches!(
+                async_result,
+                Err(ProvisioningError::InvalidField { field: "sub", .. })
+            ));
+        }
+    }
+    // Look-alikes that are not card numbers are signed: Luhn fails, too short or long, not only digits.
+    for sub in [
+        "4111111111111112",
+        "411111111111",
+        "41111111111111111110",
+        "card-4111111111111111",
+        "DNITHE000001",
+    ] {
+        signer
+            .sign(&card(sub, Audience::ApplePay))
+            .unwrap_or_else(|e| panic!("{sub}: {e}"));
+    }
 }

@@ -370,3 +370,56 @@ fn code_and_payload_produced_together_name_the_same_card() {
         Err(ProvisioningError::InvalidField { field: "fpan", .. })
     ));
 }
+
+#[test]
+fn a_peer_jwk_is_used_only_for_what_its_use_and_key_ops_allow() {
+    let spki = load_public_key(&common::fixture_bytes("thales_test.pub.pem")).unwrap();
+    // Keys that are not JWKs carry no marking: both purposes.
+    assert!(spki.for_encryption().is_ok() && spki.for_verification().is_ok());
+    let jwk = |members: Value| {
+        let mut v = serde_json::to_value(jose_core::Jwk::from_public_key(&spki.key)).unwrap();
+        for (k, m) in members.as_object().unwrap() {
+            v[k] = m.clone();
+        }
+        load_public_key(v.to_string().as_bytes()).unwrap()
+    };
+    for (members, encrypt, verify) in [
+        (json!({}), true, true),
+        (json!({"use": "enc"}), true, false),
+        (json!({"key_ops": ["wrapKey"]}), true, false),
+        (json!({"use": "sig"}), false, true),
+        (json!({"key_ops": ["verify"]}), false, true),
+    ] {
+        let peer = jwk(members.clone());
+        match peer.for_encryption() {
+            Ok(key) => {
+                assert!(encrypt, "{members}: encrypted to");
+                assert_eq!(key, spki.key);
+                EnrollmentEncryptor::new(key, "ISSUER0001").unwrap();
+            }
+            Err(e) => {
+                assert!(!encrypt, "{members}: {e}");
+                assert!(
+                    matches!(&e, ProvisioningError::UnsuitablePublicKey { reason } if reason.contains("not for encryption")),
+                    "{members}: {e:?}"
+                );
+            }
+        }
+        match peer.for_verification() {
+            Ok(_) => assert!(verify, "{members}: verified with"),
+            Err(e) => {
+                assert!(!verify, "{members}: {e}");
+                assert!(
+                    e.to_string().contains("not for verifying signatures"),
+                    "{e}"
+                );
+            }
+        }
+    }
+    // Contradicting members: refused when loaded.
+    let mut v = serde_json::to_value(jose_core::Jwk::from_public_key(&spki.key)).unwrap();
+    v["use"] = json!("sig");
+    v["key_ops"] = json!(["encrypt"]);
+    let e = load_public_key(v.to_string().as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("contradict"), "{e}");
+}

@@ -1,8 +1,13 @@
 //! Hostile tokens against [`AuthCodeVerifier`]:
 //!
-//! 1. the shared corpus (`tests/hostile/jws.tsv`), verified with its RSA victim key (RFC 7515 A.2): every
-//!    row is a [`ProvisioningError::Rejected`], whose JOSE source has the kind the corpus names for the
-//!    structural rows — never accepted, never a panic, never a message that echoes the token;
+//! 1. the shared corpus (`tests/hostile/jws.tsv`), verified with its RSA victim key (RFC 7515 A.2) and its kid
+//!    as the agreed one: every row is a [`ProvisioningError::Rejected`] with exactly the error the row names
+//!    (signature, expiry, nbf, claim types… the corpus's claims are complete enough to reach each check), or,
+//!    where authorization codes are stricter than JWTs, the rule that refuses it — never accepted, never a
+//!    panic, never a message that echoes the token. The positive control `valid-rs256` passes the signature,
+//!    the times and the header rules and is refused only for a claim authorization codes do not have (the
+//!    corpus's claims carry Flex's `flx` too); no fixed token can be a valid code, whose lifetime is at most
+//!    300 s;
 //! 2. forgeries of a genuine authorization code (alg none, HS256 with the issuer's public key as the secret,
 //!    an attacker's signature with or without `jwk`/`jku`/`x5u`, signatures of the wrong length, swapped
 //!    claims), and codes the real issuer key signed but with headers or claims the verifier must refuse.
@@ -53,6 +58,11 @@ fn kind(e: &JoseError) -> &'static str {
         JoseError::UnsupportedAlgorithm { .. } => "unsupported-alg",
         JoseError::UnsupportedHeader { .. } => "unsupported-header",
         JoseError::InvalidSignature => "bad-signature",
+        JoseError::NoKey { .. } => "no-key",
+        JoseError::Expired => "expired",
+        JoseError::NotYetValid { .. } => "not-yet-valid",
+        JoseError::InvalidClaim { .. } => "invalid-claim",
+        JoseError::MissingClaim(_) => "missing-claim",
         _ => "other",
     }
 }
@@ -68,7 +78,8 @@ fn check_message(name: &str, token: &str, e: &ProvisioningError) {
     }
 }
 
-fn rejected(name: &str, token: &str, verifier: &AuthCodeVerifier) -> Option<JoseError> {
+/// The rejection of `token`: its JOSE source, if any, and its reason.
+fn rejected(name: &str, token: &str, verifier: &AuthCodeVerifier) -> (Option<JoseError>, String) {
     let result = std::panic::catch_unwind(|| verifier.verify(token))
         .unwrap_or_else(|_| panic!("{name}: verify panicked"));
     let e = result
@@ -76,8 +87,30 @@ fn rejected(name: &str, token: &str, verifier: &AuthCodeVerifier) -> Option<Jose
         .unwrap_or_else(|| panic!("{name}: a hostile authorization code was ACCEPTED"));
     check_message(name, token, &e);
     match e {
-        ProvisioningError::Rejected { source, .. } => source,
+        ProvisioningError::Rejected { source, reason } => (source, reason),
         other => panic!("{name}: not a rejection: {other:?}"),
+    }
+}
+
+/// What the verifier must answer for a corpus row: a JOSE error of a kind, or one of its own rules.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Jose(String),
+    Rule(&'static str),
+}
+
+/// The exact outcome for corpus row `name` of kind `kind`, whose header algorithm is `alg`.
+fn expected(name: &str, kind: &str, alg: Option<&str>) -> Outcome {
+    match (name, kind) {
+        // Authorization codes are RS256 only: an ES256 token is refused before its signature is looked at.
+        _ if alg.is_some_and(|a| a.starts_with("ES")) && kind != "malformed" => {
+            Outcome::Jose("unsupported-alg".into())
+        }
+        // Signed by the victim key; with a single key the kid selects nothing, and the agreed kid refuses it.
+        (n, "no-key") if n.starts_with("kid-") => Outcome::Rule("header kid is not the agreed kid"),
+        // The positive control: signature, times and header pass; its claims carry Flex's `flx` too.
+        (_, "valid") => Outcome::Rule("unexpected claim \"flx\""),
+        (_, kind) => Outcome::Jose(kind.into()),
     }
 }
 
@@ -87,42 +120,60 @@ fn every_corpus_token_is_rejected_by_the_auth_code_verifier() {
         &std::fs::read_to_string(repo("tests/vectors/rfc7515_a2.pub.pem")).unwrap(),
     )
     .unwrap();
-    let verifier = AuthCodeVerifier::new(victim).unwrap().leeway(0);
+    let verifier = AuthCodeVerifier::new(victim)
+        .unwrap()
+        .leeway(0)
+        .kid("rsa-victim");
     let rows = corpus("jws.tsv");
-    assert!(rows.len() >= 60, "corpus shrank");
-    for (name, expected, token) in &rows {
-        let source = rejected(name, token, &verifier);
-        let is_ec = token
+    assert_eq!(rows.len(), 64 + 1, "jws.tsv rows (+ the 1 MiB token)");
+    let mut reached: Vec<String> = Vec::new();
+    for (name, kind, token) in &rows {
+        let alg = token
             .split('.')
             .next()
             .and_then(|h| b64::decode("h", h).ok())
             .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
-            .and_then(|h| {
-                h.get("alg")
-                    .and_then(Value::as_str)
-                    .map(|a| a.starts_with("ES"))
-            })
-            .unwrap_or(false);
-        let structural = ["too-large", "forbidden-alg", "unsupported-header"]
-            .contains(&expected.as_str())
-            || (expected == "malformed"
-                && !name.starts_with("claims-")
-                && !name.starts_with("exp-"));
-        if is_ec {
-            // Authorization codes are RS256 only: ES256 is refused before its signature is looked at.
-            let k = source.as_ref().map(kind);
-            assert!(
-                matches!(k, Some("unsupported-alg" | "malformed")),
-                "{name}: {k:?}"
-            );
-        } else if structural {
-            let source = source.unwrap_or_else(|| panic!("{name}: no JOSE error"));
-            assert_eq!(kind(&source), expected, "{name}: {source}");
-        } else if expected == "bad-signature" && !name.starts_with("kid-") {
-            let source = source.unwrap_or_else(|| panic!("{name}: no JOSE error"));
-            assert_eq!(kind(&source), "bad-signature", "{name}: {source}");
+            .and_then(|h| h.get("alg").and_then(Value::as_str).map(str::to_owned));
+        let result = std::panic::catch_unwind(|| verifier.verify(token))
+            .unwrap_or_else(|_| panic!("{name}: verify panicked"));
+        let e = result.err().unwrap_or_else(|| {
+            panic!("{name}: a corpus token was ACCEPTED as an authorization code")
+        });
+        check_message(name, token, &e);
+        let ProvisioningError::Rejected { reason, source } = &e else {
+            panic!("{name}: not a rejection: {e:?}")
+        };
+        let got = match source {
+            Some(source) => Outcome::Jose(kind_of(source)),
+            None => Outcome::Rule(
+                [
+                    "header kid is not the agreed kid",
+                    "unexpected claim \"flx\"",
+                ]
+                .into_iter()
+                .find(|r| reason.starts_with(r))
+                .unwrap_or_else(|| panic!("{name}: unexpected rule: {reason}")),
+            ),
+        };
+        assert_eq!(
+            got,
+            expected(name, kind, alg.as_deref()),
+            "{name} (corpus kind {kind}): {e}"
+        );
+        if matches!(
+            got,
+            Outcome::Jose(ref k) if ["bad-signature", "expired", "not-yet-valid", "invalid-claim"].contains(&k.as_str())
+        ) {
+            reached.push(name.clone());
         }
     }
+    // The rows that name a signature or claim failure got that far (counted, so none can silently stop at an
+    // earlier check): 9 RSA bad-signature rows, expired, nbf, 4 invalid-claim.
+    assert_eq!(reached.len(), 15, "{reached:?}");
+}
+
+fn kind_of(e: &JoseError) -> String {
+    kind(e).to_owned()
 }
 
 fn attacker() -> SoftwareKey {
@@ -274,28 +325,31 @@ fn forged_authorization_codes_are_rejected() {
             signed(issuer.as_ref(), &with(&[]), &extra_claim),
         ),
     ];
-    assert!(forgeries.len() >= 20);
+    assert_eq!(forgeries.len(), 21);
     for (name, token) in &forgeries {
-        let source = rejected(name, token, &verifier);
+        let (source, reason) = rejected(name, token, &verifier);
         let k = source.as_ref().map(kind);
-        let ok = match *name {
-            n if n.starts_with("alg-") || n.starts_with("hs256") => {
-                matches!(k, Some("forbidden-alg" | "unsupported-alg"))
-            }
+        // (the JOSE error's kind, or None and the verifier's own rule)
+        let (want_kind, want_rule) = match *name {
+            n if n.starts_with("alg-") || n.starts_with("hs256") => (Some("forbidden-alg"), ""),
             n if n.starts_with("signed-by")
                 || n.starts_with("attacker")
                 || n.starts_with("signature")
                 || n == "claims-swapped" =>
             {
-                k == Some("bad-signature")
+                (Some("bad-signature"), "")
             }
             "two-parts" | "four-parts" | "padding" | "claims-duplicate-sub" => {
-                k == Some("malformed")
+                (Some("malformed"), "")
             }
-            "issuer-signed-with-crit" => k == Some("unsupported-header"),
+            "issuer-signed-with-crit" => (Some("unsupported-header"), ""),
             // Header members and claims beyond the agreed ones: refused after the signature checked out.
-            _ => k.is_none(),
+            "issuer-signed-with-jku-header" => (None, "unexpected header member \"jku\""),
+            "issuer-signed-with-jwk-header" => (None, "unexpected header member \"jwk\""),
+            "issuer-signed-with-an-extra-claim" => (None, "unexpected claim \"pan\""),
+            other => panic!("{other}: no expectation"),
         };
-        assert!(ok, "{name}: {k:?}");
+        assert_eq!(k, want_kind, "{name}: {reason}");
+        assert!(reason.starts_with(want_rule), "{name}: {reason}");
     }
 }

@@ -104,3 +104,33 @@ pub fn decode_part(part: &str) -> serde_json::Map<String, serde_json::Value> {
         other => panic!("not an object: {other}"),
     }
 }
+
+/// A JSON object (a JOSE header or a claim set).
+pub type Object = serde_json::Map<String, serde_json::Value>;
+
+/// Verifies an authorization code with josekit (OpenSSL: neither keybound's code nor aws-lc) and the SPKI PEM
+/// of `public`, validating `iss`, `aud` and the lifetime against now; returns (header, claims). Panics with
+/// josekit's reason when it refuses the code.
+pub fn josekit_verify(public: &PublicKey, jwt: &str, iss: &str, aud: &str) -> (Object, Object) {
+    josekit_try_verify(public, jwt, iss, aud).unwrap_or_else(|e| panic!("josekit refuses: {e}"))
+}
+
+/// [`josekit_verify`], returning josekit's refusal instead of panicking.
+pub fn josekit_try_verify(
+    public: &PublicKey,
+    jwt: &str,
+    iss: &str,
+    aud: &str,
+) -> Result<(Object, Object), String> {
+    let verifier = josekit::jws::RS256
+        .verifier_from_pem(public.to_spki_pem().as_bytes())
+        .map_err(|e| e.to_string())?;
+    let (payload, header) =
+        josekit::jwt::decode_with_verifier(jwt, &verifier).map_err(|e| e.to_string())?;
+    let mut validator = josekit::jwt::JwtPayloadValidator::new();
+    validator.set_base_time(std::time::SystemTime::now());
+    validator.set_issuer(iss);
+    validator.set_audience(aud);
+    validator.validate(&payload).map_err(|e| e.to_string())?;
+    Ok((header.claims_set().clone(), payload.claims_set().clone()))
+}
