@@ -58,8 +58,8 @@ pub struct ApiArgs {
     /// or a base URL.
     #[arg(long, value_name = "ENV|URL")]
     api: Option<String>,
-    /// Clock leeway in seconds for exp/iat (default 30).
-    #[arg(long, value_name = "SECONDS")]
+    /// Clock leeway in seconds for exp/iat (default 30, at most 300).
+    #[arg(long, value_name = "SECONDS", value_parser = crate::jwt::parse_leeway)]
     leeway: Option<u64>,
 }
 

@@ -128,9 +128,12 @@ struct Settings {
     scope: Option<String>,
     /// Attempts per token request on network errors and 5xx (default 3).
     attempts: Option<u32>,
-    /// Timeout of one HTTP attempt in seconds (default 30).
+    /// Timeout of one HTTP attempt in seconds (default 30, 1 to [`MAX_TIMEOUT_SECS`]).
     timeout: Option<u64>,
 }
+
+/// Longest `[keycloak] timeout` of one HTTP attempt: 5 minutes (0 would time out every attempt at once).
+const MAX_TIMEOUT_SECS: u64 = 300;
 
 /// Looks up environment variables (the process environment, or a map in tests).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -260,6 +263,11 @@ fn client(endpoint: TokenEndpoint, auth: ClientAuth, s: &Settings) -> CliResult<
         ));
     }
     if let Some(t) = s.timeout {
+        if !(1..=MAX_TIMEOUT_SECS).contains(&t) {
+            return Err(CliError::usage(format!(
+                "[keycloak] timeout must be 1 to {MAX_TIMEOUT_SECS} seconds, not {t}"
+            )));
+        }
         b = b.timeout(Duration::from_secs(t));
     }
     b.build().map_err(CliError::usage)

@@ -144,8 +144,8 @@ pub struct VerifyArgs {
     /// Required audience.
     #[arg(long, value_parser = AUDIENCES)]
     aud: Option<String>,
-    /// Clock leeway in seconds.
-    #[arg(long, default_value_t = 60)]
+    /// Clock leeway in seconds (0 to 300).
+    #[arg(long, default_value_t = 60, value_parser = crate::jwt::parse_leeway)]
     leeway: u64,
 }
 

@@ -479,3 +479,219 @@ fn default_log_level_prints_one_line_per_failure() {
     assert_eq!(code(&bad), 2, "{stderr}");
     assert!(stderr.contains("not a log filter"), "{stderr}");
 }
+
+/// Numbers from the command line or the configuration that meet a clock are checked: a lifetime or leeway
+/// out of range is a usage error (exit 2, one line saying the range), never a wrapped-around `exp`, a
+/// panic, or a valid token called expired. The edges of each range still work.
+#[test]
+fn out_of_range_times_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = generate(dir.path(), "k.pem", &[]);
+    let claims = dir.path().join("claims.json");
+    std::fs::write(&claims, r#"{"sub":"s"}"#).unwrap();
+    let claims = claims.to_str().unwrap();
+    let pem = dir.path().join("pub.pem");
+    std::fs::write(
+        &pem,
+        ok(&keybound(&["keys", "public", "--key", &key], None)),
+    )
+    .unwrap();
+    let pem = pem.to_str().unwrap();
+    let sign = |exp_in: &str| {
+        keybound(
+            &[
+                "jwt", "sign", "--key", &key, "--alg", "RS256", "--claims", claims, "--exp-in",
+                exp_in,
+            ],
+            None,
+        )
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // 9999-12-31T23:59:59Z is the latest exp --exp-in may produce.
+    let to_year_9999 = 253_402_300_799 - now;
+    let mut usage_errors: Vec<(String, std::process::Output)> = Vec::new();
+    for exp_in in [
+        u64::MAX.to_string(),
+        (u64::MAX - now + 1).to_string(),
+        (to_year_9999 + 3600).to_string(),
+    ] {
+        usage_errors.push((format!("jwt sign --exp-in {exp_in}"), sign(&exp_in)));
+    }
+    let far = ok(&sign(&(to_year_9999 - 3600).to_string()));
+    let (_, far_claims) = decode(far.trim());
+    assert!(far_claims["exp"].as_u64().unwrap() > now + to_year_9999 - 7200);
+
+    let token = ok(&sign("60"));
+    let verify = |leeway: &str| {
+        keybound(
+            &[
+                "jwt",
+                "verify",
+                "--pubkey",
+                pem,
+                "--token",
+                "-",
+                &format!("--leeway={leeway}"),
+            ],
+            Some(token.as_bytes()),
+        )
+    };
+    for leeway in ["1000000000000", "18446744073709551615", "301", "-1"] {
+        usage_errors.push((format!("jwt verify --leeway {leeway}"), verify(leeway)));
+    }
+    ok(&verify("300"));
+    ok(&verify("0"));
+
+    // provisioning: --ttl and --leeway.
+    let code_out = keybound(
+        &[
+            "provisioning",
+            "auth-code",
+            "--key",
+            &key,
+            "--issuer-id",
+            "I",
+            "--sub",
+            "card-ref-1",
+            "--aud",
+            "APPLE_PAY",
+        ],
+        None,
+    );
+    let auth_code = ok(&code_out);
+    for ttl in ["18446744073709551615", "0", "301"] {
+        usage_errors.push((
+            format!("provisioning auth-code --ttl {ttl}"),
+            keybound(
+                &[
+                    "provisioning",
+                    "auth-code",
+                    "--key",
+                    &key,
+                    "--issuer-id",
+                    "I",
+                    "--sub",
+                    "card-ref-1",
+                    "--aud",
+                    "APPLE_PAY",
+                    "--ttl",
+                    ttl,
+                ],
+                None,
+            ),
+        ));
+    }
+    let verify_code = |leeway: &str| {
+        keybound(
+            &[
+                "provisioning",
+                "verify-auth-code",
+                "--pubkey",
+                pem,
+                "--token",
+                "-",
+                "--leeway",
+                leeway,
+            ],
+            Some(auth_code.as_bytes()),
+        )
+    };
+    usage_errors.push((
+        "provisioning verify-auth-code --leeway 1000000000000".into(),
+        verify_code("1000000000000"),
+    ));
+    ok(&verify_code("300"));
+
+    // flex: --leeway and [flex] leeway (refused before any network access).
+    let context = dir.path().join("ctx.jwt");
+    std::fs::write(&context, token.trim()).unwrap();
+    let context = context.to_str().unwrap();
+    usage_errors.push((
+        "flex verify-context --leeway 1000000000000".into(),
+        keybound(
+            &[
+                "flex",
+                "verify-context",
+                "--capture-context",
+                context,
+                "--leeway",
+                "1000000000000",
+            ],
+            None,
+        ),
+    ));
+    let config = dir.path().join("keybound.toml");
+    std::fs::write(
+        &config,
+        "[flex]\nleeway = 1000000000000\n[keycloak]\ntimeout = 0\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    usage_errors.push((
+        "[flex] leeway = 1000000000000".into(),
+        keybound(
+            &[
+                "--config",
+                config,
+                "flex",
+                "verify-context",
+                "--capture-context",
+                context,
+            ],
+            None,
+        ),
+    ));
+    // keycloak: [keycloak] timeout = 0 would time every attempt out at once.
+    usage_errors.push((
+        "[keycloak] timeout = 0".into(),
+        keybound_env(
+            &[
+                "--config",
+                config,
+                "keycloak",
+                "token",
+                "--token-url",
+                "https://sso.invalid/realms/r/protocol/openid-connect/token",
+                "--client-id",
+                "c",
+                "--key",
+                &key,
+                "--username",
+                "u",
+                "--password-env",
+                "KB_TEST_PASSWORD",
+            ],
+            None,
+            &[("KB_TEST_PASSWORD", "p")],
+        ),
+    ));
+
+    for (what, out) in &usage_errors {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(out.stdout.is_empty(), "{what}: nothing signed or printed");
+        assert!(
+            [
+                "9999-12-31",
+                "0 to 300",
+                "300 s",
+                "1 to 300",
+                "at most 300",
+                "5 minutes"
+            ]
+            .iter()
+            .any(|range| stderr.contains(range)),
+            "{what}: the message says the range: {stderr}"
+        );
+    }
+}
+
+/// The header and claims of a compact JWT (no verification).
+fn decode(token: &str) -> (serde_json::Value, serde_json::Value) {
+    let mut parts = token.split('.');
+    let mut part = || serde_json::from_slice(&jose_core_b64(parts.next().unwrap())).unwrap();
+    (part(), part())
+}
