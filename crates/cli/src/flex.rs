@@ -134,9 +134,12 @@ pub struct CaptureContextArgs {
     /// HTTP Signature authentication with the base64 shared secret in this file.
     #[arg(long, value_name = "FILE")]
     shared_secret_file: Option<PathBuf>,
-    /// Write the capture context to this file instead of stdout.
+    /// Write the capture context to this file instead of stdout (a new file; see --force).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Replace the --out file if it exists (default: refuse).
+    #[arg(long, requires = "out")]
+    force: bool,
 }
 
 /// The `[flex]` section.
@@ -383,6 +386,10 @@ async fn capture_context(
     settings: &FlexSettings,
     ctx: &Context,
 ) -> CliResult {
+    // Refuse an occupied --out before asking the server for anything.
+    if let Some(path) = &a.out {
+        io::check_writable(path, a.force)?;
+    }
     let endpoint = SessionEndpoint::from_name(&a.endpoint).ok_or_else(|| {
         CliError::usage(format!(
             "--endpoint must be flex, microform, up or uc, not {:?}",
@@ -409,8 +416,7 @@ async fn capture_context(
         .await
         .map_err(flex_error)?;
     match &a.out {
-        Some(path) => std::fs::write(path, format!("{}\n", context.as_str()))
-            .map_err(|e| CliError::usage(format!("cannot write {}: {e}", path.display()))),
+        Some(path) => io::write_file(path, format!("{}\n", context.as_str()).as_bytes(), a.force),
         None => io::print_line(context.as_str()),
     }
 }

@@ -1,7 +1,10 @@
-//! Reading `FILE|-` arguments and writing output.
+//! Reading `FILE|-` arguments, writing output, and writing files (atomically, never through a symlink,
+//! never over an existing file without `--force`).
 
-use std::io::{Read as _, Write as _};
-use std::path::Path;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::path::{Path, PathBuf};
 
 use crate::error::{CliError, CliResult};
 
@@ -52,4 +55,212 @@ pub fn print_line(s: &str) -> CliResult {
 pub fn print_json(v: &impl serde::Serialize) -> CliResult {
     let s = serde_json::to_string_pretty(v).map_err(|e| CliError::usage(e.to_string()))?;
     print_line(&s)
+}
+
+/// Whether `path` is a regular file (not a symlink) holding exactly `contents`: writing them again would
+/// change nothing.
+pub fn unchanged(path: &Path, contents: &[u8]) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+        && std::fs::read(path).is_ok_and(|existing| existing == contents)
+}
+
+/// Refuses when something (a file, a symlink even dangling, a directory) is at `path`, unless `force`
+/// (then only a directory is refused). Commands that write several files call this for each before writing
+/// any, so that a refusal leaves none written.
+pub fn check_writable(path: &Path, force: bool) -> CliResult {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Err(CliError::usage(format!(
+            "{} is a directory; give a file name",
+            path.display()
+        ))),
+        Ok(_) if !force => Err(exists(path)),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CliError::usage(format!(
+            "cannot write {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn exists(path: &Path) -> CliError {
+    CliError::usage(format!(
+        "{} already exists; refusing to overwrite it (pass --force to replace it)",
+        path.display()
+    ))
+}
+
+/// Writes `contents` to the file `path`, the one way every command writes files:
+///
+/// - the bytes go to a new temporary file in the same directory (`.NAME.UUID.tmp`, created exclusively with
+///   `O_CREAT | O_EXCL`, which never follows a symlink), which is flushed to disk;
+/// - without `force` it is then hard-linked to `path`, which fails if anything is there — a file, or a
+///   symlink even dangling (whose target is never created); with `force` it is renamed over `path`, which
+///   replaces the directory entry itself (a symlink there is replaced, its target never written);
+/// - either way the file appears whole or not at all, and the temporary file is gone afterwards, also when
+///   a step fails.
+///
+/// On file systems without hard links, the no-`force` case checks that `path` is free and renames.
+pub fn write_file(path: &Path, contents: &[u8], force: bool) -> CliResult {
+    let cannot =
+        |e: std::io::Error| CliError::usage(format!("cannot write {}: {e}", path.display()));
+    let Some(name) = path.file_name() else {
+        return Err(CliError::usage(format!(
+            "{} is not a file name",
+            path.display()
+        )));
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    check_writable(path, force)?;
+    let temp = TempFile::create(dir, name).map_err(cannot)?;
+    (&temp.file)
+        .write_all(contents)
+        .and_then(|()| temp.file.sync_all())
+        .map_err(cannot)?;
+    if force {
+        std::fs::rename(&temp.path, path).map_err(cannot)?;
+    } else {
+        match std::fs::hard_link(&temp.path, path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(exists(path)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::PermissionDenied | ErrorKind::Unsupported
+                ) =>
+            {
+                // No hard links here (FAT, some network file systems): check, then rename.
+                check_writable(path, false)?;
+                std::fs::rename(&temp.path, path).map_err(cannot)?;
+            }
+            Err(e) => return Err(cannot(e)),
+        }
+    }
+    drop(temp); // removes the temporary name, if the file is still under it
+    // Make the new directory entry durable too (best effort: not every file system can sync a directory).
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// A temporary file next to the target, removed (by name) when dropped.
+struct TempFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl TempFile {
+    fn create(dir: &Path, name: &std::ffi::OsStr) -> std::io::Result<Self> {
+        let mut temp_name = OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+        let path = dir.join(temp_name);
+        // create_new is O_CREAT | O_EXCL: it fails on any existing name, a symlink included, and never
+        // follows one.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Self { path, file })
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // After a hard link this removes the temporary (second) name; after a rename, or when the file was
+        // never created, the name is gone already (NotFound).
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// The names in `dir`, sorted: what a write left behind (no `.….tmp`).
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_new_file_appears_whole_and_no_temporary_file_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        write_file(&path, b"first\n", false).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"first\n");
+        assert_eq!(names(dir.path()), ["out.txt"]);
+        // A path with no file name is refused.
+        assert!(write_file(Path::new("/"), b"x", true).is_err());
+    }
+
+    #[test]
+    fn an_existing_file_is_kept_without_force_and_replaced_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        std::fs::write(&path, b"precious\n").unwrap();
+        let e = write_file(&path, b"new\n", false).unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(e.message.contains("--force"), "{}", e.message);
+        assert_eq!(std::fs::read(&path).unwrap(), b"precious\n");
+        assert_eq!(names(dir.path()), ["out.txt"]);
+        write_file(&path, b"new\n", true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new\n");
+        assert_eq!(names(dir.path()), ["out.txt"]);
+    }
+
+    #[test]
+    fn a_symlink_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target.txt");
+        let link = dir.path().join("link.txt");
+        // Dangling: refused without --force, and the target is not created.
+        symlink(&target, &link).unwrap();
+        let e = write_file(&link, b"data\n", false).unwrap_err();
+        assert_eq!(e.code, 2, "{}", e.message);
+        assert!(
+            !target.exists(),
+            "the dangling symlink's target was created"
+        );
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        // With --force the link itself is replaced by a regular file; the target is still not created.
+        write_file(&link, b"data\n", true).unwrap();
+        assert!(!target.exists());
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
+        assert_eq!(std::fs::read(&link).unwrap(), b"data\n");
+        // A symlink to an existing file: --force replaces the link, the file it pointed at is untouched.
+        std::fs::write(&target, b"elsewhere\n").unwrap();
+        let link2 = dir.path().join("link2.txt");
+        symlink(&target, &link2).unwrap();
+        assert!(write_file(&link2, b"data\n", false).is_err());
+        write_file(&link2, b"data\n", true).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"elsewhere\n");
+        assert_eq!(std::fs::read(&link2).unwrap(), b"data\n");
+        assert_eq!(names(dir.path()), ["link.txt", "link2.txt", "target.txt"]);
+    }
+
+    #[test]
+    fn directories_and_missing_parents_are_errors_that_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        for force in [false, true] {
+            let e = write_file(&sub, b"x", force).unwrap_err();
+            assert!(e.message.contains("is a directory"), "{}", e.message);
+            let e = write_file(&dir.path().join("missing/out.txt"), b"x", force).unwrap_err();
+            assert!(e.message.contains("cannot write"), "{}", e.message);
+        }
+        assert_eq!(names(dir.path()), ["sub"]);
+        assert!(names(&sub).is_empty());
+    }
 }

@@ -695,3 +695,94 @@ fn decode(token: &str) -> (serde_json::Value, serde_json::Value) {
     let mut part = || serde_json::from_slice(&jose_core_b64(parts.next().unwrap())).unwrap();
     (part(), part())
 }
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `keys export` never writes through a symlink (a dangling one used to get its target created), never
+/// replaces another key's files without `--force`, writes both files or neither, and leaves no temporary
+/// file behind.
+#[test]
+fn keys_export_never_writes_through_a_symlink_nor_over_files_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = generate(dir.path(), "k.pem", &["--kty", "EC"]);
+    let other = generate(dir.path(), "other.pem", &["--kty", "EC"]);
+    let out = dir.path().join("export");
+    std::fs::create_dir(&out).unwrap();
+    let victim = dir.path().join("victim.pem");
+    std::os::unix::fs::symlink(&victim, out.join("public_key.pem")).unwrap();
+    let export = |key: &str, force: bool| {
+        let mut args = vec![
+            "keys",
+            "export",
+            "--key",
+            key,
+            "--out-dir",
+            out.to_str().unwrap(),
+        ];
+        if force {
+            args.push("--force");
+        }
+        keybound(&args, None)
+    };
+    let refused = export(&key, false);
+    assert_eq!(code(&refused), 2, "{}", common::stderr(&refused));
+    assert!(
+        common::stderr(&refused).contains("--force"),
+        "{}",
+        common::stderr(&refused)
+    );
+    assert!(
+        !victim.exists(),
+        "the dangling symlink's target was created"
+    );
+    assert_eq!(
+        names(&out),
+        ["public_key.pem"],
+        "neither file written (no digest without its key), no temporary file"
+    );
+
+    // --force replaces the link itself; its target is still not created.
+    ok(&export(&key, true));
+    assert!(!victim.exists());
+    assert!(
+        std::fs::symlink_metadata(out.join("public_key.pem"))
+            .unwrap()
+            .is_file()
+    );
+    let pem = ok(&keybound(&["keys", "public", "--key", &key], None));
+    assert_eq!(
+        std::fs::read_to_string(out.join("public_key.pem")).unwrap(),
+        pem
+    );
+    assert_eq!(names(&out), ["public_key.pem", "public_key_digest.txt"]);
+
+    // The same key again: nothing to change. Another key: refused, then replaced with --force.
+    ok(&export(&key, false));
+    assert_eq!(code(&export(&other, false)), 2);
+    assert_eq!(
+        std::fs::read_to_string(out.join("public_key.pem")).unwrap(),
+        pem
+    );
+    ok(&export(&other, true));
+    let other_pem = ok(&keybound(&["keys", "public", "--key", &other], None));
+    assert_eq!(
+        std::fs::read_to_string(out.join("public_key.pem")).unwrap(),
+        other_pem
+    );
+    let digest = std::fs::read_to_string(out.join("public_key_digest.txt")).unwrap();
+    let dgst = Command::new("openssl")
+        .args(["dgst", "-sha256", "public_key.pem"])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert_eq!(digest.as_bytes(), dgst.stdout, "the digest follows the key");
+    assert_eq!(names(&out), ["public_key.pem", "public_key_digest.txt"]);
+}
