@@ -430,23 +430,56 @@ fn configuration_names_keys_once() {
     );
 }
 
+/// Every command at every depth — found by walking the binary's own `--help` pages from the top, so a new
+/// command cannot be missed — has a help page with its usage line, a description, and a description for
+/// each of its subcommands and options.
 #[test]
 fn every_command_has_help() {
-    for args in [
-        vec!["--help"],
-        vec!["keys", "--help"],
-        vec!["keys", "generate", "--help"],
-        vec!["keys", "public", "--help"],
-        vec!["keys", "export", "--help"],
-        vec!["jwt", "sign", "--help"],
-        vec!["jwt", "verify", "--help"],
-        vec!["jwt", "decode", "--help"],
-        vec!["jwe", "encrypt", "--help"],
-        vec!["jwe", "decrypt", "--help"],
-    ] {
-        let out = ok(&keybound(&args, None));
-        assert!(out.contains("Usage:"), "{args:?}");
+    let top = common::help(&[]);
+    assert!(!top.about.is_empty() && top.usage.starts_with("Usage: keybound"));
+    let tree = common::command_tree();
+    for path in std::iter::once(Vec::new()).chain(tree.iter().cloned()) {
+        let args: Vec<&str> = path.iter().map(String::as_str).collect();
+        let page = common::help(&args);
+        let name = format!("keybound {}", path.join(" "));
+        assert!(!page.about.trim().is_empty(), "{name}: no description");
+        assert!(
+            page.usage
+                .starts_with(&format!("Usage: {}", name.trim_end())),
+            "{name}: {}",
+            page.usage
+        );
+        for (what, entries) in [("subcommand", &page.commands), ("option", &page.options)] {
+            for (entry, description) in entries {
+                assert!(
+                    !description.is_empty(),
+                    "{name}: {what} {entry} has no description"
+                );
+            }
+        }
+        assert!(
+            page.options.iter().any(|(o, _)| o.contains("--help")),
+            "{name}"
+        );
     }
+    // The walk reaches every group and every command of each group, not only the first few.
+    let leaves = common::leaf_commands();
+    for group in ["keys", "jwt", "jwe", "flex", "keycloak", "provisioning"] {
+        let top_listed = top.commands.iter().any(|(c, _)| c == group);
+        let children = common::help(&[group]).commands;
+        assert!(top_listed && !children.is_empty(), "{group}");
+        for (child, _) in children {
+            assert!(
+                leaves.contains(&format!("{group} {child}")),
+                "{group} {child} not walked: {leaves:?}"
+            );
+        }
+    }
+    assert_eq!(
+        leaves.len(),
+        tree.len() - top.commands.len(),
+        "two levels: groups, then commands: {tree:?}"
+    );
 }
 
 /// At the default log level a failure is one line on stderr (no WARN event repeating it); `--log warn`
