@@ -19,8 +19,9 @@
 //! ```
 //!
 //! Card data is read from a file into a wiped buffer and never printed; the shared secret only ever comes
-//! from an environment variable or a file. Exit codes: 0 success, 1 a token, context or request was rejected,
-//! 2 usage, I/O or network error.
+//! from an environment variable or a file. Exit codes (the rule of every command, README.md): 0 success; 1 a
+//! capture context, transient token or Flex answer was judged and rejected (an unknown `kid` included), or
+//! Flex refused the request (4xx); 2 usage, configuration, I/O, network and key-backend failures.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,6 +31,7 @@ use flex_client::{
     CaptureContext, Environment, FlexClient, FlexError, HttpSignatureAuth, JwtAuth, MerchantAuth,
     SessionEndpoint, TokenizeData, TokensEndpoint,
 };
+use jose_core::JoseError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -174,21 +176,34 @@ pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
     })
 }
 
-/// Exit 1 for rejections (tokens, signatures, 4xx answers), 2 for configuration, input, I/O and network.
+/// Exit 1 for rejections (tokens, signatures, unknown kids, 4xx answers), 2 for configuration, input, I/O,
+/// network and the merchant key failing while signing.
 fn flex_error(e: FlexError) -> CliError {
-    let rejected = e.is_rejection()
-        || matches!(
-            e,
-            FlexError::Http {
-                status: 400..=499,
-                ..
-            }
-        );
+    let rejected = match &e {
+        // The merchant key (an HSM…) failed while signing: a backend failure, whatever wraps it.
+        FlexError::Key(_) | FlexError::Jose(JoseError::Key(_)) | FlexError::MerchantAuth(_) => {
+            false
+        }
+        // Flex has no public key for the token's kid: the token was judged, and its kid is unknown. Other
+        // failures to fetch a key (network, 5xx, an answer that is no key) are not a judgement.
+        FlexError::KeyFetch { reason, .. } => is_unknown_kid(reason),
+        FlexError::Http {
+            status: 400..=499, ..
+        } => true,
+        _ => e.is_rejection(),
+    };
     if rejected {
         CliError::rejected(e)
     } else {
         CliError::usage(e)
     }
+}
+
+/// Whether a [`FlexError::KeyFetch`] reason says Flex has no key for the kid: its key endpoint answered 404,
+/// or its key set lacks the kid (flex-client's wording; the exit-code table test in `tests/exit_codes.rs`
+/// runs this case).
+fn is_unknown_kid(reason: &str) -> bool {
+    reason.starts_with("HTTP 404") || reason.starts_with("the key set has no key with this kid")
 }
 
 struct ClientOptions {

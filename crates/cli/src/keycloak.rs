@@ -6,6 +6,10 @@
 //! `KEYBOUND_KEYCLOAK__<SETTING>` environment variables (e.g. `KEYBOUND_KEYCLOAK__TOKEN_URL`); flags win.
 //! Passwords and client secrets are read from the environment variables that `--password-env` and
 //! `--client-secret-env` name, never from the command line, and are never printed.
+//!
+//! Exit codes (the rule of every command, README.md): 0 success; 1 the server refused the request (an OAuth
+//! error: bad key, password, client…) or answered something that is not a token response; 2 usage,
+//! configuration, network, server (5xx) and key-backend failures.
 
 use std::time::Duration;
 
@@ -193,8 +197,10 @@ fn read_secret(var: &str, flag: &str, env: EnvLookup<'_>) -> CliResult<SecretStr
     }
 }
 
+/// Exit 1 when the server refused the request (an OAuth error) or its answer failed keybound's checks (not a
+/// token response); 2 for configuration, network, 5xx and the key failing while signing the assertion.
 fn keycloak_error(e: KeycloakError) -> CliError {
-    if e.is_rejection() {
+    if e.is_rejection() || matches!(e, KeycloakError::InvalidResponse { .. }) {
         CliError::rejected(e)
     } else {
         CliError::usage(e)
