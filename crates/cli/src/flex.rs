@@ -286,7 +286,7 @@ async fn tokenize(a: &TokenizeArgs, settings: &FlexSettings) -> CliResult {
     let client = client(&a.api, settings, options)?;
     let context = read_context(&client, &a.capture_context).await?;
     // The card data stays in wiped buffers from the file to the encryption.
-    let bytes = Zeroizing::new(io::read_input(&a.data)?);
+    let bytes = io::read_secret(&a.data)?;
     let data = TokenizeData::from_json(&bytes)
         .map_err(|e| CliError::usage(format!("{}: {e}", a.data.display())))?;
     drop(bytes);
@@ -336,7 +336,7 @@ fn default_body(endpoint: SessionEndpoint) -> Value {
 }
 
 fn read_secret_file(path: &Path) -> CliResult<Zeroizing<String>> {
-    let bytes = Zeroizing::new(io::read_input(path)?);
+    let bytes = io::read_secret(path)?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| CliError::usage(format!("{} is not text", path.display())))?;
     Ok(Zeroizing::new(text.trim().to_owned()))

@@ -1,10 +1,13 @@
-//! Reading `FILE|-` arguments, writing output, and writing files (atomically, never through a symlink,
-//! never over an existing file without `--force`).
+//! Reading `FILE|-` arguments (secrets such as card data into wiped buffers only), writing output, and
+//! writing files (atomically, never through a symlink, never over an existing file without `--force`).
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{ErrorKind, Read as _, Write as _};
+use std::io::{ErrorKind, Read, Write as _};
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
 
 use crate::error::{CliError, CliResult};
 
@@ -20,6 +23,74 @@ pub fn read_input(path: &Path) -> CliResult<Vec<u8>> {
         std::fs::read(path)
             .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))
     }
+}
+
+/// Most bytes a secret input (card data, a shared secret) may have: 1 MiB.
+pub const MAX_SECRET_LEN: usize = 1 << 20;
+
+/// Reads a file, or stdin when `path` is `-`, that holds secrets (card data, a shared secret) into one wiped
+/// buffer, at most [`MAX_SECRET_LEN`] bytes. Unlike `read_to_end`, whose reallocations leave unwiped copies
+/// of what was read so far in freed memory, the buffer grows by hand (see [`read_wiped`]); stdin is read
+/// from its file descriptor directly, past the standard library's own (never wiped) stdin buffer.
+pub fn read_secret(path: &Path) -> CliResult<Zeroizing<Vec<u8>>> {
+    let (name, result) = if path == Path::new("-") {
+        let stdin = std::io::stdin()
+            .lock()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(File::from);
+        (
+            "stdin".to_owned(),
+            stdin.and_then(|f| read_wiped(f, MAX_SECRET_LEN)),
+        )
+    } else {
+        (
+            path.display().to_string(),
+            File::open(path).and_then(|f| read_wiped(f, MAX_SECRET_LEN)),
+        )
+    };
+    match result {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(CliError::usage(format!(
+            "{name} is larger than {MAX_SECRET_LEN} bytes; that is not card data"
+        ))),
+        Err(e) => Err(CliError::usage(format!("cannot read {name}: {e}"))),
+    }
+}
+
+/// Reads all of `reader` into a wiped buffer; `None` when it holds more than `max` bytes. The buffer never
+/// reallocates behind our back: when it is full, a buffer twice its size is allocated, the bytes are copied
+/// over, and the old one is wiped as it is dropped. Reads go straight into the buffer (no stack copy).
+pub fn read_wiped(
+    mut reader: impl Read,
+    max: usize,
+) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+    // One byte over `max` tells a too-large input from one of exactly `max` bytes.
+    let limit = max.saturating_add(1);
+    let mut buf = Zeroizing::new(Vec::with_capacity(limit.min(16 * 1024)));
+    let mut len = 0;
+    loop {
+        if len == buf.capacity() {
+            if len >= limit {
+                return Ok(None);
+            }
+            let mut bigger = Zeroizing::new(Vec::with_capacity(len.saturating_mul(2).min(limit)));
+            bigger.extend_from_slice(&buf[..len]);
+            buf = bigger; // the old buffer is wiped here, as it is dropped
+        }
+        // The whole capacity as initialised bytes (no reallocation: it is within the capacity); `len` says
+        // how much of it is data.
+        let capacity = buf.capacity();
+        buf.resize(capacity, 0);
+        match reader.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok((len <= max).then_some(buf))
 }
 
 /// Reads a text file (or stdin), trimmed of surrounding whitespace.
@@ -183,6 +254,69 @@ mod tests {
 
     use super::*;
 
+    /// A reader of `left` bytes of the marker over and over, handed out at most `chunk` bytes a call and
+    /// written straight into the caller's buffer (so the only copies are the ones the caller makes).
+    struct Markers {
+        left: usize,
+        chunk: usize,
+        at: usize,
+    }
+
+    impl Read for Markers {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let marker = freed::marker();
+            let n = buf.len().min(self.left).min(self.chunk);
+            for b in &mut buf[..n] {
+                *b = marker[self.at % marker.len()];
+                self.at += 1;
+            }
+            self.left -= n;
+            Ok(n)
+        }
+    }
+
+    /// Reading 300 KB of "card data" through [`read_wiped`] frees no memory that still holds any of it: the
+    /// buffer grew five times, and each old buffer was wiped before it was freed. The control shows the
+    /// check sees the copies `read_to_end` leaves (its reallocations free unwiped buffers), as the CLI's
+    /// reads did before; and the size cap holds.
+    #[test]
+    fn secret_reads_leave_no_unwiped_copy_in_freed_memory() {
+        let markers = |len| Markers {
+            left: len,
+            chunk: 4096,
+            at: 0,
+        };
+        let marker = freed::marker();
+        let (ok, found) = freed::watch(|| {
+            let read = read_wiped(markers(300_000), MAX_SECRET_LEN);
+            read.as_ref().is_ok_and(|data| {
+                data.as_ref().is_some_and(|d| {
+                    d.len() == 300_000 && d.iter().enumerate().all(|(i, b)| *b == marker[i % 16])
+                })
+            })
+        });
+        assert!(ok, "read_wiped returned the data");
+        assert_eq!(found, 0, "freed buffers held card data");
+
+        // Control: read_to_end into a Vec, wiped at the end, as the CLI used to read card data.
+        let (read, found) = freed::watch(|| {
+            let mut plain = Vec::new();
+            let read = markers(300_000).read_to_end(&mut plain).map(|_| ());
+            drop(Zeroizing::new(plain));
+            read
+        });
+        read.unwrap();
+        assert!(found > 0, "the check sees the copies read_to_end leaves");
+
+        // The cap: exactly max bytes are fine, one more is refused.
+        assert_eq!(
+            read_wiped(markers(1000), 1000).unwrap().unwrap().len(),
+            1000
+        );
+        assert!(read_wiped(markers(1001), 1000).unwrap().is_none());
+        assert!(read_wiped(markers(0), 1000).unwrap().unwrap().is_empty());
+    }
+
     /// The names in `dir`, sorted: what a write left behind (no `.….tmp`).
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -263,4 +397,76 @@ mod tests {
         assert_eq!(names(dir.path()), ["sub"]);
         assert!(names(&sub).is_empty());
     }
+}
+
+/// Test support: an allocator that, on a thread that armed it, looks into every block freed for a 16-byte
+/// marker. Blocks still holding it were freed unwiped. The marker is random, made at run time: a constant
+/// would also sit in the binary's debug information, which other threads read into memory when they take a
+/// backtrace. (All unit tests of this binary run on this allocator; unarmed, it only passes calls on.)
+#[cfg(test)]
+#[allow(unsafe_code)]
+mod freed {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static MARKER: OnceLock<[u8; 16]> = OnceLock::new();
+
+    /// What the tests write as secret data: 16 random bytes no other memory of the process holds.
+    pub fn marker() -> [u8; 16] {
+        *MARKER.get_or_init(|| uuid::Uuid::new_v4().into_bytes())
+    }
+
+    thread_local! {
+        /// Whether this thread's frees are looked into.
+        static ARMED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Freed blocks that held the marker, on armed threads.
+    pub static FOUND: AtomicUsize = AtomicUsize::new(0);
+
+    /// Looks into the blocks this thread frees while `f` runs; returns what `f` returned and how many of
+    /// them held the marker.
+    pub fn watch<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        marker();
+        let before = FOUND.load(Ordering::SeqCst);
+        ARMED.with(|a| a.set(true));
+        let out = f();
+        ARMED.with(|a| a.set(false));
+        (out, FOUND.load(Ordering::SeqCst) - before)
+    }
+
+    struct Checking;
+
+    // SAFETY: every call is passed to the system allocator unchanged; `dealloc` only reads the block it is
+    // handed, which is valid for `layout.size()` bytes until it is freed. `realloc` is not overridden, so a
+    // reallocation is an allocation, a copy and a `dealloc` of the old block, which is looked into. The
+    // thread-local flag is const-initialised without a destructor: reading it never allocates.
+    unsafe impl GlobalAlloc for Checking {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: as the caller's contract.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            let armed = ARMED.try_with(Cell::get).unwrap_or(false);
+            // Never initialise the marker here (that would allocate inside the allocator).
+            if let Some(marker) = MARKER.get().filter(|m| armed && layout.size() >= m.len()) {
+                // SAFETY: i < layout.size(): inside the block. Volatile, because the bytes may never have
+                // been written (spare capacity); any value they have is fine here.
+                let byte = |i: usize| unsafe { std::ptr::read_volatile(ptr.add(i)) };
+                let held = (0..=layout.size() - marker.len())
+                    .any(|i| (0..marker.len()).all(|j| byte(i + j) == marker[j]));
+                if held {
+                    FOUND.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // SAFETY: as the caller's contract.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Checking = Checking;
 }

@@ -26,7 +26,6 @@ use provisioning_signer::{
     ProvisioningError, Subject,
 };
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 use crate::context::Context;
 use crate::error::{CliError, CliResult};
@@ -319,7 +318,7 @@ fn encryptor(a: &EncryptArgs, settings: &Settings) -> CliResult<EnrollmentEncryp
 }
 
 fn read_card(path: &Path) -> CliResult<CardData> {
-    let bytes = Zeroizing::new(io::read_input(path)?);
+    let bytes = io::read_secret(path)?;
     CardData::from_json(&bytes).map_err(cli_error)
 }
 
