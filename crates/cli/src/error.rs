@@ -1,4 +1,5 @@
-//! The CLI's error: a message for stderr and the exit code (1 rejected, 2 usage/input/I/O).
+//! The CLI's error: a message for stderr and the exit code (1 judged and rejected; 2 usage, configuration,
+//! I/O, network, key backend).
 
 use std::fmt::Display;
 
@@ -12,7 +13,8 @@ pub struct CliError {
 }
 
 impl CliError {
-    /// Exit code 1: the input was understood and rejected (bad signature, expired, wrong audience…).
+    /// Exit code 1: the input (a token, JWE, capture context, partner answer, batch line) was judged and
+    /// rejected (bad signature, expired, wrong audience, unknown kid, refused by the partner…).
     pub fn rejected(message: impl Display) -> Self {
         Self {
             code: 1,
@@ -20,7 +22,8 @@ impl CliError {
         }
     }
 
-    /// Exit code 2: usage, input or I/O error.
+    /// Exit code 2: nothing was judged — usage, configuration, invalid request, I/O, network, or the key
+    /// backend failing (an HSM error while signing or decrypting).
     pub fn usage(message: impl Display) -> Self {
         Self {
             code: 2,

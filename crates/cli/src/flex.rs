@@ -19,8 +19,9 @@
 //! ```
 //!
 //! Card data is read from a file into a wiped buffer and never printed; the shared secret only ever comes
-//! from an environment variable or a file. Exit codes: 0 success, 1 a token, context or request was rejected,
-//! 2 usage, I/O or network error.
+//! from an environment variable or a file. Exit codes (the rule of every command, README.md): 0 success; 1 a
+//! capture context, transient token or Flex answer was judged and rejected (an unknown `kid` included), or
+//! Flex refused the request (4xx); 2 usage, configuration, I/O, network and key-backend failures.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,6 +31,7 @@ use flex_client::{
     CaptureContext, Environment, FlexClient, FlexError, HttpSignatureAuth, JwtAuth, MerchantAuth,
     SessionEndpoint, TokenizeData, TokensEndpoint,
 };
+use jose_core::JoseError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -58,8 +60,8 @@ pub struct ApiArgs {
     /// or a base URL.
     #[arg(long, value_name = "ENV|URL")]
     api: Option<String>,
-    /// Clock leeway in seconds for exp/iat (default 30).
-    #[arg(long, value_name = "SECONDS")]
+    /// Clock leeway in seconds for exp/iat (default 30, at most 300).
+    #[arg(long, value_name = "SECONDS", value_parser = crate::jwt::parse_leeway)]
     leeway: Option<u64>,
 }
 
@@ -134,9 +136,12 @@ pub struct CaptureContextArgs {
     /// HTTP Signature authentication with the base64 shared secret in this file.
     #[arg(long, value_name = "FILE")]
     shared_secret_file: Option<PathBuf>,
-    /// Write the capture context to this file instead of stdout.
+    /// Write the capture context to this file instead of stdout (a new file; see --force).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Replace the --out file if it exists (default: refuse).
+    #[arg(long, requires = "out")]
+    force: bool,
 }
 
 /// The `[flex]` section.
@@ -171,21 +176,34 @@ pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
     })
 }
 
-/// Exit 1 for rejections (tokens, signatures, 4xx answers), 2 for configuration, input, I/O and network.
+/// Exit 1 for rejections (tokens, signatures, unknown kids, 4xx answers), 2 for configuration, input, I/O,
+/// network and the merchant key failing while signing.
 fn flex_error(e: FlexError) -> CliError {
-    let rejected = e.is_rejection()
-        || matches!(
-            e,
-            FlexError::Http {
-                status: 400..=499,
-                ..
-            }
-        );
+    let rejected = match &e {
+        // The merchant key (an HSM…) failed while signing: a backend failure, whatever wraps it.
+        FlexError::Key(_) | FlexError::Jose(JoseError::Key(_)) | FlexError::MerchantAuth(_) => {
+            false
+        }
+        // Flex has no public key for the token's kid: the token was judged, and its kid is unknown. Other
+        // failures to fetch a key (network, 5xx, an answer that is no key) are not a judgement.
+        FlexError::KeyFetch { reason, .. } => is_unknown_kid(reason),
+        FlexError::Http {
+            status: 400..=499, ..
+        } => true,
+        _ => e.is_rejection(),
+    };
     if rejected {
         CliError::rejected(e)
     } else {
         CliError::usage(e)
     }
+}
+
+/// Whether a [`FlexError::KeyFetch`] reason says Flex has no key for the kid: its key endpoint answered 404,
+/// or its key set lacks the kid (flex-client's wording; the exit-code table test in `tests/exit_codes.rs`
+/// runs this case).
+fn is_unknown_kid(reason: &str) -> bool {
+    reason.starts_with("HTTP 404") || reason.starts_with("the key set has no key with this kid")
 }
 
 struct ClientOptions {
@@ -268,7 +286,7 @@ async fn tokenize(a: &TokenizeArgs, settings: &FlexSettings) -> CliResult {
     let client = client(&a.api, settings, options)?;
     let context = read_context(&client, &a.capture_context).await?;
     // The card data stays in wiped buffers from the file to the encryption.
-    let bytes = Zeroizing::new(io::read_input(&a.data)?);
+    let bytes = io::read_secret(&a.data)?;
     let data = TokenizeData::from_json(&bytes)
         .map_err(|e| CliError::usage(format!("{}: {e}", a.data.display())))?;
     drop(bytes);
@@ -318,7 +336,7 @@ fn default_body(endpoint: SessionEndpoint) -> Value {
 }
 
 fn read_secret_file(path: &Path) -> CliResult<Zeroizing<String>> {
-    let bytes = Zeroizing::new(io::read_input(path)?);
+    let bytes = io::read_secret(path)?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| CliError::usage(format!("{} is not text", path.display())))?;
     Ok(Zeroizing::new(text.trim().to_owned()))
@@ -383,6 +401,10 @@ async fn capture_context(
     settings: &FlexSettings,
     ctx: &Context,
 ) -> CliResult {
+    // Refuse an occupied --out before asking the server for anything.
+    if let Some(path) = &a.out {
+        io::check_writable(path, a.force)?;
+    }
     let endpoint = SessionEndpoint::from_name(&a.endpoint).ok_or_else(|| {
         CliError::usage(format!(
             "--endpoint must be flex, microform, up or uc, not {:?}",
@@ -409,8 +431,7 @@ async fn capture_context(
         .await
         .map_err(flex_error)?;
     match &a.out {
-        Some(path) => std::fs::write(path, format!("{}\n", context.as_str()))
-            .map_err(|e| CliError::usage(format!("cannot write {}: {e}", path.display()))),
+        Some(path) => io::write_file(path, format!("{}\n", context.as_str()).as_bytes(), a.force),
         None => io::print_line(context.as_str()),
     }
 }

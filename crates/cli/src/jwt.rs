@@ -41,7 +41,7 @@ pub struct SignArgs {
     /// Set `iat` to now.
     #[arg(long)]
     iat: bool,
-    /// Set `exp` to now + SECONDS.
+    /// Set `exp` to now + SECONDS (the result must not pass 9999-12-31T23:59:59Z).
     #[arg(long, value_name = "SECONDS")]
     exp_in: Option<u64>,
     /// Set `jti` to a random UUID.
@@ -66,8 +66,8 @@ pub struct VerifyArgs {
     /// Required audience.
     #[arg(long)]
     aud: Option<String>,
-    /// Clock leeway in seconds.
-    #[arg(long, default_value_t = 60)]
+    /// Clock leeway in seconds for exp, nbf and iat (0 to 300).
+    #[arg(long, default_value_t = 60, value_parser = parse_leeway)]
     leeway: u64,
 }
 
@@ -76,6 +76,35 @@ pub struct DecodeArgs {
     /// The token: a file, or - for stdin.
     #[arg(long)]
     token: PathBuf,
+}
+
+/// The latest `exp` `--exp-in` may produce: 9999-12-31T23:59:59Z, the last second most JWT libraries (and
+/// RFC 3339 dates) can represent.
+const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// `--leeway` (of `jwt verify`, `flex …`, `provisioning verify-auth-code`): whole seconds from 0 to
+/// [`jose_core::jwt::MAX_LEEWAY_SECS`]. More is a usage error (exit 2), not a silently weaker check.
+pub fn parse_leeway(s: &str) -> Result<u64, String> {
+    let max = jose_core::jwt::MAX_LEEWAY_SECS;
+    match s.parse::<u64>() {
+        Ok(secs) if secs <= max => Ok(secs),
+        _ => Err(format!(
+            "the leeway must be a whole number of seconds from 0 to {max}; a larger one defeats the expiry \
+             check (fix the clock instead)"
+        )),
+    }
+}
+
+/// `exp` for `--exp-in SECONDS` issued at `now`: checked, never wrapped around.
+fn exp_in(now: u64, secs: u64) -> CliResult<u64> {
+    now.checked_add(secs)
+        .filter(|exp| *exp <= MAX_NUMERIC_DATE)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "--exp-in {secs}: now + SECONDS passes 9999-12-31T23:59:59Z, the latest exp a JWT can carry \
+                 everywhere; use a shorter lifetime"
+            ))
+        })
 }
 
 pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
@@ -99,7 +128,7 @@ fn sign(a: &SignArgs, ctx: &Context) -> CliResult {
         claims.insert("iat".into(), now.into());
     }
     if let Some(secs) = a.exp_in {
-        claims.insert("exp".into(), (now + secs).into());
+        claims.insert("exp".into(), exp_in(now, secs)?.into());
     }
     if a.jti {
         claims.insert("jti".into(), uuid::Uuid::new_v4().to_string().into());

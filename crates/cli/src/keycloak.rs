@@ -6,6 +6,10 @@
 //! `KEYBOUND_KEYCLOAK__<SETTING>` environment variables (e.g. `KEYBOUND_KEYCLOAK__TOKEN_URL`); flags win.
 //! Passwords and client secrets are read from the environment variables that `--password-env` and
 //! `--client-secret-env` name, never from the command line, and are never printed.
+//!
+//! Exit codes (the rule of every command, README.md): 0 success; 1 the server refused the request (an OAuth
+//! error: bad key, password, client…) or answered something that is not a token response; 2 usage,
+//! configuration, network, server (5xx) and key-backend failures.
 
 use std::time::Duration;
 
@@ -128,9 +132,12 @@ struct Settings {
     scope: Option<String>,
     /// Attempts per token request on network errors and 5xx (default 3).
     attempts: Option<u32>,
-    /// Timeout of one HTTP attempt in seconds (default 30).
+    /// Timeout of one HTTP attempt in seconds (default 30, 1 to [`MAX_TIMEOUT_SECS`]).
     timeout: Option<u64>,
 }
+
+/// Longest `[keycloak] timeout` of one HTTP attempt: 5 minutes (0 would time out every attempt at once).
+const MAX_TIMEOUT_SECS: u64 = 300;
 
 /// Looks up environment variables (the process environment, or a map in tests).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -190,8 +197,10 @@ fn read_secret(var: &str, flag: &str, env: EnvLookup<'_>) -> CliResult<SecretStr
     }
 }
 
+/// Exit 1 when the server refused the request (an OAuth error) or its answer failed keybound's checks (not a
+/// token response); 2 for configuration, network, 5xx and the key failing while signing the assertion.
 fn keycloak_error(e: KeycloakError) -> CliError {
-    if e.is_rejection() {
+    if e.is_rejection() || matches!(e, KeycloakError::InvalidResponse { .. }) {
         CliError::rejected(e)
     } else {
         CliError::usage(e)
@@ -260,6 +269,11 @@ fn client(endpoint: TokenEndpoint, auth: ClientAuth, s: &Settings) -> CliResult<
         ));
     }
     if let Some(t) = s.timeout {
+        if !(1..=MAX_TIMEOUT_SECS).contains(&t) {
+            return Err(CliError::usage(format!(
+                "[keycloak] timeout must be 1 to {MAX_TIMEOUT_SECS} seconds, not {t}"
+            )));
+        }
         b = b.timeout(Duration::from_secs(t));
     }
     b.build().map_err(CliError::usage)

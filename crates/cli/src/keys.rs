@@ -1,7 +1,7 @@
 //! `keybound keys …`: generate a key in its backend, print its public key (PEM, JWK, JWKS), and export the
 //! `public_key.pem` + `public_key_digest.txt` pair partners ask for at onboarding.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 use jose_core::Jwk;
@@ -95,6 +95,9 @@ pub struct ExportArgs {
     /// Directory to write public_key.pem and public_key_digest.txt into (created if missing).
     #[arg(long)]
     out_dir: PathBuf,
+    /// Replace public_key.pem and public_key_digest.txt if they exist with other contents (default: refuse).
+    #[arg(long)]
+    force: bool,
 }
 
 fn parse_bits(s: &str) -> Result<usize, String> {
@@ -200,22 +203,6 @@ pub fn openssl_digest_line(file_name: &str, contents: &[u8]) -> String {
     format!("SHA2-256({file_name})= {hex}\n")
 }
 
-fn write_if_same_or_new(path: &Path, contents: &[u8]) -> CliResult {
-    match std::fs::read(path) {
-        Ok(existing) if existing == contents => Ok(()),
-        Ok(_) => Err(CliError::usage(format!(
-            "{} already exists with different contents; refusing to overwrite it",
-            path.display()
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::write(path, contents)
-            .map_err(|e| CliError::usage(format!("cannot write {}: {e}", path.display()))),
-        Err(e) => Err(CliError::usage(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
-    }
-}
-
 fn export(a: &ExportArgs, ctx: &Context) -> CliResult {
     let key = ctx.open_key(a.key.as_deref())?;
     let pem = key.public_key().to_spki_pem();
@@ -223,11 +210,23 @@ fn export(a: &ExportArgs, ctx: &Context) -> CliResult {
         .map_err(|e| CliError::usage(format!("cannot create {}: {e}", a.out_dir.display())))?;
     let pem_path = a.out_dir.join("public_key.pem");
     let digest_path = a.out_dir.join("public_key_digest.txt");
-    write_if_same_or_new(&pem_path, pem.as_bytes())?;
-    write_if_same_or_new(
-        &digest_path,
-        openssl_digest_line("public_key.pem", pem.as_bytes()).as_bytes(),
-    )?;
+    let digest = openssl_digest_line("public_key.pem", pem.as_bytes());
+    let files = [
+        (&pem_path, pem.as_bytes()),
+        (&digest_path, digest.as_bytes()),
+    ];
+    // Exporting the same key again changes nothing; otherwise both files are checked before either is
+    // written, so a refusal leaves the directory as it was.
+    let changed: Vec<_> = files
+        .into_iter()
+        .filter(|(path, contents)| !io::unchanged(path, contents))
+        .collect();
+    for (path, _) in &changed {
+        io::check_writable(path, a.force)?;
+    }
+    for (path, contents) in changed {
+        io::write_file(path, contents, a.force)?;
+    }
     io::print_line(&format!(
         "wrote {} and {}",
         pem_path.display(),

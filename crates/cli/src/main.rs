@@ -4,8 +4,10 @@
 //! JWE (encrypt, decrypt), and the partner flows. Every private-key operation goes through a key reference
 //! (`file:PATH`, `env:VAR`, `pkcs11:…`), so the same commands work with files and HSMs.
 //!
-//! Exit codes: 0 success; 1 a token or signature was rejected (one line on stderr says why); 2 usage, input or
-//! I/O error.
+//! Exit codes, one rule for every command (README.md, "Exit codes"; `tests/exit_codes.rs`): 0 success; 1 the
+//! input — a token, JWE, capture context, partner answer, batch line — was judged and rejected; 2 usage,
+//! configuration, I/O, network and key-backend failures (an HSM failing while signing is 2 everywhere). One
+//! line on stderr says why.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -95,6 +97,49 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("keybound: {}", e.message);
             ExitCode::from(e.code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    /// clap's own consistency checks, and a description for every command and argument at every depth of
+    /// the command tree (`tests/cli.rs` walks the same tree through the binary's help pages).
+    #[test]
+    fn the_whole_command_tree_is_consistent_and_described() {
+        fn walk(cmd: &clap::Command, path: &str, commands: &mut Vec<String>) {
+            assert!(
+                cmd.get_about().is_some_and(|a| !a.to_string().is_empty()),
+                "{path}: no description"
+            );
+            for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                assert!(
+                    arg.get_help().is_some_and(|h| !h.to_string().is_empty()),
+                    "{path} --{}: no description",
+                    arg.get_id()
+                );
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let sub_path = format!("{path} {}", sub.get_name());
+                commands.push(sub_path.clone());
+                walk(sub, &sub_path, commands);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.clone().debug_assert();
+        let mut commands = Vec::new();
+        walk(&cmd, "keybound", &mut commands);
+        for deep in [
+            "keybound keycloak token",
+            "keybound flex capture-context",
+            "keybound provisioning verify-auth-code",
+        ] {
+            assert!(commands.iter().any(|c| c == deep), "{deep}: {commands:?}");
         }
     }
 }

@@ -11,9 +11,10 @@
 //! Settings from the `[provisioning]` configuration section (or `KEYBOUND_PROVISIONING__…`): `issuer_id`,
 //! `kid`, `key`, `ttl`, `concurrency`, `thales_public_key`, `thales_kid`, `product_id`; flags win.
 //!
-//! Exit codes: 0 success; 1 a batch line failed, a code was rejected, or the key failed while signing; 2 usage,
-//! input or I/O error (including requests the Thales rules refuse, such as a ttl over 300 s). Card data is
-//! read into wiped buffers and never printed.
+//! Exit codes (the rule of every command, README.md): 0 success; 1 a code was rejected by `verify-auth-code`,
+//! or batch lines were refused (each output line says why); 2 usage, configuration, input or I/O errors
+//! (including requests the Thales rules refuse, such as a ttl over 300 s) and the key failing while signing,
+//! also in a batch. Card data is read into wiped buffers and never printed.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -25,7 +26,6 @@ use provisioning_signer::{
     ProvisioningError, Subject,
 };
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 use crate::context::Context;
 use crate::error::{CliError, CliResult};
@@ -144,8 +144,8 @@ pub struct VerifyArgs {
     /// Required audience.
     #[arg(long, value_parser = AUDIENCES)]
     aud: Option<String>,
-    /// Clock leeway in seconds.
-    #[arg(long, default_value_t = 60)]
+    /// Clock leeway in seconds (0 to 300).
+    #[arg(long, default_value_t = 60, value_parser = crate::jwt::parse_leeway)]
     leeway: u64,
 }
 
@@ -173,13 +173,11 @@ pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
     }
 }
 
-/// Exit code for a library error: requests the rules refuse are usage errors (2); failures while signing
-/// and rejected codes are 1.
+/// Exit code for a library error: a rejected authorization code is 1; requests the rules refuse are usage
+/// errors (2), and so are failures of the key while signing or of the encryption (2: a backend failure).
 fn cli_error(e: ProvisioningError) -> CliError {
     match e {
-        ProvisioningError::Jose(_)
-        | ProvisioningError::Key(_)
-        | ProvisioningError::Rejected { .. } => CliError::rejected(e),
+        ProvisioningError::Rejected { .. } => CliError::rejected(e),
         _ => CliError::usage(e),
     }
 }
@@ -275,6 +273,12 @@ fn run_batch(signer: &AuthCodeSigner, path: &Path, concurrency: Option<usize>) -
     }
     let summary = result.map_err(cli_error)?;
     eprintln!("keybound: {summary}");
+    if summary.key_failures > 0 {
+        return Err(CliError::usage(format!(
+            "the key failed while signing {} of {} lines; check the key's backend (see the output lines)",
+            summary.key_failures, summary.total
+        )));
+    }
     if summary.errors > 0 {
         return Err(CliError::rejected(format!(
             "{} of {} lines failed; their output lines say why",
@@ -317,7 +321,7 @@ fn encryptor(a: &EncryptArgs, settings: &Settings) -> CliResult<EnrollmentEncryp
 }
 
 fn read_card(path: &Path) -> CliResult<CardData> {
-    let bytes = Zeroizing::new(io::read_input(path)?);
+    let bytes = io::read_secret(path)?;
     CardData::from_json(&bytes).map_err(cli_error)
 }
 
@@ -490,6 +494,18 @@ mod tests {
             })
             .code,
             1
+        );
+        // The key failing while signing is a backend failure, never a rejection.
+        assert_eq!(
+            cli_error(ProvisioningError::Key(key_provider::KeyError::Crypto)).code,
+            2
+        );
+        assert_eq!(
+            cli_error(ProvisioningError::Jose(jose_core::JoseError::Key(
+                key_provider::KeyError::Crypto
+            )))
+            .code,
+            2
         );
     }
 }

@@ -40,6 +40,9 @@ fn path(p: &Path) -> &str {
 /// capture-context (with `auth` flags) → verify-context → tokenize → tokenize --raw → verify-token.
 fn full_flow(sim: &ThreadedSimulator, dir: &Path, auth: &[&str], env: &[(&str, &str)]) {
     let url = sim.base_url();
+    // A directory of this run's own: --out writes a new file.
+    let run_dir = tempfile::tempdir_in(dir).unwrap();
+    let dir = run_dir.path();
     let ctx_file = dir.join("ctx.jwt");
     let mut args = vec![
         "flex",
@@ -173,6 +176,70 @@ fn full_flow_with_a_file_key_and_with_a_shared_secret() {
     );
     let stats = sim.stats();
     assert_eq!((stats.session_requests, stats.auth_failures), (2, 0));
+}
+
+/// `capture-context --out` writes a new file: an existing one (or a symlink, even dangling) is refused
+/// before the server is asked, unless `--force`; the file appears whole and no temporary file stays.
+#[test]
+fn capture_context_out_refuses_to_overwrite_without_force() {
+    let sim = ThreadedSimulator::start(SimulatorConfig::default()).unwrap();
+    let secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    sim.add_merchant_shared_secret("kb_merchant", "shared-1", secret);
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("ctx.jwt");
+    let victim = dir.path().join("victim.jwt");
+    let request = |out: &Path, force: bool| {
+        let mut args = vec![
+            "flex",
+            "capture-context",
+            "--api",
+            sim.base_url(),
+            "--merchant-id",
+            "kb_merchant",
+            "--key-id",
+            "shared-1",
+            "--shared-secret-env",
+            "KB_TEST_FLEX_SECRET",
+            "--out",
+            path(out),
+        ];
+        if force {
+            args.push("--force");
+        }
+        keybound(&args, &[("KB_TEST_FLEX_SECRET", secret)])
+    };
+    std::fs::write(&out_file, "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("link.jwt")).unwrap();
+    for target in [out_file.clone(), dir.path().join("link.jwt")] {
+        let out = request(&target, false);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    }
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "keep me\n");
+    assert!(
+        !victim.exists(),
+        "the dangling symlink's target was created"
+    );
+    assert_eq!(
+        sim.stats().session_requests,
+        0,
+        "refused before the request"
+    );
+
+    for target in [out_file.clone(), dir.path().join("link.jwt")] {
+        let out = request(&target, true);
+        ok(&out);
+        let context = std::fs::read_to_string(&target).unwrap();
+        assert_eq!(context.trim().split('.').count(), 3, "{context}");
+        assert!(std::fs::symlink_metadata(&target).unwrap().is_file());
+    }
+    assert!(!victim.exists());
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ctx.jwt", "link.jwt"], "no temporary file stays");
 }
 
 #[test]

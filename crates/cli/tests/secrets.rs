@@ -4,8 +4,10 @@
 //! against the real OpenID Connect test server, Flex against the simulator (both merchant authentications,
 //! tokenization of a card with its security code, transient-token verification), Thales push provisioning,
 //! and a PKCS#11 key in SoftHSM when `cargo xtask softhsm-test` set it up — with every `tracing` event
-//! captured at TRACE (keybound's and its dependencies') and the `Display` and `Debug` text of every error the
-//! flows provoke (wrong password, wrong client secret, wrong PIN, forged and expired tokens, tampered JWEs,
+//! captured at TRACE (keybound's and its dependencies'), the `Debug` text of the values that hold secrets
+//! (token responses, clients, token sources, merchant authentications, capture contexts, transient tokens and
+//! their claims, authorization codes, card data, HSM keys), and the `Display` and `Debug` text of every error
+//! the flows provoke (wrong password, wrong client secret, wrong PIN, forged and expired tokens, tampered JWEs,
 //! invalid cards, loose key-file permissions…). None of them may contain a PIN, a password, a client secret,
 //! a window of a private key (PEM base64, DER hex), an access/refresh/ID token, a capture context, a
 //! transient token, an authorization code, a PAN, a security code, a card holder's name, or a JWE plaintext;
@@ -170,11 +172,19 @@ fn jwt_like(text: &str) -> Option<usize> {
     })
 }
 
-/// Error texts collected along the way.
+/// Error texts collected along the way, and the `Debug` text of values that hold secrets.
 #[derive(Default)]
-struct Errors(String);
+struct Errors(String, Vec<(String, String)>);
 
 impl Errors {
+    /// Keeps the `Debug` text of `value` (a token response, a client, card data…), to be searched for
+    /// every secret at the end, when all of them are known.
+    fn debug(&mut self, what: &str, value: &impl Debug) {
+        let text = format!("{value:?}");
+        assert!(text.len() > 8, "{what}: Debug says nothing: {text:?}");
+        self.1.push((what.to_owned(), text));
+    }
+
     fn push(&mut self, e: &(impl Display + Debug)) {
         let _ = writeln!(self.0, "{e}\n{e:?}");
     }
@@ -327,7 +337,7 @@ async fn keycloak_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) 
     let refresh = r.refresh_token.clone().unwrap();
     secrets.add("a refresh token", refresh.expose_secret());
     secrets.token("an ID token", r.id_token.as_ref().unwrap().expose_secret());
-    let _ = format!("{r:?}");
+    errors.debug("a token response", &r);
     let r2 = lender.refresh(&refresh, None).await.unwrap();
     secrets.token("a refreshed access token", r2.access_token.expose_secret());
     secrets.add(
@@ -365,7 +375,7 @@ async fn keycloak_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) 
             .retry(retry.clone())
             .build()
             .unwrap();
-        let _ = format!("{client:?}");
+        errors.debug("a client with a client secret", &client);
         let r = client
             .password_grant("user@bank.example.com", &password, None)
             .await
@@ -399,7 +409,7 @@ async fn keycloak_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) 
     );
     let t = source.access_token().await.unwrap();
     secrets.token("a cached access token", t.expose_secret());
-    let _ = format!("{source:?}");
+    errors.debug("a token source holding a token", &source);
 }
 
 async fn flex_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
@@ -424,7 +434,7 @@ async fn flex_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
             HttpSignatureAuth::new("merchant", "secret-1", FLEX_SECRET_B64).unwrap(),
         ),
     ] {
-        let _ = format!("{auth:?}");
+        errors.debug("a merchant authentication", &auth);
         let context = client
             .request_capture_context(&auth, SessionEndpoint::Flex, &fields)
             .await
@@ -432,7 +442,9 @@ async fn flex_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
         secrets.token("a capture context", context.as_str());
         let token = client.tokenize_and_verify(&context, &card()).await.unwrap();
         secrets.token("a transient token", token.token().as_str());
-        let _ = format!("{token:?} {:?} {context:?}", token.claims());
+        errors.debug("a verified transient token", &token);
+        errors.debug("transient token claims", token.claims());
+        errors.debug("a capture context", &context);
         errors.expect_err(
             "invalid card",
             client
@@ -494,7 +506,7 @@ fn provisioning_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
         ))
         .unwrap();
     secrets.token("an authorization code", code.as_str());
-    let _ = format!("{code:?}");
+    errors.debug("an authorization code", &code);
     let verifier = AuthCodeVerifier::new(issuer.public_key().clone()).unwrap();
     verifier.verify(code.as_str()).unwrap();
     errors.expect_err(
@@ -520,7 +532,7 @@ fn provisioning_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
     );
     secrets.add("a provisioning PAN", THALES_PAN);
     secrets.add("a card holder's name", HOLDER);
-    let _ = format!("{card:?}");
+    errors.debug("card data", &card);
     let data = provisioning_signer::push_provisioning(
         &signer,
         &encryptor,
@@ -560,7 +572,8 @@ fn pkcs11_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
         &OpenOptions::new(),
     )
     .unwrap();
-    let _ = format!("{key:?} {}", key.key_label());
+    errors.debug("an HSM key", &key);
+    errors.debug("an HSM key's label", &key.key_label());
     let jwt = jose_core::jwt::sign(
         key.as_ref(),
         &JwsHeader::new(JwsAlgorithm::ES256),
@@ -641,6 +654,10 @@ fn every_flow_in_process() {
     );
     secrets.assert_absent("the log", &log);
     secrets.assert_absent("an error message", &errors.0);
+    assert!(errors.1.len() >= 10, "Debug texts: {}", errors.1.len());
+    for (what, text) in &errors.1 {
+        secrets.assert_absent(&format!("the Debug text of {what}"), text);
+    }
     let _ = writeln!(
         std::io::stderr(),
         "checked {} log lines and {} error lines for {} secrets",

@@ -16,6 +16,10 @@ use crate::json::JsonObject;
 use crate::jws::{self, JwsHeader, VerifyOptions};
 use crate::keys::KeySet;
 
+/// Largest clock leeway [`verify`] accepts: 300 s (5 minutes, as flex-client). A larger leeway would make
+/// `exp` meaningless (and `now - leeway` would leave the range of a timestamp); fix the clock instead.
+pub const MAX_LEEWAY_SECS: u64 = 300;
+
 /// Seconds since the Unix epoch.
 #[must_use]
 pub fn now() -> u64 {
@@ -88,7 +92,7 @@ pub struct Validation {
     pub audience: Option<Vec<String>>,
     /// Required subject; `None` skips the check.
     pub subject: Option<String>,
-    /// Clock leeway in seconds for `exp`, `nbf` and `iat` (default 60).
+    /// Clock leeway in seconds for `exp`, `nbf` and `iat` (default 60, at most [`MAX_LEEWAY_SECS`]).
     pub leeway: u64,
     /// Claims that must be present (default `exp`).
     pub required_claims: Vec<String>,
@@ -154,7 +158,7 @@ impl Validation {
         self
     }
 
-    /// Set the leeway in seconds.
+    /// Set the leeway in seconds (at most [`MAX_LEEWAY_SECS`]; [`verify`] refuses more).
     #[must_use]
     pub fn leeway(mut self, seconds: u64) -> Self {
         self.leeway = seconds;
@@ -220,12 +224,19 @@ pub fn install_crypto_provider() {
 /// # Errors
 /// Structural errors (see [`jws::parse`]), [`JoseError::NoKey`], [`JoseError::InvalidSignature`],
 /// [`JoseError::Expired`], [`JoseError::NotYetValid`], [`JoseError::InvalidAudience`],
-/// [`JoseError::InvalidIssuer`], [`JoseError::MissingClaim`], [`JoseError::InvalidClaim`].
+/// [`JoseError::InvalidIssuer`], [`JoseError::MissingClaim`], [`JoseError::InvalidClaim`];
+/// [`JoseError::InvalidInput`] for a leeway over [`MAX_LEEWAY_SECS`] (before the token is looked at).
 pub fn verify(
     token: &str,
     keys: &KeySet,
     validation: &Validation,
 ) -> Result<VerifiedJwt, JoseError> {
+    if validation.leeway > MAX_LEEWAY_SECS {
+        return Err(JoseError::InvalidInput(format!(
+            "a clock leeway of {} s is over the {MAX_LEEWAY_SECS} s maximum; fix the clock instead",
+            validation.leeway
+        )));
+    }
     install_crypto_provider();
     let options = VerifyOptions::default()
         .algorithms(&validation.algorithms)
@@ -279,7 +290,7 @@ pub fn verify(
     }
     if validation.validate_iat {
         if let Some(iat) = claims.get("iat").and_then(Value::as_f64) {
-            if iat > (now() + validation.leeway) as f64 {
+            if iat > now().saturating_add(validation.leeway) as f64 {
                 return Err(JoseError::NotYetValid { claim: "iat" });
             }
         }
@@ -401,4 +412,74 @@ pub fn decode_unverified(token: &str) -> Result<(JsonObject, JsonObject), JoseEr
     let header = crate::json::parse_object("JWT header", &b64::decode("JWT header", parts[0])?)?;
     let claims = crate::json::parse_object("JWT claims", &b64::decode("JWT claims", parts[1])?)?;
     Ok((header, claims))
+}
+
+// The tests sign with file keys.
+#[cfg(all(test, feature = "file"))]
+mod tests {
+    use super::*;
+    use crate::keys::VerifyingKey;
+
+    fn key() -> (tempfile::TempDir, std::sync::Arc<dyn KeyBackend>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        key_provider::file::generate(
+            &path,
+            key_provider::KeySpec::Ec(key_provider::EcCurve::P256),
+        )
+        .unwrap();
+        let key = key_provider::open(
+            &format!("file:{}", path.display()).parse().unwrap(),
+            &key_provider::OpenOptions::new(),
+        )
+        .unwrap();
+        (dir, key)
+    }
+
+    /// A leeway beyond the cap is refused before anything else (it used to overflow `now - leeway` inside
+    /// jsonwebtoken and `now + leeway` here: a panic, or in release builds a valid token called expired);
+    /// the cap itself verifies, and stretches `exp`, `nbf` and `iat` by exactly that much.
+    #[test]
+    fn leeway_is_capped_and_the_cap_works() {
+        let (_dir, key) = key();
+        let keys = KeySet::single(VerifyingKey::new(key.public_key().clone()));
+        let sign = |claims: serde_json::Value| {
+            sign(key.as_ref(), &JwsHeader::new(JwsAlgorithm::ES256), &claims).unwrap()
+        };
+        let now = now();
+        let valid = sign(serde_json::json!({"exp": now + 600, "iat": now}));
+        for leeway in [MAX_LEEWAY_SECS + 1, 1_000_000_000_000, u64::MAX] {
+            let e = verify(&valid, &keys, &Validation::new().leeway(leeway)).unwrap_err();
+            assert!(
+                matches!(&e, JoseError::InvalidInput(m) if m.contains("300 s maximum")),
+                "{leeway}: {e:?}"
+            );
+        }
+        verify(&valid, &keys, &Validation::new().leeway(MAX_LEEWAY_SECS)).unwrap();
+        // Just inside and just outside the cap, for each time claim (10 s of margin for a slow test).
+        let cap = MAX_LEEWAY_SECS;
+        for (claims, inside) in [
+            (serde_json::json!({"exp": now - cap + 10}), true),
+            (serde_json::json!({"exp": now - cap - 10}), false),
+            (
+                serde_json::json!({"exp": now + 60, "nbf": now + cap - 10}),
+                true,
+            ),
+            (
+                serde_json::json!({"exp": now + 60, "nbf": now + cap + 10}),
+                false,
+            ),
+            (
+                serde_json::json!({"exp": now + 60, "iat": now + cap - 10}),
+                true,
+            ),
+            (
+                serde_json::json!({"exp": now + 60, "iat": now + cap + 10}),
+                false,
+            ),
+        ] {
+            let result = verify(&sign(claims.clone()), &keys, &Validation::new().leeway(cap));
+            assert_eq!(result.is_ok(), inside, "{claims}: {result:?}");
+        }
+    }
 }

@@ -101,6 +101,9 @@ pub struct BatchSummary {
     pub signed: u64,
     /// Error lines.
     pub errors: u64,
+    /// Of the error lines, those where the key backend failed while signing (an HSM error, a lost token):
+    /// an operational failure, not a line the rules refused.
+    pub key_failures: u64,
     /// Wall-clock time.
     pub elapsed: Duration,
 }
@@ -122,10 +125,15 @@ impl std::fmt::Display for BatchSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} lines: {} signed, {} errors in {:.2} s ({:.0}/s)",
-            self.total,
-            self.signed,
-            self.errors,
+            "{} lines: {} signed, {} errors",
+            self.total, self.signed, self.errors
+        )?;
+        if self.key_failures > 0 {
+            write!(f, " ({} of them the key failing)", self.key_failures)?;
+        }
+        write!(
+            f,
+            " in {:.2} s ({:.0}/s)",
             self.elapsed.as_secs_f64(),
             self.rate()
         )
@@ -143,7 +151,17 @@ struct Job {
 struct Done {
     bytes: u64,
     output: Vec<u8>,
-    ok: bool,
+    outcome: Outcome,
+}
+
+/// What became of one line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Signed,
+    /// Refused (unreadable line, a request the rules refuse).
+    Refused,
+    /// The key backend failed while signing.
+    KeyFailed,
 }
 
 #[derive(Serialize)]
@@ -241,12 +259,13 @@ where
         });
         (written, read_result)
     });
-    let (lines, errors) = summary?;
+    let (lines, errors, key_failures) = summary?;
     read_result?;
     let summary = BatchSummary {
         total: lines,
         signed: lines - errors,
         errors,
+        key_failures,
         elapsed: started.elapsed(),
     };
     tracing::info!(
@@ -254,6 +273,7 @@ where
         kid = signer.kid(),
         total = summary.total,
         errors = summary.errors,
+        key_failures = summary.key_failures,
         elapsed_ms = u64::try_from(summary.elapsed.as_millis()).unwrap_or(u64::MAX),
         rate = summary.rate(),
         outcome = if summary.errors == 0 {
@@ -376,32 +396,54 @@ fn work(signer: &AuthCodeSigner, jobs: &Mutex<Receiver<Job>>, done: &mpsc::Sende
         let seq = job.seq;
         let bytes = job.bytes;
         // A panic in one line must not leave a gap the writer waits on forever: report it as that line's error.
-        let (output, ok) = std::panic::catch_unwind(AssertUnwindSafe(|| process(signer, job.line)))
-            .unwrap_or_else(|_| {
-                (
-                    render(None, Err("internal error while signing this line")),
-                    false,
-                )
-            });
-        if done.send((seq, Done { bytes, output, ok })).is_err() {
+        let (output, outcome) =
+            std::panic::catch_unwind(AssertUnwindSafe(|| process(signer, job.line)))
+                .unwrap_or_else(|_| {
+                    (
+                        render(None, Err("internal error while signing this line")),
+                        Outcome::Refused,
+                    )
+                });
+        if done
+            .send((
+                seq,
+                Done {
+                    bytes,
+                    output,
+                    outcome,
+                },
+            ))
+            .is_err()
+        {
             return;
         }
     }
 }
 
-/// One input line to one output line (with its trailing newline) and whether it was signed.
-fn process(signer: &AuthCodeSigner, line: Result<Vec<u8>, String>) -> (Vec<u8>, bool) {
+/// One input line to one output line (with its trailing newline) and what became of it.
+fn process(signer: &AuthCodeSigner, line: Result<Vec<u8>, String>) -> (Vec<u8>, Outcome) {
     let line = match line {
         Ok(l) => l,
-        Err(reason) => return (render(None, Err(&reason)), false),
+        Err(reason) => return (render(None, Err(&reason)), Outcome::Refused),
     };
     let (sub, request) = parse_line(&line);
     // A `sub` that looks like a card number is refused by the signer; the error line must not repeat it.
     let sub = sub.filter(|s| !crate::card::looks_like_pan(s));
-    let result = request.and_then(|r| signer.sign(&r).map_err(|e| e.to_string()));
-    match result {
-        Ok(code) => (render(sub.as_deref(), Ok(code.as_str())), true),
-        Err(e) => (render(sub.as_deref(), Err(&e)), false),
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return (render(sub.as_deref(), Err(&e)), Outcome::Refused),
+    };
+    match signer.sign(&request) {
+        Ok(code) => (render(sub.as_deref(), Ok(code.as_str())), Outcome::Signed),
+        // As AuthCodeSigner reports it: the backend failed while signing.
+        Err(e @ (ProvisioningError::Jose(_) | ProvisioningError::Key(_))) => (
+            render(sub.as_deref(), Err(&e.to_string())),
+            Outcome::KeyFailed,
+        ),
+        Err(e) => (
+            render(sub.as_deref(), Err(&e.to_string())),
+            Outcome::Refused,
+        ),
     }
 }
 
@@ -489,13 +531,13 @@ fn parse_line(line: &[u8]) -> (Option<String>, Result<AuthCodeRequest, String>) 
 }
 
 /// The writer: reorders finished lines by number, writes them, returns a permit per line. Returns the lines
-/// written and the error lines among them.
+/// written, the error lines among them, and the key failures among those.
 fn write_in_order<W: Write>(
     output: W,
     done: &Receiver<(u64, Done)>,
     permits: &SyncSender<()>,
     progress: &mut dyn FnMut(&BatchProgress),
-) -> Result<(u64, u64), ProvisioningError> {
+) -> Result<(u64, u64, u64), ProvisioningError> {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, output);
     let io_err = |source| ProvisioningError::Io {
         what: "output",
@@ -504,6 +546,7 @@ fn write_in_order<W: Write>(
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
     let mut next = 0u64;
     let mut state = BatchProgress::default();
+    let mut key_failures = 0u64;
     let mut last_flush = Instant::now();
     loop {
         let (seq, finished) = match done.try_recv() {
@@ -525,8 +568,11 @@ fn write_in_order<W: Write>(
             next += 1;
             state.lines += 1;
             state.bytes += d.bytes;
-            if !d.ok {
+            if d.outcome != Outcome::Signed {
                 state.errors += 1;
+            }
+            if d.outcome == Outcome::KeyFailed {
+                key_failures += 1;
             }
             // The reader may have stopped (end of input); a permit nobody takes is fine.
             let _ = permits.try_send(());
@@ -543,7 +589,7 @@ fn write_in_order<W: Write>(
             "internal error: a batch line was lost",
         )));
     }
-    Ok((state.lines, state.errors))
+    Ok((state.lines, state.errors, key_failures))
 }
 
 #[cfg(feature = "progress")]

@@ -63,3 +63,96 @@ pub fn code(out: &Output) -> i32 {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// One `keybound PATH --help` page, read into its parts (clap's layout: the about line, `Usage: …`, then
+/// `Commands:` and `Options:` sections of `  NAME  description` lines).
+#[derive(Debug)]
+pub struct Help {
+    /// The first line.
+    pub about: String,
+    /// The `Usage:` line.
+    pub usage: String,
+    /// Subcommands (clap's own `help` left out), with their descriptions.
+    pub commands: Vec<(String, String)>,
+    /// Options (`--key <KEY>`, `-h, --help`…), with their descriptions.
+    pub options: Vec<(String, String)>,
+}
+
+/// `keybound PATH --help`, which must succeed.
+#[track_caller]
+pub fn help(path: &[&str]) -> Help {
+    let mut args = path.to_vec();
+    args.push("--help");
+    let text = ok(&keybound(&args, None));
+    let mut page = Help {
+        about: text.lines().next().unwrap_or_default().to_owned(),
+        usage: text
+            .lines()
+            .find(|l| l.starts_with("Usage: "))
+            .unwrap_or_default()
+            .to_owned(),
+        commands: Vec::new(),
+        options: Vec::new(),
+    };
+    let mut section = "";
+    for line in text.lines() {
+        if !line.starts_with(' ') {
+            if !line.is_empty() {
+                section = line;
+            }
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let entries = match section {
+            "Commands:" => &mut page.commands,
+            "Options:" => &mut page.options,
+            _ => continue,
+        };
+        // clap's long layout puts a description on the lines below its entry, indented further.
+        if indent >= 10 {
+            if let Some((_, description)) = entries.last_mut() {
+                description.push_str(line.trim());
+            }
+            continue;
+        }
+        // Short layout: a name and its description on one line, two or more spaces apart.
+        let entry = line.trim();
+        let (name, description) = match entry.split_once("  ") {
+            Some((name, description)) => (name.trim(), description.trim()),
+            None => (entry, ""),
+        };
+        entries.push((name.to_owned(), description.to_owned()));
+    }
+    page.commands.retain(|(name, _)| name != "help");
+    page
+}
+
+/// Every command path below `keybound`, each subcommand at every depth (`help` left out), parents before
+/// their children, found by walking the binary's own `--help` pages.
+pub fn command_tree() -> Vec<Vec<String>> {
+    fn walk(path: &[String], out: &mut Vec<Vec<String>>) {
+        let args: Vec<&str> = path.iter().map(String::as_str).collect();
+        for (name, _) in help(&args).commands {
+            let mut child = path.to_vec();
+            child.push(name);
+            out.push(child.clone());
+            walk(&child, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&[], &mut out);
+    out
+}
+
+/// The leaves of [`command_tree`]: the commands that run something (`jwt verify`, `flex tokenize`…).
+pub fn leaf_commands() -> Vec<String> {
+    let tree = command_tree();
+    tree.iter()
+        .filter(|path| {
+            !tree
+                .iter()
+                .any(|other| other.len() > path.len() && other.starts_with(path))
+        })
+        .map(|path| path.join(" "))
+        .collect()
+}
