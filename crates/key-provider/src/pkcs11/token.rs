@@ -356,10 +356,11 @@ impl Token {
         lock(&self.creating)
     }
 
-    /// The slot the token is in now (found again if it was lost).
+    /// The slot the token is in now (found again if it was lost); for the test hooks.
     ///
     /// # Errors
     /// See [`find_slot`].
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn slot(&self) -> Result<Slot, KeyError> {
         let mut pool = lock(&self.pool);
         self.current_slot(&mut pool)
