@@ -19,7 +19,7 @@ use std::time::Instant;
 use crate::Result;
 
 /// The product crates: (package name, directory under the workspace root).
-const PACKAGES: &[(&str, &str)] = &[
+pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("key-provider", "crates/key-provider"),
     ("jose-core", "crates/jose-core"),
     ("keycloak-client", "crates/keycloak-client"),

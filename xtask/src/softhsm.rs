@@ -40,7 +40,7 @@ const MODULE_CANDIDATES: &[&str] = &[
     "/usr/local/lib/softhsm/libsofthsm2.so",
 ];
 
-/// The variables exported to the tests.
+/// The variables exported to the tests (read by `keybound_test_support::pkcs11`, which names them the same).
 pub mod env {
     /// SoftHSM's own configuration file variable.
     pub const SOFTHSM2_CONF: &str = "SOFTHSM2_CONF";

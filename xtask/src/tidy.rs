@@ -11,18 +11,22 @@
 //! 3. **No printing from libraries**: no `println!`, `print!`, `eprintln!`, `eprint!` or `dbg!` in non-test
 //!    code under `crates/*/src`, except in the programs listed in [`PRINT_EXEMPT`]. Libraries report through
 //!    return values and `tracing`.
+//! 4. **No test support in product crates** (the crates of `check_features::PACKAGES`): no `pub mod testing`
+//!    and no `testing.rs` under their `src/`. Test support lives in `crates/test-support`
+//!    (`keybound-test-support`, never published).
+//! 5. **Test support is a dev-dependency only**: no product crate's manifest names `keybound-test-support`
+//!    in a normal or build dependency section (its `[features]` may switch features of the dev-dependency
+//!    on: they act in test builds only), and key-provider's `test-hooks` feature is switched on by
+//!    `crates/test-support/Cargo.toml` alone: no other manifest names it, and key-provider's own manifest
+//!    only defines it (so no default or backend feature includes it).
 
 use std::path::{Path, PathBuf};
 
 /// Paths (files, or directories ending in `/`) where `unwrap()`/`expect(` need no comment, and why.
 const UNWRAP_EXEMPT: &[(&str, &str)] = &[
     (
-        "crates/keycloak-client/src/testing.rs",
-        "test support: a panic there is the test's failure message",
-    ),
-    (
-        "crates/key-provider/src/pkcs11/testing.rs",
-        "test support: a panic there is the test's failure message",
+        "crates/test-support/",
+        "test support (a dev-dependency only): a panic there is the test's failure message",
     ),
     (
         "crates/benches/",
@@ -153,6 +157,86 @@ fn prints(text: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Lines of non-test code under a product crate's `src/` that declare a public `testing` module.
+fn public_testing_modules(text: &str) -> Vec<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !is_comment(line))
+        .filter(|(_, line)| {
+            let code = code_of(line);
+            code.match_indices("pub mod testing").any(|(at, m)| {
+                let before = code[..at].chars().next_back();
+                let after = code[at + m.len()..].chars().next();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            })
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+/// The lines of a Cargo manifest, each with the header of the table it is in (`dependencies`,
+/// `target.'cfg(unix)'.dependencies`, … ; empty before the first header) and its number; comments are cut off.
+fn manifest_lines(text: &str) -> Vec<(String, usize, String)> {
+    let mut table = String::new();
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = line.split('#').next().unwrap_or_default().trim();
+        if let Some(header) = code.strip_prefix('[') {
+            table = header
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned();
+            // The header itself counts as a line of its table (`[dependencies.keybound-test-support]`).
+        }
+        if !code.is_empty() {
+            out.push((table.clone(), i + 1, code.to_owned()));
+        }
+    }
+    out
+}
+
+/// Whether a manifest table holds dependencies of the built library or binaries (normal or build
+/// dependencies, also per target), as opposed to dev-dependencies.
+fn is_normal_dependency_table(table: &str) -> bool {
+    let table = table.strip_prefix("target.").map_or(table, |rest| {
+        // `target.'cfg(…)'.dependencies…`: what follows the target's spec.
+        rest.find(".dependencies")
+            .or_else(|| rest.find(".build-dependencies"))
+            .map_or(rest, |at| &rest[at + 1..])
+    });
+    ["dependencies", "build-dependencies"]
+        .iter()
+        .any(|t| table == *t || table.starts_with(&format!("{t}.")))
+}
+
+/// Lines of a product crate's manifest that make `keybound-test-support` a normal or build dependency.
+fn test_support_as_normal_dependency(manifest: &str) -> Vec<usize> {
+    manifest_lines(manifest)
+        .into_iter()
+        .filter(|(table, _, line)| {
+            is_normal_dependency_table(table) && line.contains(TEST_SUPPORT_PACKAGE)
+        })
+        .map(|(_, number, _)| number)
+        .collect()
+}
+
+/// Lines of a manifest naming key-provider's `test-hooks` feature; in key-provider's own manifest, its
+/// definition (`test-hooks = [...]` in `[features]`) is allowed.
+fn test_hooks_mentions(manifest: &str, is_key_provider: bool) -> Vec<usize> {
+    manifest_lines(manifest)
+        .into_iter()
+        .filter(|(table, _, line)| {
+            line.contains("test-hooks")
+                && !(is_key_provider && table == "features" && line.starts_with("test-hooks ="))
+        })
+        .map(|(_, number, _)| number)
+        .collect()
+}
+
+/// The package of `crates/test-support`.
+const TEST_SUPPORT_PACKAGE: &str = "keybound-test-support";
+
 fn read(root: &Path, path: &Path) -> String {
     std::fs::read_to_string(root.join(path))
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
@@ -222,6 +306,136 @@ fn libraries_do_not_print() {
         }
     }
     report("printing in library code", &offences);
+}
+
+#[test]
+fn product_crates_ship_no_test_support() {
+    let root = crate::root();
+    let mut offences = Vec::new();
+    for (package, dir) in crate::check_features::PACKAGES {
+        let src = Path::new(dir).join("src");
+        for file in rust_files(&root).iter().filter(|f| f.starts_with(&src)) {
+            if file.file_name().is_some_and(|n| n == "testing.rs")
+                || file.ends_with("testing/mod.rs")
+            {
+                offences.push(format!(
+                    "{}: test support of {package} belongs in crates/test-support (a dev-dependency), \
+                     not in the product crate",
+                    file.display()
+                ));
+            }
+            for line in public_testing_modules(&read(&root, file)) {
+                offences.push(format!(
+                    "{}:{line}: a public `testing` module ships test support in {package}; move it to \
+                     crates/test-support (keybound-test-support, a dev-dependency)",
+                    file.display()
+                ));
+            }
+        }
+    }
+    report("test support in a product crate", &offences);
+}
+
+#[test]
+fn test_support_is_a_dev_dependency_only() {
+    let root = crate::root();
+    let support = read(&root, Path::new("crates/test-support/Cargo.toml"));
+    assert!(
+        support.contains(&format!("name = \"{TEST_SUPPORT_PACKAGE}\""))
+            && support.contains("publish = false"),
+        "crates/test-support/Cargo.toml must be package {TEST_SUPPORT_PACKAGE} with publish = false"
+    );
+    let mut offences = Vec::new();
+    for (package, dir) in crate::check_features::PACKAGES {
+        let path = Path::new(dir).join("Cargo.toml");
+        for line in test_support_as_normal_dependency(&read(&root, &path)) {
+            offences.push(format!(
+                "{}:{line}: {TEST_SUPPORT_PACKAGE} may only be a [dev-dependencies] entry of {package}",
+                path.display()
+            ));
+        }
+    }
+    let mut manifests = vec![
+        PathBuf::from("Cargo.toml"),
+        PathBuf::from("xtask/Cargo.toml"),
+    ];
+    if let Ok(entries) = std::fs::read_dir(root.join("crates")) {
+        for entry in entries.flatten() {
+            let path = entry.path().join("Cargo.toml");
+            if path.is_file() {
+                manifests.push(path.strip_prefix(&root).unwrap_or(&path).to_path_buf());
+            }
+        }
+    }
+    manifests.sort();
+    assert!(
+        manifests.len() > 10,
+        "found only {} manifests",
+        manifests.len()
+    );
+    for path in manifests
+        .iter()
+        .filter(|p| !p.starts_with("crates/test-support"))
+    {
+        let is_key_provider = path.starts_with("crates/key-provider");
+        for line in test_hooks_mentions(&read(&root, path), is_key_provider) {
+            offences.push(format!(
+                "{}:{line}: key-provider's `test-hooks` feature is for keybound-test-support alone; \
+                 switch on the test support crate's features instead",
+                path.display()
+            ));
+        }
+    }
+    report("test support reachable outside tests", &offences);
+}
+
+#[test]
+fn the_test_support_scanners_themselves() {
+    let source = "\
+//! doc
+// pub mod testing; (a comment)
+pub mod testing;
+#[doc(hidden)] pub mod testing {
+pub mod testing_extra;
+pub(crate) mod testing;
+mod testing;
+";
+    assert_eq!(public_testing_modules(source), [3, 4]);
+    let manifest = "\
+[package]
+name = \"p\" # keybound-test-support in a comment
+
+[features]
+pkcs11 = [\"key-provider/pkcs11\", \"keybound-test-support/pkcs11\"]
+test-hooks = [\"pkcs11\"]
+default = [\"test-hooks\"]
+
+[dependencies]
+keybound-test-support = { path = \"../test-support\" }
+
+[dev-dependencies]
+keybound-test-support = { path = \"../test-support\" }
+
+[target.'cfg(unix)'.dependencies]
+keybound-test-support.workspace = true
+
+[target.'cfg(unix)'.dev-dependencies]
+keybound-test-support.workspace = true
+
+[build-dependencies.keybound-test-support]
+path = \"../test-support\"
+x = { features = [\"test-hooks\"] }
+";
+    assert_eq!(test_support_as_normal_dependency(manifest), [10, 16, 21]);
+    assert_eq!(test_hooks_mentions(manifest, true), [7, 23]);
+    assert_eq!(test_hooks_mentions(manifest, false), [6, 7, 23]);
+    assert!(is_normal_dependency_table(
+        "target.'cfg(unix)'.build-dependencies"
+    ));
+    assert!(!is_normal_dependency_table(
+        "target.'cfg(unix)'.dev-dependencies"
+    ));
+    assert!(!is_normal_dependency_table("dev-dependencies.x"));
 }
 
 #[test]

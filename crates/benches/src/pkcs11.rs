@@ -17,8 +17,8 @@ use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use jose_core::JwsAlgorithm;
-use key_provider::pkcs11::testing::{self, TestToken};
 use key_provider::{EcCurve, KeyBackend, KeyError, KeySpec, KeyUsage, OpenOptions};
+use keybound_test_support::pkcs11::{self as testing, TestToken};
 
 /// Label of the RSA-2048 benchmark key.
 pub const RSA_LABEL: &str = "bench-rsa2048";

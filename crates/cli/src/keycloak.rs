@@ -378,7 +378,7 @@ mod tests {
     use std::path::Path;
 
     use clap::Parser;
-    use keycloak_client::testing::{OidcServer, Realm, ServerConfig, jwks_of};
+    use keybound_test_support::oidc::{OidcServer, Realm, ServerConfig, jwks_of};
     use serde_json::json;
 
     use super::*;
@@ -659,7 +659,7 @@ mod tests {
     #[test]
     fn lender_key_in_softhsm_gets_tokens_through_the_cli() {
         const TEST: &str = "lender_key_in_softhsm_gets_tokens_through_the_cli";
-        let Some(token) = key_provider::pkcs11::testing::TestToken::shared(TEST) else {
+        let Some(token) = keybound_test_support::pkcs11::TestToken::shared(TEST) else {
             return;
         };
         let ctx = Context::load(None).unwrap();

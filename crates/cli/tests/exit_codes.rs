@@ -828,8 +828,8 @@ fn keycloak_refusal(
     t: &mut Table,
     key: &str,
     public: &str,
-) -> Option<keycloak_client::testing::OidcServer> {
-    use keycloak_client::testing::{OidcServer, Realm, ServerConfig, jwks_of};
+) -> Option<keybound_test_support::oidc::OidcServer> {
+    use keybound_test_support::oidc::{OidcServer, Realm, ServerConfig, jwks_of};
     let public_key =
         key_provider::PublicKey::from_pem(&std::fs::read_to_string(public).unwrap()).unwrap();
     let config = ServerConfig::default().realm(
@@ -869,7 +869,7 @@ fn keycloak_refusal(
 fn hsm_rows(t: &mut Table, dir: &Path, api: &str, thales: &str) -> bool {
     use cryptoki::object::{Attribute, ObjectClass};
     use key_provider::OpenOptions;
-    use key_provider::pkcs11::testing::{self, TestToken};
+    use keybound_test_support::pkcs11::{self as testing, TestToken};
 
     let Some(token) = TestToken::fresh("exit codes: HSM failures", "exit-codes") else {
         return false;

@@ -512,7 +512,7 @@ fn settings_come_from_the_flex_section() {
 #[test]
 fn full_flow_with_the_merchant_key_in_softhsm() {
     use key_provider::OpenOptions;
-    use key_provider::pkcs11::testing::TestToken;
+    use keybound_test_support::pkcs11::TestToken;
     let Some(token) = TestToken::shared("cli flex full_flow_with_the_merchant_key_in_softhsm")
     else {
         return;

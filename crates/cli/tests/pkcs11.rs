@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 
 use base64::Engine as _;
-use key_provider::pkcs11::testing::TestToken;
+use keybound_test_support::pkcs11::TestToken;
 use serde_json::{Value, json};
 
 fn b64url_json(part: &str) -> Value {

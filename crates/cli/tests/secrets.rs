@@ -22,7 +22,7 @@
 use std::fmt::{Debug, Display, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use flex_client::{
@@ -36,8 +36,9 @@ use jose_core::{
     VerifyingKey,
 };
 use key_provider::{EcCurve, KeyBackend, KeySpec, OpenOptions};
+use keybound_test_support::capture::capture_global;
+use keybound_test_support::oidc::{OidcServer, Realm, ServerConfig, jwks_of};
 use keycloak_client::secrecy::{ExposeSecret as _, SecretString};
-use keycloak_client::testing::{OidcServer, Realm, ServerConfig, jwks_of};
 use keycloak_client::{
     AssertionConfig, ClientAssertionSigner, ClientAuth, FullGrant, KeycloakClient, RetryPolicy,
     TokenEndpoint, TokenSource,
@@ -61,20 +62,6 @@ const WRONG_PIN: &str = "wrong-pin-31415926";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Everything the subscriber wrote, from every thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The secrets of a run, each with what it is.
@@ -559,7 +546,7 @@ fn provisioning_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
 #[cfg(feature = "pkcs11")]
 fn pkcs11_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
     use key_provider::SignatureScheme;
-    use key_provider::pkcs11::testing::TestToken;
+    use keybound_test_support::pkcs11::TestToken;
     let Some(token) = TestToken::fresh("secrets: PKCS#11 flows", "secrets-flows") else {
         return;
     };
@@ -610,14 +597,8 @@ fn pkcs11_flows(_: &Path, _: &mut Secrets, _: &mut Errors) {}
 
 #[test]
 fn every_flow_in_process() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber here");
+    // Everything every thread logs, from here on (the only subscriber of this test binary).
+    let captured = capture_global(tracing::Level::TRACE);
     jose_core::jwt::install_crypto_provider();
 
     let dir = tempfile::tempdir().unwrap();
@@ -646,7 +627,7 @@ fn every_flow_in_process() {
     });
     drop(runtime);
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert!(log.lines().count() > 50, "the flows logged: {log}");
     assert!(
         errors.0.lines().count() > 40,
@@ -896,7 +877,7 @@ fn every_flow_through_the_cli() {
     // A key in SoftHSM, with the right PIN and a wrong one.
     #[cfg(feature = "pkcs11")]
     if let Some(token) =
-        key_provider::pkcs11::testing::TestToken::fresh("secrets: CLI PKCS#11", "secrets-cli")
+        keybound_test_support::pkcs11::TestToken::fresh("secrets: CLI PKCS#11", "secrets-cli")
     {
         let pin = std::fs::read_to_string(&token.pin_file).unwrap();
         secrets.add("the user PIN", pin.trim_end());

@@ -18,6 +18,7 @@ use flex_client::{
     TokenizeData,
 };
 use flex_simulator::{FlexSimulator, Misbehavior, SessionKind};
+use keybound_test_support::capture::capture;
 use serde_json::json;
 
 const PAN: &str = "4111111111111111";
@@ -63,7 +64,7 @@ fn assert_clean(what: &str, text: &str, tokens: &[&str]) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn partner_faults_are_clear_bounded_and_leak_nothing() {
-    let (captured, _guard) = support::capture();
+    let (captured, _guard) = capture();
 
     let sim = FlexSimulator::start().await.unwrap();
     sim.add_merchant_shared_secret(support::MERCHANT, support::KEY_ID, SECRET_B64);

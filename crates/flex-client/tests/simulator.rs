@@ -770,7 +770,7 @@ async fn dual_branded_cards_report_detected_card_types() {
 /// Logs at TRACE level over a whole flow contain no card data, no token, no capture context and no secret.
 #[tokio::test(flavor = "current_thread")]
 async fn logs_carry_no_card_data_or_tokens() {
-    let (buffer, _guard) = support::capture();
+    let (buffer, _guard) = keybound_test_support::capture::capture();
 
     let sim = FlexSimulator::start().await.unwrap();
     let secret =

@@ -9,10 +9,10 @@
 
 mod support;
 
-use flex_client::key_provider::pkcs11::testing::TestToken;
 use flex_client::key_provider::{self, KeySpec, OpenOptions};
 use flex_client::{JwtAuth, MerchantAuth, SessionEndpoint};
 use flex_simulator::FlexSimulator;
+use keybound_test_support::pkcs11::TestToken;
 use support::{KEY_ID, MERCHANT, card_data, client, flex_fields};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -457,7 +457,7 @@ fn env_backend_suite_in_a_child_process() {
 #[cfg(feature = "pkcs11")]
 mod pkcs11_backend {
     use super::*;
-    use key_provider::pkcs11::testing::TestToken;
+    use keybound_test_support::pkcs11::TestToken;
 
     pub struct Pkcs11;
 

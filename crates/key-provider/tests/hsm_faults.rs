@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cryptoki::object::{Attribute, ObjectClass};
-use key_provider::pkcs11::testing::{self, TestToken};
 use key_provider::{EcCurve, KeyBackend, KeyError, KeyRef, KeySpec, OpenOptions, SignatureScheme};
+use keybound_test_support::pkcs11::{self as testing, TestToken};
 
 fn write_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
@@ -422,36 +422,14 @@ fn every_hsm_fault_has_its_own_documented_error() {
         .expect("the good key still signs");
 }
 
-/// Counts the audit events that needed a reconnect, from every thread.
-#[derive(Clone, Default)]
-struct Retries(Arc<AtomicUsize>);
-
-impl std::io::Write for Retries {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = String::from_utf8_lossy(buf);
-        self.0
-            .fetch_add(text.matches("retried=true").count(), Ordering::Relaxed);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn sessions_closed_under_load_fail_no_signature() {
     let Some(token) = TestToken::fresh("sessions_closed_under_load_fail_no_signature", "load")
     else {
         return;
     };
-    let retries = Retries::default();
-    let writer = retries.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    // The audit events (INFO) of every thread; those that needed a reconnect say `retried=true`.
+    let log = keybound_test_support::capture::capture_global(tracing::Level::INFO);
 
     let rsa = key_provider::pkcs11::generate(
         &token.uri("load-rsa"),
@@ -561,7 +539,7 @@ fn sessions_closed_under_load_fail_no_signature() {
         );
     }
     let closes = closes.load(Ordering::Relaxed);
-    let retried = retries.0.load(Ordering::Relaxed);
+    let retried = log.text().matches("retried=true").count();
     assert_eq!(closes, CLOSES, "C_CloseAllSessions calls");
     // Each close was followed by an operation on a session it killed (see the closer).
     assert!(

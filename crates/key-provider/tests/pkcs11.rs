@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use key_provider::pkcs11::testing::{self, TestToken};
 use key_provider::{
     DecryptionScheme, EcCurve, KeyBackend, KeyError, KeyRef, KeySpec, KeyUsage, OpenOptions,
     Pkcs11Uri, SignatureScheme,
 };
+use keybound_test_support::pkcs11::{self as testing, TestToken};
 
 fn token(test: &str, name: &str) -> Option<TestToken> {
     TestToken::fresh(test, name)

@@ -8,11 +8,12 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use key_provider::{
     DecryptionScheme, EcCurve, KeyError, KeyRef, KeySpec, OpenOptions, SignatureScheme,
 };
+use keybound_test_support::capture::Captured;
 
 fn openssl(args: &[&str]) {
     let status = Command::new("openssl")
@@ -321,34 +322,10 @@ fn schemes_must_fit_the_key() {
     );
 }
 
-/// A `tracing` writer that keeps everything in memory.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[test]
 fn no_private_key_material_in_debug_errors_or_logs() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(capture.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
+    let captured = Captured::default();
+    let subscriber = captured.subscriber(tracing::Level::TRACE);
     let dir = tempfile::tempdir().unwrap();
     let keys = openssl_keys(dir.path());
     let mut secrets: Vec<String> = Vec::new();
@@ -395,7 +372,7 @@ fn no_private_key_material_in_debug_errors_or_logs() {
             seen.push_str(&format!("{err}\n{err:?}\n"));
         }
     });
-    seen.push_str(&String::from_utf8_lossy(&capture.0.lock().unwrap()));
+    seen.push_str(&captured.text());
     assert!(
         seen.contains("key opened"),
         "the capture must have seen log lines: {seen}"

@@ -41,8 +41,6 @@ pub mod endpoint;
 mod error;
 pub mod response;
 pub mod source;
-#[doc(hidden)]
-pub mod testing;
 
 pub use assertion::{
     ASSERTION_TYPE, AssertionConfig, Audience, ClientAssertion, ClientAssertionSigner, KeyId,

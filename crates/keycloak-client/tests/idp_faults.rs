@@ -10,10 +10,11 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{capture, server};
+use common::server;
+use keybound_test_support::capture::capture;
+use keybound_test_support::oidc::{OidcServer, Realm, ServerConfig, jwks_of};
 use keycloak_client::key_provider::{self, KeyBackend, KeySpec};
 use keycloak_client::secrecy::{ExposeSecret as _, SecretString};
-use keycloak_client::testing::{OidcServer, Realm, ServerConfig, jwks_of};
 use keycloak_client::{
     AssertionConfig, ClientAssertionSigner, ClientAuth, FullGrant, KeycloakClient, KeycloakError,
     RetryPolicy, TokenEndpoint, TokenSource,

@@ -11,10 +11,11 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{capture, server};
+use common::server;
 use jose_core::{JwsAlgorithm, JwsHeader};
 use key_provider::{EcCurve, KeyBackend, KeySpec};
-use keycloak_client::testing::{OidcServer, Realm, ServerConfig, jwks_of};
+use keybound_test_support::capture::capture;
+use keybound_test_support::oidc::{OidcServer, Realm, ServerConfig, jwks_of};
 use keycloak_client::{
     ASSERTION_TYPE, AssertionConfig, Audience, ClientAssertionSigner, ClientAuth, FullGrant, KeyId,
     KeycloakClient, KeycloakError, OAuthErrorCode, OffsetClock, RetryPolicy, TokenEndpoint,

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use key_provider::pkcs11::testing::TestToken;
 use key_provider::{KeySpec, OpenOptions};
-use keycloak_client::testing::{OidcServer, Realm, ServerConfig, jwks_of};
+use keybound_test_support::oidc::{OidcServer, Realm, ServerConfig, jwks_of};
+use keybound_test_support::pkcs11::TestToken;
 use keycloak_client::{
     AssertionConfig, ClientAssertionSigner, ClientAuth, FullGrant, JwsAlgorithm, KeycloakClient,
     TokenEndpoint, TokenSource,

@@ -11,8 +11,8 @@ mod common;
 
 use std::sync::Arc;
 
-use key_provider::pkcs11::testing::TestToken;
 use key_provider::{EcCurve, KeyBackend, KeySpec, OpenOptions};
+use keybound_test_support::pkcs11::TestToken;
 use provisioning_signer::batch::{self, BatchOptions};
 use provisioning_signer::{
     Audience, AuthCodeRequest, AuthCodeSigner, AuthCodeVerifier, CardData, EnrollmentEncryptor,

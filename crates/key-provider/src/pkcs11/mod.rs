@@ -34,7 +34,9 @@ mod generate;
 mod key;
 mod module;
 mod pin;
-pub mod testing;
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod test_hooks;
 mod token;
 
 use std::sync::Arc;

@@ -187,7 +187,7 @@ pub(crate) fn find_slot(
     }
 }
 
-/// Serialises slot enumeration (and token initialisation in tests): SoftHSM 2.6 adds its "free slot" inside
+/// Serialises slot enumeration (and token initialisation in tests, through `test_hooks::lock_slot_listing`): SoftHSM 2.6 adds its "free slot" inside
 /// `C_GetSlotList` without a lock, and two threads listing at once after a token was initialised abort the
 /// process (`SlotManager::insertToken: Assertion 'result.second' failed`). Listing is rare (opening a key,
 /// finding a token again), so one process-wide lock costs nothing.
@@ -356,10 +356,11 @@ impl Token {
         lock(&self.creating)
     }
 
-    /// The slot the token is in now (found again if it was lost).
+    /// The slot the token is in now (found again if it was lost); for the test hooks.
     ///
     /// # Errors
     /// See [`find_slot`].
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn slot(&self) -> Result<Slot, KeyError> {
         let mut pool = lock(&self.pool);
         self.current_slot(&mut pool)
@@ -666,7 +667,8 @@ impl Token {
         }
     }
 
-    /// Leases `count` pooled sessions and keeps them (test support: to exhaust the pool).
+    /// Leases `count` pooled sessions and keeps them (test hooks: to exhaust the pool).
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn hold(
         self: &Arc<Self>,
         pin: Option<&SecretString>,

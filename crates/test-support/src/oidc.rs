@@ -1,13 +1,14 @@
-//! Test support, not a stable API: starts the Keycloak-shaped OpenID Connect test server
-//! (`tests/oidc-provider/server.mjs`, the npm package `oidc-provider`) on a free loopback port, and reads its
-//! server-side request counters.
+//! The Keycloak-shaped OpenID Connect test server (`tests/oidc-provider/server.mjs`, the npm package
+//! `oidc-provider`), started on a free loopback port: realms and clients ([`ServerConfig`], [`Realm`],
+//! [`jwks_of`]), its server-side request counters ([`OidcServer::stats`]) and its test-only admin switches
+//! ([`OidcServer::admin`]: revoke refresh tokens, delay, fail or answer the token endpoint oddly, and
+//! `hang-token?on=1`, which makes the token endpoint hang until switched off).
 //!
-//! Without `node`, or without `tests/oidc-provider/node_modules` (install it with
-//! `npm ci --prefix tests/oidc-provider`), [`OidcServer::start`] prints a loud "SKIPPED" line and returns
-//! `None`, unless `KEYBOUND_TEST_OIDC_REQUIRED=1`, which turns that into a failure. A server that is present
-//! but does not start is always a failure.
+//! Without `node` (or the binary named by [`NODE_ENV`]), or without `tests/oidc-provider/node_modules`
+//! (install it with `npm ci --prefix tests/oidc-provider`), [`OidcServer::start`] prints a loud "SKIPPED" line
+//! and returns `None`, unless `KEYBOUND_TEST_OIDC_REQUIRED=1`, which turns that into a failure. A server that
+//! is present but does not start is always a failure.
 
-#![doc(hidden)]
 #![allow(clippy::missing_panics_doc)]
 
 use std::io::{BufRead as _, BufReader, Write as _};

@@ -1,7 +1,8 @@
-//! Test support, not a stable API: hooks into the process-wide PKCS#11 state, and SoftHSM tokens for test
-//! binaries.
+//! SoftHSM tokens for test binaries, and key-provider's hooks into the process-wide PKCS#11 state
+//! (re-exported from `key_provider::pkcs11::test_hooks`, compiled only with key-provider's `test-hooks`
+//! feature, which this crate alone switches on).
 //!
-//! `cargo xtask softhsm-test` creates a SoftHSM token directory and exports:
+//! `cargo xtask softhsm-test` and `cargo xtask test` create a SoftHSM token directory and export:
 //!
 //! | variable | meaning |
 //! |---|---|
@@ -15,19 +16,20 @@
 //! Without them, [`TestToken::shared`] and [`TestToken::fresh`] print a loud "SKIPPED" line and return `None`,
 //! so `cargo test` passes on machines without SoftHSM.
 
-#![doc(hidden)]
-
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use cryptoki::session::UserType;
-use secrecy::SecretString;
+use cryptoki::types::AuthPin;
+use key_provider::{PinSource, Pkcs11Uri};
+use zeroize::Zeroizing;
 
-pub use super::MODULE_ENV;
-use super::token::Lease;
-use crate::{KeyError, OpenOptions, Pkcs11Uri};
+pub use key_provider::pkcs11::MODULE_ENV;
+pub use key_provider::pkcs11::test_hooks::{
+    HeldSessions, context, hold_sessions, lock_slot_listing, slot,
+};
 
 /// Label of the token `cargo xtask softhsm-test` initialised.
 pub const TOKEN_ENV: &str = "KEYBOUND_TEST_PKCS11_TOKEN";
@@ -37,44 +39,6 @@ pub const PIN_FILE_ENV: &str = "KEYBOUND_TEST_PKCS11_PIN_FILE";
 pub const SO_PIN_FILE_ENV: &str = "KEYBOUND_TEST_PKCS11_SO_PIN_FILE";
 /// `1` makes missing PKCS#11 test variables a test failure (set by `cargo xtask softhsm-test`).
 pub const REQUIRED_ENV: &str = "KEYBOUND_TEST_PKCS11_REQUIRED";
-
-/// The process-wide context of `module`, the very one keys opened on it use.
-///
-/// # Errors
-/// As opening a key: the module cannot be found, loaded or initialised.
-pub fn context(module: &Path) -> Result<cryptoki::context::Pkcs11, KeyError> {
-    super::module::context(module).map(|(_, ctx)| ctx)
-}
-
-/// The slot the token of `uri` is in now (without listing the slots again, which must not race with
-/// the backend's own listing: see `SLOT_LISTING`).
-///
-/// # Errors
-/// As opening a key on that token.
-pub fn slot(uri: &Pkcs11Uri, options: &OpenOptions) -> Result<cryptoki::slot::Slot, KeyError> {
-    super::key::reach(uri, options)?.token.slot()
-}
-
-/// Sessions of a token's pool kept busy until dropped.
-#[derive(Debug)]
-pub struct HeldSessions {
-    _leases: Vec<Lease>,
-}
-
-/// Takes `count` sessions from the pool of the token of `uri` (logging in with the URI's PIN) and holds them.
-///
-/// # Errors
-/// As opening a key on that token.
-pub fn hold_sessions(
-    uri: &Pkcs11Uri,
-    options: &OpenOptions,
-    count: usize,
-) -> Result<HeldSessions, KeyError> {
-    let reached = super::key::reach(uri, options)?;
-    Ok(HeldSessions {
-        _leases: reached.token.hold(reached.pin.as_ref(), count)?,
-    })
-}
 
 /// A token tests can create keys in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,13 +72,18 @@ fn env_path(var: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-fn read_pin(path: &Path) -> SecretString {
-    super::pin::read_pin_file(path, false).unwrap_or_else(|e| {
+/// The PIN in the first line of a PIN file (as the backend reads `pin-source=file:`; the backend itself
+/// checks the file's mode when a key is opened with it).
+fn read_pin(path: &Path) -> AuthPin {
+    let text = Zeroizing::new(std::fs::read_to_string(path).unwrap_or_else(|e| {
         panic!(
-            "cannot use PIN file {} for PKCS#11 tests: {e}",
+            "cannot read PIN file {} for PKCS#11 tests: {e}",
             path.display()
         )
-    })
+    }));
+    let line = text.lines().next().unwrap_or_default();
+    assert!(!line.is_empty(), "PIN file {} is empty", path.display());
+    AuthPin::from(line.to_owned())
 }
 
 impl TestToken {
@@ -173,13 +142,12 @@ impl TestToken {
     /// `pkcs11:token=…;object=OBJECT?module-path=…&pin-source=file:…`
     #[must_use]
     pub fn key_ref(&self, object: &str) -> String {
-        let uri = Pkcs11Uri {
-            token: Some(self.label.clone()),
-            object: Some(object.to_owned()),
-            module_path: Some(self.module.clone()),
-            pin_source: Some(crate::PinSource::File(self.pin_file.clone())),
-            ..Pkcs11Uri::default()
-        };
+        // `Pkcs11Uri` is non-exhaustive outside key-provider: a default one, filled in.
+        let mut uri = Pkcs11Uri::default();
+        uri.token = Some(self.label.clone());
+        uri.object = Some(object.to_owned());
+        uri.module_path = Some(self.module.clone());
+        uri.pin_source = Some(PinSource::File(self.pin_file.clone()));
         uri.to_string()
     }
 
@@ -199,14 +167,12 @@ impl TestToken {
 fn init_token(
     module: &Path,
     label: &str,
-    so_pin: &SecretString,
-    user_pin: &SecretString,
+    so_pin: &AuthPin,
+    user_pin: &AuthPin,
 ) -> Result<(), String> {
     let ctx = context(module).map_err(|e| e.to_string())?;
-    // No slot listing may run in another thread meanwhile (see `SLOT_LISTING`).
-    let _listing = super::token::SLOT_LISTING
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    // No slot listing may run in another thread meanwhile (SoftHSM adds its free slot without a lock).
+    let _listing = lock_slot_listing();
     let slots = ctx.get_slots_with_token().map_err(|e| e.to_string())?;
     let free = slots
         .into_iter()
