@@ -13,7 +13,9 @@ use std::sync::OnceLock;
 use jose_core::jwe::DecryptOptions;
 use jose_core::jws::VerifyOptions;
 use jose_core::{Jwk, Jwks, KeySet, Validation};
-use key_provider::{KeyBackend, KeyRef, PinSource, Pkcs11Uri, PublicKey, PublicKeyFile, SoftwareKey};
+use key_provider::{
+    KeyBackend, KeyRef, PinSource, Pkcs11Uri, PublicKey, PublicKeyFile, SoftwareKey,
+};
 
 /// A target's body.
 pub type Target = fn(&[u8]);
@@ -127,9 +129,15 @@ pub fn jwk_parse(data: &[u8]) {
     match PublicKeyFile::parse(data) {
         Ok(file) => {
             let again = PublicKey::from_spki_der(&file.key.to_spki_der()).expect("SPKI round trip");
-            assert_eq!(again, file.key, "a parsed public key file's key does not round-trip");
+            assert_eq!(
+                again, file.key,
+                "a parsed public key file's key does not round-trip"
+            );
             if let Some(cert) = &file.certificate {
-                assert_eq!(cert.public_key, file.key, "the certificate's key is not the key");
+                assert_eq!(
+                    cert.public_key, file.key,
+                    "the certificate's key is not the key"
+                );
             }
         }
         Err(e) => check_message("PublicKeyFile::parse", &e),

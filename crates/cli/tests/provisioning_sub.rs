@@ -125,7 +125,11 @@ fn auth_code_refuses_an_issuer_card_ref_id_over_48_characters() {
     let out = one(&over, &[]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(out.stdout.is_empty(), "a code was printed");
-    assert!(stderr(&out).contains("at most 48 characters"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("at most 48 characters"),
+        "{}",
+        stderr(&out)
+    );
     ok(&one(&at_limit, &[]));
     ok(&one(&over, &["--token-id"]));
 
@@ -145,7 +149,10 @@ fn auth_code_refuses_an_issuer_card_ref_id_over_48_characters() {
     assert_eq!(lines[1]["line"], 3, "{}", lines[1]);
     assert_eq!(lines[1]["sub"], over.as_str());
     assert!(
-        lines[1]["error"].as_str().unwrap().contains("at most 48 characters"),
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 48 characters"),
         "{}",
         lines[1]
     );
@@ -180,10 +187,17 @@ fn batch_refuses_a_line_with_sub_given_twice() {
     assert_eq!(lines.len(), 2);
     assert!(lines[0]["jwt"].is_string());
     let refused = lines[1].as_object().unwrap();
-    assert_eq!(refused.keys().collect::<Vec<_>>(), ["line", "error"], "{refused:?}");
+    assert_eq!(
+        refused.keys().collect::<Vec<_>>(),
+        ["line", "error"],
+        "{refused:?}"
+    );
     assert_eq!(refused["line"], 2);
     assert!(
-        refused["error"].as_str().unwrap().contains("`sub` appears more than once"),
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("`sub` appears more than once"),
         "{refused:?}"
     );
 }

@@ -242,7 +242,11 @@ fn a_pem_chain_is_used_by_its_leaf_and_refused_out_of_order() {
     let leaf_ref = format!("file:{}", leaf_key.display());
     let jwe = ok(&encrypt(&chain, b"for the leaf"));
     assert_eq!(ok(&decrypt(&leaf_ref, &jwe)), "for the leaf");
-    assert_eq!(code(&decrypt(&ca.key, &jwe)), 1, "encrypted to the CA's key");
+    assert_eq!(
+        code(&decrypt(&ca.key, &jwe)),
+        1,
+        "encrypted to the CA's key"
+    );
     let token = sign(d, &leaf_ref, "RS256");
     ok(&verify(&chain, &token));
 

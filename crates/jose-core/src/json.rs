@@ -26,6 +26,9 @@ pub enum StrictJsonError {
     /// Not well-formed JSON (a syntax error, the end of input too early, nesting too deep, a number out of
     /// range), at this 1-based line and column.
     Syntax {
+        /// What the parser expected or found, in its own fixed words (`expected value`, `EOF while parsing a
+        /// string`…), which never quote the input.
+        reason: String,
         /// Line, from 1.
         line: usize,
         /// Column, from 1.
@@ -54,9 +57,11 @@ pub enum StrictJsonError {
 impl std::fmt::Display for StrictJsonError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Syntax { line, column } => {
-                write!(f, "not valid JSON (line {line}, column {column})")
-            }
+            Self::Syntax {
+                reason,
+                line,
+                column,
+            } => write!(f, "not valid JSON: {reason} (line {line}, column {column})"),
             Self::DuplicateMember { name, line, column } => write!(
                 f,
                 "duplicate member name {name:?} (line {line}, column {column}); each member may appear once"
@@ -104,6 +109,7 @@ pub fn parse_strict_object(bytes: &[u8]) -> Result<Map<String, Value>, StrictJso
             column: e.column(),
         },
         None => StrictJsonError::Syntax {
+            reason: without_position(&e),
             line: e.line(),
             column: e.column(),
         },
@@ -117,6 +123,16 @@ pub fn parse_strict_object(bytes: &[u8]) -> Result<Map<String, Value>, StrictJso
         Value::Object(map) => Ok(map),
         _ => Err(StrictJsonError::NotAnObject),
     }
+}
+
+/// serde_json's message without the ` at line L column C` it appends (the position is kept apart). Its
+/// syntax messages are fixed phrases that quote no input; the one custom message here is `number out of
+/// range`. Capped at 80 characters all the same.
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let reason = text.strip_suffix(&suffix).unwrap_or(&text);
+    crate::error::sanitize_for_message(reason, 80)
 }
 
 /// Builds a [`Value`] like serde_json's own, but refuses a member name seen before in the same object and

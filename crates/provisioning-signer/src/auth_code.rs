@@ -370,10 +370,12 @@ impl AuthCodeSigner {
             // The same rule as the card data's issuerCardRefId, which must equal this `sub`.
             Subject::IssuerCardRefId(v) => {
                 crate::card::check_issuer_card_ref_id(v).map_err(|e| match e {
-                    ProvisioningError::InvalidField { reason, .. } => ProvisioningError::InvalidField {
-                        field: "sub",
-                        reason: format!("{reason} (the issuerCardRefId rule of the card data)"),
-                    },
+                    ProvisioningError::InvalidField { reason, .. } => {
+                        ProvisioningError::InvalidField {
+                            field: "sub",
+                            reason: format!("{reason} (the issuerCardRefId rule of the card data)"),
+                        }
+                    }
                     other => other,
                 })?;
             }

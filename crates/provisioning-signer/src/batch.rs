@@ -30,8 +30,8 @@ use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use jose_core::json::StrictJsonError;
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::auth_code::{Audience, AuthCodeRequest, AuthCodeSigner, Subject};
@@ -516,13 +516,20 @@ fn parse_line(line: &[u8]) -> (Option<String>, Result<AuthCodeRequest, String>) 
                 )),
             );
         }
-        Err(
-            StrictJsonError::Syntax { column, .. }
-            | StrictJsonError::TrailingCharacters { column, .. },
-        ) => {
+        Err(StrictJsonError::Syntax { reason, column, .. }) => {
             return (
                 None,
-                Err(format!("line is not valid JSON (column {column})")),
+                Err(format!(
+                    "line is not valid JSON: {reason} (column {column})"
+                )),
+            );
+        }
+        Err(StrictJsonError::TrailingCharacters { column, .. }) => {
+            return (
+                None,
+                Err(format!(
+                    "line is not valid JSON: characters after the object (column {column})"
+                )),
             );
         }
         Err(_) => return (None, Err("line is not valid JSON".into())),

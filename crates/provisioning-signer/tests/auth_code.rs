@@ -365,7 +365,10 @@ fn an_issuer_card_ref_id_over_48_characters_is_refused_as_card_data_refuses_it()
     assert!(!err.to_string().contains(&over), "{err}");
     // The same rule as the card data's issuerCardRefId (one check for both).
     let card_err = provisioning_signer::card::check_issuer_card_ref_id(&over).unwrap_err();
-    assert!(card_err.to_string().contains("at most 48 characters"), "{card_err}");
+    assert!(
+        card_err.to_string().contains("at most 48 characters"),
+        "{card_err}"
+    );
     assert!(err.to_string().contains("at most 48 characters"), "{err}");
     // A tokenId is not an issuerCardRefId.
     let token = AuthCodeRequest::new(Subject::TokenId(over.clone()), Audience::ApplePay);

@@ -220,7 +220,12 @@ fn duplicate_members_are_refused_and_error_lines_carry_their_line_number() {
     assert_eq!(lines[6]["sub"], "ok");
     assert!(lines[6]["jwt"].is_string() && lines[6].get("line").is_none());
     assert_eq!(lines[7]["line"], 9);
-    assert!(lines[7]["error"].as_str().unwrap().contains("not valid JSON"));
+    assert!(
+        lines[7]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
     assert!(lines[7].get("sub").is_none());
 }
 

@@ -52,9 +52,8 @@ impl Certificate {
     /// [`KeyError::InvalidKeyMaterial`] for malformed DER (`malformed X.509 certificate: …`) or a public key
     /// keybound does not support.
     pub fn from_der(der_bytes: &[u8]) -> Result<Self, KeyError> {
-        let bad = |e: DerError| {
-            KeyError::invalid_key(format!("malformed X.509 certificate: {}", e.0))
-        };
+        let bad =
+            |e: DerError| KeyError::invalid_key(format!("malformed X.509 certificate: {}", e.0));
         let mut outer = Reader::new(der_bytes);
         let certificate = outer.read(der::TAG_SEQUENCE).map_err(bad)?;
         outer.finish().map_err(bad)?;
@@ -217,7 +216,12 @@ mod tests {
 
     #[test]
     fn truncated_and_empty_inputs_are_malformed() {
-        for input in [&[][..], &[0x30], &[0x30, 0x00], &[0x30, 0x03, 0x30, 0x01, 0x00]] {
+        for input in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x00],
+            &[0x30, 0x03, 0x30, 0x01, 0x00],
+        ] {
             let err = Certificate::from_der(input).unwrap_err();
             assert!(
                 err.to_string().contains("malformed X.509 certificate"),
