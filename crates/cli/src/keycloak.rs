@@ -658,13 +658,16 @@ mod tests {
             unreachable!()
         };
         assert_eq!(assertion(&a, &ctx).unwrap_err().code, 2);
-        let e = config_file(dir.path(), "[keycloak]\ntokenurl = \"x\"\n");
-        let TestCmd::Keycloak(Cmd::Assertion(a)) = parse(&["keycloak", "assertion"]) else {
-            unreachable!()
+        // Unknown settings are refused when the configuration is loaded, naming the closest known key.
+        let path = dir.path().join("keybound.toml");
+        std::fs::write(&path, "[keycloak]\ntokenurl = \"x\"\n").unwrap();
+        let Err(e) = Context::load(Some(&path), None) else {
+            panic!("unknown settings are refused")
         };
         assert!(
-            assertion(&a, &e).unwrap_err().message.contains("tokenurl"),
-            "unknown settings are refused"
+            e.message.contains("`tokenurl`") && e.message.contains("did you mean `token_url`?"),
+            "{}",
+            e.message
         );
     }
 

@@ -157,8 +157,6 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::Cli;
-
     /// clap's own consistency checks, and a description for every command and argument at every depth of
     /// the command tree (`tests/cli.rs` walks the same tree through the binary's help pages).
     #[test]
@@ -181,7 +179,7 @@ mod tests {
                 walk(sub, &sub_path, commands);
             }
         }
-        let mut cmd = crate::help::command();
+        let cmd = crate::help::command();
         cmd.clone().debug_assert();
         let mut commands = Vec::new();
         walk(&cmd, "keybound", &mut commands);
