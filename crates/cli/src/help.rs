@@ -52,7 +52,7 @@ const FOOTERS: &[(&str, &str, &str)] = &[
     (
         "jwt decode",
         "keybound jwt decode --token t.jwt",
-        "Exit codes: 0 decoded (NOT verified); 2 usage, I/O or a token that is not a JWT.",
+        "Exit codes: 0 decoded (NOT verified); 1 not a JWT; 2 usage or I/O.",
     ),
     (
         "jwe encrypt",
