@@ -106,7 +106,9 @@ impl Context {
         };
         let key_ref = resolved.parse::<KeyRef>().map_err(CliError::from)?;
         if let KeyRef::Pkcs11(uri) = &key_ref {
-            if uri.module_path.is_none()
+            // (Without the pkcs11 feature, opening says the backend is not compiled in.)
+            if cfg!(feature = "pkcs11")
+                && uri.module_path.is_none()
                 && uri.module_name.is_none()
                 && self.settings.pkcs11_module.is_none()
             {
