@@ -140,3 +140,85 @@ impl Context {
         Ok(key_provider::open(&key_ref, &self.open_options())?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+    use crate::settings::{load, struct_fields};
+
+    /// Issue 13, item 1: every setting of every section that accepts `00012345` and `1.50` from the
+    /// environment keeps them exactly (the identifiers: issuer_id, kid, product_id, client_id, merchant_id,
+    /// key_id…); the others (numbers, booleans, enums) refuse them naming the variable.
+    #[test]
+    fn every_string_setting_from_the_environment_is_kept_as_written() {
+        let sections = [
+            ("", struct_fields::<Settings>()),
+            ("keycloak", struct_fields::<crate::keycloak::Settings>()),
+            ("flex", struct_fields::<crate::flex::FlexSettings>()),
+            (
+                "provisioning",
+                struct_fields::<crate::provisioning::Settings>(),
+            ),
+        ];
+        let mut kept = Vec::new();
+        for (section, fields) in sections {
+            assert!(!fields.is_empty(), "[{section}]");
+            for field in fields {
+                if section.is_empty() && sections.iter().any(|(s, _)| s == field) {
+                    continue;
+                }
+                let var = if section.is_empty() {
+                    format!("KEYBOUND_{}", field.to_ascii_uppercase())
+                } else {
+                    format!(
+                        "KEYBOUND_{}__{}",
+                        section.to_ascii_uppercase(),
+                        field.to_ascii_uppercase()
+                    )
+                };
+                let results: Vec<_> = ["00012345", "12345678901234567890123", "1.50"]
+                    .into_iter()
+                    .map(|value| {
+                        (
+                            value,
+                            load::<Settings>(None, [(var.clone(), value.to_owned())]),
+                        )
+                    })
+                    .collect();
+                if results.iter().all(|(_, r)| r.is_ok()) {
+                    for (value, settings) in results {
+                        let debug = format!("{:?}", settings.unwrap());
+                        assert!(
+                            debug.contains(&format!("{value:?}")),
+                            "{var}={value}: {debug}"
+                        );
+                    }
+                    kept.push(var);
+                } else {
+                    for (_, r) in results {
+                        if let Err(e) = r {
+                            assert!(e.to_string().starts_with(&format!("{var}: ")), "{e}");
+                        }
+                    }
+                }
+            }
+        }
+        for identifier in [
+            "KEYBOUND_KEY",
+            "KEYBOUND_PKCS11_MODULE",
+            "KEYBOUND_KEYCLOAK__CLIENT_ID",
+            "KEYBOUND_KEYCLOAK__KID",
+            "KEYBOUND_FLEX__MERCHANT_ID",
+            "KEYBOUND_FLEX__KEY_ID",
+            "KEYBOUND_PROVISIONING__ISSUER_ID",
+            "KEYBOUND_PROVISIONING__KID",
+            "KEYBOUND_PROVISIONING__PRODUCT_ID",
+            "KEYBOUND_PROVISIONING__THALES_KID",
+        ] {
+            assert!(
+                kept.iter().any(|k| k == identifier),
+                "{identifier}: {kept:?}"
+            );
+        }
+    }
+}

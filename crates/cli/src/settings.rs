@@ -255,7 +255,7 @@ fn insert(table: &mut BTreeMap<String, Entry>, path: &[&str], var: &str, value: 
 }
 
 /// The field names of a struct `T` deserializes from (empty for other types).
-fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+pub(crate) fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
     struct Probe(&'static [&'static str]);
     struct FieldsDe<'p>(&'p mut Probe);
     impl<'de> de::Deserializer<'de> for FieldsDe<'_> {
