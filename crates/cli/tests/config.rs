@@ -646,3 +646,35 @@ fn pkcs11_module_flag_beats_variable_beats_file() {
         assert!(stderr(&out).contains(bogus), "{}", stderr(&out));
     }
 }
+
+/// Item 13: the docs never put a PIN on a `pkcs11-tool` command line (a prompt with `--login`, or
+/// `--pin env:VAR` from the PIN file), as they tell keybound's users not to.
+#[test]
+fn docs_keep_pins_off_the_pkcs11_tool_command_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        pages.push(entry.unwrap().path());
+    }
+    let mut commands = 0;
+    for page in pages
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+    {
+        let text = std::fs::read_to_string(page).unwrap();
+        for line in text.lines().filter(|l| l.contains("pkcs11-tool --")) {
+            commands += 1;
+            let words: Vec<&str> = line.split_whitespace().collect();
+            for pair in words.windows(2) {
+                if matches!(pair[0], "--pin" | "-p" | "--so-pin") {
+                    assert!(
+                        pair[1].starts_with("env:"),
+                        "{}: a PIN on the command line: {line}",
+                        page.display()
+                    );
+                }
+            }
+        }
+    }
+    assert!(commands > 0, "no pkcs11-tool command found in the docs");
+}
