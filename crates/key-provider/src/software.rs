@@ -230,7 +230,7 @@ impl SoftwareKey {
             },
             started,
             false,
-            result.map_err(|e| (e, None)),
+            result.map_err(|e| (e as &dyn fmt::Display, None)),
         );
     }
 
