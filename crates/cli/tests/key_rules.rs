@@ -74,7 +74,14 @@ fn signing_commands(key: &str, claims: &Path) -> Vec<(&'static str, Vec<String>)
         (
             "jwt sign",
             own(&[
-                "jwt", "sign", "--key", key, "--alg", "RS256", "--claims", s(claims),
+                "jwt",
+                "sign",
+                "--key",
+                key,
+                "--alg",
+                "RS256",
+                "--claims",
+                s(claims),
             ]),
         ),
         (
@@ -165,11 +172,16 @@ fn jwt_verify_with_a_1024_bit_key_says_key_too_small() {
     ]);
     assert!(String::from_utf8_lossy(&verified).contains("Verified OK"));
     let token = format!("{input}.{}", b64(&signature));
-    let out = keybound(&["jwt", "verify", "--pubkey", s(&public)], Some(token.as_bytes()));
+    let out = keybound(
+        &["jwt", "verify", "--pubkey", s(&public), "--token", "-"],
+        Some(token.as_bytes()),
+    );
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{err}");
     assert!(
-        err.contains("RSA-1024 key too small: keybound verifies only with RSA keys of 2048 bits or more"),
+        err.contains(
+            "RSA-1024 key too small: keybound verifies only with RSA keys of 2048 bits or more"
+        ),
         "{err}"
     );
     assert!(!err.contains("signature verification failed"), "{err}");
@@ -213,7 +225,10 @@ fn file_and_env_keys_emit_one_audit_event_per_operation() {
             assert!(events[0].contains(&field), "{field} missing: {}", events[0]);
         }
         assert!(events[0].contains("INFO"), "{}", events[0]);
-        assert!(!err.contains("SECRET") && !err.contains("PRIVATE KEY"), "{err}");
+        assert!(
+            !err.contains("SECRET") && !err.contains("PRIVATE KEY"),
+            "{err}"
+        );
     }
 }
 
@@ -222,7 +237,10 @@ fn a_group_readable_key_file_names_the_setting_that_allows_it() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k.pem");
     let reference = format!("file:{}", key.display());
-    ok(&keybound(&["keys", "generate", "--key", &reference, "--kty", "EC"], None));
+    ok(&keybound(
+        &["keys", "generate", "--key", &reference, "--kty", "EC"],
+        None,
+    ));
     chmod(&key, 0o640);
     let out = keybound(&["keys", "public", "--key", &reference], None);
     let err = stderr(&out);
@@ -258,19 +276,23 @@ fn keys_generate_into_a_missing_directory_says_the_directory_is_missing() {
 
 #[test]
 fn pin_source_prompt_without_a_terminal_is_a_clear_error() {
-    let out = keybound(
+    // Refused before any module is loaded (the configured one does not even exist).
+    let out = keybound_env(
         &[
             "keys",
             "public",
             "--key",
-            "pkcs11:token=t;object=k?module-path=/nonexistent/module.so&pin-source=prompt",
+            "pkcs11:token=t;object=k?pin-source=prompt",
         ],
         Some(b"1234\n"),
+        &[("KEYBOUND_PKCS11_MODULE", "/nonexistent/module.so")],
     );
     let err = stderr(&out);
     assert_eq!(code(&out), 2, "{err}");
     assert!(
-        err.contains("`pin-source=prompt` reads the PIN from a terminal, and standard input is not one"),
+        err.contains(
+            "`pin-source=prompt` reads the PIN from a terminal, and standard input is not one"
+        ),
         "{err}"
     );
     assert!(!err.contains("1234"), "{err}");
@@ -319,7 +341,15 @@ mod hsm {
         };
         let made = pkcs11_tool(
             &token,
-            &["--keypairgen", "--key-type", "rsa:1024", "--label", "small", "--id", "10"],
+            &[
+                "--keypairgen",
+                "--key-type",
+                "rsa:1024",
+                "--label",
+                "small",
+                "--id",
+                "10",
+            ],
         );
         if made.is_none() {
             return;
@@ -365,7 +395,14 @@ mod hsm {
         let config = dir.path().join("keybound.toml");
         std::fs::write(&config, "require_non_extractable = true\n").unwrap();
         let out = keybound(
-            &["--config", s(&config), "keys", "public", "--key", &reference],
+            &[
+                "--config",
+                s(&config),
+                "keys",
+                "public",
+                "--key",
+                &reference,
+            ],
             None,
         );
         let err = stderr(&out);
@@ -377,8 +414,14 @@ mod hsm {
         );
         // A key keybound generated passes the same configuration silently.
         let tight = token.key_ref("tight");
-        ok(&keybound(&["keys", "generate", "--key", &tight, "--kty", "EC"], None));
-        let out = keybound(&["--config", s(&config), "keys", "public", "--key", &tight], None);
+        ok(&keybound(
+            &["keys", "generate", "--key", &tight, "--kty", "EC"],
+            None,
+        ));
+        let out = keybound(
+            &["--config", s(&config), "keys", "public", "--key", &tight],
+            None,
+        );
         ok(&out);
         assert!(stderr(&out).is_empty(), "{}", stderr(&out));
     }
@@ -389,7 +432,10 @@ mod hsm {
             return;
         };
         let reference = token.key_ref("audited");
-        ok(&keybound(&["keys", "generate", "--key", &reference, "--kty", "EC"], None));
+        ok(&keybound(
+            &["keys", "generate", "--key", &reference, "--kty", "EC"],
+            None,
+        ));
         let dir = tempfile::tempdir().unwrap();
         let claims = dir.path().join("claims.json");
         std::fs::write(&claims, br#"{"sub":"s"}"#).unwrap();
@@ -413,10 +459,19 @@ mod hsm {
         let out = sign(&reference);
         ok(&out);
         let err = stderr(&out);
-        let logins: Vec<&str> = err.lines().filter(|l| l.contains("operation=\"login\"")).collect();
-        let signs: Vec<&str> = err.lines().filter(|l| l.contains("operation=\"sign\"")).collect();
+        let logins: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("operation=\"login\""))
+            .collect();
+        let signs: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("operation=\"sign\""))
+            .collect();
         assert_eq!(logins.len(), 1, "{err}");
-        assert!(logins[0].contains("outcome=\"success\"") && logins[0].contains("backend=\"pkcs11\""), "{err}");
+        assert!(
+            logins[0].contains("outcome=\"success\"") && logins[0].contains("backend=\"pkcs11\""),
+            "{err}"
+        );
         assert_eq!(signs.len(), 1, "{err}");
         assert!(signs[0].contains("mechanism=\"CKM_ECDSA\""), "{err}");
 
@@ -430,7 +485,10 @@ mod hsm {
         let out = sign(&wrong);
         let err = stderr(&out);
         assert_eq!(code(&out), 2, "{err}");
-        let logins: Vec<&str> = err.lines().filter(|l| l.contains("operation=\"login\"")).collect();
+        let logins: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("operation=\"login\""))
+            .collect();
         assert_eq!(logins.len(), 1, "{err}");
         assert!(
             logins[0].contains("WARN")
@@ -449,7 +507,15 @@ mod hsm {
         for id in ["21", "22"] {
             if pkcs11_tool(
                 &token,
-                &["--keypairgen", "--key-type", "EC:prime256v1", "--label", "twin", "--id", id],
+                &[
+                    "--keypairgen",
+                    "--key-type",
+                    "EC:prime256v1",
+                    "--label",
+                    "twin",
+                    "--id",
+                    id,
+                ],
             )
             .is_none()
             {
@@ -472,13 +538,16 @@ mod hsm {
             return;
         };
         let reference = token.key_ref("prompted");
-        ok(&keybound(&["keys", "generate", "--key", &reference, "--kty", "EC"], None));
+        ok(&keybound(
+            &["keys", "generate", "--key", &reference, "--kty", "EC"],
+            None,
+        ));
         let (base, _) = reference.split_once("&pin-source=").unwrap();
         let prompted = format!("{base}&pin-source=prompt");
         let pin = std::fs::read_to_string(&token.pin_file).unwrap();
         let script = r#"
 import os, pty, sys, select, time
-binary, reference, pin = sys.argv[1], sys.argv[2], sys.argv[3]
+binary, reference, pin, label = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 pid, fd = pty.fork()
 if pid == 0:
     os.execv(binary, [binary, "keys", "public", "--key", reference, "--format", "jwk"])
@@ -496,7 +565,7 @@ while time.time() < deadline:
     if not chunk:
         break
     seen += chunk
-    if not answered and b"PIN for PKCS#11 token" in seen:
+    if not answered and b"PIN for PKCS#11 token '" + label.encode() + b"': " in seen:
         os.write(fd, pin.encode() + b"\n")
         answered = True
 _, status = os.waitpid(pid, 0)
@@ -504,14 +573,23 @@ sys.stdout.write(seen.decode("utf-8", "replace"))
 sys.exit(os.waitstatus_to_exitcode(status))
 "#;
         let out = match Command::new("python3")
-            .args(["-c", script, env!("CARGO_BIN_EXE_keybound"), &prompted, pin.trim_end()])
+            .args([
+                "-c",
+                script,
+                env!("CARGO_BIN_EXE_keybound"),
+                &prompted,
+                pin.trim_end(),
+                &token.label,
+            ])
             .env_remove("KEYBOUND_CONFIG")
             .env_remove("KEYBOUND_LOG")
             .output()
         {
             Ok(out) => out,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                eprintln!("SKIPPED: python3 is not installed (the PIN prompt test drives a pseudo-terminal with it)");
+                eprintln!(
+                    "SKIPPED: python3 is not installed (the PIN prompt test drives a pseudo-terminal with it)"
+                );
                 return;
             }
             Err(e) => panic!("python3: {e}"),
@@ -523,8 +601,17 @@ sys.exit(os.waitstatus_to_exitcode(status))
             out.status.code(),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(screen.contains(&format!("PIN for PKCS#11 token '{}'", token.label)), "{screen}");
-        assert!(screen.contains("\"kty\": \"EC\"") || screen.contains("\"kty\":\"EC\""), "{screen}");
-        assert!(!screen.contains(pin.trim_end()), "the PIN was echoed: {screen}");
+        assert!(
+            screen.contains(&format!("PIN for PKCS#11 token '{}'", token.label)),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("\"kty\": \"EC\"") || screen.contains("\"kty\":\"EC\""),
+            "{screen}"
+        );
+        assert!(
+            !screen.contains(pin.trim_end()),
+            "the PIN was echoed: {screen}"
+        );
     }
 }

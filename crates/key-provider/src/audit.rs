@@ -12,7 +12,6 @@
 #[cfg(any(feature = "software", feature = "pkcs11"))]
 use std::time::Instant;
 
-
 /// The `tracing` target of the audit events.
 pub const AUDIT_TARGET: &str = "keybound::audit";
 

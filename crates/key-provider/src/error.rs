@@ -71,7 +71,9 @@ pub enum KeyError {
     },
     /// An RSA key is shorter than [`MIN_RSA_BITS`](crate::MIN_RSA_BITS) (2048 bits). Every backend refuses to
     /// sign or decrypt with it, and jose-core refuses to verify with it; no setting lowers the limit.
-    #[error("{key} key too small: keybound {operation} only with RSA keys of {min_bits} bits or more; {advice}")]
+    #[error(
+        "{key} key too small: keybound {operation} only with RSA keys of {min_bits} bits or more; {advice}"
+    )]
     KeyTooSmall {
         /// What the key is, e.g. `RSA-1024`.
         key: String,

@@ -205,7 +205,12 @@ impl KeyBackend for SoftwareKey {
     ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let started = Instant::now();
         let result = self.decrypt_unaudited(scheme, ciphertext);
-        self.audit("decrypt", scheme.name(), started, result.as_ref().map(|_| ()));
+        self.audit(
+            "decrypt",
+            scheme.name(),
+            started,
+            result.as_ref().map(|_| ()),
+        );
         result
     }
 }

@@ -1186,18 +1186,28 @@ fn softhsm_2_6_refuses_rsa_oaep_256_clearly_and_does_oaep_sha1() {
 
 /// Creates a key pair with `cryptoki` straight in the token (not through keybound, which only makes
 /// sensitive, never-extractable keys of 2048 bits or more), logged in as the user.
-fn make_raw_key_pair(token: &TestToken, label: &str, modulus_bits: u64, private_extra: &[Attribute]) {
+fn make_raw_key_pair(
+    token: &TestToken,
+    label: &str,
+    modulus_bits: u64,
+    private_extra: &[Attribute],
+) {
     use cryptoki::mechanism::Mechanism;
     use cryptoki::session::UserType;
     use cryptoki::types::AuthPin;
     // Log this process in through keybound first (a key on the same token), so the raw session shares it.
-    generate(&token.uri(&format!("{label}-anchor")), KeySpec::Ec(EcCurve::P256));
+    generate(
+        &token.uri(&format!("{label}-anchor")),
+        KeySpec::Ec(EcCurve::P256),
+    );
     let ctx = testing::context(&token.module).unwrap();
     let slot = testing::slot(&token.uri(&format!("{label}-anchor")), &OpenOptions::new()).unwrap();
     let session = ctx.open_rw_session(slot).unwrap();
     let pin = std::fs::read_to_string(&token.pin_file).unwrap();
     match session.login(UserType::User, Some(&AuthPin::from(pin.trim().to_owned()))) {
-        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
         Err(e) => panic!("login: {e}"),
     }
     let public = [
@@ -1225,10 +1235,18 @@ fn make_raw_key_pair(token: &TestToken, label: &str, modulus_bits: u64, private_
 /// the token is asked, with the one size rule's message (the same as for file and env keys), and audited.
 #[test]
 fn rsa_1024_token_keys_are_refused_with_the_one_size_rule() {
-    let Some(token) = token("rsa_1024_token_keys_are_refused_with_the_one_size_rule", "rsa1024") else {
+    let Some(token) = token(
+        "rsa_1024_token_keys_are_refused_with_the_one_size_rule",
+        "rsa1024",
+    ) else {
         return;
     };
-    make_raw_key_pair(&token, "small", 1024, &[Attribute::Sensitive(true), Attribute::Extractable(false)]);
+    make_raw_key_pair(
+        &token,
+        "small",
+        1024,
+        &[Attribute::Sensitive(true), Attribute::Extractable(false)],
+    );
     let key = key_provider::pkcs11::open(&token.uri("small"), &OpenOptions::new()).unwrap();
     assert_eq!(key.public_key().describe(), "RSA-1024");
     let mut err = None;
@@ -1236,35 +1254,59 @@ fn rsa_1024_token_keys_are_refused_with_the_one_size_rule() {
     let err = err.expect("refused");
     assert!(matches!(err, KeyError::KeyTooSmall { .. }), "{err:?}");
     assert!(
-        err.to_string()
-            .starts_with("RSA-1024 key too small: keybound signs only with RSA keys of 2048 bits or more"),
+        err.to_string().starts_with(
+            "RSA-1024 key too small: keybound signs only with RSA keys of 2048 bits or more"
+        ),
         "{err}"
     );
     assert!(
-        events.len() == 1 && events[0].contains("outcome=\"failure\"") && events[0].contains("ckr=\"-\""),
+        events.len() == 1
+            && events[0].contains("outcome=\"failure\"")
+            && events[0].contains("ckr=\"-\""),
         "{events:#?}"
     );
-    let err = key.decrypt(DecryptionScheme::RsaOaepSha1, &[0; 128]).unwrap_err();
-    assert!(matches!(err, KeyError::KeyTooSmall { operation: "decrypts", .. }), "{err:?}");
+    let err = key
+        .decrypt(DecryptionScheme::RsaOaepSha1, &[0; 128])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KeyError::KeyTooSmall {
+                operation: "decrypts",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 /// Issue 13 item 16: a private key whose value can leave the token opens with a warning, and is refused
 /// under `require_non_extractable`; keybound's own keys pass.
 #[test]
 fn extractable_or_non_sensitive_keys_warn_and_can_be_refused() {
-    let Some(token) = token("extractable_or_non_sensitive_keys_warn_and_can_be_refused", "extractable") else {
+    let Some(token) = token(
+        "extractable_or_non_sensitive_keys_warn_and_can_be_refused",
+        "extractable",
+    ) else {
         return;
     };
-    make_raw_key_pair(&token, "loose", 2048, &[Attribute::Extractable(true), Attribute::Sensitive(false)]);
+    make_raw_key_pair(
+        &token,
+        "loose",
+        2048,
+        &[Attribute::Extractable(true), Attribute::Sensitive(false)],
+    );
     let key = key_provider::pkcs11::open(&token.uri("loose"), &OpenOptions::new()).unwrap();
     let warnings = key.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].contains("extractable (CKA_EXTRACTABLE true) and not sensitive (CKA_SENSITIVE false)"),
+        warnings[0]
+            .contains("extractable (CKA_EXTRACTABLE true) and not sensitive (CKA_SENSITIVE false)"),
         "{}",
         warnings[0]
     );
-    key.sign(SignatureScheme::RsaPssSha256, b"still works").unwrap();
+    key.sign(SignatureScheme::RsaPssSha256, b"still works")
+        .unwrap();
     let strict = OpenOptions::new().require_non_extractable(true);
     let err = key_provider::pkcs11::open(&token.uri("loose"), &strict).unwrap_err();
     assert!(matches!(err, KeyError::KeyExtractable { .. }), "{err:?}");

@@ -574,7 +574,10 @@ fn rsa_1024_keys_are_refused_with_the_one_size_rule() {
     ] {
         let key = open(&reference).unwrap_or_else(|e| panic!("{reference}: {e}"));
         assert_eq!(key.public_key().describe(), "RSA-1024");
-        for scheme in [SignatureScheme::RsaPkcs1Sha256, SignatureScheme::RsaPssSha256] {
+        for scheme in [
+            SignatureScheme::RsaPkcs1Sha256,
+            SignatureScheme::RsaPssSha256,
+        ] {
             let err = key.sign(scheme, b"m").unwrap_err();
             assert!(
                 matches!(err, KeyError::KeyTooSmall { min_bits: 2048, .. }),
@@ -657,11 +660,7 @@ fn file_and_env_keys_emit_one_audit_event_per_operation() {
             "{}",
             events[1]
         );
-        assert!(
-            events[2].contains("outcome=\"failure\""),
-            "{}",
-            events[2]
-        );
+        assert!(events[2].contains("outcome=\"failure\""), "{}", events[2]);
         assert!(!text.contains("SECRET"), "{text}");
     }
 }

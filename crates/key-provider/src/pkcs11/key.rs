@@ -250,7 +250,11 @@ impl Pkcs11Key {
             .map_err(|failed| failed.into_key_error(token.description()))?;
         let weakness = protection.weakness();
         if let Some(weakness) = &weakness {
-            let key = format!("the private key with {} in {}", selector.describe(), token.description());
+            let key = format!(
+                "the private key with {} in {}",
+                selector.describe(),
+                token.description()
+            );
             if options.require_non_extractable {
                 return Err(KeyError::KeyExtractable {
                     key,
@@ -640,7 +644,13 @@ impl KeyInner {
         };
         if let Err(e) = refused {
             let refused: Result<(Zeroizing<Vec<u8>>, bool), _> = Err((e, None, false));
-            self.audit("decrypt", scheme.name(), "CKM_RSA_PKCS_OAEP", started, &refused);
+            self.audit(
+                "decrypt",
+                scheme.name(),
+                "CKM_RSA_PKCS_OAEP",
+                started,
+                &refused,
+            );
             return refused.map(|(plain, _)| plain).map_err(|(e, _, _)| e);
         }
         let params = match scheme {

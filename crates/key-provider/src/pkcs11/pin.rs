@@ -46,8 +46,8 @@ pub(crate) fn resolve(
     }
 }
 
-/// Asks for the PIN on the terminal: the prompt goes to stderr, the PIN is read from standard input with
-/// echo off (restored afterwards, also when reading fails), straight from the file descriptor into a
+/// Asks for the PIN on the terminal: echo is turned off, the prompt goes to stderr, the PIN is read from
+/// standard input (echo restored afterwards, also when reading fails), straight from the file descriptor into a
 /// buffer of fixed size that is wiped on drop (no buffered copy is left in the standard library).
 ///
 /// # Errors
@@ -63,12 +63,18 @@ fn prompt(uri: &Pkcs11Uri) -> Result<SecretString, KeyError> {
                 .into(),
         });
     }
-    let token = uri.token.as_deref().or(uri.serial.as_deref()).unwrap_or("the token");
-    let mut stderr = std::io::stderr();
-    let _ = write!(stderr, "PIN for PKCS#11 token '{token}': ");
-    let _ = stderr.flush();
-    let line = read_without_echo(&stdin);
-    let _ = writeln!(stderr);
+    let token = uri
+        .token
+        .as_deref()
+        .or(uri.serial.as_deref())
+        .unwrap_or("the token");
+    // Echo goes off before the prompt is shown, so nothing typed after it is echoed; one write.
+    let prompt = format!("PIN for PKCS#11 token '{token}': ");
+    let line = read_without_echo(&stdin, || {
+        let mut stderr = std::io::stderr();
+        let _ = stderr.write_all(prompt.as_bytes());
+        let _ = stderr.flush();
+    });
     let line = line.map_err(|e| KeyError::PinUnavailable {
         reason: format!("cannot read the PIN from the terminal: {e}"),
     })?;
@@ -77,7 +83,10 @@ fn prompt(uri: &Pkcs11Uri) -> Result<SecretString, KeyError> {
 
 /// One line from the terminal on `stdin`, echo off.
 #[cfg(unix)]
-fn read_without_echo(stdin: &std::io::Stdin) -> std::io::Result<Zeroizing<Vec<u8>>> {
+fn read_without_echo(
+    stdin: &std::io::Stdin,
+    prompt: impl FnOnce(),
+) -> std::io::Result<Zeroizing<Vec<u8>>> {
     use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
     let saved = tcgetattr(stdin)?;
     let mut quiet = saved.clone();
@@ -85,6 +94,7 @@ fn read_without_echo(stdin: &std::io::Stdin) -> std::io::Result<Zeroizing<Vec<u8
     // The newline typed still moves the cursor on.
     quiet.local_modes.insert(LocalModes::ECHONL);
     tcsetattr(stdin, OptionalActions::Now, &quiet)?;
+    prompt();
     let read = read_line(stdin);
     let restored = tcsetattr(stdin, OptionalActions::Now, &saved);
     let line = read?;
@@ -93,7 +103,7 @@ fn read_without_echo(stdin: &std::io::Stdin) -> std::io::Result<Zeroizing<Vec<u8
 }
 
 #[cfg(not(unix))]
-fn read_without_echo(_: &std::io::Stdin) -> std::io::Result<Zeroizing<Vec<u8>>> {
+fn read_without_echo(_: &std::io::Stdin, _: impl FnOnce()) -> std::io::Result<Zeroizing<Vec<u8>>> {
     Err(std::io::Error::other(
         "reading a PIN without echo is supported on Unix only",
     ))

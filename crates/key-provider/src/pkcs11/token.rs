@@ -410,7 +410,12 @@ impl Token {
                             .into(),
                     );
                     let error = failure.describe();
-                    audit::login(BACKEND, &self.description, Instant::now(), Err((&error, None)));
+                    audit::login(
+                        BACKEND,
+                        &self.description,
+                        Instant::now(),
+                        Err((&error, None)),
+                    );
                     return Err(failure);
                 }
             }
