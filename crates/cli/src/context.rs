@@ -35,7 +35,8 @@ pub struct Settings {
     pub pkcs11_module: Option<PathBuf>,
     /// Other PKCS#11 modules a key reference's `module-path=` may name.
     pub pkcs11_allowed_modules: Vec<PathBuf>,
-    /// Refuse HSM private keys that are extractable or not sensitive.
+    /// Refuse HSM private keys whose value can leave the token (extractable, or not sensitive) instead of
+    /// warning about them.
     pub require_non_extractable: bool,
     /// `[keycloak]`.
     pub keycloak: crate::keycloak::Settings,
@@ -132,12 +133,19 @@ impl Context {
             .allow_pin_value(self.settings.allow_pin_value)
             .pkcs11_module(module)
             .pkcs11_allowed_modules(self.settings.pkcs11_allowed_modules.iter().cloned())
+            .require_non_extractable(self.settings.require_non_extractable)
     }
 
-    /// Opens the key named by `--key` (or the configured default).
+    /// Opens the key named by `--key` (or the configured default). What the backend warns about (an HSM
+    /// key whose value can leave the token) is printed on stderr as `keybound: warning: …`, whatever the
+    /// `--log` level: it concerns the key the user chose, not diagnostics.
     pub fn open_key(&self, arg: Option<&str>) -> CliResult<Arc<dyn KeyBackend>> {
         let key_ref = self.key_ref(arg)?;
-        Ok(key_provider::open(&key_ref, &self.open_options())?)
+        let key = key_provider::open(&key_ref, &self.open_options())?;
+        for warning in key.warnings() {
+            eprintln!("keybound: warning: {warning}");
+        }
+        Ok(key)
     }
 }
 
