@@ -20,6 +20,12 @@
 //! - the **PIN** by `pin-source=file:PATH` (the file must be mode 0600 or stricter; its first line is the
 //!   PIN) or `pin-source=env:VAR`. `pin-value=` is refused unless [`OpenOptions::allow_pin_value`] is set.
 //!
+//! ## Managing keys
+//! [`generate`] / [`generate_with_usage`] make a key pair in the token; [`list_keys`] lists the token's key
+//! pairs (label, id, type and size, usage, sensitive/extractable, certificates) and [`delete_key`] deletes
+//! one (private key, public key objects and certificates with its `CKA_ID`); module `inventory` documents
+//! both.
+//!
 //! ## What happens inside
 //! Module `key` documents the mechanisms and the audit events, module `token` the sessions, login, and
 //! recovery when the HSM drops sessions. In short: one initialised context per module per process (never finalised),
@@ -31,6 +37,7 @@
 
 mod errors;
 mod generate;
+mod inventory;
 mod key;
 mod module;
 mod pin;
@@ -46,11 +53,12 @@ use crate::{KeyBackend, KeyError, OpenOptions, Pkcs11Uri};
 #[doc(hidden)]
 pub use generate::{RsaPrivateComponents, import_private_key};
 pub use generate::{generate, generate_with_usage};
+pub use inventory::{CertificateInfo, DeletedKey, KeyKind, KeyPairInfo, TokenKeys, delete_key, list_keys};
 
 /// The environment variable naming the PKCS#11 module when neither the URI nor the options do.
 pub const MODULE_ENV: &str = "KEYBOUND_PKCS11_MODULE";
 
-/// The `tracing` target of the audit events (one per sign, decrypt, generate or import).
+/// The `tracing` target of the audit events (one per sign, decrypt, generate, import or delete).
 pub const AUDIT_TARGET: &str = "keybound::audit";
 
 /// The backend name, as [`KeyBackend::backend_name`] reports it.
