@@ -16,9 +16,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use serde::Serialize;
 use jose_core::Jwk;
 use key_provider::{EcCurve, KeyRef, KeySpec, KeyUsage, PublicKey};
+use serde::Serialize;
 
 use crate::context::Context;
 use crate::error::{CliError, CliResult};
@@ -33,8 +33,10 @@ pub enum Cmd {
     /// Write public_key.pem and public_key_digest.txt (as `openssl dgst -sha256`) into --out-dir.
     Export(ExportArgs),
     /// List the key pairs in a PKCS#11 token: label, id, type, usage, flags, certificate, thumbprint.
-    #[command(after_help = "Example:\n  keybound keys list --key 'pkcs11:token=keybound?pin-source=file:/run/pin'\n\n\
-                            Exit codes: 0 listed; 2 usage, configuration or token failure.")]
+    #[command(
+        after_help = "Example:\n  keybound keys list --key 'pkcs11:token=keybound?pin-source=file:/run/pin'\n\n\
+                            Exit codes: 0 listed; 2 usage, configuration or token failure."
+    )]
     List(ListArgs),
     /// Delete a key pair from its PKCS#11 token: private key, public key and certificates with its CKA_ID.
     #[command(after_help = "Example:\n  keybound keys delete --key \
@@ -428,17 +430,19 @@ fn table(listing: &Listing) -> String {
     if listing.keys.is_empty() {
         return format!("{token}: no key pairs\n");
     }
-    let mut rows = vec![[
-        "LABEL",
-        "ID",
-        "TYPE",
-        "USAGE",
-        "SENSITIVE",
-        "EXTRACTABLE",
-        "THUMBPRINT",
-        "CERTIFICATE",
-    ]
-    .map(str::to_owned)];
+    let mut rows = vec![
+        [
+            "LABEL",
+            "ID",
+            "TYPE",
+            "USAGE",
+            "SENSITIVE",
+            "EXTRACTABLE",
+            "THUMBPRINT",
+            "CERTIFICATE",
+        ]
+        .map(str::to_owned),
+    ];
     for key in &listing.keys {
         let certificate = match key.certificates.as_slice() {
             [] => "-".to_owned(),
@@ -451,7 +455,11 @@ fn table(listing: &Listing) -> String {
         };
         rows.push([
             key.label.clone().unwrap_or_else(|| "-".into()),
-            if key.id.is_empty() { "-".into() } else { key.id.clone() },
+            if key.id.is_empty() {
+                "-".into()
+            } else {
+                key.id.clone()
+            },
             key.type_.clone(),
             usage_text(key.sign, key.decrypt),
             yes_no(key.sensitive).to_owned(),
@@ -524,7 +532,10 @@ fn delete(a: &DeleteArgs, ctx: &Context) -> CliResult {
     {
         let options = ctx.open_options();
         let found = key_provider::pkcs11::list_keys(&uri, &options)?;
-        let token = format!("token '{}' (serial {})", found.token_label, found.token_serial);
+        let token = format!(
+            "token '{}' (serial {})",
+            found.token_label, found.token_serial
+        );
         let searched = [
             uri.object.as_ref().map(|l| format!("label '{l}'")),
             uri.id.as_ref().map(|id| format!("id {}", hex(id))),

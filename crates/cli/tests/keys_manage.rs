@@ -50,7 +50,13 @@ fn pkcs11_tool(token: &TestToken, args: &[&str]) -> String {
     let out = Command::new("pkcs11-tool")
         .arg("--module")
         .arg(&token.module)
-        .args(["--token-label", &token.label, "--login", "--pin", pin.trim_end()])
+        .args([
+            "--token-label",
+            &token.label,
+            "--login",
+            "--pin",
+            pin.trim_end(),
+        ])
         .args(args)
         .output()
         .unwrap();
@@ -99,7 +105,8 @@ fn tool_objects(token: &TestToken) -> Vec<ToolObject> {
     let mut objects: Vec<ToolObject> = Vec::new();
     for line in pkcs11_tool(token, &["--list-objects"]).lines() {
         if line.starts_with(' ') {
-            if let (Some(object), Some((name, value))) = (objects.last_mut(), line.split_once(':')) {
+            if let (Some(object), Some((name, value))) = (objects.last_mut(), line.split_once(':'))
+            {
                 object
                     .fields
                     .insert(name.trim().to_owned(), value.trim().to_owned());
@@ -144,9 +151,15 @@ fn unhex(text: &str) -> Vec<u8> {
 /// `openssl rsa -modulus`, EC coordinates from the uncompressed point that ends the SPKI.
 fn thumbprint_of_spki(path: &Path) -> String {
     let path = path.to_str().unwrap();
-    let text = String::from_utf8(openssl(&["pkey", "-pubin", "-inform", "DER", "-in", path, "-noout", "-text"]).stdout)
-        .unwrap();
-    let canonical = if text.contains("ASN1 OID: secp384r1") || text.contains("ASN1 OID: prime256v1") {
+    let text = String::from_utf8(
+        openssl(&[
+            "pkey", "-pubin", "-inform", "DER", "-in", path, "-noout", "-text",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let canonical = if text.contains("ASN1 OID: secp384r1") || text.contains("ASN1 OID: prime256v1")
+    {
         let (crv, width) = if text.contains("secp384r1") {
             ("P-384", 48)
         } else {
@@ -158,7 +171,10 @@ fn thumbprint_of_spki(path: &Path) -> String {
         json!({"crv": crv, "kty": "EC", "x": b64(&point[1..=width]), "y": b64(&point[1 + width..])})
     } else {
         let modulus = String::from_utf8(
-            openssl(&["rsa", "-pubin", "-inform", "DER", "-in", path, "-noout", "-modulus"]).stdout,
+            openssl(&[
+                "rsa", "-pubin", "-inform", "DER", "-in", path, "-noout", "-modulus",
+            ])
+            .stdout,
         )
         .unwrap();
         let hex = modulus.trim().strip_prefix("Modulus=").unwrap();
@@ -180,7 +196,14 @@ fn populate(token: &TestToken, dir: &Path) {
     for args in [
         vec!["--key", &token.key_ref("kb-rsa")],
         vec!["--key", &token.key_ref("kb-ec"), "--kty", "EC"],
-        vec!["--key", &token.key_ref("kb-dec"), "--bits", "3072", "--usage", "decrypt"],
+        vec![
+            "--key",
+            &token.key_ref("kb-dec"),
+            "--bits",
+            "3072",
+            "--usage",
+            "decrypt",
+        ],
     ] {
         let mut full = vec!["keys", "generate"];
         full.extend(args.iter().map(|a| &**a));
@@ -188,7 +211,15 @@ fn populate(token: &TestToken, dir: &Path) {
     }
     pkcs11_tool(
         token,
-        &["--keypairgen", "--key-type", "EC:secp384r1", "--label", "tool-ec", "--id", "0a0b"],
+        &[
+            "--keypairgen",
+            "--key-type",
+            "EC:secp384r1",
+            "--label",
+            "tool-ec",
+            "--id",
+            "0a0b",
+        ],
     );
     pkcs11_tool(
         token,
@@ -223,16 +254,37 @@ fn populate(token: &TestToken, dir: &Path) {
     let key_der = dir.join("imported.der");
     let cert_der = dir.join("imported.crt.der");
     openssl(&[
-        "pkcs8", "-topk8", "-nocrypt", "-in", key.to_str().unwrap(), "-outform", "DER", "-out",
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        key.to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-out",
         key_der.to_str().unwrap(),
     ]);
     openssl(&[
-        "x509", "-in", cert.to_str().unwrap(), "-outform", "DER", "-out",
+        "x509",
+        "-in",
+        cert.to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-out",
         cert_der.to_str().unwrap(),
     ]);
     pkcs11_tool(
         token,
-        &["--write-object", key_der.to_str().unwrap(), "--type", "privkey", "--id", "0d", "--label", "imported"],
+        &[
+            "--write-object",
+            key_der.to_str().unwrap(),
+            "--type",
+            "privkey",
+            "--id",
+            "0d",
+            "--label",
+            "imported",
+        ],
     );
     pkcs11_tool(
         token,
@@ -267,7 +319,15 @@ fn exported_public_key(token: &TestToken, dir: &Path, id: &str) -> std::path::Pa
     } else {
         pkcs11_tool(
             token,
-            &["--read-object", "--type", "pubkey", "--id", id, "-o", out.to_str().unwrap()],
+            &[
+                "--read-object",
+                "--type",
+                "pubkey",
+                "--id",
+                id,
+                "-o",
+                out.to_str().unwrap(),
+            ],
         );
     }
     out
@@ -292,12 +352,18 @@ fn keys_list_shows_every_key_pair_as_pkcs11_tool_sees_it() {
     )))
     .unwrap();
     assert_eq!(listing["token"]["label"], json!(token.label));
-    assert!(listing["token"]["serial"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(
+        listing["token"]["serial"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
     let keys = listing["keys"].as_array().unwrap();
     let labels: Vec<&str> = keys.iter().map(|k| k["label"].as_str().unwrap()).collect();
     assert_eq!(
         labels,
-        ["imported", "kb-dec", "kb-ec", "kb-rsa", "tool-ec", "tool-rsa"],
+        [
+            "imported", "kb-dec", "kb-ec", "kb-rsa", "tool-ec", "tool-rsa"
+        ],
         "every key pair, sorted by label: {listing:#}"
     );
 
@@ -311,8 +377,16 @@ fn keys_list_shows_every_key_pair_as_pkcs11_tool_sees_it() {
         let private = privates[0];
         assert_eq!(private.field("label"), label);
         let usage = private.items("Usage");
-        assert_eq!(key["sign"], json!(usage.contains(&"sign")), "{label}: {usage:?}");
-        assert_eq!(key["decrypt"], json!(usage.contains(&"decrypt")), "{label}: {usage:?}");
+        assert_eq!(
+            key["sign"],
+            json!(usage.contains(&"sign")),
+            "{label}: {usage:?}"
+        );
+        assert_eq!(
+            key["decrypt"],
+            json!(usage.contains(&"decrypt")),
+            "{label}: {usage:?}"
+        );
         let access = private.items("Access");
         for (field, item) in [
             ("sensitive", "sensitive"),
@@ -320,12 +394,24 @@ fn keys_list_shows_every_key_pair_as_pkcs11_tool_sees_it() {
             ("always_sensitive", "always sensitive"),
             ("never_extractable", "never extractable"),
         ] {
-            assert_eq!(key[field], json!(access.contains(&item)), "{label} {field}: {access:?}");
+            assert_eq!(
+                key[field],
+                json!(access.contains(&item)),
+                "{label} {field}: {access:?}"
+            );
         }
         let publics = of_kind(&objects, "Public Key Object", id);
-        assert_eq!(key["public_key_object"], json!(!publics.is_empty()), "{label}");
+        assert_eq!(
+            key["public_key_object"],
+            json!(!publics.is_empty()),
+            "{label}"
+        );
         // Type and size: the private key's type, the public key object's size (the imported key: openssl's).
-        let kind = if private.heading.ends_with("EC") { "EC" } else { "RSA" };
+        let kind = if private.heading.ends_with("EC") {
+            "EC"
+        } else {
+            "RSA"
+        };
         assert!(private.heading.ends_with(kind));
         assert_eq!(key["kty"], json!(kind), "{label}");
         let bits = match publics.first() {
@@ -349,16 +435,36 @@ fn keys_list_shows_every_key_pair_as_pkcs11_tool_sees_it() {
         assert_eq!(key["bits"], json!(bits), "{label}");
         // Thumbprint of the public key as the other tools export it.
         let spki = exported_public_key(&token, dir.path(), id);
-        assert_eq!(key["thumbprint"], json!(thumbprint_of_spki(&spki)), "{label}");
+        assert_eq!(
+            key["thumbprint"],
+            json!(thumbprint_of_spki(&spki)),
+            "{label}"
+        );
         // Certificates with the same CKA_ID.
         let certificates = of_kind(&objects, "Certificate Object", id);
-        assert_eq!(key["certificates"].as_array().unwrap().len(), certificates.len(), "{label}");
+        assert_eq!(
+            key["certificates"].as_array().unwrap().len(),
+            certificates.len(),
+            "{label}"
+        );
     }
     let by_label = |label: &str| keys.iter().find(|k| k["label"] == json!(label)).unwrap();
     // What the three ways of making a key leave in the token, spelled out.
     assert_eq!(by_label("kb-rsa")["type"], "RSA-2048");
-    assert_eq!((by_label("kb-rsa")["sign"].clone(), by_label("kb-rsa")["decrypt"].clone()), (json!(true), json!(false)));
-    assert_eq!((by_label("kb-dec")["sign"].clone(), by_label("kb-dec")["decrypt"].clone()), (json!(false), json!(true)));
+    assert_eq!(
+        (
+            by_label("kb-rsa")["sign"].clone(),
+            by_label("kb-rsa")["decrypt"].clone()
+        ),
+        (json!(true), json!(false))
+    );
+    assert_eq!(
+        (
+            by_label("kb-dec")["sign"].clone(),
+            by_label("kb-dec")["decrypt"].clone()
+        ),
+        (json!(false), json!(true))
+    );
     assert_eq!(by_label("kb-ec")["curve"], "P-256");
     assert_eq!(by_label("tool-ec")["curve"], "P-384");
     assert_eq!(by_label("tool-ec")["id"], "0a0b");
@@ -426,7 +532,10 @@ fn keys_list_shows_every_key_pair_as_pkcs11_tool_sees_it() {
             .collect()
     };
     let imported_row = row("imported");
-    assert_eq!(imported_row[..6], ["imported", "0d", "RSA-2048", "sign,decrypt", "yes", "no"]);
+    assert_eq!(
+        imported_row[..6],
+        ["imported", "0d", "RSA-2048", "sign,decrypt", "yes", "no"]
+    );
     assert_eq!(imported_row[6], imported["thumbprint"].as_str().unwrap());
     assert_eq!(imported_row[7..].join(" "), expected_subject);
     assert_eq!(row("kb-dec")[2..6], ["RSA-3072", "decrypt", "yes", "no"]);
@@ -435,14 +544,28 @@ fn keys_list_shows_every_key_pair_as_pkcs11_tool_sees_it() {
 
     // object= and id= filter.
     let only: Value = serde_json::from_str(&ok(&keybound(
-        &["keys", "list", "--key", &token.key_ref("kb-ec"), "--format", "json"],
+        &[
+            "keys",
+            "list",
+            "--key",
+            &token.key_ref("kb-ec"),
+            "--format",
+            "json",
+        ],
         None,
     )))
     .unwrap();
     assert_eq!(only["keys"].as_array().unwrap().len(), 1);
     assert_eq!(only["keys"][0], *by_label("kb-ec"));
     let by_id: Value = serde_json::from_str(&ok(&keybound(
-        &["keys", "list", "--key", &reference(&token, None, Some(&[0x0a, 0x0b])), "--format", "json"],
+        &[
+            "keys",
+            "list",
+            "--key",
+            &reference(&token, None, Some(&[0x0a, 0x0b])),
+            "--format",
+            "json",
+        ],
         None,
     )))
     .unwrap();
@@ -451,7 +574,14 @@ fn keys_list_shows_every_key_pair_as_pkcs11_tool_sees_it() {
         &["keys", "list", "--key", &token.key_ref("no-such-key")],
         None,
     ));
-    assert_eq!(none.trim_end(), format!("token '{}' (serial {}): no key pairs", token.label, listing["token"]["serial"].as_str().unwrap()));
+    assert_eq!(
+        none.trim_end(),
+        format!(
+            "token '{}' (serial {}): no key pairs",
+            token.label,
+            listing["token"]["serial"].as_str().unwrap()
+        )
+    );
 
     // No PIN source: the token wants a login to show private keys, and says how to give the PIN.
     let mut no_pin = token.uri("placeholder");
@@ -467,7 +597,10 @@ fn keys_list_shows_every_key_pair_as_pkcs11_tool_sees_it() {
 fn keys_list_refuses_a_key_file_and_an_environment_variable() {
     let dir = tempfile::tempdir().unwrap();
     let key = format!("file:{}", dir.path().join("k.pem").display());
-    ok(&keybound(&["keys", "generate", "--key", &key, "--kty", "EC"], None));
+    ok(&keybound(
+        &["keys", "generate", "--key", &key, "--kty", "EC"],
+        None,
+    ));
     for reference in [key.as_str(), "env:KB_SOME_KEY"] {
         let out = keybound(&["keys", "list", "--key", reference], None);
         assert_eq!(code(&out), 2, "{}", stderr(&out));
@@ -495,7 +628,15 @@ fn keys_delete_removes_one_key_pair_and_nothing_else() {
     for id in ["21", "22"] {
         pkcs11_tool(
             &token,
-            &["--keypairgen", "--key-type", "EC:prime256v1", "--label", "twin", "--id", id],
+            &[
+                "--keypairgen",
+                "--key-type",
+                "EC:prime256v1",
+                "--label",
+                "twin",
+                "--id",
+                id,
+            ],
         );
     }
     let count = |objects: &[ToolObject], label: &str| {
@@ -506,13 +647,19 @@ fn keys_delete_removes_one_key_pair_and_nothing_else() {
     assert_eq!(count(&before, "twin"), 4);
 
     // No terminal, no --yes: refused, nothing deleted.
-    let out = keybound(&["keys", "delete", "--key", &token.key_ref("kb-rsa")], Some(b"y\n"));
+    let out = keybound(
+        &["keys", "delete", "--key", &token.key_ref("kb-rsa")],
+        Some(b"y\n"),
+    );
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
     assert_eq!(count(&tool_objects(&token), "kb-rsa"), 2);
 
     // Ambiguous: both matches named, id= suggested, nothing deleted.
-    let out = keybound(&["keys", "delete", "--key", &token.key_ref("twin"), "--yes"], None);
+    let out = keybound(
+        &["keys", "delete", "--key", &token.key_ref("twin"), "--yes"],
+        None,
+    );
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -526,39 +673,102 @@ fn keys_delete_removes_one_key_pair_and_nothing_else() {
     assert_eq!(count(&tool_objects(&token), "twin"), 4);
 
     // A whole token is not a key.
-    let out = keybound(&["keys", "delete", "--key", &reference(&token, None, None), "--yes"], None);
+    let out = keybound(
+        &[
+            "keys",
+            "delete",
+            "--key",
+            &reference(&token, None, None),
+            "--yes",
+        ],
+        None,
+    );
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("object="), "{}", stderr(&out));
     // Nor is a missing one.
-    let out = keybound(&["keys", "delete", "--key", &token.key_ref("no-such-key"), "--yes"], None);
+    let out = keybound(
+        &[
+            "keys",
+            "delete",
+            "--key",
+            &token.key_ref("no-such-key"),
+            "--yes",
+        ],
+        None,
+    );
     assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("no key pair with label 'no-such-key'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no key pair with label 'no-such-key'"),
+        "{}",
+        stderr(&out)
+    );
 
     // Deleting with --yes: the private and public key go, the others stay.
-    let out = ok(&keybound(&["keys", "delete", "--key", &token.key_ref("kb-rsa"), "--yes"], None));
+    let out = ok(&keybound(
+        &["keys", "delete", "--key", &token.key_ref("kb-rsa"), "--yes"],
+        None,
+    ));
     assert!(out.starts_with("deleted key pair label 'kb-rsa'"), "{out}");
     let after = tool_objects(&token);
     assert_eq!(count(&after, "kb-rsa"), 0, "{after:#?}");
-    for (label, objects) in [("kb-ec", 2), ("kb-dec", 2), ("tool-ec", 2), ("tool-rsa", 2), ("imported", 1), ("imported-cert", 1), ("twin", 4)] {
+    for (label, objects) in [
+        ("kb-ec", 2),
+        ("kb-dec", 2),
+        ("tool-ec", 2),
+        ("tool-rsa", 2),
+        ("imported", 1),
+        ("imported-cert", 1),
+        ("twin", 4),
+    ] {
         assert_eq!(count(&after, label), objects, "{label}: {after:#?}");
     }
     // One of the twins by its id; the imported key by its id, with its certificate.
     ok(&keybound(
-        &["keys", "delete", "--key", &reference(&token, Some("twin"), Some(&[0x21])), "--yes"],
+        &[
+            "keys",
+            "delete",
+            "--key",
+            &reference(&token, Some("twin"), Some(&[0x21])),
+            "--yes",
+        ],
         None,
     ));
-    let out = ok(&keybound(&["keys", "delete", "--key", &reference(&token, None, Some(&[0x0d])), "--yes"], None));
+    let out = ok(&keybound(
+        &[
+            "keys",
+            "delete",
+            "--key",
+            &reference(&token, None, Some(&[0x0d])),
+            "--yes",
+        ],
+        None,
+    ));
     assert!(out.contains("1 certificate(s)"), "{out}");
     let after = tool_objects(&token);
     assert!(of_kind(&after, "", "21").is_empty(), "{after:#?}");
     assert_eq!(of_kind(&after, "", "22").len(), 2, "{after:#?}");
-    assert!(of_kind(&after, "", "0d").is_empty(), "certificate left behind: {after:#?}");
+    assert!(
+        of_kind(&after, "", "0d").is_empty(),
+        "certificate left behind: {after:#?}"
+    );
     let listed: Value = serde_json::from_str(&ok(&keybound(
-        &["keys", "list", "--key", &reference(&token, None, None), "--format", "json"],
+        &[
+            "keys",
+            "list",
+            "--key",
+            &reference(&token, None, None),
+            "--format",
+            "json",
+        ],
         None,
     )))
     .unwrap();
-    let labels: Vec<&str> = listed["keys"].as_array().unwrap().iter().map(|k| k["label"].as_str().unwrap()).collect();
+    let labels: Vec<&str> = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["label"].as_str().unwrap())
+        .collect();
     assert_eq!(labels, ["kb-dec", "kb-ec", "tool-ec", "tool-rsa", "twin"]);
 
     // At a terminal (a pseudo-terminal from util-linux `script`): `n` keeps the key (exit 1), `y` deletes it.
@@ -583,7 +793,10 @@ fn keys_delete_removes_one_key_pair_and_nothing_else() {
         };
         let out = ask("n\n");
         let shown = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(shown.contains("delete key pair label 'kb-ec'") && shown.contains("[y/N]"), "{shown}");
+        assert!(
+            shown.contains("delete key pair label 'kb-ec'") && shown.contains("[y/N]"),
+            "{shown}"
+        );
         assert_eq!(code(&out), 1, "{shown}");
         assert_eq!(count(&tool_objects(&token), "kb-ec"), 2);
         let out = ask("y\n");
@@ -605,12 +818,26 @@ fn keys_delete_refuses_files_and_environment_variables() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.pem");
     let key = format!("file:{}", path.display());
-    ok(&keybound(&["keys", "generate", "--key", &key, "--kty", "EC"], None));
+    ok(&keybound(
+        &["keys", "generate", "--key", &key, "--kty", "EC"],
+        None,
+    ));
     let out = keybound(&["keys", "delete", "--key", &key, "--yes"], None);
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("delete files yourself"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("delete files yourself"),
+        "{}",
+        stderr(&out)
+    );
     assert!(path.exists());
-    let out = keybound(&["keys", "delete", "--key", "env:KB_SOME_KEY", "--yes"], None);
+    let out = keybound(
+        &["keys", "delete", "--key", "env:KB_SOME_KEY", "--yes"],
+        None,
+    );
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("environment variable"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("environment variable"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -306,7 +306,8 @@ fn delete_pair(
             certificates: 0,
         });
     };
-    let sharing = session.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), pairing.clone()])?;
+    let sharing =
+        session.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), pairing.clone()])?;
     if sharing.len() > 1 {
         let mut names = Vec::with_capacity(sharing.len());
         for handle in &sharing {
@@ -345,7 +346,11 @@ fn delete_pair(
 /// `label 'x', id 01` of a private key object.
 fn describe_private(session: &Session, object: ObjectHandle) -> Result<String, Failure> {
     let (label, id) = label_and_id(session, object)?;
-    Ok(ObjectSelector { label, id: Some(id) }.describe())
+    Ok(ObjectSelector {
+        label,
+        id: (!id.is_empty()).then_some(id),
+    }
+    .describe())
 }
 
 fn label_and_id(
@@ -448,8 +453,8 @@ fn key_pair(
             _ => {}
         }
     }
-    let pairing = pairing(&info);
-    let publics = match &pairing {
+    let paired_by = pairing(&info);
+    let publics = match &paired_by {
         Some(p) => session.find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY), p.clone()])?,
         None => Vec::new(),
     };
@@ -471,8 +476,8 @@ fn key_pair(
     // Type and size: from the public key, else from what the objects show.
     if ec_params.is_none() || modulus.is_none() {
         if let [public, ..] = publics.as_slice() {
-            for attribute in
-                session.get_attributes(*public, &[AttributeType::Modulus, AttributeType::EcParams])?
+            for attribute in session
+                .get_attributes(*public, &[AttributeType::Modulus, AttributeType::EcParams])?
             {
                 match attribute {
                     Attribute::Modulus(v) if !v.is_empty() && modulus.is_none() => {
@@ -512,11 +517,10 @@ fn key_pair(
             key_type: "unknown".into(),
         },
     };
-    if let Some(p) = pairing {
-        for certificate in
-            session.find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE), p])?
-        {
-            info.certificates.push(certificate_info(session, certificate)?);
+    if let Some(p) = paired_by {
+        for certificate in session.find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE), p])? {
+            info.certificates
+                .push(certificate_info(session, certificate)?);
         }
     }
     Ok(info)
@@ -548,15 +552,12 @@ fn certificate_info(session: &Session, object: ObjectHandle) -> Result<Certifica
             _ => {}
         }
     }
-    let subject = subject
-        .as_deref()
-        .and_then(distinguished_name)
-        .or_else(|| {
-            value
-                .as_deref()
-                .and_then(certificate_subject)
-                .and_then(|name| distinguished_name(&name))
-        });
+    let subject = subject.as_deref().and_then(distinguished_name).or_else(|| {
+        value
+            .as_deref()
+            .and_then(certificate_subject)
+            .and_then(|name| distinguished_name(&name))
+    });
     Ok(CertificateInfo { label, subject })
 }
 
@@ -577,7 +578,10 @@ fn certificate_subject(certificate: &[u8]) -> Option<Vec<u8>> {
     let _issuer = tbs.read(der::TAG_SEQUENCE).ok()?;
     let _validity = tbs.read(der::TAG_SEQUENCE).ok()?;
     // The reader accepts minimal lengths only, so writing the TLV again gives the very bytes.
-    Some(der::tlv(der::TAG_SEQUENCE, tbs.read(der::TAG_SEQUENCE).ok()?))
+    Some(der::tlv(
+        der::TAG_SEQUENCE,
+        tbs.read(der::TAG_SEQUENCE).ok()?,
+    ))
 }
 
 const TAG_SET: u8 = 0x31;
@@ -763,9 +767,23 @@ mod tests {
 
     #[test]
     fn curves_and_oids_are_named() {
-        assert_eq!(curve_name(&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23]), "P-521");
-        assert_eq!(curve_name(&der::tlv(der::TAG_OID, crate::EcCurve::P384.oid())), "P-384");
-        assert_eq!(dotted_oid(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]), "1.2.840.10045.3.1.7");
-        assert_eq!(curve_name(&[0x13, 0x0c, b'e', b'd', b'w', b'a', b'r', b'd', b's', b'2', b'5', b'5', b'1', b'9']), "edwards25519");
+        assert_eq!(
+            curve_name(&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23]),
+            "P-521"
+        );
+        assert_eq!(
+            curve_name(&der::tlv(der::TAG_OID, crate::EcCurve::P384.oid())),
+            "P-384"
+        );
+        assert_eq!(
+            dotted_oid(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]),
+            "1.2.840.10045.3.1.7"
+        );
+        assert_eq!(
+            curve_name(&[
+                0x13, 0x0c, b'e', b'd', b'w', b'a', b'r', b'd', b's', b'2', b'5', b'5', b'1', b'9'
+            ]),
+            "edwards25519"
+        );
     }
 }

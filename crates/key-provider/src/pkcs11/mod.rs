@@ -53,7 +53,9 @@ use crate::{KeyBackend, KeyError, OpenOptions, Pkcs11Uri};
 #[doc(hidden)]
 pub use generate::{RsaPrivateComponents, import_private_key};
 pub use generate::{generate, generate_with_usage};
-pub use inventory::{CertificateInfo, DeletedKey, KeyKind, KeyPairInfo, TokenKeys, delete_key, list_keys};
+pub use inventory::{
+    CertificateInfo, DeletedKey, KeyKind, KeyPairInfo, TokenKeys, delete_key, list_keys,
+};
 
 /// The environment variable naming the PKCS#11 module when neither the URI nor the options do.
 pub const MODULE_ENV: &str = "KEYBOUND_PKCS11_MODULE";
