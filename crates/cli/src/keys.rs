@@ -494,8 +494,29 @@ fn table(listing: &Listing) -> String {
     out
 }
 
+/// The token (and key) `keys list` / `keys delete` work on: a `pkcs11:` URI with or without `object=`/`id=`
+/// (given, or a configured key's), else whatever `--key` names, refused unless it is a `pkcs11:` reference.
+fn target_uri(
+    ctx: &Context,
+    arg: Option<&str>,
+    command: &str,
+) -> CliResult<key_provider::Pkcs11Uri> {
+    let raw = arg.or(ctx.settings.key.as_deref());
+    let resolved = raw.and_then(|r| {
+        if r.starts_with("pkcs11:") {
+            Some(r)
+        } else {
+            ctx.settings.keys.get(r).map(String::as_str)
+        }
+    });
+    match resolved {
+        Some(uri) if uri.starts_with("pkcs11:") => Ok(key_provider::Pkcs11Uri::parse_token(uri)?),
+        _ => token_uri(ctx.key_ref(arg)?, command),
+    }
+}
+
 fn list(a: &ListArgs, ctx: &Context) -> CliResult {
-    let uri = token_uri(ctx.key_ref(a.key.as_deref())?, "list")?;
+    let uri = target_uri(ctx, a.key.as_deref(), "list")?;
     #[cfg(feature = "pkcs11")]
     {
         let found = key_provider::pkcs11::list_keys(&uri, &ctx.open_options())?;
@@ -521,7 +542,7 @@ fn list(a: &ListArgs, ctx: &Context) -> CliResult {
 }
 
 fn delete(a: &DeleteArgs, ctx: &Context) -> CliResult {
-    let uri = token_uri(ctx.key_ref(Some(&a.key))?, "delete")?;
+    let uri = target_uri(ctx, Some(&a.key), "delete")?;
     if uri.object.is_none() && uri.id.is_none() {
         return Err(CliError::usage(
             "keys delete needs the key named in --key with `object=` (label) and/or `id=`, not a whole token\n  \
