@@ -599,10 +599,16 @@ fn delete(a: &DeleteArgs, ctx: &Context) -> CliResult {
                 .unwrap_or_default()
         );
         if !a.yes {
-            confirm(&format!(
-                "delete key pair {what}, with its public key and {} certificate(s)?",
-                key.certificates.len()
-            ))?;
+            let mut objects = vec!["private key".to_owned()];
+            if key.public_key_object {
+                objects.push("public key".into());
+            }
+            match key.certificates.len() {
+                0 => {}
+                1 => objects.push("certificate".into()),
+                n => objects.push(format!("{n} certificates")),
+            }
+            confirm(&format!("delete key pair {what} ({})?", objects.join(", ")))?;
         }
         // Exactly the key pair shown: its own id (and label), not the reference that found it.
         let mut exact = uri.clone();
