@@ -579,11 +579,21 @@ fn delete(a: &DeleteArgs, ctx: &Context) -> CliResult {
                     .iter()
                     .map(|k| format!("{} ({})", k.describe(), k.kind))
                     .collect();
-                let mut example = uri.clone();
-                example.id = many.iter().map(|k| k.id.clone()).find(|id| !id.is_empty());
+                let mut ids: Vec<&[u8]> = many.iter().map(|k| k.id.as_slice()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let hint = match ids.as_slice() {
+                    [first, ..] if ids.len() == many.len() && !first.is_empty() => {
+                        let mut example = uri.clone();
+                        example.id = Some(first.to_vec());
+                        format!("name one by its id (`id=`), e.g. --key '{example}'")
+                    }
+                    _ => "these keys have no distinct ids (`CKA_ID`), so no reference can tell them apart: \
+                          give them distinct ids first (`pkcs11-tool --set-id`)"
+                        .to_owned(),
+                };
                 return Err(CliError::usage(format!(
-                    "{} key pairs match {searched} in {token}: {}; refusing to choose\n  hint: name one by \
-                     its id (`id=`), e.g. --key '{example}'",
+                    "{} key pairs match {searched} in {token}: {}; refusing to choose\n  hint: {hint}",
                     many.len(),
                     names.join("; ")
                 )));

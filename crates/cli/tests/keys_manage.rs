@@ -697,6 +697,52 @@ fn keys_delete_removes_one_key_pair_and_nothing_else() {
     );
     assert_eq!(count(&tool_objects(&token), "twin"), 4);
 
+    // Two key pairs with one id (and different labels): by label, one private key matches, but its public
+    // key could not be told from the other's, so nothing is deleted.
+    for label in ["same-id-a", "same-id-b"] {
+        pkcs11_tool(
+            &token,
+            &[
+                "--keypairgen",
+                "--key-type",
+                "EC:prime256v1",
+                "--label",
+                label,
+                "--id",
+                "31",
+            ],
+        );
+    }
+    let out = keybound(
+        &[
+            "keys",
+            "delete",
+            "--key",
+            &token.key_ref("same-id-a"),
+            "--yes",
+        ],
+        None,
+    );
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "not deleted: label 'same-id-a', id 31 shares its id with another private key"
+        ) && err.contains("label 'same-id-b', id 31"),
+        "{err}"
+    );
+    assert_eq!(of_kind(&tool_objects(&token), "", "31").len(), 4);
+    for label in ["same-id-a", "same-id-b"] {
+        pkcs11_tool(
+            &token,
+            &["--delete-object", "--type", "privkey", "--label", label],
+        );
+        pkcs11_tool(
+            &token,
+            &["--delete-object", "--type", "pubkey", "--label", label],
+        );
+    }
+
     // A whole token is not a key.
     let out = keybound(
         &[

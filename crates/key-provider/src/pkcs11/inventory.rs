@@ -197,8 +197,9 @@ pub fn list_keys(uri: &Pkcs11Uri, options: &OpenOptions) -> Result<TokenKeys, Ke
 ///
 /// # Errors
 /// [`KeyError::InvalidKeyRef`] for a reference without `object=` and `id=`; [`KeyError::NotFound`];
-/// [`KeyError::Ambiguous`] naming the key pairs that match (or the private keys that share the id); module,
-/// token, PIN and PKCS#11 errors (the token refusing `C_DestroyObject`, for example).
+/// [`KeyError::Ambiguous`] naming the key pairs that match; [`KeyError::Backend`] naming the private keys
+/// that share the key's id; module, token, PIN and PKCS#11 errors (the token refusing `C_DestroyObject`, for
+/// example).
 pub fn delete_key(uri: &Pkcs11Uri, options: &OpenOptions) -> Result<DeletedKey, KeyError> {
     refuse_other_types(uri)?;
     if uri.object.is_none() && uri.id.is_none() {
@@ -313,17 +314,21 @@ fn delete_pair(
         for handle in &sharing {
             names.push(describe_private(session, *handle)?);
         }
-        return Err(Failure::Key(KeyError::Ambiguous {
+        return Err(Failure::Key(KeyError::Backend {
             backend: BACKEND,
-            what: "private key",
-            searched: format!(
-                "the {} of {} in {} ({}), so its public key and certificates cannot be told apart",
-                if info.id.is_empty() { "label" } else { "id" },
+            message: format!(
+                "not deleted: {} shares its {} with another private key in {} ({}), so its public key and \
+                 certificates cannot be told apart; give the keys distinct ids first (`pkcs11-tool --set-id`)",
                 info.describe(),
+                if info.id.is_empty() {
+                    "label (and has no id)"
+                } else {
+                    "id"
+                },
                 token.description(),
                 names.join("; ")
             ),
-            count: sharing.len(),
+            source: None,
         }));
     }
     let publics =
