@@ -145,9 +145,9 @@ pub struct CaptureContextArgs {
 }
 
 /// The `[flex]` section.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct FlexSettings {
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlexSettings {
     api: Option<String>,
     leeway: Option<u64>,
     allow_origins: Vec<String>,
@@ -161,7 +161,7 @@ struct FlexSettings {
 }
 
 pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
-    let settings: FlexSettings = ctx.section("flex")?.unwrap_or_default();
+    let settings = ctx.settings.flex.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

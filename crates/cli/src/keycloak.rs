@@ -113,9 +113,9 @@ pub struct AssertionArgs {
 }
 
 /// The `[keycloak]` section (and `KEYBOUND_KEYCLOAK__…`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct Settings {
+pub struct Settings {
     token_url: Option<String>,
     client_id: Option<String>,
     key: Option<String>,
@@ -167,7 +167,7 @@ fn runtime() -> CliResult<tokio::runtime::Runtime> {
 }
 
 fn settings(ctx: &Context) -> CliResult<Settings> {
-    Ok(ctx.section::<Settings>("keycloak")?.unwrap_or_default())
+    Ok(ctx.settings.keycloak.clone())
 }
 
 fn required(
@@ -240,11 +240,7 @@ fn signer(
         );
     }
     if let Some(aud) = a.audience.as_ref().or(s.audience.as_ref()) {
-        cfg = cfg.audience(match aud.as_str() {
-            "token-endpoint" => Audience::TokenEndpoint,
-            "issuer" => Audience::Issuer,
-            url => Audience::Custom(url.to_owned()),
-        });
+        cfg = cfg.audience(audience(aud)?);
     }
     if let Some(kid) = a.kid.as_ref().or(s.kid.as_ref()) {
         cfg = cfg.kid(match kid.as_str() {
@@ -257,6 +253,24 @@ fn signer(
         cfg = cfg.lifetime(Duration::from_secs(secs));
     }
     ClientAssertionSigner::new(key, &cfg, endpoint).map_err(CliError::usage)
+}
+
+/// `--audience` / `audience`: `token-endpoint`, `issuer`, or an absolute URL (`https://…`); anything else is
+/// a usage error, never a literal `aud`.
+fn audience(value: &str) -> CliResult<Audience> {
+    match value {
+        "token-endpoint" => Ok(Audience::TokenEndpoint),
+        "issuer" => Ok(Audience::Issuer),
+        other => match url::Url::parse(other) {
+            Ok(u) if u.has_host() && matches!(u.scheme(), "https" | "http") => {
+                Ok(Audience::Custom(other.to_owned()))
+            }
+            _ => Err(CliError::usage(format!(
+                "--audience / [keycloak] audience must be `token-endpoint`, `issuer` or an absolute http(s) \
+                 URL, not {other:?}"
+            ))),
+        },
+    }
 }
 
 fn client(endpoint: TokenEndpoint, auth: ClientAuth, s: &Settings) -> CliResult<KeycloakClient> {
@@ -427,7 +441,7 @@ mod tests {
     fn config_file(dir: &Path, toml: &str) -> Context {
         let path = dir.join("keybound.toml");
         std::fs::write(&path, toml).unwrap();
-        Context::load(Some(&path)).unwrap()
+        Context::load(Some(&path), None).unwrap()
     }
 
     fn lender_realm(jwks: &serde_json::Value) -> ServerConfig {
@@ -444,7 +458,7 @@ mod tests {
     #[test]
     fn onboarding_with_a_file_key_then_token_and_assertion() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = Context::load(None).unwrap();
+        let ctx = Context::load(None, None).unwrap();
         let key_path = dir.path().join("private_key.pem");
         let key_ref = format!("file:{}", key_path.display());
         let TestCmd::Keys(generate) = parse(&[
@@ -644,13 +658,16 @@ mod tests {
             unreachable!()
         };
         assert_eq!(assertion(&a, &ctx).unwrap_err().code, 2);
-        let e = config_file(dir.path(), "[keycloak]\ntokenurl = \"x\"\n");
-        let TestCmd::Keycloak(Cmd::Assertion(a)) = parse(&["keycloak", "assertion"]) else {
-            unreachable!()
+        // Unknown settings are refused when the configuration is loaded, naming the closest known key.
+        let path = dir.path().join("keybound.toml");
+        std::fs::write(&path, "[keycloak]\ntokenurl = \"x\"\n").unwrap();
+        let Err(e) = Context::load(Some(&path), None) else {
+            panic!("unknown settings are refused")
         };
         assert!(
-            assertion(&a, &e).unwrap_err().message.contains("tokenurl"),
-            "unknown settings are refused"
+            e.message.contains("`tokenurl`") && e.message.contains("did you mean `token_url`?"),
+            "{}",
+            e.message
         );
     }
 
@@ -662,7 +679,7 @@ mod tests {
         let Some(token) = keybound_test_support::pkcs11::TestToken::shared(TEST) else {
             return;
         };
-        let ctx = Context::load(None).unwrap();
+        let ctx = Context::load(None, None).unwrap();
         let key_ref = token.key_ref(&format!("cli-keycloak-lender-{}", std::process::id()));
         let TestCmd::Keys(generate) = parse(&[
             "keys", "generate", "--key", &key_ref, "--kty", "RSA", "--bits", "2048",

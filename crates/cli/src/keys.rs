@@ -33,17 +33,8 @@ pub enum Cmd {
     /// Write public_key.pem and public_key_digest.txt (as `openssl dgst -sha256`) into --out-dir.
     Export(ExportArgs),
     /// List the key pairs in a PKCS#11 token: label, id, type, usage, flags, certificate, thumbprint.
-    #[command(
-        after_help = "Example:\n  keybound keys list --key 'pkcs11:token=keybound?pin-source=file:/run/pin'\n\n\
-                            Exit codes: 0 listed; 2 usage, configuration or token failure."
-    )]
     List(ListArgs),
     /// Delete a key pair from its PKCS#11 token: private key, public key and certificates with its CKA_ID.
-    #[command(after_help = "Example:\n  keybound keys delete --key \
-                            'pkcs11:token=keybound;object=old-signing;id=%01?pin-source=file:/run/pin'\n\n\
-                            Exit codes: 0 deleted; 1 declined at the prompt (nothing deleted); 2 usage, \
-                            configuration, no terminal to confirm without --yes, no or several matching keys, \
-                            or token failure.")]
     Delete(DeleteArgs),
 }
 
@@ -67,6 +58,30 @@ pub enum Crv {
     P384,
 }
 
+/// `--bits`: the RSA modulus sizes keybound makes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Bits {
+    /// 2048 bits.
+    #[value(name = "2048")]
+    B2048,
+    /// 3072 bits.
+    #[value(name = "3072")]
+    B3072,
+    /// 4096 bits.
+    #[value(name = "4096")]
+    B4096,
+}
+
+impl Bits {
+    fn get(self) -> usize {
+        match self {
+            Self::B2048 => 2048,
+            Self::B3072 => 3072,
+            Self::B4096 => 4096,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// Where the key goes: file:PATH (refuses to overwrite) or a pkcs11: URI.
@@ -75,12 +90,12 @@ pub struct GenerateArgs {
     /// Key type.
     #[arg(long, value_enum, default_value = "RSA")]
     kty: Kty,
-    /// RSA modulus size.
-    #[arg(long, default_value_t = 2048, value_parser = parse_bits)]
-    bits: usize,
-    /// EC curve.
-    #[arg(long, value_enum, default_value = "P-256")]
-    crv: Crv,
+    /// RSA modulus size (RSA only; default 2048).
+    #[arg(long, value_enum)]
+    bits: Option<Bits>,
+    /// EC curve (EC only; default P-256).
+    #[arg(long, value_enum)]
+    crv: Option<Crv>,
     /// What the key may do: sign, decrypt (JWE decryption keys) or sign,decrypt. A PKCS#11 token records it
     /// (CKA_SIGN, CKA_DECRYPT, CKA_ALLOWED_MECHANISMS) and refuses other uses; a key file records nothing
     /// (the key can do whatever its type allows). Only RSA keys decrypt.
@@ -156,13 +171,6 @@ pub struct DeleteArgs {
     yes: bool,
 }
 
-fn parse_bits(s: &str) -> Result<usize, String> {
-    match s {
-        "2048" | "3072" | "4096" => s.parse().map_err(|_| "not a number".to_owned()),
-        _ => Err("RSA key size must be 2048, 3072 or 4096".to_owned()),
-    }
-}
-
 pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
     match cmd {
         Cmd::Generate(a) => generate(&a, ctx),
@@ -173,19 +181,26 @@ pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
     }
 }
 
-fn spec(a: &GenerateArgs) -> KeySpec {
-    match a.kty {
-        Kty::Rsa => KeySpec::Rsa(a.bits),
-        Kty::Ec => KeySpec::Ec(match a.crv {
+/// The key to make; a flag that does not apply to the key type is refused, not ignored.
+fn spec(a: &GenerateArgs) -> CliResult<KeySpec> {
+    match (a.kty, a.bits, a.crv) {
+        (Kty::Rsa, _, Some(_)) => Err(CliError::usage(
+            "--crv applies to EC keys only (--kty EC); RSA keys take --bits",
+        )),
+        (Kty::Ec, Some(_), _) => Err(CliError::usage(
+            "--bits applies to RSA keys only (--kty RSA); EC keys take --crv P-256 or P-384",
+        )),
+        (Kty::Rsa, bits, None) => Ok(KeySpec::Rsa(bits.map_or(2048, Bits::get))),
+        (Kty::Ec, None, crv) => Ok(KeySpec::Ec(match crv.unwrap_or(Crv::P256) {
             Crv::P256 => EcCurve::P256,
             Crv::P384 => EcCurve::P384,
-        }),
+        })),
     }
 }
 
 fn generate(a: &GenerateArgs, ctx: &Context) -> CliResult {
+    let spec = spec(a)?;
     let key_ref = ctx.key_ref(Some(&a.key))?;
-    let spec = spec(a);
     // The same rule for every backend, before anything is created.
     a.usage.check(spec)?;
     // The label names the key as the backend stored it (for PKCS#11, with the generated id when none was given).

@@ -14,17 +14,19 @@
 mod context;
 mod error;
 mod flex;
+mod help;
 mod io;
 mod jwe;
 mod jwt;
 mod keycloak;
 mod keys;
 mod provisioning;
+mod settings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
 use crate::context::Context;
 
@@ -33,17 +35,49 @@ use crate::context::Context;
 #[command(name = "keybound", version, about, long_about = None)]
 struct Cli {
     /// TOML configuration file (settings can also come from KEYBOUND_… environment variables).
-    #[arg(long, global = true, env = "KEYBOUND_CONFIG")]
+    #[arg(long, global = true, env = "KEYBOUND_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
 
     /// Diagnostics on stderr, as a tracing filter (error, warn, info, debug, trace, or e.g.
     /// 'warn,keybound::audit=info'). The default, error, leaves failures to the command's own one-line
     /// message; warn adds retries and the libraries' failure events.
-    #[arg(long, global = true, default_value = "error", env = "KEYBOUND_LOG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "error",
+        env = "KEYBOUND_LOG",
+        hide_env_values = true
+    )]
     log: String,
+
+    /// How diagnostics are written: text (one readable line per event) or json (one JSON object per line,
+    /// for a SIEM to ingest the audit events).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "KEYBOUND_LOG_FORMAT",
+        hide_env_values = true
+    )]
+    log_format: LogFormat,
+
+    /// The PKCS#11 module (vendor library) for pkcs11: key references without module-path=. Wins over
+    /// KEYBOUND_PKCS11_MODULE, which wins over `pkcs11_module` in the configuration file.
+    #[arg(long, global = true, value_name = "PATH")]
+    pkcs11_module: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON formatter).
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,45 +102,61 @@ enum Command {
     Provisioning(provisioning::Cmd),
 }
 
+/// Prints `keybound: MESSAGE` (a message may carry `  hint: …` lines of its own) and returns `code`.
+fn fail(message: &str, code: u8) -> ExitCode {
+    eprintln!("keybound: {message}");
+    ExitCode::from(code)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut command = help::command();
+    let cli = match command
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => return help::usage_error(&e),
+    };
     let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
         Ok(filter) => filter,
-        Err(e) => {
-            eprintln!("keybound: --log / KEYBOUND_LOG: not a log filter ({e})");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(&format!("--log / KEYBOUND_LOG: not a log filter ({e})"), 2),
     };
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .with_target(false)
-        // Colour codes only for a person at a terminal, not in log files and pipes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let result = Context::load(cli.config.as_deref()).and_then(|ctx| match cli.command {
-        Command::Keys(cmd) => keys::run(cmd, &ctx),
-        Command::Jwt(cmd) => jwt::run(cmd, &ctx),
-        Command::Jwe(cmd) => jwe::run(cmd, &ctx),
-        Command::Flex(cmd) => flex::run(cmd, &ctx),
-        Command::Keycloak(cmd) => keycloak::run(cmd, &ctx),
-        Command::Provisioning(cmd) => provisioning::run(cmd, &ctx),
-    });
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => subscriber
+            .with_target(false)
+            // Colour codes only for a person at a terminal, not in log files and pipes.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line with the target (`keybound::audit`), the level, a timestamp and the fields
+        // flattened to the top level; no colour codes.
+        LogFormat::Json => subscriber
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_ansi(false)
+            .init(),
+    }
+    let result =
+        Context::load(cli.config.as_deref(), cli.pkcs11_module).and_then(|ctx| match cli.command {
+            Command::Keys(cmd) => keys::run(cmd, &ctx),
+            Command::Jwt(cmd) => jwt::run(cmd, &ctx),
+            Command::Jwe(cmd) => jwe::run(cmd, &ctx),
+            Command::Flex(cmd) => flex::run(cmd, &ctx),
+            Command::Keycloak(cmd) => keycloak::run(cmd, &ctx),
+            Command::Provisioning(cmd) => provisioning::run(cmd, &ctx),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("keybound: {}", e.message);
-            ExitCode::from(e.code)
-        }
+        Err(e) => fail(&e.message, e.code),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory as _;
-
-    use super::Cli;
-
     /// clap's own consistency checks, and a description for every command and argument at every depth of
     /// the command tree (`tests/cli.rs` walks the same tree through the binary's help pages).
     #[test]
@@ -129,8 +179,7 @@ mod tests {
                 walk(sub, &sub_path, commands);
             }
         }
-        let mut cmd = Cli::command();
-        cmd.build();
+        let cmd = crate::help::command();
         cmd.clone().debug_assert();
         let mut commands = Vec::new();
         walk(&cmd, "keybound", &mut commands);

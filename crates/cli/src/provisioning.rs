@@ -150,9 +150,9 @@ pub struct VerifyArgs {
 }
 
 /// The `[provisioning]` configuration section.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Settings {
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
     issuer_id: Option<String>,
     kid: Option<String>,
     key: Option<String>,
@@ -164,7 +164,7 @@ struct Settings {
 }
 
 pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
-    let settings: Settings = ctx.section("provisioning")?.unwrap_or_default();
+    let settings = ctx.settings.provisioning.clone();
     match cmd {
         Cmd::AuthCode(a) => auth_code(a, &settings, ctx),
         Cmd::EncryptCard(a) => encrypt_card(&a, &settings),

@@ -85,7 +85,8 @@ impl JwtAuth {
     /// ```
     ///
     /// # Errors
-    /// [`FlexError::MerchantAuth`] when the key is not RSA of at least 2048 bits or an id is empty.
+    /// [`FlexError::MerchantAuth`] when the key is not RSA or an id is empty; [`FlexError::Key`] for an RSA
+    /// key under 2048 bits.
     pub fn new(
         merchant_id: impl Into<String>,
         key_id: impl Into<String>,
@@ -94,7 +95,10 @@ impl JwtAuth {
         let (merchant_id, key_id) = (merchant_id.into(), key_id.into());
         check_ids(&merchant_id, &key_id)?;
         match key.public_key() {
-            k @ PublicKey::Rsa { .. } if k.bits() >= 2048 => {}
+            // keybound's one size rule, with the message every backend and command gives.
+            k @ PublicKey::Rsa { .. } => {
+                key_provider::check_rsa_size(k, key_provider::KeyOperation::Sign)?;
+            }
             other => {
                 return Err(FlexError::MerchantAuth(format!(
                     "JWT authentication needs an RSA key of at least 2048 bits (RS256); {} is {}",

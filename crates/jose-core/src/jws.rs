@@ -436,8 +436,13 @@ pub fn verify(
 /// Verifies `signature` over `message` with `key` under `alg` (JOSE signature encodings: raw RSA bytes,
 /// fixed-width ECDSA r || s).
 ///
+/// An RSA key under [`key_provider::MIN_RSA_BITS`] is refused before the signature is looked at, with
+/// the key-size error every backend gives ("RSA-1024 key too small: …"), never "signature verification
+/// failed".
+///
 /// # Errors
-/// [`JoseError::InvalidSignature`] or [`JoseError::NoKey`].
+/// [`JoseError::InvalidSignature`], [`JoseError::NoKey`], or [`JoseError::Key`] with
+/// [`KeyError::KeyTooSmall`](key_provider::KeyError::KeyTooSmall).
 pub fn verify_signature(
     alg: JwsAlgorithm,
     key: &PublicKey,
@@ -450,6 +455,7 @@ pub fn verify_signature(
             reason: format!("key ({}) does not fit algorithm {alg}", key.describe()),
         });
     }
+    key_provider::check_rsa_size(key, key_provider::KeyOperation::Verify)?;
     // `fits` above: an RSA algorithm has an RSA key here, an ECDSA one an EC key.
     let (expected_len, key_bytes) = match key {
         PublicKey::Rsa { n, .. } => (n.len(), key.rsa_public_key_der().unwrap_or_default()),

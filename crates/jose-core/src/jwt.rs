@@ -222,7 +222,8 @@ pub fn install_crypto_provider() {
 /// ```
 ///
 /// # Errors
-/// Structural errors (see [`jws::parse`]), [`JoseError::NoKey`], [`JoseError::InvalidSignature`],
+/// Structural errors (see [`jws::parse`]), [`JoseError::NoKey`], [`JoseError::Key`] for an RSA key under
+/// 2048 bits ([`key_provider::check_rsa_size`]), [`JoseError::InvalidSignature`],
 /// [`JoseError::Expired`], [`JoseError::NotYetValid`], [`JoseError::InvalidAudience`],
 /// [`JoseError::InvalidIssuer`], [`JoseError::MissingClaim`], [`JoseError::InvalidClaim`];
 /// [`JoseError::InvalidInput`] for a leeway over [`MAX_LEEWAY_SECS`] (before the token is looked at).
@@ -246,6 +247,8 @@ pub fn verify(
     check_time_claim_types(&claims)?;
     check_principal_claim_types(&claims)?;
     let key = keys.select(jws.kid(), jws.alg)?;
+    // The one RSA size rule: "key too small", not a signature failure (aws-lc refuses small keys).
+    key_provider::check_rsa_size(&key.key, key_provider::KeyOperation::Verify)?;
 
     let decoding_key = decoding_key(&key.key)?;
     let mut v = jsonwebtoken::Validation::new(jws.alg.to_jsonwebtoken());

@@ -35,7 +35,9 @@ pub enum KeyError {
     },
     /// A key file is readable by group or others.
     #[error(
-        "key file {} is readable by group or others (mode {mode:03o}); run `chmod 600` on it, or allow it explicitly",
+        "key file {} is readable by group or others (mode {mode:03o}); run `chmod 600` on it, or allow it \
+         explicitly: `allow_insecure_key_file = true` in the configuration file or \
+         KEYBOUND_ALLOW_INSECURE_KEY_FILE=true (library: OpenOptions::allow_insecure_permissions)",
         path.display()
     )]
     InsecurePermissions {
@@ -55,6 +57,45 @@ pub enum KeyError {
     InvalidKeyMaterial {
         /// What was wrong (no key bytes).
         reason: String,
+    },
+    /// A new key file could not be written (its directory is missing, is not writable, …).
+    #[error("cannot write key file {}: {reason}", path.display())]
+    WriteFailed {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong and what to do, e.g. the directory is missing.
+        reason: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An RSA key is shorter than [`MIN_RSA_BITS`](crate::MIN_RSA_BITS) (2048 bits). Every backend refuses to
+    /// sign or decrypt with it, and jose-core refuses to verify with it; no setting lowers the limit.
+    #[error(
+        "{key} key too small: keybound {operation} only with RSA keys of {min_bits} bits or more; {advice}"
+    )]
+    KeyTooSmall {
+        /// What the key is, e.g. `RSA-1024`.
+        key: String,
+        /// What was refused: `signs`, `decrypts` or `verifies`.
+        operation: &'static str,
+        /// The smallest RSA key accepted ([`MIN_RSA_BITS`](crate::MIN_RSA_BITS)).
+        min_bits: usize,
+        /// What to do.
+        advice: &'static str,
+    },
+    /// A PKCS#11 private key whose value can leave the token (`CKA_EXTRACTABLE` true or `CKA_SENSITIVE`
+    /// false), refused because [`OpenOptions::require_non_extractable`](crate::OpenOptions) is set.
+    #[error(
+        "{key} is {weakness}: its value can leave the token, and `require_non_extractable` refuses such keys; \
+         generate a new key in the token (`keybound keys generate --key 'pkcs11:…'` makes it sensitive and \
+         never extractable)"
+    )]
+    KeyExtractable {
+        /// Which key, e.g. `label 'signing' in token 'keybound' (serial 1a2b)`.
+        key: String,
+        /// `extractable (CKA_EXTRACTABLE true)`, `not sensitive (CKA_SENSITIVE false)`, or both.
+        weakness: String,
     },
     /// A file that should not be overwritten already exists.
     #[error("{} already exists; refusing to overwrite it", path.display())]
@@ -94,7 +135,9 @@ pub enum KeyError {
     },
     /// A PIN file is readable or writable by group or others.
     #[error(
-        "PIN file {} is accessible by group or others (mode {mode:03o}); run `chmod 600` on it, or allow it explicitly",
+        "PIN file {} is accessible by group or others (mode {mode:03o}); run `chmod 600` on it, or allow it \
+         explicitly: `allow_insecure_key_file = true` in the configuration file or \
+         KEYBOUND_ALLOW_INSECURE_KEY_FILE=true (library: OpenOptions::allow_insecure_permissions)",
         path.display()
     )]
     InsecurePinFile {
@@ -129,9 +172,15 @@ pub enum KeyError {
         /// The search criteria, e.g. `label 'signing', id 01 in token 'keybound' (serial 1a2b)`.
         searched: String,
     },
-    /// More than one token or key matches the reference; keybound never picks one at random.
+    /// More than one token or key matches the reference; keybound never picks one at random. The message
+    /// says what tells them apart: `id=` (`CKA_ID`) for keys in one token, `serial=` for tokens.
     #[error(
-        "{backend}: {count} {what}s match {searched}; make the reference unique (add `id=` or `serial=`)"
+        "{backend}: {count} {what}s match {searched}; make the reference unique ({})",
+        if *what == "token" {
+            "add `serial=` with the serial number of the token meant"
+        } else {
+            "add `id=` with the CKA_ID of the key meant: keys in one token may share a label, never an id"
+        }
     )]
     Ambiguous {
         /// Backend name.

@@ -99,12 +99,9 @@ fn check_permissions(_: &Path, _: &std::fs::Metadata, _: bool) -> Result<(), Key
 /// ```
 ///
 /// # Errors
-/// [`KeyError::AlreadyExists`] when the file exists; [`KeyError::Io`] on write failure.
+/// [`KeyError::AlreadyExists`] when the file exists; [`KeyError::WriteFailed`] when it cannot be written
+/// (naming a missing directory as such).
 pub fn generate(path: &Path, spec: KeySpec) -> Result<SoftwareKey, KeyError> {
-    let io = |source| KeyError::Io {
-        path: path.to_owned(),
-        source,
-    };
     let der = software::generate_pkcs8(spec)?;
     let pem = software::pkcs8_to_pem(&der);
     let mut options = std::fs::OpenOptions::new();
@@ -120,11 +117,33 @@ pub fn generate(path: &Path, spec: KeySpec) -> Result<SoftwareKey, KeyError> {
                 path: path.to_owned(),
             }
         } else {
-            io(e)
+            write_failed(path, e)
         }
     })?;
     file.write_all(pem.as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(io)?;
+        .map_err(|e| write_failed(path, e))?;
     SoftwareKey::from_bytes("file", format!("file:{}", path.display()), pem.as_bytes())
+}
+
+/// [`KeyError::WriteFailed`], saying so when the cause is a directory that does not exist.
+fn write_failed(path: &Path, source: std::io::Error) -> KeyError {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let reason = if source.kind() == std::io::ErrorKind::NotFound && !dir.is_dir() {
+        format!(
+            "directory {} does not exist; create it first (e.g. `mkdir -p -m 700 {}`)",
+            dir.display(),
+            dir.display()
+        )
+    } else {
+        source.to_string()
+    };
+    KeyError::WriteFailed {
+        path: path.to_owned(),
+        reason,
+        source,
+    }
 }

@@ -97,6 +97,8 @@ pub enum PinSource {
     File(PathBuf),
     /// Read from an environment variable.
     Env(String),
+    /// Typed at the terminal (standard input), without echo: `pin-source=prompt`.
+    Prompt,
 }
 
 /// The object class selected by the `type=` attribute.
@@ -250,6 +252,7 @@ impl fmt::Display for Pkcs11Uri {
             Some(PinSource::Env(v)) => {
                 query.push(format!("pin-source=env:{}", enc(v.as_bytes())));
             }
+            Some(PinSource::Prompt) => query.push("pin-source=prompt".to_owned()),
             None => {}
         }
         if !query.is_empty() {
@@ -428,9 +431,11 @@ impl Pkcs11Uri {
                             PinSource::Env(var.to_owned())
                         } else if v.starts_with('/') {
                             PinSource::File(PathBuf::from(v))
+                        } else if v == "prompt" {
+                            PinSource::Prompt
                         } else {
                             return Err(KeyError::invalid_ref(
-                                "`pin-source` must be `file:PATH`, an absolute path, or `env:VAR`",
+                                "`pin-source` must be `file:PATH`, an absolute path, `env:VAR` or `prompt`",
                             ));
                         };
                         set_once(&mut uri.pin_source, attr, src)?;

@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+mod audit;
 mod der;
 mod error;
 mod keyref;
@@ -56,11 +57,67 @@ pub mod pkcs11;
 #[cfg(feature = "software")]
 pub mod software;
 
+pub use audit::AUDIT_TARGET;
 pub use error::KeyError;
 pub use keyref::{KeyRef, ObjectType, PinSource, Pkcs11Uri};
 pub use public_key::{EcCurve, PublicKey};
 #[cfg(feature = "software")]
 pub use software::SoftwareKey;
+
+/// The smallest RSA key keybound signs or decrypts with, in every backend, and verifies with (jose-core):
+/// 2048 bits. A smaller key is refused with [`KeyError::KeyTooSmall`] naming its size; no option lowers
+/// the limit. See [`check_rsa_size`].
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// What a key is being used for, as [`check_rsa_size`] names it in its error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyOperation {
+    /// Signing (a private-key operation).
+    Sign,
+    /// Decrypting (a private-key operation).
+    Decrypt,
+    /// Verifying a signature (a public-key operation, in jose-core).
+    Verify,
+}
+
+/// The one size rule for RSA keys: errors when `key` is RSA with fewer than [`MIN_RSA_BITS`] bits (EC keys
+/// always pass). Every backend applies it before it signs or decrypts, jose-core before it verifies, so the
+/// message is the same whatever the backend or command.
+///
+/// ```
+/// use key_provider::{KeyOperation, PublicKey, check_rsa_size};
+/// let small = PublicKey::rsa(&[0xc5; 128], &[1, 0, 1]).unwrap(); // 1024 bits
+/// let err = check_rsa_size(&small, KeyOperation::Sign).unwrap_err();
+/// assert!(err.to_string().starts_with("RSA-1024 key too small: keybound signs only with RSA keys of 2048 bits or more"));
+/// assert!(check_rsa_size(&PublicKey::rsa(&[0xc5; 256], &[1, 0, 1]).unwrap(), KeyOperation::Sign).is_ok());
+/// ```
+///
+/// # Errors
+/// [`KeyError::KeyTooSmall`].
+pub fn check_rsa_size(key: &PublicKey, operation: KeyOperation) -> Result<(), KeyError> {
+    match key {
+        PublicKey::Rsa { .. } if key.bits() < MIN_RSA_BITS => Err(KeyError::KeyTooSmall {
+            key: key.describe(),
+            operation: match operation {
+                KeyOperation::Sign => "signs",
+                KeyOperation::Decrypt => "decrypts",
+                KeyOperation::Verify => "verifies",
+            },
+            min_bits: MIN_RSA_BITS,
+            advice: match operation {
+                KeyOperation::Sign | KeyOperation::Decrypt => {
+                    "make a new key of 2048, 3072 or 4096 bits, e.g. `keybound keys generate --key KEYREF --kty RSA \
+                     --bits 3072` (a file: or pkcs11: key reference), and give its public key to the partner"
+                }
+                KeyOperation::Verify => {
+                    "the signer must sign with an RSA key of 2048 bits or more (the signature was not checked)"
+                }
+            },
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// Which key to generate (software or in a token).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,13 +281,14 @@ impl SignatureScheme {
         }
     }
 
-    /// Errors unless the scheme fits `key`.
+    /// Errors unless the scheme fits `key` and the key may sign: an RSA key needs [`MIN_RSA_BITS`] bits
+    /// ([`check_rsa_size`]). Every backend calls it before it signs.
     ///
     /// # Errors
-    /// [`KeyError::WrongKeyType`].
+    /// [`KeyError::WrongKeyType`] or [`KeyError::KeyTooSmall`].
     pub fn check_key(self, key: &PublicKey) -> Result<(), KeyError> {
         if self.fits(key) {
-            Ok(())
+            check_rsa_size(key, KeyOperation::Sign)
         } else {
             Err(self.wrong_key(key))
         }
@@ -308,6 +366,13 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     /// The public half of the key.
     fn public_key(&self) -> &PublicKey;
 
+    /// What the key's user should know about it although it works, in sentences; empty by default. The
+    /// PKCS#11 backend warns about a private key the token lets leave it (`CKA_EXTRACTABLE` true or
+    /// `CKA_SENSITIVE` false); the CLI prints each warning on stderr.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Signs `message` (the scheme hashes it). Blocking; see the crate docs.
     ///
     /// # Errors
@@ -377,6 +442,10 @@ pub struct OpenOptions {
     /// session (default [`OpenOptions::DEFAULT_PKCS11_MAX_SESSIONS`]). The first key opened on a token sets
     /// its pool size for the life of the process.
     pub pkcs11_max_sessions: Option<usize>,
+    /// Refuse a PKCS#11 private key whose value can leave the token (`CKA_EXTRACTABLE` true or
+    /// `CKA_SENSITIVE` false) with [`KeyError::KeyExtractable`] (off by default: such a key is opened with
+    /// a warning, see [`KeyBackend::warnings`]). The CLI's `require_non_extractable` setting.
+    pub require_non_extractable: bool,
 }
 
 impl OpenOptions {
@@ -409,6 +478,13 @@ impl OpenOptions {
     #[must_use]
     pub fn allow_insecure_permissions(mut self, allow: bool) -> Self {
         self.allow_insecure_permissions = allow;
+        self
+    }
+
+    /// Sets [`OpenOptions::require_non_extractable`].
+    #[must_use]
+    pub fn require_non_extractable(mut self, require: bool) -> Self {
+        self.require_non_extractable = require;
         self
     }
 

@@ -5,6 +5,7 @@
 //! and key type only.
 
 use std::fmt;
+use std::time::Instant;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
@@ -13,6 +14,7 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
+use crate::audit;
 use crate::der::{self, Reader};
 use crate::error::KeyError;
 use crate::{DecryptionScheme, EcCurve, KeyBackend, PublicKey, SignatureScheme};
@@ -25,6 +27,10 @@ enum Inner {
         signing: RsaKeyPair,
         decrypting: OaepPrivateDecryptingKey,
     },
+    /// An RSA key under [`MIN_RSA_BITS`](crate::MIN_RSA_BITS) (aws-lc-rs does not load those): only its
+    /// public half is kept, so that signing and decrypting fail with the same [`KeyError::KeyTooSmall`] as
+    /// in every other backend.
+    RsaTooSmall,
     Ec {
         key: EcdsaKeyPair,
     },
@@ -107,11 +113,26 @@ impl SoftwareKey {
         label: String,
         pkcs8: &[u8],
     ) -> Result<Self, KeyError> {
-        let signing = RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| {
-            KeyError::invalid_key(format!(
-                "RSA key rejected ({e}); keys of 2048 to 8192 bits are supported"
-            ))
-        })?;
+        let signing = match RsaKeyPair::from_pkcs8(pkcs8) {
+            Ok(signing) => signing,
+            Err(e) => {
+                // A key under 2048 bits is kept (public half only) so that using it fails with the one
+                // size rule's message, as in the PKCS#11 backend; anything else is not a usable key.
+                if let Some(public) = rsa_public_from_pkcs8(pkcs8) {
+                    if public.bits() < crate::MIN_RSA_BITS {
+                        return Ok(Self {
+                            backend,
+                            label,
+                            public,
+                            inner: Inner::RsaTooSmall,
+                        });
+                    }
+                }
+                return Err(KeyError::invalid_key(format!(
+                    "RSA key rejected ({e}); keys of 2048 to 8192 bits are supported"
+                )));
+            }
+        };
         let decrypting = PrivateDecryptingKey::from_pkcs8(pkcs8)
             .map_err(|e| KeyError::invalid_key(format!("RSA key rejected ({e})")))
             .and_then(|k| {
@@ -171,6 +192,54 @@ impl KeyBackend for SoftwareKey {
     }
 
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let started = Instant::now();
+        let result = self.sign_unaudited(scheme, message);
+        self.audit("sign", scheme.name(), started, result.as_ref().map(|_| ()));
+        result
+    }
+
+    fn decrypt(
+        &self,
+        scheme: DecryptionScheme,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let started = Instant::now();
+        let result = self.decrypt_unaudited(scheme, ciphertext);
+        self.audit(
+            "decrypt",
+            scheme.name(),
+            started,
+            result.as_ref().map(|_| ()),
+        );
+        result
+    }
+}
+
+impl SoftwareKey {
+    /// The audit event of one operation (see the `audit` module): never the data.
+    fn audit(
+        &self,
+        operation: &str,
+        scheme: &str,
+        started: Instant,
+        result: Result<(), &KeyError>,
+    ) {
+        audit::operation(
+            audit::Operation {
+                backend: self.backend,
+                token: None,
+                key: &self.label,
+                operation,
+                scheme,
+                mechanism: None,
+            },
+            started,
+            false,
+            result.map_err(|e| (e as &dyn fmt::Display, None)),
+        );
+    }
+
+    fn sign_unaudited(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         scheme.check_key(&self.public)?;
         match (&self.inner, scheme) {
             (Inner::Rsa { signing, .. }, _) => {
@@ -201,14 +270,22 @@ impl KeyBackend for SoftwareKey {
                 Ok(sig.as_ref().to_vec())
             }
             (Inner::Ec { .. }, _) => Err(scheme.wrong_key(&self.public)),
+            // check_key refused it above; kept for the match to be complete.
+            (Inner::RsaTooSmall, _) => {
+                crate::check_rsa_size(&self.public, crate::KeyOperation::Sign)?;
+                Err(KeyError::Crypto)
+            }
         }
     }
 
-    fn decrypt(
+    fn decrypt_unaudited(
         &self,
         scheme: DecryptionScheme,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        if matches!(self.public, PublicKey::Rsa { .. }) {
+            crate::check_rsa_size(&self.public, crate::KeyOperation::Decrypt)?;
+        }
         let Inner::Rsa { decrypting, .. } = &self.inner else {
             return Err(KeyError::WrongKeyType {
                 operation: scheme.to_string(),
@@ -432,6 +509,21 @@ fn curve_from_oid(oid: &[u8]) -> Result<EcCurve, KeyError> {
         .ok_or_else(|| {
             KeyError::invalid_key("unsupported EC curve (P-256 and P-384 are supported)")
         })
+}
+
+/// The public half (modulus, public exponent) of the RSA key in PKCS#8 `PrivateKeyInfo` DER, read without
+/// aws-lc-rs (which refuses keys under 2048 bits); `None` when the DER is not an RSA private key.
+fn rsa_public_from_pkcs8(pkcs8: &[u8]) -> Option<PublicKey> {
+    let mut outer = Reader::new(pkcs8);
+    let mut info = Reader::new(outer.read(der::TAG_SEQUENCE).ok()?);
+    info.read(der::TAG_INTEGER).ok()?;
+    info.read(der::TAG_SEQUENCE).ok()?;
+    let mut outer = Reader::new(info.read(der::TAG_OCTET_STRING).ok()?);
+    let mut key = Reader::new(outer.read(der::TAG_SEQUENCE).ok()?);
+    key.read(der::TAG_INTEGER).ok()?;
+    let n = key.read_unsigned_integer().ok()?;
+    let e = key.read_unsigned_integer().ok()?;
+    PublicKey::rsa(n, e).ok()
 }
 
 /// PKCS#8 `PrivateKeyInfo` around a PKCS#1 `RSAPrivateKey` (wiped on drop).

@@ -368,7 +368,7 @@ fn every_hsm_fault_has_its_own_documented_error() {
             "two keys with one label",
             dup_ref.parse().unwrap(),
             "Ambiguous(private key)",
-            "make the reference unique",
+            "make the reference unique (add `id=` with the CKA_ID",
         ),
         (
             "module that is not a PKCS#11 library",

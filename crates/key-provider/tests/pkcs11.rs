@@ -622,28 +622,66 @@ fn wrong_pin_fails_only_its_own_key() {
     let dir = tempfile::tempdir().unwrap();
     let wrong = pin_file(dir.path(), "wrong.pin", "000000");
 
-    // Before anyone logged in: the token itself rejects the PIN.
-    let err = key_provider::pkcs11::open(
-        &with_pin_file(&token.uri("pin-key"), &wrong),
-        &OpenOptions::new(),
-    )
-    .unwrap_err();
+    // Before anyone logged in: the token itself rejects the PIN. One audit event says so (issue 13 item
+    // 11), with the token's return code and never the PIN.
+    let mut err = None;
+    let events = capture_audit(|| {
+        err = key_provider::pkcs11::open(
+            &with_pin_file(&token.uri("pin-key"), &wrong),
+            &OpenOptions::new(),
+        )
+        .err();
+    });
+    let err = err.expect("a wrong PIN is refused");
     assert!(matches!(err, KeyError::LoginFailed { .. }), "{err}");
     assert!(err.to_string().contains("CKR_PIN_INCORRECT"), "{err}");
     assert!(!err.to_string().contains("000000"));
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert!(
+        events[0].contains("operation=\"login\"")
+            && events[0].contains("outcome=\"failure\"")
+            && events[0].contains("ckr=\"CKR_PIN_INCORRECT\"")
+            && events[0].contains("backend=\"pkcs11\"")
+            && !events[0].contains("000000"),
+        "{}",
+        events[0]
+    );
 
-    // The right PIN works on the same module and token.
-    let good = generate(&token.uri("pin-key"), KeySpec::Ec(EcCurve::P256));
+    // The right PIN works on the same module and token; its login is audited too.
+    let mut good = None;
+    let events = capture_audit(|| {
+        good = Some(generate(&token.uri("pin-key"), KeySpec::Ec(EcCurve::P256)));
+    });
+    let good = good.unwrap();
+    let logins: Vec<_> = events
+        .iter()
+        .filter(|e| e.contains("operation=\"login\""))
+        .collect();
+    assert!(
+        logins.len() == 1 && logins[0].contains("outcome=\"success\""),
+        "{events:#?}"
+    );
     good.sign(SignatureScheme::EcdsaP256Sha256, b"before")
         .expect("right PIN signs");
 
-    // Once logged in, a wrong PIN is still refused (the token would say ALREADY_LOGGED_IN to anything).
-    let err = key_provider::pkcs11::open(
-        &with_pin_file(&token.uri("pin-key"), &wrong),
-        &OpenOptions::new(),
-    )
-    .unwrap_err();
+    // Once logged in, a wrong PIN is still refused (the token would say ALREADY_LOGGED_IN to anything),
+    // and the attempt is audited.
+    let mut err = None;
+    let events = capture_audit(|| {
+        err = key_provider::pkcs11::open(
+            &with_pin_file(&token.uri("pin-key"), &wrong),
+            &OpenOptions::new(),
+        )
+        .err();
+    });
+    let err = err.expect("a wrong PIN is refused");
     assert!(matches!(err, KeyError::LoginFailed { .. }), "{err}");
+    assert!(
+        events.len() == 1
+            && events[0].contains("operation=\"login\"")
+            && events[0].contains("outcome=\"failure\""),
+        "{events:#?}"
+    );
 
     // ... and nothing was finalised or logged out: the good key keeps signing, new opens keep working.
     good.sign(SignatureScheme::EcdsaP256Sha256, b"after")
@@ -795,6 +833,11 @@ fn signing_survives_the_hsm_dropping_sessions_and_login() {
     for round in 0..3 {
         support::close_all_sessions(&token.module, slot.id());
         let events = capture_audit(|| check(&rsa, SignatureScheme::RsaPkcs1Sha256));
+        // The reconnect logs in again (one login event), then the signature's own event.
+        let (logins, events): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .partition(|e| e.contains("operation=\"login\""));
+        assert_eq!(logins.len(), 1, "{logins:?}");
         assert!(
             events.len() == 1
                 && events[0].contains("retried=true")
@@ -816,6 +859,10 @@ fn signing_survives_the_hsm_dropping_sessions_and_login() {
     let ctx = testing::context(&token.module).unwrap();
     ctx.open_ro_session(slot).unwrap().logout().expect("logout");
     let events = capture_audit(|| check(&rsa, SignatureScheme::RsaPkcs1Sha512));
+    let events: Vec<_> = events
+        .into_iter()
+        .filter(|e| !e.contains("operation=\"login\""))
+        .collect();
     assert!(
         events.len() == 1 && events[0].contains("retried=true"),
         "{events:?}"
@@ -1006,6 +1053,15 @@ fn one_audit_event_per_operation_without_pin_or_data() {
         );
         let _ = key.decrypt(DecryptionScheme::RsaOaepSha256, &ct);
     });
+    // The first login of this token in the process is an event of its own.
+    let (logins, events): (Vec<_>, Vec<_>) = events
+        .into_iter()
+        .partition(|e| e.contains("operation=\"login\""));
+    assert!(
+        logins.len() == 1 && logins[0].contains("outcome=\"success\""),
+        "{logins:#?}"
+    );
+    assert!(!logins[0].contains(&pin), "{}", logins[0]);
     assert_eq!(events.len(), 4, "{events:#?}");
     assert!(
         events[0].contains("operation=\"generate RSA-2048\"")
@@ -1126,4 +1182,137 @@ fn softhsm_2_6_refuses_rsa_oaep_256_clearly_and_does_oaep_sha1() {
         err.to_string().contains("not supported by this token"),
         "{err}"
     );
+}
+
+/// Creates a key pair with `cryptoki` straight in the token (not through keybound, which only makes
+/// sensitive, never-extractable keys of 2048 bits or more), logged in as the user.
+fn make_raw_key_pair(
+    token: &TestToken,
+    label: &str,
+    modulus_bits: u64,
+    private_extra: &[Attribute],
+) {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    // Log this process in through keybound first (a key on the same token), so the raw session shares it.
+    generate(
+        &token.uri(&format!("{label}-anchor")),
+        KeySpec::Ec(EcCurve::P256),
+    );
+    let ctx = testing::context(&token.module).unwrap();
+    let slot = testing::slot(&token.uri(&format!("{label}-anchor")), &OpenOptions::new()).unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    let pin = std::fs::read_to_string(&token.pin_file).unwrap();
+    match session.login(UserType::User, Some(&AuthPin::from(pin.trim().to_owned()))) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => panic!("login: {e}"),
+    }
+    let public = [
+        Attribute::Token(true),
+        Attribute::Verify(true),
+        Attribute::ModulusBits(modulus_bits.into()),
+        Attribute::PublicExponent(vec![1, 0, 1]),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(label.as_bytes().to_vec()),
+    ];
+    let mut private = vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sign(true),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(label.as_bytes().to_vec()),
+    ];
+    private.extend_from_slice(private_extra);
+    session
+        .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+        .expect("C_GenerateKeyPair");
+}
+
+/// Issue 13 item 3: an RSA-1024 key in the token opens, and signing (and decryption) are refused before
+/// the token is asked, with the one size rule's message (the same as for file and env keys), and audited.
+#[test]
+fn rsa_1024_token_keys_are_refused_with_the_one_size_rule() {
+    let Some(token) = token(
+        "rsa_1024_token_keys_are_refused_with_the_one_size_rule",
+        "rsa1024",
+    ) else {
+        return;
+    };
+    make_raw_key_pair(
+        &token,
+        "small",
+        1024,
+        &[Attribute::Sensitive(true), Attribute::Extractable(false)],
+    );
+    let key = key_provider::pkcs11::open(&token.uri("small"), &OpenOptions::new()).unwrap();
+    assert_eq!(key.public_key().describe(), "RSA-1024");
+    let mut err = None;
+    let events = capture_audit(|| err = key.sign(SignatureScheme::RsaPkcs1Sha256, b"m").err());
+    let err = err.expect("refused");
+    assert!(matches!(err, KeyError::KeyTooSmall { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with(
+            "RSA-1024 key too small: keybound signs only with RSA keys of 2048 bits or more"
+        ),
+        "{err}"
+    );
+    assert!(
+        events.len() == 1
+            && events[0].contains("outcome=\"failure\"")
+            && events[0].contains("ckr=\"-\""),
+        "{events:#?}"
+    );
+    let err = key
+        .decrypt(DecryptionScheme::RsaOaepSha1, &[0; 128])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KeyError::KeyTooSmall {
+                operation: "decrypts",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+/// Issue 13 item 16: a private key whose value can leave the token opens with a warning, and is refused
+/// under `require_non_extractable`; keybound's own keys pass.
+#[test]
+fn extractable_or_non_sensitive_keys_warn_and_can_be_refused() {
+    let Some(token) = token(
+        "extractable_or_non_sensitive_keys_warn_and_can_be_refused",
+        "extractable",
+    ) else {
+        return;
+    };
+    make_raw_key_pair(
+        &token,
+        "loose",
+        2048,
+        &[Attribute::Extractable(true), Attribute::Sensitive(false)],
+    );
+    let key = key_provider::pkcs11::open(&token.uri("loose"), &OpenOptions::new()).unwrap();
+    let warnings = key.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .contains("extractable (CKA_EXTRACTABLE true) and not sensitive (CKA_SENSITIVE false)"),
+        "{}",
+        warnings[0]
+    );
+    key.sign(SignatureScheme::RsaPssSha256, b"still works")
+        .unwrap();
+    let strict = OpenOptions::new().require_non_extractable(true);
+    let err = key_provider::pkcs11::open(&token.uri("loose"), &strict).unwrap_err();
+    assert!(matches!(err, KeyError::KeyExtractable { .. }), "{err:?}");
+    assert!(err.to_string().contains("label 'loose'"), "{err}");
+    // keybound's own keys are sensitive and never extractable: no warning, not refused.
+    let own = generate(&token.uri("tight"), KeySpec::Ec(EcCurve::P256));
+    assert!(own.warnings().is_empty());
+    key_provider::pkcs11::open(&token.uri("tight"), &strict).unwrap();
 }

@@ -535,3 +535,157 @@ fn a_pem_with_several_private_keys_is_refused() {
     let alone = open(&format!("file:{}", keys[0].1.display())).unwrap();
     assert_eq!(one.public_key(), alone.public_key());
 }
+
+/// Issue 13 item 3: a 1024-bit RSA key (OpenSSL's) opens from a file and from a variable, and every
+/// private-key operation is refused with the one size rule's message, the same as the PKCS#11 backend's.
+#[test]
+fn rsa_1024_keys_are_refused_with_the_one_size_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rsa1024.pem");
+    let p = path.to_string_lossy().into_owned();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:1024",
+        "-out",
+        &p,
+    ]);
+    chmod(&path, 0o600);
+    let pkcs1 = dir.path().join("rsa1024-pkcs1.pem");
+    openssl(&[
+        "rsa",
+        "-in",
+        &p,
+        "-traditional",
+        "-out",
+        &pkcs1.to_string_lossy(),
+    ]);
+    chmod(&pkcs1, 0o600);
+    unsafe_env_set(
+        "KEYBOUND_TEST_RSA_1024",
+        &std::fs::read_to_string(&path).unwrap(),
+    );
+    for reference in [
+        format!("file:{}", path.display()),
+        format!("file:{}", pkcs1.display()),
+        "env:KEYBOUND_TEST_RSA_1024".to_owned(),
+    ] {
+        let key = open(&reference).unwrap_or_else(|e| panic!("{reference}: {e}"));
+        assert_eq!(key.public_key().describe(), "RSA-1024");
+        for scheme in [
+            SignatureScheme::RsaPkcs1Sha256,
+            SignatureScheme::RsaPssSha256,
+        ] {
+            let err = key.sign(scheme, b"m").unwrap_err();
+            assert!(
+                matches!(err, KeyError::KeyTooSmall { min_bits: 2048, .. }),
+                "{reference}: {err:?}"
+            );
+            assert!(
+                err.to_string().starts_with(
+                    "RSA-1024 key too small: keybound signs only with RSA keys of 2048 bits or more"
+                ),
+                "{err}"
+            );
+        }
+        let err = key
+            .decrypt(DecryptionScheme::RsaOaepSha1, &[0; 128])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("RSA-1024 key too small: keybound decrypts only"),
+            "{err}"
+        );
+    }
+    assert_eq!(key_provider::MIN_RSA_BITS, 2048);
+}
+
+/// Issue 13 item 11: file and env keys emit one audit event per private-key operation, with the fields of
+/// the PKCS#11 backend's events, and never the data.
+#[test]
+fn file_and_env_keys_emit_one_audit_event_per_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.pem");
+    key_provider::file::generate(&path, KeySpec::Rsa(2048)).unwrap();
+    unsafe_env_set(
+        "KEYBOUND_TEST_AUDIT_KEY",
+        &std::fs::read_to_string(&path).unwrap(),
+    );
+    for (reference, backend) in [
+        (format!("file:{}", path.display()), "file"),
+        ("env:KEYBOUND_TEST_AUDIT_KEY".to_owned(), "env"),
+    ] {
+        let (captured, guard) = keybound_test_support::capture::capture();
+        let key = open(&reference).unwrap();
+        key.sign(SignatureScheme::RsaPssSha256, b"SECRET-PAYLOAD")
+            .unwrap();
+        key.sign(SignatureScheme::EcdsaP256Sha256, b"SECRET-PAYLOAD")
+            .unwrap_err();
+        let _ = key.decrypt(DecryptionScheme::RsaOaepSha256, &[7; 256]);
+        drop(guard);
+        let text = captured.text();
+        let events: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(key_provider::AUDIT_TARGET))
+            .collect();
+        let count = |op: &str| {
+            events
+                .iter()
+                .filter(|e| e.contains(&format!("operation=\"{op}\"")))
+                .count()
+        };
+        assert_eq!(count("sign"), 2, "{text}");
+        assert_eq!(count("decrypt"), 1, "{text}");
+        assert_eq!(events.len(), 3, "{text}");
+        let sign = events[0];
+        for field in [
+            format!("backend=\"{backend}\""),
+            "token=-".to_owned(),
+            format!("key={reference}"),
+            "scheme=\"RSA-PSS-SHA256\"".to_owned(),
+            "mechanism=\"-\"".to_owned(),
+            "outcome=\"success\"".to_owned(),
+            "latency_us=".to_owned(),
+            "retried=false".to_owned(),
+        ] {
+            assert!(sign.contains(&field), "{field} missing: {sign}");
+        }
+        assert!(
+            events[1].contains("WARN")
+                && events[1].contains("outcome=\"failure\"")
+                && events[1].contains("ckr=\"-\"")
+                && events[1].contains("error="),
+            "{}",
+            events[1]
+        );
+        assert!(events[2].contains("outcome=\"failure\""), "{}", events[2]);
+        assert!(!text.contains("SECRET"), "{text}");
+    }
+}
+
+/// Issue 13 item 10: the messages name what to change.
+#[test]
+fn messages_name_the_setting_and_the_missing_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.pem");
+    key_provider::file::generate(&path, KeySpec::Ec(EcCurve::P256)).unwrap();
+    chmod(&path, 0o640);
+    let err = open(&format!("file:{}", path.display())).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "`allow_insecure_key_file = true` in the configuration file or KEYBOUND_ALLOW_INSECURE_KEY_FILE=true"
+        ),
+        "{err}"
+    );
+    let missing = dir.path().join("no-such-dir");
+    let err = key_provider::file::generate(&missing.join("k.pem"), KeySpec::Ec(EcCurve::P256))
+        .unwrap_err();
+    assert!(matches!(err, KeyError::WriteFailed { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("directory {} does not exist", missing.display())),
+        "{err}"
+    );
+}

@@ -154,11 +154,13 @@ pub enum KeycloakError {
     /// The client's settings are inconsistent or out of range.
     #[error("keycloak client configuration: {0}")]
     Config(String),
-    /// The key could not be opened or used.
-    #[error("client assertion key: {0}")]
+    /// The key could not be opened or used. (An RSA key under 2048 bits reads as keybound's one size rule
+    /// says it, the same in every command.)
+    #[error("{}", key_message(.0))]
     Key(#[from] KeyError),
-    /// The client assertion could not be signed.
-    #[error("cannot sign the client assertion: {0}")]
+    /// The client assertion could not be signed. (An RSA key under 2048 bits reads as keybound's one size
+    /// rule says it, the same in every command.)
+    #[error("{}", assertion_message(.0))]
     Assertion(#[source] jose_core::JoseError),
     /// The token endpoint could not be reached (after retries).
     #[error(
@@ -251,6 +253,22 @@ impl KeycloakError {
 
     pub(crate) fn config(msg: impl Into<String>) -> Self {
         Self::Config(msg.into())
+    }
+}
+
+/// `client assertion key: …`, except for the size rule's own message.
+fn key_message(e: &KeyError) -> String {
+    match e {
+        KeyError::KeyTooSmall { .. } => e.to_string(),
+        _ => format!("client assertion key: {e}"),
+    }
+}
+
+/// `cannot sign the client assertion: …`, except for the size rule's own message.
+fn assertion_message(e: &jose_core::JoseError) -> String {
+    match e {
+        jose_core::JoseError::Key(key @ KeyError::KeyTooSmall { .. }) => key.to_string(),
+        _ => format!("cannot sign the client assertion: {e}"),
     }
 }
 

@@ -28,8 +28,8 @@ use crate::error::{ProvisioningError, check_identifier, sanitize};
 pub const DEFAULT_TTL_SECS: u64 = 120;
 /// Longest lifetime the signer accepts: 300 seconds (Thales' recommended maximum, "now + 5 minutes").
 pub const MAX_TTL_SECS: u64 = 300;
-/// Smallest RSA modulus the signer and verifier accept.
-pub const MIN_RSA_BITS: usize = 2048;
+/// Smallest RSA modulus the signer and verifier accept: keybound's one rule, [`key_provider::MIN_RSA_BITS`].
+pub const MIN_RSA_BITS: usize = key_provider::MIN_RSA_BITS;
 /// Longest `iss`, `sub` or `kid` accepted (Thales' issuerCardRefId is at most 48; tokenIds at most 64).
 pub const MAX_IDENTIFIER_LEN: usize = 128;
 
@@ -222,17 +222,22 @@ impl fmt::Debug for AuthCode {
     }
 }
 
-/// Checks that `key` is RSA of at least 2048 bits.
+/// Checks that `key` is RSA of at least 2048 bits, for signing.
 ///
 /// # Errors
-/// [`ProvisioningError::UnsuitableKey`] saying what the key is and why it was refused.
+/// [`ProvisioningError::UnsuitableKey`] for a key that is not RSA; [`ProvisioningError::Key`] with
+/// [`KeyError::KeyTooSmall`](key_provider::KeyError::KeyTooSmall) for an RSA key under 2048 bits (the
+/// message every keybound command and backend gives).
 pub fn check_signing_key(key: &PublicKey) -> Result<(), ProvisioningError> {
+    check_rs256_key(key, key_provider::KeyOperation::Sign)
+}
+
+fn check_rs256_key(
+    key: &PublicKey,
+    operation: key_provider::KeyOperation,
+) -> Result<(), ProvisioningError> {
     match key {
-        PublicKey::Rsa { .. } if key.bits() >= MIN_RSA_BITS => Ok(()),
-        PublicKey::Rsa { .. } => Err(ProvisioningError::UnsuitableKey {
-            key: key.describe(),
-            reason: "RSA keys under 2048 bits are refused",
-        }),
+        PublicKey::Rsa { .. } => Ok(key_provider::check_rsa_size(key, operation)?),
         _ => Err(ProvisioningError::UnsuitableKey {
             key: key.describe(),
             reason: "RS256 needs an RSA key",
@@ -284,8 +289,8 @@ impl AuthCodeSigner {
     /// ```
     ///
     /// # Errors
-    /// [`ProvisioningError::UnsuitableKey`] unless the key is RSA of at least 2048 bits;
-    /// [`ProvisioningError::InvalidField`] for an empty or malformed issuer id.
+    /// [`ProvisioningError::UnsuitableKey`] unless the key is RSA, [`ProvisioningError::Key`] for an RSA key
+    /// under 2048 bits ([`check_signing_key`]); [`ProvisioningError::InvalidField`] for an empty or malformed issuer id.
     pub fn new(
         key: Arc<dyn KeyBackend>,
         issuer_id: impl Into<String>,
@@ -554,9 +559,10 @@ impl AuthCodeVerifier {
     /// ```
     ///
     /// # Errors
-    /// [`ProvisioningError::UnsuitableKey`] unless the key is RSA of at least 2048 bits.
+    /// [`ProvisioningError::UnsuitableKey`] unless the key is RSA, [`ProvisioningError::Key`] for an RSA key
+    /// under 2048 bits.
     pub fn new(key: PublicKey) -> Result<Self, ProvisioningError> {
-        check_signing_key(&key)?;
+        check_rs256_key(&key, key_provider::KeyOperation::Verify)?;
         Ok(Self {
             key,
             issuer_id: None,

@@ -7,13 +7,14 @@ use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
 /// Runs `keybound ARGS` with `stdin` written to its standard input (when given) and `env` set.
-/// `KEYBOUND_CONFIG` and `KEYBOUND_LOG` are removed first, so the developer's own settings cannot change
+/// `KEYBOUND_CONFIG`, `KEYBOUND_LOG` and `KEYBOUND_LOG_FORMAT` are removed first, so the developer's own settings cannot change
 /// what a test sees; a test that wants either passes it in `env`.
 pub fn keybound_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keybound"))
         .args(args)
         .env_remove("KEYBOUND_CONFIG")
         .env_remove("KEYBOUND_LOG")
+        .env_remove("KEYBOUND_LOG_FORMAT")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

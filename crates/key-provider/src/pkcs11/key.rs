@@ -20,8 +20,14 @@
 //! either fails at once with [`KeyError::UsageNotPermitted`], as does a token's own
 //! `CKR_KEY_FUNCTION_NOT_PERMITTED`.
 //!
-//! Every sign and decrypt emits one audit event (target [`AUDIT_TARGET`](super::AUDIT_TARGET)) with the
-//! key, mechanism, outcome, latency in microseconds and, on failure, the `CKR_…` code; never the PIN or data.
+//! Every sign and decrypt emits one audit event (target [`AUDIT_TARGET`](super::AUDIT_TARGET), fields as
+//! for every backend: see module `audit`) with the key, mechanism, outcome, latency in microseconds and, on
+//! failure, the `CKR_…` code; never the PIN or data.
+//!
+//! RSA keys under [`MIN_RSA_BITS`](crate::MIN_RSA_BITS) are refused before the token is asked to sign or
+//! decrypt ([`crate::check_rsa_size`]). `CKA_EXTRACTABLE` and `CKA_SENSITIVE` are read when the key is
+//! opened: a key whose value can leave the token gets a warning, or is refused under
+//! [`OpenOptions::require_non_extractable`].
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,7 +51,8 @@ use crate::{
 
 use super::errors::{Failed, Failure, recovery};
 use super::token::Token;
-use super::{AUDIT_TARGET, BACKEND, module, pin};
+use super::{BACKEND, module, pin};
+use crate::audit;
 
 /// Which object a key reference selects inside its token.
 #[derive(Clone, PartialEq, Eq)]
@@ -113,6 +120,8 @@ struct KeyInner {
     public: PublicKey,
     /// What the token lets the key do (`None`: the token does not say; then it decides on each call).
     usage: Usage,
+    /// Why the key's value can leave the token, when it can (see [`Protection::weakness`]).
+    weakness: Option<String>,
     wait: Duration,
     /// The private key's object handle and the session generation it was found in.
     handle: Mutex<Option<(u64, ObjectHandle)>>,
@@ -133,6 +142,43 @@ impl fmt::Debug for Pkcs11Key {
 struct Usage {
     sign: Option<bool>,
     decrypt: Option<bool>,
+}
+
+/// The private key's `CKA_EXTRACTABLE` and `CKA_SENSITIVE`, when the token shows them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Protection {
+    extractable: Option<bool>,
+    sensitive: Option<bool>,
+}
+
+impl Protection {
+    /// `extractable (CKA_EXTRACTABLE true)` and/or `not sensitive (CKA_SENSITIVE false)`, or `None` for a
+    /// key whose value stays in the token (or a token that does not say).
+    fn weakness(self) -> Option<String> {
+        let mut found = Vec::new();
+        if self.extractable == Some(true) {
+            found.push("extractable (CKA_EXTRACTABLE true)");
+        }
+        if self.sensitive == Some(false) {
+            found.push("not sensitive (CKA_SENSITIVE false)");
+        }
+        (!found.is_empty()).then(|| found.join(" and "))
+    }
+}
+
+fn read_protection(session: &Session, object: ObjectHandle) -> Result<Protection, Failure> {
+    let mut protection = Protection::default();
+    for attribute in session.get_attributes(
+        object,
+        &[AttributeType::Extractable, AttributeType::Sensitive],
+    )? {
+        match attribute {
+            Attribute::Extractable(v) => protection.extractable = Some(v),
+            Attribute::Sensitive(v) => protection.sensitive = Some(v),
+            _ => {}
+        }
+    }
+    Ok(protection)
 }
 
 fn read_usage(session: &Session, object: ObjectHandle) -> Result<Usage, Failure> {
@@ -196,11 +242,27 @@ impl Pkcs11Key {
             let handle = find_private_key(session, &selector, &token)?;
             let public = read_public_key(session, handle, &selector, &token)?;
             let usage = read_usage(session, handle)?;
-            Ok((generation, handle, public, usage))
+            let protection = read_protection(session, handle)?;
+            Ok((generation, handle, public, usage, protection))
         });
-        let (generation, handle, public, usage) = found
+        let (generation, handle, public, usage, protection) = found
             .map(|ran| ran.value)
             .map_err(|failed| failed.into_key_error(token.description()))?;
+        let weakness = protection.weakness();
+        if let Some(weakness) = &weakness {
+            let key = format!(
+                "the private key with {} in {}",
+                selector.describe(),
+                token.description()
+            );
+            if options.require_non_extractable {
+                return Err(KeyError::KeyExtractable {
+                    key,
+                    weakness: weakness.clone(),
+                });
+            }
+            tracing::warn!(key = %key, weakness = %weakness, "the private key's value can leave the token");
+        }
         Ok(Self {
             inner: Arc::new(KeyInner {
                 token,
@@ -210,6 +272,7 @@ impl Pkcs11Key {
                 selector,
                 public,
                 usage,
+                weakness,
                 wait,
                 handle: Mutex::new(Some((generation, handle))),
             }),
@@ -504,9 +567,15 @@ impl KeyInner {
     }
 
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        scheme.check_key(&self.public)?;
         let started = Instant::now();
         let (mechanism, prehash, mechanism_name) = sign_mechanism(scheme);
+        // Refused before the token is asked (a scheme that does not fit, an RSA key under 2048 bits): still
+        // one audit event, as in every backend.
+        if let Err(e) = scheme.check_key(&self.public) {
+            let refused: Result<(Vec<u8>, bool), _> = Err((e, None, false));
+            self.audit("sign", scheme.name(), mechanism_name, started, &refused);
+            return refused.map(|(sig, _)| sig).map_err(|(e, _, _)| e);
+        }
         let operation = || format!("signing with {scheme}");
         let result = if self.usage.sign == Some(false) {
             Err((self.not_permitted(operation(), "CKA_SIGN"), None, false))
@@ -564,13 +633,26 @@ impl KeyInner {
         scheme: DecryptionScheme,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-        if !matches!(self.public, PublicKey::Rsa { .. }) {
-            return Err(KeyError::WrongKeyType {
+        let started = Instant::now();
+        let refused = if matches!(self.public, PublicKey::Rsa { .. }) {
+            crate::check_rsa_size(&self.public, crate::KeyOperation::Decrypt)
+        } else {
+            Err(KeyError::WrongKeyType {
                 operation: scheme.to_string(),
                 key: self.public.describe(),
-            });
+            })
+        };
+        if let Err(e) = refused {
+            let refused: Result<(Zeroizing<Vec<u8>>, bool), _> = Err((e, None, false));
+            self.audit(
+                "decrypt",
+                scheme.name(),
+                "CKM_RSA_PKCS_OAEP",
+                started,
+                &refused,
+            );
+            return refused.map(|(plain, _)| plain).map_err(|(e, _, _)| e);
         }
-        let started = Instant::now();
         let params = match scheme {
             DecryptionScheme::RsaOaepSha1 => PkcsOaepParams::new(
                 MechanismType::SHA1,
@@ -658,35 +740,19 @@ impl KeyInner {
         started: Instant,
         result: &Result<(T, bool), (KeyError, Option<String>, bool)>,
     ) {
-        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let key = &self.described;
+        let op = audit::Operation {
+            backend: BACKEND,
+            token: Some(self.token.description()),
+            key: &self.described,
+            operation,
+            scheme,
+            mechanism: Some(mechanism),
+        };
         match result {
-            Ok((_, retried)) => tracing::info!(
-                target: AUDIT_TARGET,
-                backend = BACKEND,
-                token = %self.token.description(),
-                key = %key,
-                operation,
-                scheme,
-                mechanism,
-                outcome = "success",
-                latency_us,
-                retried = *retried,
-            ),
-            Err((error, ckr, retried)) => tracing::warn!(
-                target: AUDIT_TARGET,
-                backend = BACKEND,
-                token = %self.token.description(),
-                key = %key,
-                operation,
-                scheme,
-                mechanism,
-                outcome = "failure",
-                latency_us,
-                retried = *retried,
-                ckr = ckr.as_deref().unwrap_or("-"),
-                error = %error,
-            ),
+            Ok((_, retried)) => audit::operation(op, started, *retried, Ok(())),
+            Err((error, ckr, retried)) => {
+                audit::operation(op, started, *retried, Err((error, ckr.as_deref())));
+            }
         }
     }
 }
@@ -703,6 +769,22 @@ impl KeyBackend for Pkcs11Key {
 
     fn public_key(&self) -> &PublicKey {
         &self.inner.public
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.inner
+            .weakness
+            .iter()
+            .map(|weakness| {
+                format!(
+                    "the private key with {} in {} is {weakness}: its value can leave the token. Generate a \
+                     new key in the token (`keybound keys generate` makes it sensitive and never extractable), \
+                     or refuse such keys with `require_non_extractable = true` in the configuration",
+                    self.inner.described,
+                    self.inner.token.description()
+                )
+            })
+            .collect()
     }
 
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {

@@ -18,7 +18,12 @@
 //!   [`OpenOptions::pkcs11_allowed_modules`]; any other library is refused before it is loaded
 //!   ([`KeyError::ModuleNotAllowed`]), since loading a library runs its code.
 //! - the **PIN** by `pin-source=file:PATH` (the file must be mode 0600 or stricter; its first line is the
-//!   PIN) or `pin-source=env:VAR`. `pin-value=` is refused unless [`OpenOptions::allow_pin_value`] is set.
+//!   PIN), `pin-source=env:VAR`, or `pin-source=prompt` (typed at the terminal, without echo; only when
+//!   standard input is a terminal). `pin-value=` is refused unless [`OpenOptions::allow_pin_value`] is set.
+//!
+//! A private key whose value can leave the token (`CKA_EXTRACTABLE` true, or `CKA_SENSITIVE` false) is
+//! opened with a warning ([`KeyBackend::warnings`], and a `tracing` WARN event), or refused with
+//! [`KeyError::KeyExtractable`] when [`OpenOptions::require_non_extractable`] is set.
 //!
 //! ## Managing keys
 //! [`generate`] / [`generate_with_usage`] make a key pair in the token; [`list_keys`] lists the token's key
@@ -60,8 +65,9 @@ pub use inventory::{
 /// The environment variable naming the PKCS#11 module when neither the URI nor the options do.
 pub const MODULE_ENV: &str = "KEYBOUND_PKCS11_MODULE";
 
-/// The `tracing` target of the audit events (one per sign, decrypt, generate, import or delete).
-pub const AUDIT_TARGET: &str = "keybound::audit";
+/// The `tracing` target of the audit events (one per sign, decrypt, login attempt, generate, import or
+/// delete): [`crate::AUDIT_TARGET`], the same for every backend, re-exported here.
+pub use crate::audit::AUDIT_TARGET;
 
 /// The backend name, as [`KeyBackend::backend_name`] reports it.
 pub(crate) const BACKEND: &str = "pkcs11";

@@ -1,6 +1,7 @@
 //! Where a token PIN comes from: `pin-source=file:PATH` (a file only its owner can read; its first line,
-//! without the line ending), `pin-source=env:VAR`, or an inline `pin-value=` that the caller explicitly
-//! allowed ([`OpenOptions::allow_pin_value`]). The PIN is kept in a [`SecretString`] (wiped on drop) and
+//! without the line ending), `pin-source=env:VAR`, `pin-source=prompt` (typed at the terminal on standard
+//! input with echo off; refused at once when standard input is not a terminal), or an inline `pin-value=`
+//! that the caller explicitly allowed ([`OpenOptions::allow_pin_value`]). The PIN is kept in a [`SecretString`] (wiped on drop) and
 //! the bytes read on the way in `Zeroizing` buffers; it never appears in messages, logs or `Debug` output.
 
 use std::io::Read as _;
@@ -31,6 +32,7 @@ pub(crate) fn resolve(
             })?);
             pin_from_bytes(value.as_bytes(), &format!("environment variable {var}")).map(Some)
         }
+        (Some(PinSource::Prompt), _) => prompt(uri).map(Some),
         (None, Some(value)) if options.allow_pin_value => {
             pin_from_bytes(value.as_bytes(), "`pin-value` of the key reference").map(Some)
         }
@@ -42,6 +44,91 @@ pub(crate) fn resolve(
         }),
         (None, None) => Ok(None),
     }
+}
+
+/// Asks for the PIN on the terminal: echo is turned off, the prompt goes to stderr, the PIN is read from
+/// standard input (echo restored afterwards, also when reading fails), straight from the file descriptor into a
+/// buffer of fixed size that is wiped on drop (no buffered copy is left in the standard library).
+///
+/// # Errors
+/// [`KeyError::PinUnavailable`] when standard input is not a terminal (a pipe, a file, no terminal at all:
+/// scripts use `pin-source=file:` or `env:`), or nothing was typed.
+fn prompt(uri: &Pkcs11Uri) -> Result<SecretString, KeyError> {
+    use std::io::{IsTerminal as _, Write as _};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(KeyError::PinUnavailable {
+            reason: "`pin-source=prompt` reads the PIN from a terminal, and standard input is not one; in \
+                     scripts and services use `pin-source=file:/path/to/pin` (mode 0600) or `pin-source=env:VAR`"
+                .into(),
+        });
+    }
+    let token = uri
+        .token
+        .as_deref()
+        .or(uri.serial.as_deref())
+        .unwrap_or("the token");
+    // Echo goes off before the prompt is shown, so nothing typed after it is echoed; one write.
+    let prompt = format!("PIN for PKCS#11 token '{token}': ");
+    let line = read_without_echo(&stdin, || {
+        let mut stderr = std::io::stderr();
+        let _ = stderr.write_all(prompt.as_bytes());
+        let _ = stderr.flush();
+    });
+    let line = line.map_err(|e| KeyError::PinUnavailable {
+        reason: format!("cannot read the PIN from the terminal: {e}"),
+    })?;
+    pin_from_bytes(&line, "the PIN typed at the terminal")
+}
+
+/// One line from the terminal on `stdin`, echo off.
+#[cfg(unix)]
+fn read_without_echo(
+    stdin: &std::io::Stdin,
+    prompt: impl FnOnce(),
+) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    let saved = tcgetattr(stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    // The newline typed still moves the cursor on.
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    tcsetattr(stdin, OptionalActions::Now, &quiet)?;
+    prompt();
+    let read = read_line(stdin);
+    let restored = tcsetattr(stdin, OptionalActions::Now, &saved);
+    let line = read?;
+    restored?;
+    Ok(line)
+}
+
+#[cfg(not(unix))]
+fn read_without_echo(_: &std::io::Stdin, _: impl FnOnce()) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    Err(std::io::Error::other(
+        "reading a PIN without echo is supported on Unix only",
+    ))
+}
+
+/// Reads from the file descriptor (not through the standard library's buffer) up to a newline.
+#[cfg(unix)]
+fn read_line(stdin: &std::io::Stdin) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let mut line = Zeroizing::new(vec![0u8; MAX_PIN_FILE]);
+    let mut len = 0;
+    while len < line.len() {
+        match rustix::io::read(stdin, &mut line[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if line[..len].contains(&b'\n') {
+                    break;
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    line.truncate(len);
+    Ok(line)
 }
 
 /// Reads a PIN file: refuses one that group or others can access, takes the first line.
@@ -203,6 +290,13 @@ mod tests {
             .unwrap();
         let err = resolve(&uri, &OpenOptions::new()).unwrap_err().to_string();
         assert!(err.contains("KEYBOUND_TEST_SURELY_UNSET_PIN"), "{err}");
+    }
+
+    #[test]
+    fn prompt_parses_and_prints_back() {
+        let uri: Pkcs11Uri = "pkcs11:token=t;object=k?pin-source=prompt".parse().unwrap();
+        assert_eq!(uri.pin_source, Some(PinSource::Prompt));
+        assert!(uri.to_string().ends_with("?pin-source=prompt"), "{uri}");
     }
 
     #[test]

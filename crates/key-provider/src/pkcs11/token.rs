@@ -42,6 +42,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
+use crate::audit;
 use crate::error::KeyError;
 use crate::{OpenOptions, Pkcs11Uri};
 
@@ -407,17 +408,25 @@ impl Token {
             let Some(pin) = pin else {
                 return Err(Failure::Key(KeyError::PinUnavailable {
                     reason: format!(
-                        "{} requires a PIN: add `pin-source=file:/path/to/pin` or `pin-source=env:VAR` to the key reference",
+                        "{} requires a PIN: add `pin-source=file:/path/to/pin`, `pin-source=env:VAR` or `pin-source=prompt` to the key reference",
                         self.description
                     ),
                 }));
             };
             if let Some(verified) = &pool.verified_pin {
                 if !pins_equal(verified, pin) {
-                    return Err(self.login_failed(
+                    let failure = self.login_failed(
                         "wrong PIN (it is not the PIN this process logged in to the token with)"
                             .into(),
-                    ));
+                    );
+                    let error = failure.describe();
+                    audit::login(
+                        BACKEND,
+                        &self.description,
+                        Instant::now(),
+                        Err((&error, None)),
+                    );
+                    return Err(failure);
                 }
             }
         }
@@ -436,46 +445,82 @@ impl Token {
                     source: None,
                 }));
             };
-            match keepalive.login(UserType::User, pin) {
-                Ok(()) => {
-                    pool.verified_pin = pin.cloned();
-                    tracing::debug!(token = %self.description, "logged in");
+            let started = Instant::now();
+            match self.login(keepalive, pin, pool.verified_pin.is_some()) {
+                Ok(()) => audit::login(BACKEND, &self.description, started, Ok(())),
+                Err((failure, ckr)) => {
+                    let error = failure.describe();
+                    audit::login(
+                        BACKEND,
+                        &self.description,
+                        started,
+                        Err((&error, ckr.as_deref())),
+                    );
+                    return Err(failure);
                 }
-                // Login state belongs to the application: other code in this process logged the token in,
-                // and the token answers this to any PIN. With a PIN keybound verified before (compared
-                // above), that is success. Without one, the PIN cannot be checked: logging out to check it
-                // would log the other code out too (for good, if the PIN is wrong), so it is refused.
-                Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
-                    if pool.verified_pin.is_none() {
-                        return Err(self.login_failed(
+            }
+            if pool.verified_pin.is_none() {
+                pool.verified_pin = pin.cloned();
+            }
+        }
+        pool.logged_in = true;
+        Ok(slot)
+    }
+
+    /// `C_Login` as the user on the keep-alive session. `verified`: a PIN the token accepted before (and the
+    /// same as `pin`, compared by the caller).
+    /// On failure, the failure and the `CKR_…` name of `C_Login`'s answer.
+    fn login(
+        &self,
+        keepalive: &Session,
+        pin: Option<&SecretString>,
+        verified: bool,
+    ) -> Result<(), (Failure, Option<String>)> {
+        match keepalive.login(UserType::User, pin) {
+            Ok(()) => {
+                tracing::debug!(token = %self.description, "logged in");
+                Ok(())
+            }
+            // Login state belongs to the application: other code in this process logged the token in,
+            // and the token answers this to any PIN. With a PIN keybound verified before (compared
+            // by the caller), that is success. Without one, the PIN cannot be checked: logging out to check
+            // it would log the other code out too (for good, if the PIN is wrong), so it is refused.
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                if !verified {
+                    return Err((
+                        self.login_failed(
                             "the token is already logged in by other code in this process \
                              (C_Login answered CKR_USER_ALREADY_LOGGED_IN), so the token cannot check this \
                              key's PIN and keybound refuses it; open keybound's keys on this token before \
                              other code logs in to it"
                                 .into(),
-                        ));
-                    }
-                    tracing::debug!(token = %self.description, "already logged in");
+                        ),
+                        Some("CKR_USER_ALREADY_LOGGED_IN".to_owned()),
+                    ));
                 }
-                Err(CkError::Pkcs11(
-                    rv @ (RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange),
-                    _,
-                )) => {
-                    return Err(
-                        self.login_failed(format!("the token rejected the PIN ({})", ckr_name(rv)))
-                    );
-                }
-                Err(CkError::Pkcs11(rv @ (RvError::PinLocked | RvError::PinExpired), _)) => {
-                    return Err(self.login_failed(format!(
-                        "the PIN is locked or expired ({}); ask the token's security officer to reset it",
-                        ckr_name(rv)
-                    )));
-                }
-                Err(e) => return Err(Failure::Ck(e)),
+                tracing::debug!(token = %self.description, "already logged in");
+                Ok(())
+            }
+            Err(CkError::Pkcs11(
+                rv @ (RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange),
+                _,
+            )) => Err((
+                self.login_failed(format!("the token rejected the PIN ({})", ckr_name(rv))),
+                Some(ckr_name(rv)),
+            )),
+            Err(CkError::Pkcs11(rv @ (RvError::PinLocked | RvError::PinExpired), _)) => Err((
+                self.login_failed(format!(
+                    "the PIN is locked or expired ({}); ask the token's security officer to reset it",
+                    ckr_name(rv)
+                )),
+                Some(ckr_name(rv)),
+            )),
+            Err(e) => {
+                let failure = Failure::Ck(e);
+                let ckr = failure.ckr();
+                Err((failure, ckr))
             }
         }
-        pool.logged_in = true;
-        Ok(slot)
     }
 
     /// Borrows a logged-in session: a pooled read-only one, or (`read_write`) a fresh read-write one.
