@@ -378,7 +378,15 @@ fn listed_key(key: &key_provider::pkcs11::KeyPairInfo) -> ListedKey {
         KeyKind::Rsa { bits } => ("RSA".to_owned(), *bits, None),
         KeyKind::Ec { curve } => (
             "EC".to_owned(),
-            key.public_key.as_ref().map(PublicKey::bits),
+            key.public_key
+                .as_ref()
+                .map(PublicKey::bits)
+                .or(match curve.as_str() {
+                    "P-256" | "secp256k1" => Some(256),
+                    "P-384" => Some(384),
+                    "P-521" => Some(521),
+                    _ => None,
+                }),
             Some(curve.clone()),
         ),
         other => (other.to_string(), None, None),

@@ -617,6 +617,61 @@ fn keys_list_shows_every_key_pair_as_pkcs11_tool_sees_it() {
     assert!(stderr(&out).contains("pin-source"), "{}", stderr(&out));
 }
 
+/// A key keybound cannot sign with (EC P-521) is listed all the same, with its type and without a
+/// thumbprint, and can be deleted.
+#[test]
+fn keys_list_and_delete_keys_keybound_cannot_use() {
+    let Some(token) = TestToken::fresh("cli keys list P-521", "keys-p521") else {
+        return;
+    };
+    if !tools_present() {
+        return;
+    }
+    pkcs11_tool(
+        &token,
+        &[
+            "--keypairgen",
+            "--key-type",
+            "EC:secp521r1",
+            "--label",
+            "p521",
+            "--id",
+            "0e",
+        ],
+    );
+    let whole = reference(&token, None, None);
+    let listing: Value = serde_json::from_str(&ok(&keybound(
+        &["keys", "list", "--key", &whole, "--format", "json"],
+        None,
+    )))
+    .unwrap();
+    let objects = tool_objects(&token);
+    let public = of_kind(&objects, "Public Key Object", "0e");
+    // secp521r1's OID (pkcs11-tool itself counts 528 bits: 66 bytes a coordinate).
+    assert_eq!(public[0].field("EC_PARAMS"), "06052b81040023", "{public:?}");
+    let usage = of_kind(&objects, "Private Key Object", "0e")[0].items("Usage");
+    let key = &listing["keys"][0];
+    assert_eq!(listing["keys"].as_array().unwrap().len(), 1, "{listing:#}");
+    for (field, value) in [
+        ("label", json!("p521")),
+        ("id", json!("0e")),
+        ("type", json!("EC P-521")),
+        ("kty", json!("EC")),
+        ("bits", json!(521)),
+        ("curve", json!("P-521")),
+        ("thumbprint", Value::Null),
+        ("sign", json!(usage.contains(&"sign"))),
+        ("public_key_object", json!(true)),
+    ] {
+        assert_eq!(key[field], value, "{field}: {listing:#}");
+    }
+    ok(&keybound(
+        &["keys", "delete", "--key", &token.key_ref("p521"), "--yes"],
+        None,
+    ));
+    assert!(of_kind(&tool_objects(&token), "", "0e").is_empty());
+}
+
 #[test]
 #[cfg(feature = "file")]
 fn keys_list_refuses_a_key_file_and_an_environment_variable() {
