@@ -18,8 +18,9 @@
 //! [`delete_key`] needs a reference that names exactly one key pair (`object=` and/or `id=`): a token URI
 //! alone, no match, or several matches are errors, and so is a `CKA_ID` shared by two private keys (the
 //! public key and certificate could not be told apart). It destroys the private key first (if that fails,
-//! nothing was deleted), then the public key objects and certificates, in one read-write session, and emits
-//! one audit event (target [`AUDIT_TARGET`](super::AUDIT_TARGET), operation `delete`).
+//! nothing was deleted), then the public key objects and certificates (if one of these fails, the error says
+//! the private key is gone and which object is left), in one read-write session, and emits one audit event
+//! (target [`AUDIT_TARGET`](super::AUDIT_TARGET), operation `delete`).
 
 use std::fmt;
 use std::time::Instant;
@@ -337,8 +338,26 @@ fn delete_pair(
         session.find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE), pairing])?;
     // The private key first: if the token refuses, nothing is gone.
     session.destroy_object(private)?;
-    for object in publics.iter().chain(&certificates) {
-        session.destroy_object(*object)?;
+    let rest = publics
+        .iter()
+        .map(|o| (*o, "public key"))
+        .chain(certificates.iter().map(|o| (*o, "certificate")));
+    for (object, what) in rest {
+        if let Err(e) = session.destroy_object(object) {
+            // Not retried: the private key is gone, and a second attempt would not find it.
+            return Err(Failure::Key(KeyError::Backend {
+                backend: BACKEND,
+                message: format!(
+                    "the private key of {} in {} was deleted, but a {what} object with its {} was not ({}); \
+                     delete it with the token's own tools",
+                    info.describe(),
+                    token.description(),
+                    if info.id.is_empty() { "label" } else { "id" },
+                    Failure::Ck(e).describe()
+                ),
+                source: None,
+            }));
+        }
     }
     Ok(DeletedKey {
         token: token.description().to_owned(),
