@@ -13,7 +13,9 @@ use std::sync::OnceLock;
 use jose_core::jwe::DecryptOptions;
 use jose_core::jws::VerifyOptions;
 use jose_core::{Jwk, Jwks, KeySet, Validation};
-use key_provider::{KeyBackend, KeyRef, PinSource, Pkcs11Uri, PublicKey, SoftwareKey};
+use key_provider::{
+    KeyBackend, KeyRef, PinSource, Pkcs11Uri, PublicKey, PublicKeyFile, SoftwareKey,
+};
 
 /// A target's body.
 pub type Target = fn(&[u8]);
@@ -115,13 +117,33 @@ pub fn jwe_decrypt(data: &[u8]) {
     }
 }
 
-/// JWK, JWKS and public keys: `Jwk::from_json`, `Jwks::from_json`, `KeySet::from_text` (PEM, JWK or JWKS),
+/// JWK, JWKS, public keys and certificates: `Jwk::from_json`, `Jwks::from_json`, `KeySet::from_text` (PEM,
+/// JWK or JWKS), `KeySet::from_bytes` and `PublicKeyFile::parse` (also X.509 certificates, PEM or DER),
 /// `PublicKey::from_spki_der` / `from_pem`. A key that parses survives a round trip, and its JWK thumbprint
 /// is the thumbprint of the key it denotes.
 pub fn jwk_parse(data: &[u8]) {
     if let Ok(key) = PublicKey::from_spki_der(data) {
         let again = PublicKey::from_spki_der(&key.to_spki_der()).expect("SPKI round trip");
         assert_eq!(again, key, "SPKI DER round trip changed the key");
+    }
+    match PublicKeyFile::parse(data) {
+        Ok(file) => {
+            let again = PublicKey::from_spki_der(&file.key.to_spki_der()).expect("SPKI round trip");
+            assert_eq!(
+                again, file.key,
+                "a parsed public key file's key does not round-trip"
+            );
+            if let Some(cert) = &file.certificate {
+                assert_eq!(
+                    cert.public_key, file.key,
+                    "the certificate's key is not the key"
+                );
+            }
+        }
+        Err(e) => check_message("PublicKeyFile::parse", &e),
+    }
+    if let Err(e) = KeySet::from_bytes(data) {
+        check_message("KeySet::from_bytes", &e);
     }
     let Ok(text) = std::str::from_utf8(data) else {
         return;

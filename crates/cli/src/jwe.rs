@@ -1,5 +1,6 @@
-//! `keybound jwe …`: encrypt stdin to a public key (SPKI PEM, JWK or JWKS) as a compact JWE, and decrypt a
-//! compact JWE from stdin through a key reference (the CEK is unwrapped inside the key's backend).
+//! `keybound jwe …`: encrypt stdin to a public key (SPKI PEM, X.509 certificate, JWK or JWKS) as a compact
+//! JWE, and decrypt a compact JWE from stdin through a key reference (the CEK is unwrapped inside the key's
+//! backend).
 
 use std::path::PathBuf;
 
@@ -21,8 +22,8 @@ pub enum Cmd {
 
 #[derive(Debug, Args)]
 pub struct EncryptArgs {
-    /// Recipient public key: SPKI PEM, JWK or JWKS (RSA; a JWK whose `use` or `key_ops` rule out encryption
-    /// is not used).
+    /// Recipient public key: SPKI PEM or DER, X.509 certificate (PEM or DER; a PEM chain leaf first), JWK or
+    /// JWKS (RSA; a JWK whose `use` or `key_ops` rule out encryption is not used).
     #[arg(long)]
     pubkey: PathBuf,
     /// Key management algorithm.

@@ -1,5 +1,5 @@
-//! `keybound jwt …`: sign claims through a key reference, verify against SPKI PEM / JWK / JWKS with claim
-//! validation, and decode without verification (clearly marked).
+//! `keybound jwt …`: sign claims through a key reference, verify against SPKI PEM / X.509 certificate / JWK /
+//! JWKS with claim validation, and decode without verification (clearly marked).
 
 use std::path::PathBuf;
 
@@ -51,7 +51,8 @@ pub struct SignArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Public key: SPKI PEM, JWK or JWKS (selected by the token's kid).
+    /// Public key: SPKI PEM or DER, X.509 certificate (PEM or DER; a PEM chain leaf first), JWK or JWKS
+    /// (selected by the token's kid).
     #[arg(long)]
     pubkey: PathBuf,
     /// The token: a file, or - for stdin.
@@ -141,10 +142,11 @@ fn sign(a: &SignArgs, ctx: &Context) -> CliResult {
     io::print_line(&token)
 }
 
-/// Loads SPKI PEM, a JWK or a JWKS from a file.
+/// Loads a `--pubkey` file: SPKI PEM or DER, an X.509 certificate (PEM, a chain leaf first, or DER), a JWK
+/// or a JWKS (one parser for every `--pubkey`: [`KeySet::from_bytes`]).
 pub fn load_keys(path: &std::path::Path) -> CliResult<KeySet> {
-    let text = io::read_text(path)?;
-    KeySet::from_text(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))
+    let bytes = io::read_input(path)?;
+    KeySet::from_bytes(&bytes).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))
 }
 
 fn verify(a: &VerifyArgs) -> CliResult {

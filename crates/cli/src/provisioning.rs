@@ -72,7 +72,8 @@ pub struct AuthCodeArgs {
     #[arg(long)]
     no_jti: bool,
     /// Sign one code per JSON line of FILE (or - for stdin): {"sub": "…", "aud": "APPLE_PAY"}, optionally
-    /// "token_id": true and "ttl": N. Prints {"sub": …, "jwt": …} or {"sub": …, "error": …} per line.
+    /// "token_id": true and "ttl": N; each member at most once. Prints {"sub": …, "jwt": …} or
+    /// {"line": N, "sub": …, "error": …} per line (N: the input line number; no sub when it could not be read).
     #[arg(long, value_name = "FILE|-")]
     batch: Option<PathBuf>,
     /// Signing threads in batch mode (default: CPU count; 8 for PKCS#11 keys).

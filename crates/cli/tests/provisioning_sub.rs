@@ -1,6 +1,7 @@
 //! `keybound provisioning auth-code` never signs a card number into an authorization code: a `sub` of 13 to 19
 //! digits passing the Luhn check is refused (exit 2, one or batch), with a message that says `sub` is the
-//! issuerCardRefId and that does not repeat the number.
+//! issuerCardRefId and that does not repeat the number. Nor does it sign an issuerCardRefId the card data
+//! would refuse (over 48 characters), or a batch line that gives `sub` twice.
 
 mod common;
 
@@ -97,4 +98,106 @@ fn batch_mode_refuses_the_line_without_repeating_the_number() {
             "{line}"
         );
     }
+}
+
+/// An issuerCardRefId over 48 characters (the card data's limit) is not signed: exit 2 for one code, an error
+/// line naming its input line in a batch. 48 characters, and a long tokenId, are signed.
+#[test]
+fn auth_code_refuses_an_issuer_card_ref_id_over_48_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = issuer_key(&dir);
+    let base = [
+        "provisioning",
+        "auth-code",
+        "--key",
+        &key,
+        "--issuer-id",
+        "ISSUER0001",
+    ];
+    let over = "r".repeat(49);
+    let at_limit = "r".repeat(48);
+    let one = |sub: &str, extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(&["--aud", "APPLE_PAY", "--sub", sub]);
+        args.extend_from_slice(extra);
+        keybound(&args, None)
+    };
+    let out = one(&over, &[]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "a code was printed");
+    assert!(
+        stderr(&out).contains("at most 48 characters"),
+        "{}",
+        stderr(&out)
+    );
+    ok(&one(&at_limit, &[]));
+    ok(&one(&over, &["--token-id"]));
+
+    let input = format!(
+        "{{\"sub\":\"{at_limit}\",\"aud\":\"APPLE_PAY\"}}\n\n{{\"sub\":\"{over}\",\"aud\":\"APPLE_PAY\"}}\n"
+    );
+    let mut args = base.to_vec();
+    args.extend_from_slice(&["--batch", "-"]);
+    let out = keybound(&args, Some(input.as_bytes()));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let lines: Vec<Value> = String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines[0]["jwt"].is_string(), "{}", lines[0]);
+    assert_eq!(lines[1]["line"], 3, "{}", lines[1]);
+    assert_eq!(lines[1]["sub"], over.as_str());
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 48 characters"),
+        "{}",
+        lines[1]
+    );
+}
+
+/// A batch line that gives `sub` twice is refused, not signed for the last value: its error line names the
+/// input line and carries no `sub` (not even `null`).
+#[test]
+fn batch_refuses_a_line_with_sub_given_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = issuer_key(&dir);
+    let input = "{\"sub\":\"card-ref-1\",\"aud\":\"APPLE_PAY\"}\n{\"sub\":\"a\",\"aud\":\"APPLE_PAY\",\"sub\":\"b\"}\n";
+    let out = keybound(
+        &[
+            "provisioning",
+            "auth-code",
+            "--key",
+            &key,
+            "--issuer-id",
+            "ISSUER0001",
+            "--batch",
+            "-",
+        ],
+        Some(input.as_bytes()),
+    );
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let lines: Vec<Value> = String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0]["jwt"].is_string());
+    let refused = lines[1].as_object().unwrap();
+    assert_eq!(
+        refused.keys().collect::<Vec<_>>(),
+        ["line", "error"],
+        "{refused:?}"
+    );
+    assert_eq!(refused["line"], 2);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("`sub` appears more than once"),
+        "{refused:?}"
+    );
 }

@@ -1,9 +1,10 @@
-//! Verification and encryption keys on the public side: a single key or a JWKS, loaded from SPKI PEM, a JWK
-//! or a JWKS, and selected for a token by `kid`, algorithm and purpose: a key whose JWK `use` or `key_ops`
-//! (RFC 7517 §4.2–4.3) rules out verifying signatures never verifies one, and a key that rules out
-//! encryption is never encrypted to. A key from SPKI PEM carries no such members and may do both.
+//! Verification and encryption keys on the public side: a single key or a JWKS, loaded from SPKI PEM or DER,
+//! an X.509 certificate (PEM or DER, through key-provider's parser), a JWK or a JWKS, and selected for a token
+//! by `kid`, algorithm and purpose: a key whose JWK `use` or `key_ops` (RFC 7517 §4.2–4.3) rules out verifying
+//! signatures never verifies one, and a key that rules out encryption is never encrypted to. A key from SPKI
+//! or a certificate carries no such members and may do both.
 
-use key_provider::PublicKey;
+use key_provider::{PublicKey, PublicKeyFile};
 
 use crate::alg::JwsAlgorithm;
 use crate::error::{JoseError, sanitize};
@@ -59,6 +60,14 @@ impl VerifyingKey {
     }
 }
 
+fn not_a_public_key() -> JoseError {
+    JoseError::InvalidInput(
+        "public key must be SPKI PEM (-----BEGIN PUBLIC KEY-----), an X.509 certificate (PEM or DER), SPKI DER, \
+         a JWK or a JWKS"
+            .into(),
+    )
+}
+
 /// Why the keys in `refused` may not be used for `purpose`, for an error message.
 fn refused_for(purpose: KeyPurpose, refused: &[&VerifyingKey]) -> String {
     let marks = refused
@@ -110,7 +119,39 @@ impl KeySet {
         })
     }
 
-    /// Loads SPKI PEM (`-----BEGIN PUBLIC KEY-----`), a JWK, or a JWKS from text.
+    /// Loads a public key file: SPKI or PKCS#1 PEM, an X.509 certificate (PEM — a chain given leaf first — or
+    /// DER), SPKI DER, a JWK, or a JWKS. PEM and DER go through [`PublicKeyFile::parse`] (key-provider's one
+    /// public-key and certificate parser), JSON through the strict JWK/JWKS parsers.
+    ///
+    /// ```
+    /// use jose_core::KeySet;
+    /// let jwk = r#"{"kty":"EC","crv":"P-256","kid":"a",
+    ///     "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+    /// let keys = KeySet::from_bytes(jwk.as_bytes()).unwrap();
+    /// let der = keys.keys()[0].key.to_spki_der();
+    /// assert_eq!(KeySet::from_bytes(&der).unwrap().keys()[0].key, keys.keys()[0].key);
+    /// assert!(KeySet::from_bytes(b"\x01\x02").is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`JoseError::Key`] / [`JoseError::Malformed`] / [`JoseError::InvalidInput`] describing what was found
+    /// instead.
+    pub fn from_bytes(input: &[u8]) -> Result<Self, JoseError> {
+        match std::str::from_utf8(input) {
+            Ok(text) if text.trim_start().starts_with('{') => Self::from_text(text),
+            _ if input.trim_ascii_start().starts_with(b"-----BEGIN")
+                || input.first() == Some(&0x30) =>
+            {
+                Ok(Self::single(VerifyingKey::new(
+                    PublicKeyFile::parse(input)?.key,
+                )))
+            }
+            _ => Err(not_a_public_key()),
+        }
+    }
+
+    /// Loads SPKI or PKCS#1 PEM, an X.509 certificate in PEM (a chain: its leaf), a JWK, or a JWKS from text
+    /// (DER is not text: see [`KeySet::from_bytes`]).
     ///
     /// ```
     /// use jose_core::KeySet;
@@ -126,12 +167,12 @@ impl KeySet {
     pub fn from_text(text: &str) -> Result<Self, JoseError> {
         let trimmed = text.trim_start();
         if trimmed.starts_with("-----BEGIN") {
-            return Ok(Self::single(VerifyingKey::new(PublicKey::from_pem(text)?)));
+            return Ok(Self::single(VerifyingKey::new(
+                PublicKeyFile::parse(text.as_bytes())?.key,
+            )));
         }
         if !trimmed.starts_with('{') {
-            return Err(JoseError::InvalidInput(
-                "public key must be SPKI PEM (-----BEGIN PUBLIC KEY-----), a JWK or a JWKS".into(),
-            ));
+            return Err(not_a_public_key());
         }
         let map = crate::json::parse_object("JWK", text.as_bytes())?;
         if map.contains_key("keys") {

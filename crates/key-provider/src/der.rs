@@ -1,6 +1,7 @@
 //! A minimal DER reader and writer: just enough ASN.1 to read and write SubjectPublicKeyInfo, PKCS#1
-//! `RSAPublicKey`, and to wrap a PKCS#1 private key in PKCS#8. Strict: definite lengths only, minimal length
-//! encodings only, and every read is bounds-checked (this code parses untrusted public keys).
+//! `RSAPublicKey`, to walk an X.509 certificate to its key, and to wrap a PKCS#1 private key in PKCS#8.
+//! Strict: definite lengths only, minimal length encodings only, and every read is bounds-checked (this code
+//! parses untrusted public keys and certificates).
 
 /// ASN.1 universal tags used here.
 pub(crate) const TAG_INTEGER: u8 = 0x02;
@@ -72,6 +73,18 @@ impl<'a> Reader<'a> {
         let (value, rest) = rest.split_at(len);
         self.input = rest;
         Ok((tag, value))
+    }
+
+    /// The tag of the next TLV, without reading it.
+    pub(crate) fn peek_tag(&self) -> Option<u8> {
+        self.input.first().copied()
+    }
+
+    /// Reads one TLV that must carry `tag` and returns it whole: tag, length and contents.
+    pub(crate) fn read_raw(&mut self, tag: u8) -> Result<&'a [u8], DerError> {
+        let start = self.input;
+        self.read(tag)?;
+        Ok(&start[..start.len() - self.input.len()])
     }
 
     /// Reads one TLV that must carry `tag`.

@@ -60,7 +60,7 @@ pub mod software;
 pub use audit::AUDIT_TARGET;
 pub use error::KeyError;
 pub use keyref::{KeyRef, ObjectType, PinSource, Pkcs11Uri};
-pub use public_key::{EcCurve, PublicKey};
+pub use public_key::{Certificate, EcCurve, PublicKey, PublicKeyFile};
 #[cfg(feature = "software")]
 pub use software::SoftwareKey;
 

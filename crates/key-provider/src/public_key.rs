@@ -1,10 +1,17 @@
 //! Public keys: the one thing a backend hands out. Parsed from and written to SubjectPublicKeyInfo (SPKI) DER
-//! and PEM; JOSE-agnostic (the JWK mapping lives in jose-core).
+//! and PEM; JOSE-agnostic (the JWK mapping lives in jose-core). [`PublicKeyFile`] reads what people hand over
+//! as a public key — SPKI or PKCS#1 PEM, SPKI DER, or an X.509 certificate in PEM (a chain: its leaf) or DER
+//! ([`x509`]) — and is the one parser behind every `--pubkey` and provisioning-signer's peer keys.
 
 use std::fmt;
+use std::path::Path;
 
 use crate::der::{self, Reader};
 use crate::error::KeyError;
+
+mod x509;
+
+pub use x509::Certificate;
 
 const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
@@ -361,10 +368,169 @@ impl PublicKey {
             tag if tag.contains("PRIVATE KEY") => Err(KeyError::invalid_key(
                 "this is a private key; give the public key (keybound keys public --key …)",
             )),
+            "CERTIFICATE" => Err(KeyError::invalid_key(
+                "a certificate, not a bare public key: read it with PublicKeyFile::parse",
+            )),
             _ => Err(KeyError::invalid_key(
                 "unsupported PEM block (expected PUBLIC KEY)",
             )),
         }
+    }
+
+    /// Takes the public key out of a DER X.509 certificate (see [`Certificate::from_der`]; no path is
+    /// validated).
+    ///
+    /// # Errors
+    /// As [`Certificate::from_der`].
+    pub fn from_certificate_der(der_bytes: &[u8]) -> Result<Self, KeyError> {
+        Certificate::from_der(der_bytes).map(|c| c.public_key)
+    }
+
+    /// Reads a public key file in any form [`PublicKeyFile::parse`] accepts, certificates included.
+    ///
+    /// # Errors
+    /// [`KeyError::Io`] when the file cannot be read, else as [`PublicKeyFile::parse`].
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        PublicKeyFile::read(path).map(|f| f.key)
+    }
+}
+
+/// A public key as handed over in a file, and the certificate it came in, if it came in one.
+///
+/// Accepted: SPKI PEM (`PUBLIC KEY`), PKCS#1 PEM (`RSA PUBLIC KEY`), SPKI DER, and an X.509 certificate in
+/// PEM (`CERTIFICATE`) or DER. A PEM with several certificates is a chain given leaf first, each followed by
+/// its issuer: the first certificate's key is taken, after checking that order by name (a chain in another
+/// order is refused, so a CA's key is never taken for the leaf's); no signature is verified and no trust
+/// anchor consulted. A certificate outside its validity period is still used, with a `warn` event. A private
+/// key anywhere in the input is refused by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublicKeyFile {
+    /// The key.
+    pub key: PublicKey,
+    /// The certificate that carried the key (the leaf of a chain), when it came as one.
+    pub certificate: Option<Certificate>,
+}
+
+impl PublicKeyFile {
+    /// Parses a public key file's contents.
+    ///
+    /// ```
+    /// use key_provider::{PublicKey, PublicKeyFile};
+    /// let spki = "-----BEGIN PUBLIC KEY-----\n\
+    ///     MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEf83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEXH8UTNG72bfocs\n\
+    ///     3+257rn0s2ldbqkLJK2KRiMohYjlrQ==\n-----END PUBLIC KEY-----\n";
+    /// let file = PublicKeyFile::parse(spki.as_bytes()).unwrap();
+    /// assert_eq!(file.key.describe(), "EC P-256");
+    /// assert!(file.certificate.is_none());
+    /// assert_eq!(PublicKeyFile::parse(&file.key.to_spki_der()).unwrap().key, file.key);
+    /// ```
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidKeyMaterial`] saying what was found instead.
+    pub fn parse(input: &[u8]) -> Result<Self, KeyError> {
+        let file = if input.trim_ascii_start().starts_with(b"-----BEGIN") {
+            Self::from_pem(input)?
+        } else if input.first() == Some(&der::TAG_SEQUENCE) {
+            Self::from_der(input)?
+        } else {
+            return Err(KeyError::invalid_key(
+                "expected a public key (SPKI PEM or DER, PKCS#1 PEM) or an X.509 certificate (PEM or DER)",
+            ));
+        };
+        if let Some(cert) = &file.certificate {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            if !cert.is_valid_at(now) {
+                tracing::warn!(
+                    not_before = cert.not_before,
+                    not_after = cert.not_after,
+                    "the certificate is outside its validity period; its key is used anyway — ask for a current one"
+                );
+            }
+        }
+        Ok(file)
+    }
+
+    /// Reads and parses a public key file.
+    ///
+    /// # Errors
+    /// [`KeyError::Io`] when the file cannot be read, else as [`PublicKeyFile::parse`].
+    pub fn read(path: &Path) -> Result<Self, KeyError> {
+        let bytes = std::fs::read(path).map_err(|source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&bytes)
+    }
+
+    fn from_pem(input: &[u8]) -> Result<Self, KeyError> {
+        let blocks = pem::parse_many(input).map_err(|_| KeyError::invalid_key("not valid PEM"))?;
+        if blocks.iter().any(|b| b.tag().contains("PRIVATE KEY")) {
+            return Err(KeyError::invalid_key(
+                "this file holds a private key; give the public key (keybound keys public --key …) or the \
+                 certificate",
+            ));
+        }
+        match blocks.as_slice() {
+            [] => Err(KeyError::invalid_key("no PEM block found")),
+            [first, ..] if first.tag() == "CERTIFICATE" => {
+                if blocks.iter().any(|b| b.tag() != "CERTIFICATE") {
+                    return Err(KeyError::invalid_key(
+                        "certificates mixed with other PEM blocks; give the certificate (or its chain) alone",
+                    ));
+                }
+                let chain = blocks
+                    .iter()
+                    .map(|b| Certificate::from_der(b.contents()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let leaf = x509::leaf_of_chain(chain)?;
+                Ok(Self {
+                    key: leaf.public_key.clone(),
+                    certificate: Some(leaf),
+                })
+            }
+            [one] => Ok(Self {
+                key: match one.tag() {
+                    "PUBLIC KEY" => PublicKey::from_spki_der(one.contents())?,
+                    "RSA PUBLIC KEY" => PublicKey::from_pkcs1_der(one.contents())?,
+                    _ => {
+                        return Err(KeyError::invalid_key(
+                            "unsupported PEM block (expected PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE)",
+                        ));
+                    }
+                },
+                certificate: None,
+            }),
+            _ => Err(KeyError::invalid_key(
+                "more than one PEM block: give exactly one public key, or one certificate chain",
+            )),
+        }
+    }
+
+    fn from_der(input: &[u8]) -> Result<Self, KeyError> {
+        // An SPKI is SEQUENCE { AlgorithmIdentifier SEQUENCE, BIT STRING }; a certificate is
+        // SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm SEQUENCE, BIT STRING }.
+        let second_tag = Reader::new(input)
+            .read(der::TAG_SEQUENCE)
+            .ok()
+            .and_then(|body| {
+                let mut body = Reader::new(body);
+                body.read_any().ok()?;
+                body.peek_tag()
+            });
+        if second_tag == Some(der::TAG_BIT_STRING) {
+            return Ok(Self {
+                key: PublicKey::from_spki_der(input)?,
+                certificate: None,
+            });
+        }
+        let certificate = Certificate::from_der(input)?;
+        Ok(Self {
+            key: certificate.public_key.clone(),
+            certificate: Some(certificate),
+        })
     }
 }
 

@@ -30,7 +30,8 @@ pub const DEFAULT_TTL_SECS: u64 = 120;
 pub const MAX_TTL_SECS: u64 = 300;
 /// Smallest RSA modulus the signer and verifier accept: keybound's one rule, [`key_provider::MIN_RSA_BITS`].
 pub const MIN_RSA_BITS: usize = key_provider::MIN_RSA_BITS;
-/// Longest `iss`, `sub` or `kid` accepted (Thales' issuerCardRefId is at most 48; tokenIds at most 64).
+/// Longest `iss`, tokenId `sub` or `kid` accepted. An issuerCardRefId `sub` is held to the card data's
+/// rule instead: at most [`crate::card::MAX_ISSUER_CARD_REF_ID_LEN`] (48) characters.
 pub const MAX_IDENTIFIER_LEN: usize = 128;
 
 /// The token requestor an authorization code is for (`aud`). Anything else is refused.
@@ -370,7 +371,21 @@ impl AuthCodeSigner {
         request: &AuthCodeRequest,
         now: u64,
     ) -> Result<AuthCodeClaims, ProvisioningError> {
-        check_identifier("sub", request.subject.value(), MAX_IDENTIFIER_LEN)?;
+        match &request.subject {
+            // The same rule as the card data's issuerCardRefId, which must equal this `sub`.
+            Subject::IssuerCardRefId(v) => {
+                crate::card::check_issuer_card_ref_id(v).map_err(|e| match e {
+                    ProvisioningError::InvalidField { reason, .. } => {
+                        ProvisioningError::InvalidField {
+                            field: "sub",
+                            reason: format!("{reason} (the issuerCardRefId rule of the card data)"),
+                        }
+                    }
+                    other => other,
+                })?;
+            }
+            Subject::TokenId(v) => check_identifier("sub", v, MAX_IDENTIFIER_LEN)?,
+        }
         // An authorization code is a bearer token that travels through the wallet flow: a card number in it
         // would leak the PAN to everyone who sees the code.
         if crate::card::looks_like_pan(request.subject.value()) {
@@ -404,8 +419,10 @@ impl AuthCodeSigner {
     /// it from a plain thread, or use [`AuthCodeSigner::sign_async`] from async code.
     ///
     /// # Errors
-    /// [`ProvisioningError::InvalidField`] for an empty or malformed `sub`, or one that looks like a card
-    /// number (13 to 19 digits passing the Luhn check: `sub` is the issuerCardRefId or tokenId, never a PAN),
+    /// [`ProvisioningError::InvalidField`] for an empty or malformed `sub`, an issuerCardRefId over 48
+    /// characters ([`crate::card::check_issuer_card_ref_id`], the card data's rule), or a `sub` that looks like
+    /// a card number (13 to 19 digits passing the Luhn check: `sub` is the issuerCardRefId or tokenId, never a
+    /// PAN),
     /// [`ProvisioningError::TtlTooLong`],
     /// [`ProvisioningError::TtlZero`], or the backend's failure as [`ProvisioningError::Jose`].
     pub fn sign(&self, request: &AuthCodeRequest) -> Result<AuthCode, ProvisioningError> {

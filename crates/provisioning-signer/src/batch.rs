@@ -1,10 +1,13 @@
 //! Batch mode: many authorization codes from JSON lines, signed concurrently through one key, streamed.
 //!
 //! Input, one JSON object a line: `{"sub": "…", "aud": "APPLE_PAY"}`, optionally `"token_id": true` (the
-//! subject is a tokenId) and `"ttl": N` (seconds). Output, one line per non-blank input line, in input order:
-//! `{"sub":"…","jwt":"…"}` or `{"sub":"…","error":"…"}` (`sub` is `null` when the line could not be read,
-//! and when it looks like a card number: such a line is refused, and its output does not repeat it).
-//! A bad line becomes an error line; it never stops the batch. Blank lines are skipped.
+//! subject is a tokenId) and `"ttl": N` (seconds), read as strictly as every other JSON keybound judges
+//! ([`jose_core::json::parse_strict_object`]: a member given twice is refused, never "last one wins").
+//! Output, one line per non-blank input line, in input order: `{"sub":"…","jwt":"…"}`, or an error line
+//! `{"line":N,"sub":"…","error":"…"}` where `line` is the 1-based line number in the input (blank lines
+//! counted) and `sub` is present only when the line's `sub` could be read as a string and does not look like
+//! a card number (such a line is refused, and its output does not repeat it). A bad line becomes an error
+//! line; it never stops the batch. Blank lines are skipped.
 //!
 //! Streaming, with memory bounded by the window, not by the input:
 //!
@@ -27,6 +30,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
+use jose_core::json::StrictJsonError;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -143,6 +147,8 @@ impl std::fmt::Display for BatchSummary {
 /// One line handed from the reader to the workers.
 struct Job {
     seq: u64,
+    /// The 1-based line number in the input (blank lines counted).
+    line_no: u64,
     bytes: u64,
     line: Result<Vec<u8>, String>,
 }
@@ -166,6 +172,10 @@ enum Outcome {
 
 #[derive(Serialize)]
 struct OutputLine<'a> {
+    /// Error lines only: the input line number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sub: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     jwt: Option<&'a str>,
@@ -294,6 +304,7 @@ fn read_lines<R: BufRead>(
     max_line_len: usize,
 ) -> Result<(), ProvisioningError> {
     let mut seq = 0u64;
+    let mut line_no = 0u64;
     let mut buf = Vec::new();
     let mut pending_bytes = 0u64;
     loop {
@@ -311,10 +322,12 @@ fn read_lines<R: BufRead>(
             if consumed == 0 {
                 return Ok(());
             }
+            line_no += 1;
             pending_bytes += consumed as u64;
             if too_long {
                 break Job {
                     seq,
+                    line_no,
                     bytes: pending_bytes,
                     line: Err(format!("line is longer than {max_line_len} bytes")),
                 };
@@ -324,6 +337,7 @@ fn read_lines<R: BufRead>(
             }
             break Job {
                 seq,
+                line_no,
                 bytes: pending_bytes,
                 line: Ok(std::mem::take(&mut buf)),
             };
@@ -395,12 +409,13 @@ fn work(signer: &AuthCodeSigner, jobs: &Mutex<Receiver<Job>>, done: &mpsc::Sende
         };
         let seq = job.seq;
         let bytes = job.bytes;
+        let line_no = job.line_no;
         // A panic in one line must not leave a gap the writer waits on forever: report it as that line's error.
         let (output, outcome) =
-            std::panic::catch_unwind(AssertUnwindSafe(|| process(signer, job.line)))
+            std::panic::catch_unwind(AssertUnwindSafe(|| process(signer, line_no, job.line)))
                 .unwrap_or_else(|_| {
                     (
-                        render(None, Err("internal error while signing this line")),
+                        render_error(line_no, None, "internal error while signing this line"),
                         Outcome::Refused,
                     )
                 });
@@ -420,62 +435,101 @@ fn work(signer: &AuthCodeSigner, jobs: &Mutex<Receiver<Job>>, done: &mpsc::Sende
     }
 }
 
-/// One input line to one output line (with its trailing newline) and what became of it.
-fn process(signer: &AuthCodeSigner, line: Result<Vec<u8>, String>) -> (Vec<u8>, Outcome) {
+/// One input line (number `line_no`) to one output line (with its trailing newline) and what became of it.
+fn process(
+    signer: &AuthCodeSigner,
+    line_no: u64,
+    line: Result<Vec<u8>, String>,
+) -> (Vec<u8>, Outcome) {
     let line = match line {
         Ok(l) => l,
-        Err(reason) => return (render(None, Err(&reason)), Outcome::Refused),
+        Err(reason) => return (render_error(line_no, None, &reason), Outcome::Refused),
     };
     let (sub, request) = parse_line(&line);
     // A `sub` that looks like a card number is refused by the signer; the error line must not repeat it.
     let sub = sub.filter(|s| !crate::card::looks_like_pan(s));
     let request = match request {
         Ok(r) => r,
-        Err(e) => return (render(sub.as_deref(), Err(&e)), Outcome::Refused),
+        Err(e) => return (render_error(line_no, sub.as_deref(), &e), Outcome::Refused),
     };
     match signer.sign(&request) {
-        Ok(code) => (render(sub.as_deref(), Ok(code.as_str())), Outcome::Signed),
+        Ok(code) => (
+            render(&OutputLine {
+                line: None,
+                sub: sub.as_deref(),
+                jwt: Some(code.as_str()),
+                error: None,
+            }),
+            Outcome::Signed,
+        ),
         // As AuthCodeSigner reports it: the backend failed while signing.
         Err(e @ (ProvisioningError::Jose(_) | ProvisioningError::Key(_))) => (
-            render(sub.as_deref(), Err(&e.to_string())),
+            render_error(line_no, sub.as_deref(), &e.to_string()),
             Outcome::KeyFailed,
         ),
         Err(e) => (
-            render(sub.as_deref(), Err(&e.to_string())),
+            render_error(line_no, sub.as_deref(), &e.to_string()),
             Outcome::Refused,
         ),
     }
 }
 
-fn render(sub: Option<&str>, result: Result<&str, &str>) -> Vec<u8> {
-    let line = match result {
-        Ok(jwt) => OutputLine {
-            sub,
-            jwt: Some(jwt),
-            error: None,
-        },
-        Err(error) => OutputLine {
-            sub,
-            jwt: None,
-            error: Some(error),
-        },
-    };
-    // Serializing a struct of strings into a Vec cannot fail.
-    let mut out = serde_json::to_vec(&line).unwrap_or_default();
+/// An error line: `{"line":N,"sub":"…","error":"…"}`, without `sub` when there is none to repeat.
+fn render_error(line_no: u64, sub: Option<&str>, error: &str) -> Vec<u8> {
+    render(&OutputLine {
+        line: Some(line_no),
+        sub,
+        jwt: None,
+        error: Some(error),
+    })
+}
+
+fn render(line: &OutputLine<'_>) -> Vec<u8> {
+    // Serializing a struct of numbers and strings into a Vec cannot fail.
+    let mut out = serde_json::to_vec(line).unwrap_or_default();
     out.push(b'\n');
     out
 }
 
+/// The members an input line may have.
+const ALLOWED_MEMBERS: [&str; 4] = ["sub", "aud", "token_id", "ttl"];
+
 /// Parses one input line. Returns the `sub` (when it is a string, so error lines can name it) and the
 /// request or a message that quotes no value.
 fn parse_line(line: &[u8]) -> (Option<String>, Result<AuthCodeRequest, String>) {
-    let object: Map<String, Value> = match serde_json::from_slice(line) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return (None, Err("line is not a JSON object".into())),
-        Err(e) if e.is_syntax() || e.is_eof() => {
+    let object: Map<String, Value> = match jose_core::json::parse_strict_object(line) {
+        Ok(m) => m,
+        Err(StrictJsonError::NotAnObject) => {
+            return (None, Err("line is not a JSON object".into()));
+        }
+        Err(StrictJsonError::DuplicateMember { name, column, .. }) => {
+            // Name the member only when it is one of ours: an unknown name could be anything, a PAN too.
+            let which = if ALLOWED_MEMBERS.contains(&name.as_str()) {
+                format!("member `{name}` appears more than once")
+            } else {
+                "a member name appears more than once".to_owned()
+            };
             return (
                 None,
-                Err(format!("line is not valid JSON (column {})", e.column())),
+                Err(format!(
+                    "{which} (column {column}); each member may appear once"
+                )),
+            );
+        }
+        Err(StrictJsonError::Syntax { reason, column, .. }) => {
+            return (
+                None,
+                Err(format!(
+                    "line is not valid JSON: {reason} (column {column})"
+                )),
+            );
+        }
+        Err(StrictJsonError::TrailingCharacters { column, .. }) => {
+            return (
+                None,
+                Err(format!(
+                    "line is not valid JSON: characters after the object (column {column})"
+                )),
             );
         }
         Err(_) => return (None, Err("line is not valid JSON".into())),
@@ -487,7 +541,7 @@ fn parse_line(line: &[u8]) -> (Option<String>, Result<AuthCodeRequest, String>) 
     let request = (|| {
         if let Some(unknown) = object
             .keys()
-            .find(|k| !matches!(k.as_str(), "sub" | "aud" | "token_id" | "ttl"))
+            .find(|k| !ALLOWED_MEMBERS.contains(&k.as_str()))
         {
             return Err(format!(
                 "unknown member {:?} (allowed: sub, aud, token_id, ttl)",

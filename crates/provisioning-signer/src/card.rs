@@ -209,11 +209,7 @@ impl CardData {
     /// # Errors
     /// [`ProvisioningError::InvalidField`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<(), ProvisioningError> {
-        check_identifier(
-            "issuerCardRefId",
-            &self.issuer_card_ref_id,
-            MAX_ISSUER_CARD_REF_ID_LEN,
-        )?;
+        check_issuer_card_ref_id(&self.issuer_card_ref_id)?;
         let pan = self.fpan.expose_secret();
         if !(13..=19).contains(&pan.len()) || !pan.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ProvisioningError::field(
@@ -371,6 +367,24 @@ struct WireAddress<'a> {
     state: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     country: Option<&'a str>,
+}
+
+/// Checks an issuerCardRefId — the card data's `issuerCardRefId` and the `sub` of an authorization code for
+/// push provisioning, which must be the same value: present, at most [`MAX_ISSUER_CARD_REF_ID_LEN`] (48)
+/// characters, no control characters, no surrounding whitespace. The one rule both use, so `auth-code` never
+/// signs a `sub` that the card data would refuse.
+///
+/// ```
+/// use provisioning_signer::card::check_issuer_card_ref_id;
+/// assert!(check_issuer_card_ref_id("card-ref-000123").is_ok());
+/// assert!(check_issuer_card_ref_id(&"x".repeat(48)).is_ok());
+/// assert!(check_issuer_card_ref_id(&"x".repeat(49)).is_err());
+/// ```
+///
+/// # Errors
+/// [`ProvisioningError::InvalidField`] for `issuerCardRefId`, naming the rule, never the value.
+pub fn check_issuer_card_ref_id(value: &str) -> Result<(), ProvisioningError> {
+    check_identifier("issuerCardRefId", value, MAX_ISSUER_CARD_REF_ID_LEN)
 }
 
 fn check_text(

@@ -355,6 +355,34 @@ fn bad_identifiers_are_refused_without_echo() {
     );
 }
 
+/// An issuerCardRefId `sub` follows the card data's rule (at most 48 characters), so no code is signed for a
+/// reference the enrollment data would refuse; a tokenId keeps the longer identifier limit.
+#[test]
+fn an_issuer_card_ref_id_over_48_characters_is_refused_as_card_data_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = rsa_signer(&dir);
+    let at_limit = "r".repeat(48);
+    let code = signer.sign(&card(&at_limit, Audience::ApplePay)).unwrap();
+    assert_eq!(code.claims().sub, at_limit);
+    let over = "r".repeat(49);
+    let err = signer.sign(&card(&over, Audience::ApplePay)).unwrap_err();
+    assert!(
+        matches!(&err, ProvisioningError::InvalidField { field: "sub", reason } if reason.contains("48")),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains(&over), "{err}");
+    // The same rule as the card data's issuerCardRefId (one check for both).
+    let card_err = provisioning_signer::card::check_issuer_card_ref_id(&over).unwrap_err();
+    assert!(
+        card_err.to_string().contains("at most 48 characters"),
+        "{card_err}"
+    );
+    assert!(err.to_string().contains("at most 48 characters"), "{err}");
+    // A tokenId is not an issuerCardRefId.
+    let token = AuthCodeRequest::new(Subject::TokenId(over.clone()), Audience::ApplePay);
+    assert_eq!(signer.sign(&token).unwrap().claims().sub, over);
+}
+
 #[test]
 fn jti_is_unique_and_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();

@@ -135,13 +135,98 @@ fn bad_lines_become_error_lines_in_place() {
             .unwrap()
             .contains("4111111111111111")
     );
+    // Codes are {"sub","jwt"}; error lines carry the input line number, and `sub` only when it was read.
     for l in &lines {
         let keys: Vec<_> = l.as_object().unwrap().keys().cloned().collect();
         assert!(
-            keys == ["sub", "jwt"] || keys == ["sub", "error"],
+            keys == ["sub", "jwt"] || keys == ["line", "sub", "error"] || keys == ["line", "error"],
             "{keys:?}"
         );
     }
+    let error_lines: Vec<(u64, Value)> = lines
+        .iter()
+        .filter(|l| l.get("error").is_some())
+        .map(|l| (l["line"].as_u64().unwrap(), l["sub"].clone()))
+        .collect();
+    // Input lines 4 and 5 are blank: they are skipped but counted.
+    assert_eq!(
+        error_lines,
+        [
+            (2, Value::from("bad-aud")),
+            (3, Value::Null),
+            (7, "ttl-long".into()),
+            (8, "extra".into()),
+            (9, Value::Null),
+            (10, Value::Null),
+            (11, Value::Null),
+        ]
+    );
+}
+
+/// A line that gives a member twice is refused (never "last one wins"), whichever member it is and however
+/// it is spaced; every error line names its 1-based input line, and a line that could not be read carries no
+/// `sub` at all (no `"sub":null`).
+#[test]
+fn duplicate_members_are_refused_and_error_lines_carry_their_line_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = slow_signer(&dir);
+    let input = [
+        r#"{"sub":"a","aud":"APPLE_PAY","sub":"b"}"#,
+        r#"{"sub":"c","aud":"APPLE_PAY","aud":"GOOGLE_PAY"}"#,
+        "",
+        r#"{"sub":"d","aud":"APPLE_PAY","ttl":60,"ttl":300}"#,
+        r#"{"sub":"e","aud":"APPLE_PAY","token_id":false,"token_id":true}"#,
+        r#"{ "sub" : "f" , "aud" : "APPLE_PAY" , "sub" : "f" }"#,
+        r#"{"sub":"g","aud":"APPLE_PAY","4111111111111111":1,"4111111111111111":2}"#,
+        r#"{"sub":"ok","aud":"APPLE_PAY"}"#,
+        "{oops",
+    ]
+    .join("\n");
+    let mut out = Vec::new();
+    let summary = batch::run(
+        &signer,
+        input.as_bytes(),
+        &mut out,
+        &BatchOptions::with_concurrency(2),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!((summary.total, summary.signed, summary.errors), (8, 1, 7));
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("4111111111111111"), "{text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let expected = [
+        (1, "`sub` appears more than once"),
+        (2, "`aud` appears more than once"),
+        (4, "`ttl` appears more than once"),
+        (5, "`token_id` appears more than once"),
+        (6, "`sub` appears more than once"),
+        (7, "a member name appears more than once"),
+    ];
+    for (i, (line_no, says)) in expected.iter().enumerate() {
+        let line = lines[i].as_object().unwrap();
+        assert_eq!(
+            line.keys().collect::<Vec<_>>(),
+            ["line", "error"],
+            "no sub, not even null: {line:?}"
+        );
+        assert_eq!(line["line"], *line_no);
+        let error = line["error"].as_str().unwrap();
+        assert!(error.contains(says), "line {line_no}: {error}");
+    }
+    assert_eq!(lines[6]["sub"], "ok");
+    assert!(lines[6]["jwt"].is_string() && lines[6].get("line").is_none());
+    assert_eq!(lines[7]["line"], 9);
+    assert!(
+        lines[7]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    assert!(lines[7].get("sub").is_none());
 }
 
 /// An endless source of input lines that counts how many it has handed out.

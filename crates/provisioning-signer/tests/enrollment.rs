@@ -128,10 +128,34 @@ fn recipient_key_loads_from_every_accepted_form() {
     let jwks = json!({"keys": [jwk]}).to_string();
     assert_eq!(load_public_key(jwks.as_bytes()).unwrap().key, spki.key);
 
-    // A chain: the first certificate is used.
-    let mut chain = common::fixture_bytes("thales_test.cert.pem");
-    chain.extend(common::fixture_bytes("ec_test.cert.pem"));
-    assert_eq!(load_public_key(&chain).unwrap().key, spki.key);
+    // A chain, leaf first (the leaf signed by a test CA): the leaf's key is used.
+    let chain = load_public_key(&common::fixture_bytes("thales_test.chain.pem")).unwrap();
+    assert_eq!(
+        (chain.key, chain.source),
+        (spki.key.clone(), PeerKeySource::Certificate)
+    );
+}
+
+/// A PEM with several certificates must be a chain given leaf first: the CA first, or certificates that do
+/// not chain at all, are refused rather than handing out the first certificate's key.
+#[test]
+fn certificate_chains_out_of_order_are_refused() {
+    let chain = String::from_utf8(common::fixture_bytes("thales_test.chain.pem")).unwrap();
+    let end = "-----END CERTIFICATE-----\n";
+    let split = chain.find(end).unwrap() + end.len();
+    let (leaf, ca) = chain.split_at(split);
+    let reversed = format!("{ca}{leaf}");
+    let err = load_public_key(reversed.as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("not in chain order"), "{err}");
+    // Two unrelated self-signed certificates are no chain either.
+    let mut unrelated = common::fixture_bytes("thales_test.cert.pem");
+    unrelated.extend(common::fixture_bytes("ec_test.cert.pem"));
+    let err = load_public_key(&unrelated).unwrap_err();
+    assert!(err.to_string().contains("not in chain order"), "{err}");
+    // A certificate with a public key block after it is refused, not half-read.
+    let mut mixed = common::fixture_bytes("thales_test.cert.pem");
+    mixed.extend(common::fixture_bytes("thales_test.pub.pem"));
+    assert!(load_public_key(&mixed).is_err());
 }
 
 #[test]
