@@ -654,6 +654,8 @@ fn one_exit_code_rule_for_every_command() {
         &[
             "provisioning",
             "encrypt-card",
+            "--format",
+            "jwe",
             "--pubkey",
             thales,
             "--issuer-id",
@@ -669,6 +671,8 @@ fn one_exit_code_rule_for_every_command() {
         &[
             "provisioning",
             "push",
+            "--format",
+            "jwe",
             "--key",
             &ec_key(d),
             "--pubkey",
@@ -1033,6 +1037,8 @@ fn hsm_rows(t: &mut Table, dir: &Path, api: &str, thales: &str) -> bool {
         &[
             "provisioning",
             "push",
+            "--format",
+            "jwe",
             "--key",
             &no_sign,
             "--pubkey",

@@ -821,6 +821,8 @@ fn every_flow_through_the_cli() {
         &[
             "provisioning",
             "push",
+            "--format",
+            "jwe",
             "--key",
             &format!("file:{key}"),
             "--issuer-id",
