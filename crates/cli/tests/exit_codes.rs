@@ -701,6 +701,32 @@ fn one_exit_code_rule_for_every_command() {
     .stdin(&auth_code);
     t.row(
         1,
+        "not CMS EnvelopedData",
+        &[
+            "provisioning",
+            "decrypt",
+            "--key",
+            &key,
+            "--encoding",
+            "hex",
+        ],
+    )
+    .stdin("300302010a");
+    t.row(
+        2,
+        "decrypt: unknown encoding",
+        &[
+            "provisioning",
+            "decrypt",
+            "--key",
+            &key,
+            "--encoding",
+            "pem",
+        ],
+    )
+    .stdin("");
+    t.row(
+        1,
         "tampered code",
         &[
             "provisioning",
@@ -771,6 +797,7 @@ fn one_exit_code_rule_for_every_command() {
         "keycloak token",
         "provisioning auth-code",
         "provisioning verify-auth-code",
+        "provisioning decrypt",
     ]
     .into();
     let covered = |code: i32| -> BTreeSet<String> {
