@@ -570,6 +570,16 @@ fn refusals_and_failures_print_nothing() {
     // Another key of the same size, and one of another size: the same answer.
     assert_refused(&decrypt(&other.key_ref(), "der", &der), FAILED);
     assert_refused(&decrypt(&big.key_ref(), "der", &der), FAILED);
+    // An EC key cannot be a key-transport recipient: a usage error (2), not a judgement.
+    let ec = format!("file:{}", d.join("ec.pem").display());
+    ok(&keybound(
+        &["keys", "generate", "--key", &ec, "--kty", "EC"],
+        None,
+    ));
+    let out = decrypt(&ec, "der", &der);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(stderr(&out).contains("EC P-256"), "{}", stderr(&out));
     // Truncated DER.
     assert_refused(&decrypt(&key, "der", &der[..n - 5]), "malformed CMS data");
     assert_refused(&decrypt(&key, "base64", b"not base64 at all!"), "base64");

@@ -881,8 +881,15 @@ fn parse(der: &[u8]) -> Result<Envelope<'_>, ProvisioningError> {
 pub fn decrypt(der: &[u8], key: &dyn KeyBackend) -> Result<Zeroizing<Vec<u8>>, ProvisioningError> {
     let started = std::time::Instant::now();
     let envelope = parse(der)?;
+    if !matches!(key.public_key(), PublicKey::Rsa { .. }) {
+        return Err(ProvisioningError::Key(KeyError::WrongKeyType {
+            operation: "CMS decryption (RSA key transport)".into(),
+            key: key.public_key().describe(),
+        }));
+    }
     let modulus_len = key.public_key().bits().div_ceil(8);
     let mut result = Err(ProvisioningError::DecryptionFailed);
+    let mut unwrapped = false;
     for (scheme, encrypted_key) in &envelope.candidates {
         // A RecipientInfo for a key of another size is for another key.
         if encrypted_key.len() != modulus_len {
@@ -896,9 +903,19 @@ pub fn decrypt(der: &[u8], key: &dyn KeyBackend) -> Result<Zeroizing<Vec<u8>>, P
                 break;
             }
         };
+        unwrapped = true;
         if let Some(plaintext) = decrypt_content(&envelope, &cek) {
             result = Ok(plaintext);
             break;
+        }
+    }
+    if !unwrapped && matches!(result, Err(ProvisioningError::DecryptionFailed)) {
+        // No content key came out: go through the content decryption anyway with a random key (as OpenSSL
+        // does against Bleichenbacher-style attacks), so a failed unwrap costs what a failed padding check
+        // costs. Whatever it yields, the answer stays DecryptionFailed.
+        let mut random = Zeroizing::new(vec![0u8; envelope.key_len]);
+        if SystemRandom::new().fill(&mut random).is_ok() {
+            let _ = decrypt_content(&envelope, &random);
         }
     }
     tracing::debug!(
