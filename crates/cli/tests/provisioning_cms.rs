@@ -7,7 +7,6 @@
 //! stdout. With SoftHSM: SHA-1 OAEP unwrapped in the token, SHA-256 OAEP "not supported by this token".
 
 #![cfg(feature = "file")]
-#![allow(clippy::print_stderr)] // the loud SKIPPED line when openssl is missing
 
 mod common;
 
@@ -20,41 +19,34 @@ use serde_json::Value;
 
 const CARD: &str = r#"{"issuerCardRefId":"ref-77","fpan":"4111111111111111","exp":"1230","cardHolderName":"JOHN SMITH"}"#;
 
-/// Runs openssl; `None` (after a SKIPPED line) when it is not installed.
-fn openssl(args: &[&str], stdin: Option<&[u8]>) -> Option<Output> {
+/// Runs openssl (required, as `.ci/run` checks).
+fn openssl(args: &[&str], stdin: Option<&[u8]>) -> Output {
     use std::io::Write as _;
-    let child = Command::new("openssl")
+    let mut child = Command::new("openssl")
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else {
-        assert!(
-            std::env::var_os("KEYBOUND_TEST_OPENSSL_REQUIRED").is_none(),
-            "openssl is required"
-        );
-        eprintln!("SKIPPED: openssl not found");
-        return None;
-    };
+        .spawn()
+        .expect("run openssl");
     let mut pipe = child.stdin.take().unwrap();
     if let Some(input) = stdin {
         // openssl may exit before reading stdin; its exit status is what counts.
         let _ = pipe.write_all(input);
     }
     drop(pipe);
-    Some(child.wait_with_output().unwrap())
+    child.wait_with_output().unwrap()
 }
 
 #[track_caller]
-fn openssl_ok(args: &[&str], stdin: Option<&[u8]>) -> Option<Vec<u8>> {
-    let out = openssl(args, stdin)?;
+fn openssl_ok(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+    let out = openssl(args, stdin);
     assert!(
         out.status.success(),
         "openssl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(out.stdout)
+    out.stdout
 }
 
 /// An RSA key (PKCS#8 PEM, mode 0600, as a `file:` reference) and a self-signed certificate for it.
@@ -64,7 +56,7 @@ struct Recipient {
 }
 
 impl Recipient {
-    fn new(dir: &Path, name: &str, bits: u32) -> Option<Self> {
+    fn new(dir: &Path, name: &str, bits: u32) -> Self {
         use std::os::unix::fs::PermissionsExt as _;
         let key_path = dir.join(format!("{name}.key.pem"));
         let cert = dir.join(format!("{name}.cert.pem"));
@@ -85,9 +77,9 @@ impl Recipient {
                 "2",
             ],
             None,
-        )?;
+        );
         std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        Some(Self { key_path, cert })
+        Self { key_path, cert }
     }
 
     fn key_ref(&self) -> String {
@@ -99,7 +91,7 @@ impl Recipient {
     }
 
     /// `openssl cms -decrypt` of DER with this recipient's certificate and key.
-    fn openssl_decrypt(&self, dir: &Path, der: &[u8]) -> Option<Vec<u8>> {
+    fn openssl_decrypt(&self, dir: &Path, der: &[u8]) -> Vec<u8> {
         let input = dir.join("openssl-in.der");
         std::fs::write(&input, der).unwrap();
         openssl_ok(
@@ -121,12 +113,7 @@ impl Recipient {
 
     /// `openssl cms -encrypt` of `plaintext` to this certificate: `options` (cipher, `-stream`) before
     /// `-recip`, `keyopts` (the key transport's `-keyopt`s) after it; DER out.
-    fn openssl_encrypt(
-        &self,
-        plaintext: &[u8],
-        options: &[&str],
-        keyopts: &[&str],
-    ) -> Option<Vec<u8>> {
+    fn openssl_encrypt(&self, plaintext: &[u8], options: &[&str], keyopts: &[&str]) -> Vec<u8> {
         let mut args = vec!["cms", "-encrypt", "-binary", "-outform", "DER"];
         args.extend_from_slice(options);
         args.extend(["-recip", self.cert()]);
@@ -177,7 +164,7 @@ fn to_der(out: &[u8], encoding: &str) -> Vec<u8> {
 }
 
 /// `openssl cms -cmsout -print` of DER.
-fn cms_print(dir: &Path, der: &[u8]) -> Option<String> {
+fn cms_print(dir: &Path, der: &[u8]) -> String {
     let input = dir.join("print.der");
     std::fs::write(&input, der).unwrap();
     let out = openssl_ok(
@@ -191,8 +178,8 @@ fn cms_print(dir: &Path, der: &[u8]) -> Option<String> {
             input.to_str().unwrap(),
         ],
         None,
-    )?;
-    Some(String::from_utf8(out).unwrap())
+    );
+    String::from_utf8(out).unwrap()
 }
 
 fn decrypt(key: &str, encoding: &str, input: &[u8]) -> Output {
@@ -226,9 +213,7 @@ fn our_card_data_opens_with_openssl_cms() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for bits in [2048, 4096] {
-        let Some(tsh) = Recipient::new(d, &format!("tsh{bits}"), bits) else {
-            return;
-        };
+        let tsh = Recipient::new(d, &format!("tsh{bits}"), bits);
         for transport in ["rsa-oaep-sha256", "rsa-pkcs1"] {
             for encoding in ["base64", "hex", "der"] {
                 let mut args = vec![
@@ -248,10 +233,10 @@ fn our_card_data_opens_with_openssl_cms() {
                 assert!(out.status.success(), "{}", stderr(&out));
                 let der = to_der(&out.stdout, encoding);
                 let what = format!("RSA-{bits} {transport} {encoding}");
-                let plain = tsh.openssl_decrypt(d, &der).unwrap();
+                let plain = tsh.openssl_decrypt(d, &der);
                 assert_eq!(String::from_utf8(plain).unwrap(), CARD, "{what}");
 
-                let printed = cms_print(d, &der).unwrap();
+                let printed = cms_print(d, &der);
                 assert!(printed.contains("aes-256-cbc"), "{what}: {printed}");
                 assert!(printed.contains("version: 0"), "{what}: {printed}");
                 assert!(
@@ -281,9 +266,7 @@ fn our_card_data_opens_with_openssl_cms() {
 #[test]
 fn each_encryption_has_a_fresh_key_and_iv() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(tsh) = Recipient::new(dir.path(), "tsh", 2048) else {
-        return;
-    };
+    let tsh = Recipient::new(dir.path(), "tsh", 2048);
     let run = || {
         ok(&keybound(
             &[
@@ -309,9 +292,7 @@ fn each_encryption_has_a_fresh_key_and_iv() {
 fn push_pairs_the_code_with_pkcs7_card_data() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let Some(tsh) = Recipient::new(d, "tsh", 2048) else {
-        return;
-    };
+    let tsh = Recipient::new(d, "tsh", 2048);
     let issuer = format!("file:{}", d.join("issuer.pem").display());
     ok(&keybound(&["keys", "generate", "--key", &issuer], None));
     let public = d.join("issuer.pub.pem");
@@ -359,9 +340,7 @@ fn push_pairs_the_code_with_pkcs7_card_data() {
         .unwrap();
         assert_eq!(verified["claims"]["sub"], "ref-77");
         let card_data = both["cardData"].as_str().unwrap();
-        let plain = tsh
-            .openssl_decrypt(d, &to_der(format!("{card_data}\n").as_bytes(), encoding))
-            .unwrap();
+        let plain = tsh.openssl_decrypt(d, &to_der(format!("{card_data}\n").as_bytes(), encoding));
         assert_eq!(String::from_utf8(plain).unwrap(), CARD);
     }
     // DER cannot go into JSON.
@@ -390,17 +369,14 @@ fn push_pairs_the_code_with_pkcs7_card_data() {
 #[test]
 fn pkcs7_needs_a_certificate_and_no_jwe_flags() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(tsh) = Recipient::new(dir.path(), "tsh", 2048) else {
-        return;
-    };
+    let tsh = Recipient::new(dir.path(), "tsh", 2048);
     let spki = dir.path().join("tsh.pub.pem");
     std::fs::write(
         &spki,
         openssl_ok(
             &["pkey", "-pubout", "-in", tsh.key_path.to_str().unwrap()],
             None,
-        )
-        .unwrap(),
+        ),
     )
     .unwrap();
     // A bare public key: CMS needs the issuer and serial number.
@@ -431,10 +407,7 @@ fn pkcs7_needs_a_certificate_and_no_jwe_flags() {
         Some(CARD.as_bytes()),
     );
     let der = to_der(ok(&out).as_bytes(), "base64");
-    assert_eq!(
-        tsh.openssl_decrypt(dir.path(), &der).unwrap(),
-        CARD.as_bytes()
-    );
+    assert_eq!(tsh.openssl_decrypt(dir.path(), &der), CARD.as_bytes());
     // JWE-only flags with pkcs7, pkcs7-only flags with jwe: usage errors naming the flag.
     for (flags, named) in [
         (&["--product-id", "P1"][..], "--product-id"),
@@ -480,13 +453,9 @@ fn pkcs7_needs_a_certificate_and_no_jwe_flags() {
 fn openssl_cms_output_opens_with_ours() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let Some(tsh) = Recipient::new(d, "tsh", 2048) else {
-        return;
-    };
+    let tsh = Recipient::new(d, "tsh", 2048);
     let plaintext = br#"{"fpan":"5204731600014792","exp":"1229","tokenId":"DNITHE0001"}"#;
-    let der = tsh
-        .openssl_encrypt(plaintext, &["-aes256"], &OAEP_SHA256)
-        .unwrap();
+    let der = tsh.openssl_encrypt(plaintext, &["-aes256"], &OAEP_SHA256);
     let key = tsh.key_ref();
     // DER, hex (either case, with a line break), base64 and openssl's own PEM.
     assert_eq!(ok(&decrypt(&key, "der", &der)).as_bytes(), plaintext);
@@ -503,23 +472,17 @@ fn openssl_cms_output_opens_with_ours() {
     let mut pem_options = vec!["cms", "-encrypt", "-binary", "-outform", "PEM", "-aes256"];
     pem_options.extend(["-recip", tsh.cert()]);
     pem_options.extend_from_slice(&OAEP_SHA256);
-    let pem = openssl_ok(&pem_options, Some(plaintext)).unwrap();
+    let pem = openssl_ok(&pem_options, Some(plaintext));
     assert_eq!(ok(&decrypt(&key, "base64", &pem)).as_bytes(), plaintext);
 
     // BER with indefinite lengths (streaming encoders), and AES-128-CBC.
-    let ber = tsh
-        .openssl_encrypt(plaintext, &["-aes256", "-stream"], &OAEP_SHA256)
-        .unwrap();
+    let ber = tsh.openssl_encrypt(plaintext, &["-aes256", "-stream"], &OAEP_SHA256);
     assert!(ber.starts_with(&[0x30, 0x80]), "indefinite length expected");
     assert_eq!(ok(&decrypt(&key, "der", &ber)).as_bytes(), plaintext);
-    let der128 = tsh
-        .openssl_encrypt(plaintext, &["-aes128"], &OAEP_SHA256)
-        .unwrap();
+    let der128 = tsh.openssl_encrypt(plaintext, &["-aes128"], &OAEP_SHA256);
     assert_eq!(ok(&decrypt(&key, "der", &der128)).as_bytes(), plaintext);
     // SHA-1 OAEP (RSAES-OAEP with default parameters) through the file backend too.
-    let sha1 = tsh
-        .openssl_encrypt(plaintext, &["-aes256"], &OAEP_SHA1)
-        .unwrap();
+    let sha1 = tsh.openssl_encrypt(plaintext, &["-aes256"], &OAEP_SHA1);
     assert_eq!(ok(&decrypt(&key, "der", &sha1)).as_bytes(), plaintext);
 }
 
@@ -527,13 +490,11 @@ fn openssl_cms_output_opens_with_ours() {
 fn refusals_and_failures_print_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (Some(tsh), Some(other), Some(big)) = (
+    let (tsh, other, big) = (
         Recipient::new(d, "tsh", 2048),
         Recipient::new(d, "other", 2048),
         Recipient::new(d, "big", 4096),
-    ) else {
-        return;
-    };
+    );
     let key = tsh.key_ref();
     let out = keybound(
         &[
@@ -600,17 +561,12 @@ fn refusals_and_failures_print_nothing() {
             "01020304",
         ],
         Some(CARD.as_bytes()),
-    )
-    .unwrap();
+    );
     assert_refused(&decrypt(&key, "der", &kek), "KEKRecipientInfo");
     // Content encryption other than AES-CBC (3DES), PKCS#1 v1.5 key transport (openssl's default).
-    let des = tsh
-        .openssl_encrypt(CARD.as_bytes(), &["-des3"], &OAEP_SHA256)
-        .unwrap();
+    let des = tsh.openssl_encrypt(CARD.as_bytes(), &["-des3"], &OAEP_SHA256);
     assert_refused(&decrypt(&key, "der", &des), "not AES-CBC");
-    let pkcs1 = tsh
-        .openssl_encrypt(CARD.as_bytes(), &["-aes256"], &[])
-        .unwrap();
+    let pkcs1 = tsh.openssl_encrypt(CARD.as_bytes(), &["-aes256"], &[]);
     assert_refused(&decrypt(&key, "der", &pkcs1), "PKCS1-v1_5");
 }
 
@@ -640,9 +596,7 @@ fn softhsm_unwraps_sha1_oaep_and_refuses_sha256_clearly() {
     .unwrap();
     // A certificate for the token's key, issued by a throw-away software CA (the recipient only needs a
     // certificate to be named by; openssl cannot sign with the token's key).
-    let Some(ca) = Recipient::new(d, "ca", 2048) else {
-        return;
-    };
+    let ca = Recipient::new(d, "ca", 2048);
     let csr = openssl_ok(
         &[
             "req",
@@ -653,8 +607,7 @@ fn softhsm_unwraps_sha1_oaep_and_refuses_sha256_clearly() {
             "/CN=issuer pkcs7",
         ],
         None,
-    )
-    .unwrap();
+    );
     let cert = d.join("hsm.cert.pem");
     openssl_ok(
         &[
@@ -672,20 +625,15 @@ fn softhsm_unwraps_sha1_oaep_and_refuses_sha256_clearly() {
             cert.to_str().unwrap(),
         ],
         Some(&csr),
-    )
-    .unwrap();
+    );
     let hsm = Recipient {
         key_path: PathBuf::new(),
         cert,
     };
-    let sha1 = hsm
-        .openssl_encrypt(CARD.as_bytes(), &["-aes256"], &OAEP_SHA1)
-        .unwrap();
+    let sha1 = hsm.openssl_encrypt(CARD.as_bytes(), &["-aes256"], &OAEP_SHA1);
     assert_eq!(ok(&decrypt(&reference, "der", &sha1)), CARD);
 
-    let sha256 = hsm
-        .openssl_encrypt(CARD.as_bytes(), &["-aes256"], &OAEP_SHA256)
-        .unwrap();
+    let sha256 = hsm.openssl_encrypt(CARD.as_bytes(), &["-aes256"], &OAEP_SHA256);
     let out = decrypt(&reference, "der", &sha256);
     assert_eq!(
         code(&out),
