@@ -139,10 +139,14 @@ pub fn cms_decrypt(data: &[u8]) {
     for input in inputs {
         match cms::decrypt(&input, key) {
             Ok(_) => {}
-            Err(e @ (ProvisioningError::CmsRefused { .. } | ProvisioningError::DecryptionFailed)) => {
+            Err(
+                e @ (ProvisioningError::CmsRefused { .. } | ProvisioningError::DecryptionFailed),
+            ) => {
                 check_message("cms::decrypt", &e);
             }
-            Err(e) => panic!("cms::decrypt: an error that is neither refusal nor DecryptionFailed: {e}"),
+            Err(e) => {
+                panic!("cms::decrypt: an error that is neither refusal nor DecryptionFailed: {e}")
+            }
         }
     }
 }
