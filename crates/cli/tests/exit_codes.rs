@@ -245,6 +245,16 @@ fn one_exit_code_rule_for_every_command() {
         "export over another key's file",
         &["keys", "export", "--key", &key, "--out-dir", s(&export_dir)],
     );
+    t.row(
+        2,
+        "a key file is not a token",
+        &["keys", "list", "--key", &key],
+    );
+    t.row(
+        2,
+        "a key file is not deleted by keybound",
+        &["keys", "delete", "--key", &key, "--yes"],
+    );
     // jwt
     t.row(
         2,
