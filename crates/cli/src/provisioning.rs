@@ -12,7 +12,7 @@
 //! - `verify-auth-code`: checks an authorization code against the issuer's public key or certificate.
 //!
 //! Settings from the `[provisioning]` configuration section (or `KEYBOUND_PROVISIONING__…`): `issuer_id`,
-//! `kid`, `key`, `ttl`, `concurrency`, `thales_public_key`, `thales_kid`, `product_id`; flags win.
+//! `kid`, `key`, `ttl`, `concurrency`, `thales_public_key`, `thales_kid`, `product_id`, `format`; flags win.
 //!
 //! Exit codes (the rule of every command, README.md): 0 success; 1 a code was rejected by `verify-auth-code`,
 //! CMS data was refused or failed to decrypt (`decrypt`), or batch lines were refused (each output line says why); 2 usage, configuration, input or I/O errors
@@ -90,7 +90,8 @@ pub struct AuthCodeArgs {
 }
 
 /// The card-data format, by Thales product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Classic push provisioning (the Push Provisioning SDK): PKCS#7/CMS EnvelopedData, AES-256-CBC, to the
     /// TSH Issuer Gateway certificate (--cert).
@@ -102,9 +103,9 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct EncryptArgs {
     /// Card-data format: pkcs7 for classic push provisioning (Push Provisioning SDK), jwe for App2App
-    /// enrollment.
-    #[arg(long, value_enum, default_value_t = Format::Pkcs7)]
-    format: Format,
+    /// enrollment [default: pkcs7, or `format` in [provisioning]].
+    #[arg(long, value_enum)]
+    format: Option<Format>,
     /// The TSH Issuer Gateway certificate from onboarding (X.509, PEM or DER); --pubkey naming a certificate
     /// does the same.
     #[arg(long, conflicts_with = "pubkey")]
@@ -208,6 +209,14 @@ pub struct Settings {
     thales_public_key: Option<PathBuf>,
     thales_kid: Option<String>,
     product_id: Option<String>,
+    format: Option<Format>,
+}
+
+impl EncryptArgs {
+    /// --format, else `format` in [provisioning], else pkcs7 (classic push).
+    fn format(&self, settings: &Settings) -> Format {
+        self.format.or(settings.format).unwrap_or(Format::Pkcs7)
+    }
 }
 
 pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
@@ -346,7 +355,7 @@ fn recipient_path<'a>(a: &'a EncryptArgs, settings: &'a Settings) -> CliResult<&
         .or(a.pubkey.as_ref())
         .or(settings.thales_public_key.as_ref())
         .ok_or_else(|| {
-            CliError::usage(match a.format {
+            CliError::usage(match a.format(settings) {
                 Format::Pkcs7 => {
                     "no TSH Issuer Gateway certificate: pass --cert FILE or set `thales_public_key` in \
                      [provisioning]"
@@ -448,7 +457,7 @@ fn jwe_encryptor(a: &EncryptArgs, settings: &Settings) -> CliResult<EnrollmentEn
 }
 
 fn card_encryptor(a: &EncryptArgs, settings: &Settings) -> CliResult<CardEncryptor> {
-    match a.format {
+    match a.format(settings) {
         Format::Pkcs7 => {
             let (e, encoding) = cms_encryptor(a, settings)?;
             Ok(CardEncryptor::Pkcs7(e, encoding))
@@ -463,7 +472,7 @@ fn read_card(path: &Path) -> CliResult<CardData> {
 }
 
 fn encrypt_card(a: &EncryptCardArgs, settings: &Settings) -> CliResult {
-    if a.encrypt.format == Format::Pkcs7 && a.encrypt.issuer_id.is_some() {
+    if a.encrypt.format(settings) == Format::Pkcs7 && a.encrypt.issuer_id.is_some() {
         return Err(CliError::usage(
             "--issuer-id is the x-gto-issuerid header of App2App enrollment data (--format jwe); the PKCS#7 \
              card data of classic push has no header (push uses it for the authorization code)",

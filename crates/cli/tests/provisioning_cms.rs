@@ -443,6 +443,62 @@ fn pkcs7_needs_a_certificate_and_no_jwe_flags() {
         assert!(out.stdout.is_empty());
         assert!(stderr(&out).contains(named), "{}", stderr(&out));
     }
+    // `format` in [provisioning] (or its variable) chooses the default; a flag wins; a bad value is named.
+    let config = dir.path().join("keybound.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[provisioning]\nformat = \"jwe\"\nissuer_id = \"ISSUER0001\"\nthales_public_key = \"{}\"\n",
+            tsh.cert()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let jwe = ok(&keybound(
+        &[
+            "--config",
+            cfg,
+            "provisioning",
+            "encrypt-card",
+            "--card",
+            "-",
+        ],
+        Some(CARD.as_bytes()),
+    ));
+    assert_eq!(jwe.trim().split('.').count(), 5, "{jwe}");
+    let pkcs7 = ok(&keybound(
+        &[
+            "--config",
+            cfg,
+            "provisioning",
+            "encrypt-card",
+            "--format",
+            "pkcs7",
+            "--card",
+            "-",
+        ],
+        Some(CARD.as_bytes()),
+    ));
+    let der = to_der(pkcs7.as_bytes(), "base64");
+    assert_eq!(tsh.openssl_decrypt(dir.path(), &der), CARD.as_bytes());
+    let out = common::keybound_env(
+        &[
+            "provisioning",
+            "encrypt-card",
+            "--cert",
+            tsh.cert(),
+            "--card",
+            "-",
+        ],
+        Some(CARD.as_bytes()),
+        &[("KEYBOUND_PROVISIONING__FORMAT", "pkcs8")],
+    );
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("KEYBOUND_PROVISIONING__FORMAT"),
+        "{}",
+        stderr(&out)
+    );
     // The help of each format names the Thales product it serves.
     let help = ok(&keybound(&["provisioning", "encrypt-card", "--help"], None));
     assert!(help.contains("classic push provisioning"), "{help}");
