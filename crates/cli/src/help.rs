@@ -118,14 +118,20 @@ const FOOTERS: &[(&str, &str, &str)] = &[
     ),
     (
         "provisioning encrypt-card",
-        "keybound provisioning encrypt-card --pubkey thales.pem --issuer-id ACMEBANK01 --card card.json",
+        "keybound provisioning encrypt-card --cert tsh-issuer-gateway.pem --card card.json",
         EXIT_MAKE,
     ),
     (
         "provisioning push",
-        "keybound provisioning push --key file:issuer.pem --pubkey thales.pem --issuer-id ACMEBANK01 \
-         --aud GOOGLE_PAY --card card.json",
+        "keybound provisioning push --key file:issuer.pem --cert tsh-issuer-gateway.pem --issuer-id \
+         ACMEBANK01 --aud GOOGLE_PAY --card card.json",
         EXIT_MAKE,
+    ),
+    (
+        "provisioning decrypt",
+        "keybound provisioning decrypt --key file:issuer-pkcs7.pem --encoding hex < pci-fields.hex",
+        "Exit codes: 0 decrypted; 1 refused (not EnvelopedData, an unsupported recipient or algorithm) or \
+         decryption failed; 2 usage, configuration, I/O or the key backend failing.",
     ),
     (
         "provisioning verify-auth-code",

@@ -97,7 +97,8 @@ enum Command {
     /// Keycloak tokens with RFC 7523 client assertions (private_key_jwt) or client secrets.
     #[command(subcommand)]
     Keycloak(keycloak::Cmd),
-    /// Thales push provisioning: authorization codes (one or in batch) and enrollment-data JWEs.
+    /// Thales push provisioning: authorization codes (one or in batch), card data (PKCS#7 for classic push, JWE
+    /// for App2App), and decryption of PKCS#7 data from the TSH.
     #[command(subcommand)]
     Provisioning(provisioning::Cmd),
 }

@@ -86,7 +86,14 @@ fn identifiers_from_the_environment_are_signed_exactly_as_written() {
         assert_eq!(header["kid"], value, "{value}");
 
         let jwe = keybound_env(
-            &["provisioning", "encrypt-card", "--card", "-"],
+            &[
+                "provisioning",
+                "encrypt-card",
+                "--format",
+                "jwe",
+                "--card",
+                "-",
+            ],
             Some(CARD.as_bytes()),
             &[
                 (

@@ -664,6 +664,8 @@ fn one_exit_code_rule_for_every_command() {
         &[
             "provisioning",
             "encrypt-card",
+            "--format",
+            "jwe",
             "--pubkey",
             thales,
             "--issuer-id",
@@ -679,6 +681,8 @@ fn one_exit_code_rule_for_every_command() {
         &[
             "provisioning",
             "push",
+            "--format",
+            "jwe",
             "--key",
             &ec_key(d),
             "--pubkey",
@@ -705,6 +709,32 @@ fn one_exit_code_rule_for_every_command() {
         ],
     )
     .stdin(&auth_code);
+    t.row(
+        1,
+        "not CMS EnvelopedData",
+        &[
+            "provisioning",
+            "decrypt",
+            "--key",
+            &key,
+            "--encoding",
+            "hex",
+        ],
+    )
+    .stdin("300302010a");
+    t.row(
+        2,
+        "decrypt: unknown encoding",
+        &[
+            "provisioning",
+            "decrypt",
+            "--key",
+            &key,
+            "--encoding",
+            "pem",
+        ],
+    )
+    .stdin("");
     t.row(
         1,
         "tampered code",
@@ -777,6 +807,7 @@ fn one_exit_code_rule_for_every_command() {
         "keycloak token",
         "provisioning auth-code",
         "provisioning verify-auth-code",
+        "provisioning decrypt",
     ]
     .into();
     let covered = |code: i32| -> BTreeSet<String> {
@@ -1043,6 +1074,8 @@ fn hsm_rows(t: &mut Table, dir: &Path, api: &str, thales: &str) -> bool {
         &[
             "provisioning",
             "push",
+            "--format",
+            "jwe",
             "--key",
             &no_sign,
             "--pubkey",

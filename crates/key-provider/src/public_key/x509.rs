@@ -31,6 +31,8 @@ pub struct Certificate {
     pub not_after: i64,
     /// The DER contents of the issuer `Name`.
     issuer: Vec<u8>,
+    /// The contents of the `serialNumber` INTEGER (two's complement, as encoded).
+    serial: Vec<u8>,
     /// The DER contents of the subject `Name`.
     subject: Vec<u8>,
 }
@@ -67,7 +69,7 @@ impl Certificate {
         if tbs.peek_tag() == Some(TAG_VERSION) {
             tbs.read(TAG_VERSION).map_err(bad)?;
         }
-        tbs.read(der::TAG_INTEGER).map_err(bad)?; // serialNumber
+        let serial = tbs.read(der::TAG_INTEGER).map_err(bad)?;
         tbs.read(der::TAG_SEQUENCE).map_err(bad)?; // signature
         let issuer = tbs.read(der::TAG_SEQUENCE).map_err(bad)?;
         let validity = tbs.read(der::TAG_SEQUENCE).map_err(bad)?;
@@ -87,6 +89,7 @@ impl Certificate {
             not_before,
             not_after,
             issuer: issuer.to_vec(),
+            serial: serial.to_vec(),
             subject: subject.to_vec(),
         })
     }
@@ -95,6 +98,20 @@ impl Certificate {
     #[must_use]
     pub fn is_valid_at(&self, now: i64) -> bool {
         (self.not_before..=self.not_after).contains(&now)
+    }
+
+    /// The issuer `Name`, DER-encoded whole (tag and length included), as CMS `IssuerAndSerialNumber`
+    /// (RFC 5652 §10.2.4) names the certificate.
+    #[must_use]
+    pub fn issuer_name_der(&self) -> Vec<u8> {
+        der::tlv(der::TAG_SEQUENCE, &self.issuer)
+    }
+
+    /// The contents of the `serialNumber` INTEGER as encoded in the certificate (two's complement, big
+    /// endian; a positive serial with its high bit set keeps its leading zero byte).
+    #[must_use]
+    pub fn serial_number(&self) -> &[u8] {
+        &self.serial
     }
 
     /// Whether `next` issued this certificate, by name: this certificate's issuer is `next`'s subject
