@@ -17,6 +17,7 @@
 //! Logs carry kid, environment, outcome and latency only.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
 use jose_core::jwe::EncryptOptions;
@@ -24,6 +25,7 @@ use jose_core::jws::{self, UnverifiedJws, VerifyOptions};
 use jose_core::{ContentEncryption, JoseError, Jwk, JwsAlgorithm, KeyManagementAlgorithm};
 use key_provider::PublicKey;
 use serde_json::{Map, Value};
+use zeroize::Zeroizing;
 
 use crate::capture_context::{CaptureContext, CaptureContextClaims, normalize_compact};
 use crate::data::TokenizeData;
@@ -32,6 +34,7 @@ use crate::error::{FlexError, sanitize};
 use crate::http::{Http, HttpConfig, status_hint};
 use crate::key_cache::{Failure, FetchFailure, KeyCache};
 use crate::merchant_auth::{MerchantAuth, body_digest};
+use crate::mle::{Mle, ResponseMle};
 use crate::origin::OriginPolicy;
 use crate::transient_token::{TransientToken, TransientTokenClaims, VerifiedTransientToken};
 
@@ -915,20 +918,76 @@ impl FlexClient {
         endpoint: SessionEndpoint,
         body: &Value,
     ) -> Result<CaptureContext, FlexError> {
+        self.request_capture_context_inner(auth, endpoint, body, None)
+            .await
+    }
+
+    /// [`FlexClient::request_capture_context`] with message-level encryption ([`crate::mle`]): the body is
+    /// sent as `{"encryptedRequest":…}` to `mle`'s certificate (the JWT `digest` over that encrypted body),
+    /// and with [`Mle::with_response`] the JWT carries `v-c-response-mle-kid` and the answer must be an
+    /// `{"encryptedResponse":…}`, decrypted through the response key's backend.
+    ///
+    /// # Errors
+    /// As [`FlexClient::request_capture_context`]; [`FlexError::MerchantAuth`] with HTTP Signature
+    /// authentication; [`FlexError::Malformed`] when response MLE was asked for and the answer is not
+    /// encrypted; [`FlexError::Jose`] when it does not decrypt.
+    pub async fn request_capture_context_with_mle(
+        &self,
+        auth: &MerchantAuth,
+        endpoint: SessionEndpoint,
+        body: &Value,
+        mle: &Mle,
+    ) -> Result<CaptureContext, FlexError> {
+        self.request_capture_context_inner(auth, endpoint, body, Some(mle))
+            .await
+    }
+
+    async fn request_capture_context_inner(
+        &self,
+        auth: &MerchantAuth,
+        endpoint: SessionEndpoint,
+        body: &Value,
+        mle: Option<&Mle>,
+    ) -> Result<CaptureContext, FlexError> {
         let started = Instant::now();
         let env = &self.inner.environment;
         let path = endpoint.path();
         let url = env.url(path);
         let host = env.host();
-        let body = serde_json::to_vec(body)
-            .map_err(|e| FlexError::InvalidData(format!("cannot encode the request: {e}")))?;
+        if mle.is_some() && matches!(auth, MerchantAuth::HttpSignature(_)) {
+            return Err(FlexError::MerchantAuth(
+                "message-level encryption needs JWT authentication (--key), not HTTP Signature"
+                    .into(),
+            ));
+        }
+        let plain = Zeroizing::new(
+            serde_json::to_vec(body)
+                .map_err(|e| FlexError::InvalidData(format!("cannot encode the request: {e}")))?,
+        );
+        let response_mle_kid = mle.and_then(Mle::response).map(ResponseMle::kid);
         let response = self
             .inner
             .http
             .send(path, |client| {
-                let (url, body, host) = (url.clone(), body.clone(), host.clone());
+                let (url, host, plain) = (url.clone(), host.clone(), &plain);
                 async move {
-                    let headers = auth.headers("POST", &host, path, &body).await?;
+                    // A fresh JWE (and `iat`) per attempt, like the authentication headers.
+                    let body = match mle {
+                        Some(mle) => {
+                            crate::mle::encrypt_request(mle.request(), plain, SystemTime::now())?
+                        }
+                        None => plain.to_vec(),
+                    };
+                    let headers = auth
+                        .headers_with_response_mle(
+                            "POST",
+                            &host,
+                            path,
+                            &body,
+                            SystemTime::now(),
+                            response_mle_kid,
+                        )
+                        .await?;
                     let mut request = client
                         .post(url)
                         .header("content-type", "application/json;charset=utf-8")
@@ -951,7 +1010,15 @@ impl FlexClient {
         if is_html(&response) {
             return Err(FlexError::malformed(CC, HTML_ANSWER));
         }
-        let text = std::str::from_utf8(&response.body)
+        let decrypted;
+        let answer: &[u8] = match mle.and_then(Mle::response) {
+            Some(response_mle) => {
+                decrypted = crate::mle::decrypt_response(response_mle, &response.body).await?;
+                &decrypted
+            }
+            None => &response.body,
+        };
+        let text = std::str::from_utf8(answer)
             .map_err(|_| FlexError::malformed(CC, "the response is not UTF-8"))?;
         let text = text.trim();
         let jwt = if text.starts_with('{') {

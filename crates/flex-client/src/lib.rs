@@ -16,6 +16,11 @@
 //! 4. **Verify the transient token** ([`FlexClient::verify_transient_token`]) with the context's `flx.jwk`,
 //!    and read it through typed claims ([`TransientTokenClaims`]: captured fields, masked card number…).
 //!
+//! 5. **Message-level encryption** ([`mle`], opt-in per request:
+//!    [`FlexClient::request_capture_context_with_mle`]): the request body sent as
+//!    `{"encryptedRequest":<JWE>}` to Cybersource's MLE certificate, and the `{"encryptedResponse":…}`
+//!    answer decrypted with the merchant's response key through its backend.
+//!
 //! Card data is held in [`Sensitive`] buffers (wiped on drop, redacted in `Debug`) and never logged; logs
 //! carry kid, environment, outcome and latency only. The HTTP client is reqwest over rustls.
 //!
@@ -41,6 +46,7 @@ mod error;
 mod http;
 mod key_cache;
 mod merchant_auth;
+pub mod mle;
 mod origin;
 mod sensitive;
 mod transient_token;
@@ -61,6 +67,7 @@ pub use key_cache::KeyCache;
 pub use merchant_auth::{
     HttpSignatureAuth, JWT_CLAIMS, JWT_LIFETIME_SECS, JwtAuth, MerchantAuth, body_digest,
 };
+pub use mle::{Mle, MleCertificate, ResponseMle};
 pub use origin::{FLEX_DOMAINS, OriginPolicy};
 pub use sensitive::Sensitive;
 pub use transient_token::{

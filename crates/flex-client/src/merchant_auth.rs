@@ -6,7 +6,8 @@
 //!   `request-resource-path` (the path, never a query string), `request-method` (lowercase),
 //!   `v-c-merchant-id`, and only for requests with a body `digest` = base64(SHA-256(body)) with
 //!   `digestAlgorithm` `SHA-256` (the names of Cybersource's "Construct messages using JSON Web Tokens"
-//!   page; see [`JWT_CLAIMS`]).
+//!   page; see [`JWT_CLAIMS`]), and `v-c-response-mle-kid` when response message-level encryption is on
+//!   ([`crate::mle`]; the `digest` is then over the encrypted body, the body as sent).
 //! - [`MerchantAuth::HttpSignature`]: headers `v-c-merchant-id`, `date`, `digest: SHA-256=<b64>` and
 //!   `signature: keyid="…", algorithm="HmacSHA256", headers="host date request-target digest v-c-merchant-id",
 //!   signature="<b64>"`, an HMAC-SHA256 with the base64-decoded shared secret over
@@ -30,10 +31,10 @@ use zeroize::Zeroizing;
 
 use crate::error::FlexError;
 
-/// The claims flex-client puts in a JWT v2 merchant-authentication token: always the first nine, and
-/// `digest` + `digestAlgorithm` only when the request has a body. (Cybersource also defines
-/// `v-c-response-mle-kid`, sent only with response message-level encryption, which this crate does not use.)
-pub const JWT_CLAIMS: [&str; 11] = [
+/// The claims flex-client puts in a JWT v2 merchant-authentication token: always the first nine,
+/// `digest` + `digestAlgorithm` only when the request has a body, and `v-c-response-mle-kid` only with
+/// response message-level encryption ([`crate::mle`]).
+pub const JWT_CLAIMS: [&str; 12] = [
     "iat",
     "exp",
     "iss",
@@ -45,6 +46,7 @@ pub const JWT_CLAIMS: [&str; 11] = [
     "v-c-merchant-id",
     "digest",
     "digestAlgorithm",
+    "v-c-response-mle-kid",
 ];
 
 /// Lifetime of a JWT v2 merchant-authentication token: Cybersource refuses `exp` later than `iat` + 120.
@@ -244,6 +246,33 @@ impl MerchantAuth {
         body: &[u8],
         at: SystemTime,
     ) -> Result<Vec<(&'static str, String)>, FlexError> {
+        self.headers_with_response_mle(method, host, path, body, at, None)
+            .await
+    }
+
+    /// [`MerchantAuth::headers_at`] for a request with response message-level encryption on: the JWT also
+    /// carries `v-c-response-mle-kid` = `response_mle_kid` (see [`crate::mle`]). `body` is the body as sent
+    /// (with request MLE, the `{"encryptedRequest":…}` body), since the `digest` covers what goes on the
+    /// wire.
+    ///
+    /// # Errors
+    /// As [`MerchantAuth::headers`]; [`FlexError::MerchantAuth`] when response MLE is asked of HTTP
+    /// Signature authentication (Cybersource supports MLE with JWT authentication only).
+    pub async fn headers_with_response_mle(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        body: &[u8],
+        at: SystemTime,
+        response_mle_kid: Option<&str>,
+    ) -> Result<Vec<(&'static str, String)>, FlexError> {
+        if response_mle_kid.is_some() && matches!(self, Self::HttpSignature(_)) {
+            return Err(FlexError::MerchantAuth(
+                "message-level encryption needs JWT authentication (--key), not HTTP Signature"
+                    .into(),
+            ));
+        }
         match self {
             Self::Jwt(a) => {
                 let resource_path = path.split_once('?').map_or(path, |(p, _)| p);
@@ -264,6 +293,9 @@ impl MerchantAuth {
                 if !body.is_empty() {
                     claims["digest"] = body_digest(body).into();
                     claims["digestAlgorithm"] = "SHA-256".into();
+                }
+                if let Some(kid) = response_mle_kid {
+                    claims[crate::mle::RESPONSE_MLE_KID_CLAIM] = kid.into();
                 }
                 let header = JwsHeader::new(JwsAlgorithm::RS256)
                     .kid(a.key_id.clone())

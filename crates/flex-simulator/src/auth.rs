@@ -41,6 +41,17 @@ pub(crate) struct Merchants {
     pub secrets: HashMap<String, HashMap<String, Vec<u8>>>,
     /// JWT ids already used.
     pub seen_jti: HashSet<String>,
+    /// merchant id → response MLE kid → SPKI PEM of the merchant's response MLE key.
+    pub response_mle_keys: HashMap<String, HashMap<String, String>>,
+}
+
+/// Who a request authenticated as.
+#[derive(Debug)]
+pub(crate) struct Authenticated {
+    /// The merchant id.
+    pub merchant: String,
+    /// The JWT's `v-c-response-mle-kid` (checked to be registered for the merchant), when present.
+    pub response_mle_kid: Option<String>,
 }
 
 /// The HTTP Signature `headers` of a request with a body (POST, PUT, PATCH).
@@ -72,7 +83,7 @@ fn sha256_b64(body: &[u8]) -> String {
 pub(crate) fn authenticate(
     merchants: &mut Merchants,
     request: &Request<'_>,
-) -> Result<String, String> {
+) -> Result<Authenticated, String> {
     let host = header(request.headers, "host").ok_or("no Host header")?;
     if let Some(auth) = header(request.headers, "authorization") {
         let token = auth
@@ -81,7 +92,10 @@ pub(crate) fn authenticate(
         return check_jwt(merchants, request, host, token.trim());
     }
     if header(request.headers, "signature").is_some() {
-        return check_http_signature(merchants, request, host);
+        return check_http_signature(merchants, request, host).map(|merchant| Authenticated {
+            merchant,
+            response_mle_kid: None,
+        });
     }
     Err("no merchant authentication (neither Authorization: Bearer nor Signature)".into())
 }
@@ -98,7 +112,8 @@ enum When {
     Always,
     /// Exactly when the request has a body.
     WithBody,
-    /// Only when the merchant has response message-level encryption on (never, in this simulator).
+    /// Only when the merchant has response message-level encryption on: the kid must name a response MLE
+    /// key registered for the merchant.
     ResponseMle,
 }
 
@@ -156,7 +171,7 @@ fn check_jwt(
     request: &Request<'_>,
     host: &str,
     token: &str,
-) -> Result<String, String> {
+) -> Result<Authenticated, String> {
     // Find the key from the unverified header and claims, then verify with it.
     let header = josekit::jwt::decode_header(token).map_err(|e| format!("JWT header: {e}"))?;
     let alg = header
@@ -203,13 +218,18 @@ fn check_jwt(
         let wanted = match when {
             When::Always => true,
             When::WithBody => has_body,
-            When::ResponseMle => false,
+            When::ResponseMle => value.and_then(Value::as_str).is_some_and(|kid| {
+                merchants
+                    .response_mle_keys
+                    .get(&merchant)
+                    .is_some_and(|keys| keys.contains_key(kid))
+            }),
         };
         match (value, wanted) {
             (None, true) => return Err(format!("JWT has no {name}")),
             (Some(_), false) if when == When::ResponseMle => {
                 return Err(format!(
-                    "JWT {name} is sent only with response MLE, which is off for this merchant"
+                    "JWT {name} names no response MLE key registered for this merchant"
                 ));
             }
             (Some(_), false) => return Err(format!("JWT {name} without a request body")),
@@ -278,7 +298,14 @@ fn check_jwt(
     if !merchants.seen_jti.insert(jti.to_owned()) {
         return Err("JWT jti was already used (replay)".into());
     }
-    Ok(merchant)
+    let response_mle_kid = claims
+        .get("v-c-response-mle-kid")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(Authenticated {
+        merchant,
+        response_mle_kid,
+    })
 }
 
 /// `key="value", …` parameters of a Signature header.

@@ -8,6 +8,13 @@
 //! | `POST /microform/v2/sessions`, `/flex/v2/sessions`, `/up/v1/capture-contexts`, `/uc/v1/sessions` | checks merchant authentication (JWT v2 or HTTP Signature), answers a capture context (`application/jwt`) |
 //! | `GET /flex/v2/public-keys/{kid}` | the bare JWK of the long-term signing key, or of a one-time key |
 //! | `POST /flex/v2/tokens` (and `/flex/v2/token`) | decrypts the JWE, checks it, answers a transient token with a `Digest` header |
+//!
+//! The sessions endpoints also speak Cybersource message-level encryption (MLE): a body
+//! `{"encryptedRequest":"<JWE>"}` (RSA-OAEP-256 + A256GCM to [the simulator's MLE
+//! certificate](FlexSimulator::mle_certificate_pem), `kid` its subject serialNumber, `iat`) is decrypted
+//! with josekit; [`FlexSimulator::require_request_mle`] refuses plaintext bodies; a JWT carrying
+//! `v-c-response-mle-kid` gets its answer as `{"encryptedResponse":"<JWE>"}` encrypted to the merchant's
+//! [registered response key](FlexSimulator::add_merchant_response_mle_key).
 //! | anything else | 404, recorded in [`Stats::unrouted_requests`] |
 //!
 //! Capture contexts are RS256 JWTs signed with the simulator's long-term key (a short kid like Flex's `3g`)
@@ -24,6 +31,7 @@
 
 mod auth;
 mod keys;
+mod mle;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -155,6 +163,10 @@ pub struct Stats {
     pub token_rejections: u64,
     /// Transient tokens issued.
     pub tokens_issued: u64,
+    /// Sessions requests whose body was an MLE `encryptedRequest` that decrypted.
+    pub encrypted_requests: u64,
+    /// Answers sent as an MLE `encryptedResponse`.
+    pub encrypted_responses: u64,
     /// Requests answered wrongly on purpose (503, HTML page, truncated JSON).
     pub injected_errors: u64,
     /// Method and path of every request that matched no endpoint (answered 404), e.g. a key URL whose path a
@@ -235,6 +247,8 @@ struct Inner {
     last_rejection: Mutex<Option<String>>,
     last_token_request: Mutex<Option<TokenRequestSummary>>,
     counter: AtomicU64,
+    mle: mle::MleIdentity,
+    require_mle: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -280,11 +294,12 @@ impl FlexSimulator {
     pub async fn start_with(config: SimulatorConfig) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
         let addr = listener.local_addr()?;
-        let (signing_key, weak_key, forger) = tokio::task::spawn_blocking(|| {
+        let (signing_key, weak_key, forger, mle) = tokio::task::spawn_blocking(|| {
             (
                 RsaKey::generate(2048),
                 RsaKey::generate(1024),
                 RsaKey::generate(2048),
+                mle::MleIdentity::generate(),
             )
         })
         .await
@@ -303,6 +318,8 @@ impl FlexSimulator {
             last_rejection: Mutex::default(),
             last_token_request: Mutex::default(),
             counter: AtomicU64::new(0),
+            mle,
+            require_mle: std::sync::atomic::AtomicBool::new(false),
         });
         let router = Router::new()
             .route("/flex/v2/public-keys/{kid}", get(public_key))
@@ -413,6 +430,41 @@ impl FlexSimulator {
             .entry(merchant_id.to_owned())
             .or_default()
             .insert(key_id.to_owned(), secret);
+    }
+
+    /// The simulator's MLE certificate (PEM): what a merchant encrypts requests to, like Cybersource's
+    /// `CyberSource_SJC_US` certificate. Its subject `serialNumber` is [`FlexSimulator::mle_kid`].
+    #[must_use]
+    pub fn mle_certificate_pem(&self) -> String {
+        self.inner.mle.certificate_pem.clone()
+    }
+
+    /// The `kid` request JWEs must carry: the MLE certificate's subject serialNumber.
+    #[must_use]
+    pub fn mle_kid(&self) -> String {
+        self.inner.mle.kid.clone()
+    }
+
+    /// Whether the sessions endpoints refuse a plaintext body (HTTP 400), as an MLE-required Cybersource
+    /// API does (default: both accepted).
+    pub fn require_request_mle(&self, required: bool) {
+        self.inner.require_mle.store(required, Ordering::SeqCst);
+    }
+
+    /// Registers a merchant's response MLE public key (SPKI PEM) under `kid`: a JWT whose
+    /// `v-c-response-mle-kid` is `kid` gets its answer encrypted to this key. A JWT naming a kid not
+    /// registered here is refused (401).
+    pub fn add_merchant_response_mle_key(
+        &self,
+        merchant_id: &str,
+        kid: &str,
+        public_key_pem: &str,
+    ) {
+        lock(&self.inner.merchants)
+            .response_mle_keys
+            .entry(merchant_id.to_owned())
+            .or_default()
+            .insert(kid.to_owned(), public_key_pem.to_owned());
     }
 
     /// Issues a capture context directly, without a merchant request (for tests and demos). `request` is
@@ -622,21 +674,49 @@ async fn sessions(
         body: &body,
     };
     let authenticated = auth::authenticate(&mut lock(&inner.merchants), &request);
-    if let Err(reason) = authenticated {
-        lock(&inner.stats).auth_failures += 1;
-        return reject(
-            &inner,
-            StatusCode::UNAUTHORIZED,
-            format!("authentication failed: {reason}"),
-        );
-    }
-    let Ok(request_body) = serde_json::from_slice::<Value>(&body) else {
+    let authenticated = match authenticated {
+        Ok(a) => a,
+        Err(reason) => {
+            lock(&inner.stats).auth_failures += 1;
+            return reject(
+                &inner,
+                StatusCode::UNAUTHORIZED,
+                format!("authentication failed: {reason}"),
+            );
+        }
+    };
+    let Ok(mut request_body) = serde_json::from_slice::<Value>(&body) else {
         return reject(
             &inner,
             StatusCode::BAD_REQUEST,
             "the request body is not JSON",
         );
     };
+    // Message-level encryption: authentication (the JWT digest) covered the body as sent; the request is
+    // its decrypted plaintext.
+    if request_body.get("encryptedRequest").is_some() {
+        let plaintext = match inner.mle.decrypt_request(&request_body) {
+            Ok(p) => p,
+            Err(reason) => return reject(&inner, StatusCode::BAD_REQUEST, reason),
+        };
+        request_body = match serde_json::from_slice::<Value>(&plaintext) {
+            Ok(v) => v,
+            Err(_) => {
+                return reject(
+                    &inner,
+                    StatusCode::BAD_REQUEST,
+                    "the decrypted MLE request is not JSON",
+                );
+            }
+        };
+        lock(&inner.stats).encrypted_requests += 1;
+    } else if inner.require_mle.load(Ordering::SeqCst) {
+        return reject(
+            &inner,
+            StatusCode::BAD_REQUEST,
+            "message-level encryption is required: the body must be {\"encryptedRequest\": <JWE>}",
+        );
+    }
     let kind = kind_of(uri.path());
     let inner2 = inner.clone();
     let jwt = match tokio::task::spawn_blocking(move || issue(&inner2, kind, &request_body)).await {
@@ -649,6 +729,28 @@ async fn sessions(
             );
         }
     };
+    if let Some(kid) = &authenticated.response_mle_kid {
+        let pem = lock(&inner.merchants)
+            .response_mle_keys
+            .get(&authenticated.merchant)
+            .and_then(|keys| keys.get(kid))
+            .cloned();
+        let encrypted = pem
+            .ok_or_else(|| "no response MLE key".to_owned())
+            .and_then(|pem| mle::encrypt_response(&pem, kid, jwt.as_bytes()));
+        return match encrypted {
+            Ok(body) => {
+                lock(&inner.stats).encrypted_responses += 1;
+                (
+                    StatusCode::CREATED,
+                    [("content-type", "application/json")],
+                    body,
+                )
+                    .into_response()
+            }
+            Err(reason) => reject(&inner, StatusCode::INTERNAL_SERVER_ERROR, reason),
+        };
+    }
     (
         StatusCode::CREATED,
         [("content-type", "application/jwt")],

@@ -238,3 +238,45 @@ fn what_is_not_a_public_key_is_refused_saying_what_it_is() {
             .is_err()
     );
 }
+
+/// Cybersource names its certificates by the subject's `serialNumber` attribute (OID 2.5.4.5), which is
+/// not the X.509 serial: the value openssl wrote into the subject comes back; a subject without it gives
+/// `None`.
+#[test]
+fn the_subject_serial_number_attribute_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("mle.key");
+    let pem = dir.path().join("mle.pem");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        s(&key),
+    ]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-key",
+        s(&key),
+        "-subj",
+        "/C=US/O=CyberSource/CN=CyberSource_SJC_US/serialNumber=SJC3b5c1e9a2f",
+        "-days",
+        "30",
+        "-out",
+        s(&pem),
+    ]);
+    let file = PublicKeyFile::parse(&std::fs::read(&pem).unwrap()).unwrap();
+    let cert = file.certificate.unwrap();
+    assert_eq!(
+        cert.subject_serial_number().as_deref(),
+        Some("SJC3b5c1e9a2f")
+    );
+    assert_ne!(cert.serial_number(), b"SJC3b5c1e9a2f");
+
+    let (plain, _) = certificate(dir.path(), "plain", "RSA", "rsa_keygen_bits:2048");
+    let file = PublicKeyFile::parse(&plain).unwrap();
+    assert_eq!(file.certificate.unwrap().subject_serial_number(), None);
+}

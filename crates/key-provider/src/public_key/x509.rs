@@ -17,6 +17,7 @@ use crate::error::KeyError;
 const TAG_VERSION: u8 = 0xa0;
 const TAG_UTC_TIME: u8 = 0x17;
 const TAG_GENERALIZED_TIME: u8 = 0x18;
+const TAG_SET: u8 = 0x31;
 
 /// An X.509 certificate, reduced to what keybound uses: its public key and validity period (and, privately,
 /// its issuer and subject names, to check the order of a chain).
@@ -112,6 +113,34 @@ impl Certificate {
     #[must_use]
     pub fn serial_number(&self) -> &[u8] {
         &self.serial
+    }
+
+    /// The subject's `serialNumber` attribute (OID 2.5.4.5, RFC 5280 / X.520), when the subject name has
+    /// one: a text attribute of the distinguished name, **not** the certificate's serial number
+    /// ([`Certificate::serial_number`]). Cybersource names its keys by it (the JWT `kid` of merchant
+    /// authentication, the `kid` of a message-level-encryption JWE). `None` when the subject has no such
+    /// attribute or its value is not a PrintableString, UTF8String or IA5String.
+    #[must_use]
+    pub fn subject_serial_number(&self) -> Option<String> {
+        const OID_SERIAL_NUMBER: &[u8] = &[0x55, 0x04, 0x05];
+        let mut rdns = Reader::new(&self.subject);
+        while !rdns.is_empty() {
+            let set = rdns.read(TAG_SET).ok()?;
+            let mut attributes = Reader::new(set);
+            while !attributes.is_empty() {
+                let attribute = attributes.read(der::TAG_SEQUENCE).ok()?;
+                let mut a = Reader::new(attribute);
+                let oid = a.read(der::TAG_OID).ok()?;
+                let (tag, value) = a.read_any().ok()?;
+                if oid == OID_SERIAL_NUMBER {
+                    // PrintableString, UTF8String, IA5String.
+                    return matches!(tag, 0x13 | 0x0c | 0x16)
+                        .then(|| String::from_utf8(value.to_vec()).ok())
+                        .flatten();
+                }
+            }
+        }
+        None
     }
 
     /// Whether `next` issued this certificate, by name: this certificate's issuer is `next`'s subject

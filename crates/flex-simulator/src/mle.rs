@@ -1,0 +1,141 @@
+//! Cybersource message-level encryption (MLE) as the simulator does it, with josekit and OpenSSL —
+//! independent of flex-client's own JOSE code.
+//!
+//! - The simulator has its own MLE key and a self-signed certificate for it, named like Cybersource's
+//!   (`CN=CyberSource_SJC_US`) with a subject `serialNumber` attribute that is the `kid` request JWEs must
+//!   carry ([`crate::FlexSimulator::mle_certificate_pem`]).
+//! - A request body `{"encryptedRequest":"<JWE>"}` is decrypted: `alg` RSA-OAEP-256, `enc` A256GCM, `kid` the
+//!   certificate's serialNumber, `iat` a number within 5 minutes of now; its plaintext is the request.
+//! - A response is encrypted (RSA-OAEP-256 + A256GCM, `kid` = the merchant's response kid) to the merchant's
+//!   response MLE public key registered under the `v-c-response-mle-kid` of the request's JWT, and sent as
+//!   `{"encryptedResponse":"<JWE>"}`.
+
+use josekit::jwe::{JweHeader, RSA_OAEP_256};
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use openssl::x509::{X509, X509NameBuilder};
+use serde_json::Value;
+
+use crate::keys::random_id;
+use crate::now;
+
+/// The simulator's MLE key and certificate.
+pub(crate) struct MleIdentity {
+    /// PKCS#8 DER of the private key.
+    pkcs8: Vec<u8>,
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// The subject serialNumber (the request JWE `kid`).
+    pub kid: String,
+}
+
+impl std::fmt::Debug for MleIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MleIdentity")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MleIdentity {
+    /// A new RSA-2048 key and a self-signed certificate valid for a year.
+    pub(crate) fn generate() -> Self {
+        // These fail only when OpenSSL is broken or out of memory (see crate::keys).
+        let rsa = Rsa::generate(2048).expect("OpenSSL RSA key generation");
+        let key = PKey::from_rsa(rsa).expect("OpenSSL PKey from RSA");
+        let kid = format!("SJC{}", random_id(16, true));
+        let mut name = X509NameBuilder::new().expect("X509 name");
+        name.append_entry_by_text("C", "US").expect("name entry");
+        name.append_entry_by_text("O", "CyberSource Corporation")
+            .expect("name entry");
+        name.append_entry_by_text("CN", "CyberSource_SJC_US")
+            .expect("name entry");
+        name.append_entry_by_text("serialNumber", &kid)
+            .expect("name entry");
+        let name = name.build();
+        let mut builder = X509::builder().expect("X509 builder");
+        builder.set_version(2).expect("version");
+        let mut serial = BigNum::new().expect("BigNum");
+        serial
+            .rand(64, MsbOption::MAYBE_ZERO, false)
+            .expect("random serial");
+        let serial = serial.to_asn1_integer().expect("serial");
+        builder.set_serial_number(&serial).expect("serial");
+        builder.set_subject_name(&name).expect("subject");
+        builder.set_issuer_name(&name).expect("issuer");
+        builder.set_pubkey(&key).expect("public key");
+        builder
+            .set_not_before(&Asn1Time::days_from_now(0).expect("time"))
+            .expect("notBefore");
+        builder
+            .set_not_after(&Asn1Time::days_from_now(365).expect("time"))
+            .expect("notAfter");
+        builder
+            .sign(&key, MessageDigest::sha256())
+            .expect("self-signature");
+        let certificate_pem =
+            String::from_utf8(builder.build().to_pem().expect("PEM")).expect("PEM is ASCII");
+        Self {
+            pkcs8: key.private_key_to_pkcs8().expect("PKCS#8 export"),
+            certificate_pem,
+            kid,
+        }
+    }
+
+    /// Decrypts `{"encryptedRequest":"<JWE>"}`; returns the plaintext request, or why it was refused.
+    pub(crate) fn decrypt_request(&self, body: &Value) -> Result<Vec<u8>, String> {
+        let jwe = body
+            .get("encryptedRequest")
+            .and_then(Value::as_str)
+            .ok_or("encryptedRequest is not a string")?;
+        if body.as_object().map_or(0, serde_json::Map::len) != 1 {
+            return Err("an MLE body has encryptedRequest only".into());
+        }
+        let decrypter = RSA_OAEP_256
+            .decrypter_from_der(&self.pkcs8)
+            .map_err(|_| "MLE decrypter".to_owned())?;
+        let (plaintext, header) = josekit::jwe::deserialize_compact(jwe, &decrypter).map_err(
+            |_| "the MLE request does not decrypt (tampered, wrong key or not RSA-OAEP-256)",
+        )?;
+        if header.content_encryption() != Some("A256GCM") {
+            return Err("the MLE request JWE enc is not A256GCM".into());
+        }
+        if header.key_id() != Some(self.kid.as_str()) {
+            return Err(
+                "the MLE request JWE kid is not the MLE certificate's subject serialNumber".into(),
+            );
+        }
+        let iat = header
+            .claim("iat")
+            .and_then(Value::as_u64)
+            .ok_or("the MLE request JWE has no numeric iat")?;
+        let t = now();
+        if iat > t + 300 || iat + 300 < t {
+            return Err("the MLE request JWE iat is more than 5 minutes off".into());
+        }
+        Ok(plaintext)
+    }
+}
+
+/// Encrypts `plaintext` to the merchant's response key (SPKI PEM) as `{"encryptedResponse":"<JWE>"}`.
+pub(crate) fn encrypt_response(
+    public_key_pem: &str,
+    kid: &str,
+    plaintext: &[u8],
+) -> Result<String, String> {
+    let encrypter = RSA_OAEP_256
+        .encrypter_from_pem(public_key_pem)
+        .map_err(|e| format!("the response MLE key is unusable: {e}"))?;
+    let mut header = JweHeader::new();
+    header.set_content_encryption("A256GCM");
+    header.set_key_id(kid);
+    header
+        .set_claim("iat", Some(now().into()))
+        .map_err(|e| e.to_string())?;
+    let jwe = josekit::jwe::serialize_compact(plaintext, &header, &encrypter)
+        .map_err(|e| format!("response encryption: {e}"))?;
+    Ok(serde_json::json!({ "encryptedResponse": jwe }).to_string())
+}
