@@ -31,6 +31,7 @@ use flex_client::{
     CaptureContext, Environment, FlexClient, FlexError, HttpSignatureAuth, JwtAuth, MerchantAuth,
     SessionEndpoint, TokenizeData, TokensEndpoint,
 };
+use flex_client::{Mle, MleCertificate, ResponseMle};
 use jose_core::JoseError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -142,6 +143,17 @@ pub struct CaptureContextArgs {
     /// Replace the --out file if it exists (default: refuse).
     #[arg(long, requires = "out")]
     force: bool,
+    /// Message-level encryption: send the body as {"encryptedRequest": JWE} to Cybersource's MLE
+    /// certificate in this file (the CyberSource_SJC_US certificate, PEM or DER; JWT authentication only).
+    #[arg(long, value_name = "FILE")]
+    mle_cert: Option<PathBuf>,
+    /// Response MLE: ask for the answer encrypted to this key (file:PATH, env:VAR, a pkcs11: URI, or a
+    /// configured key name), which decrypts it in its backend.
+    #[arg(long, value_name = "KEYREF", requires_all = ["mle_cert", "response_mle_kid"])]
+    response_mle_key: Option<String>,
+    /// The key id Cybersource knows the response MLE key by (sent as v-c-response-mle-kid).
+    #[arg(long, value_name = "KID", requires = "response_mle_key")]
+    response_mle_kid: Option<String>,
 }
 
 /// The `[flex]` section.
@@ -425,13 +437,33 @@ async fn capture_context(
         api_host_tokens: false,
         key_fallback: false,
     };
+    let mle = mle_options(a, ctx)?;
     let client = client(&a.api, settings, options)?;
-    let context = client
-        .request_capture_context(&auth, endpoint, &body)
-        .await
-        .map_err(flex_error)?;
+    let context = match &mle {
+        Some(mle) => {
+            client
+                .request_capture_context_with_mle(&auth, endpoint, &body, mle)
+                .await
+        }
+        None => client.request_capture_context(&auth, endpoint, &body).await,
+    }
+    .map_err(flex_error)?;
     match &a.out {
         Some(path) => io::write_file(path, format!("{}\n", context.as_str()).as_bytes(), a.force),
         None => io::print_line(context.as_str()),
     }
+}
+
+/// `--mle-cert` / `--response-mle-key` / `--response-mle-kid`: message-level encryption for this request.
+fn mle_options(a: &CaptureContextArgs, ctx: &Context) -> CliResult<Option<Mle>> {
+    let Some(path) = &a.mle_cert else {
+        return Ok(None);
+    };
+    let certificate = MleCertificate::from_file(path).map_err(CliError::usage)?;
+    let mut mle = Mle::new(certificate);
+    if let (Some(keyref), Some(kid)) = (&a.response_mle_key, &a.response_mle_kid) {
+        let key = ctx.open_key(Some(keyref))?;
+        mle = mle.with_response(ResponseMle::new(key, kid.clone()).map_err(CliError::usage)?);
+    }
+    Ok(Some(mle))
 }
