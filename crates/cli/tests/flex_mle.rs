@@ -95,10 +95,19 @@ fn capture_context_with_request_and_response_mle() {
     assert_eq!(context.trim().split('.').count(), 3, "{context}");
     assert_eq!(sim.stats().encrypted_responses, 1);
     let err = stderr(&out);
-    assert!(err.contains("MLE request encrypted"), "no trace events?\n{err}");
-    assert!(!err.contains("mle-cli-plaintext-marker"), "plaintext in the log:\n{err}");
+    assert!(
+        err.contains("MLE request encrypted"),
+        "no trace events?\n{err}"
+    );
+    assert!(
+        !err.contains("mle-cli-plaintext-marker"),
+        "plaintext in the log:\n{err}"
+    );
     let signature = context.trim().rsplit('.').next().unwrap();
-    assert!(!err.contains(signature), "the decrypted answer in the log:\n{err}");
+    assert!(
+        !err.contains(signature),
+        "the decrypted answer in the log:\n{err}"
+    );
 
     // The response decrypted with another key than the one it was encrypted to: rejected, exit 1.
     let other = dir.path().join("other.pem");
@@ -126,8 +135,18 @@ fn capture_context_with_request_and_response_mle() {
     let spki = dir.path().join("merchant.pub.pem");
     std::fs::write(&spki, key.public_key().to_spki_pem()).unwrap();
     for extra in [
-        vec!["--mle-cert", path(&cert), "--response-mle-key", &response_ref],
-        vec!["--response-mle-key", &response_ref, "--response-mle-kid", "resp-1"],
+        vec![
+            "--mle-cert",
+            path(&cert),
+            "--response-mle-key",
+            &response_ref,
+        ],
+        vec![
+            "--response-mle-key",
+            &response_ref,
+            "--response-mle-kid",
+            "resp-1",
+        ],
         vec!["--mle-cert", path(&spki)],
     ] {
         let out = keybound(&[&base[..], &extra[..]].concat());
