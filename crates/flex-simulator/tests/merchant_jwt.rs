@@ -196,7 +196,7 @@ async fn jwt_v2_claim_set_is_checked_against_the_documented_table() {
             "v-c-response-mle-kid without response MLE",
             |_, c| c["v-c-response-mle-kid"] = json!("mle-1"),
             PATH,
-            "only with response MLE",
+            "names no response MLE key registered for this merchant",
         ),
         (
             "iss another merchant",
