@@ -249,6 +249,7 @@ struct Inner {
     counter: AtomicU64,
     mle: mle::MleIdentity,
     require_mle: std::sync::atomic::AtomicBool,
+    response_mle_sha1: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -320,6 +321,7 @@ impl FlexSimulator {
             counter: AtomicU64::new(0),
             mle,
             require_mle: std::sync::atomic::AtomicBool::new(false),
+            response_mle_sha1: std::sync::atomic::AtomicBool::new(false),
         });
         let router = Router::new()
             .route("/flex/v2/public-keys/{kid}", get(public_key))
@@ -449,6 +451,12 @@ impl FlexSimulator {
     /// API does (default: both accepted).
     pub fn require_request_mle(&self, required: bool) {
         self.inner.require_mle.store(required, Ordering::SeqCst);
+    }
+
+    /// Encrypts MLE responses with RSA-OAEP (SHA-1) instead of RSA-OAEP-256 (Cybersource uses either; a
+    /// PKCS#11 token without OAEP-SHA256, such as Debian's SoftHSM 2.6, can unwrap only the former).
+    pub fn response_mle_sha1(&self, sha1: bool) {
+        self.inner.response_mle_sha1.store(sha1, Ordering::SeqCst);
     }
 
     /// Registers a merchant's response MLE public key (SPKI PEM) under `kid`: a JWT whose
@@ -737,7 +745,10 @@ async fn sessions(
             .cloned();
         let encrypted = pem
             .ok_or_else(|| "no response MLE key".to_owned())
-            .and_then(|pem| mle::encrypt_response(&pem, kid, jwt.as_bytes()));
+            .and_then(|pem| {
+                let sha1 = inner.response_mle_sha1.load(Ordering::SeqCst);
+                mle::encrypt_response(&pem, kid, jwt.as_bytes(), sha1)
+            });
         return match encrypted {
             Ok(body) => {
                 lock(&inner.stats).encrypted_responses += 1;

@@ -6,11 +6,11 @@
 //!   carry ([`crate::FlexSimulator::mle_certificate_pem`]).
 //! - A request body `{"encryptedRequest":"<JWE>"}` is decrypted: `alg` RSA-OAEP-256, `enc` A256GCM, `kid` the
 //!   certificate's serialNumber, `iat` a number within 5 minutes of now; its plaintext is the request.
-//! - A response is encrypted (RSA-OAEP-256 + A256GCM, `kid` = the merchant's response kid) to the merchant's
+//! - A response is encrypted (RSA-OAEP-256, or RSA-OAEP when told so, + A256GCM, `kid` = the merchant's response kid) to the merchant's
 //!   response MLE public key registered under the `v-c-response-mle-kid` of the request's JWT, and sent as
 //!   `{"encryptedResponse":"<JWE>"}`.
 
-use josekit::jwe::{JweHeader, RSA_OAEP_256};
+use josekit::jwe::{JweHeader, RSA_OAEP, RSA_OAEP_256};
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::hash::MessageDigest;
@@ -121,21 +121,34 @@ impl MleIdentity {
 }
 
 /// Encrypts `plaintext` to the merchant's response key (SPKI PEM) as `{"encryptedResponse":"<JWE>"}`.
+/// `sha1`: RSA-OAEP (SHA-1) instead of RSA-OAEP-256 (Cybersource answers with either).
 pub(crate) fn encrypt_response(
     public_key_pem: &str,
     kid: &str,
     plaintext: &[u8],
+    sha1: bool,
 ) -> Result<String, String> {
-    let encrypter = RSA_OAEP_256
-        .encrypter_from_pem(public_key_pem)
-        .map_err(|e| format!("the response MLE key is unusable: {e}"))?;
+    let unusable = |e: josekit::JoseError| format!("the response MLE key is unusable: {e}");
+    let encrypter: Box<dyn josekit::jwe::JweEncrypter> = if sha1 {
+        Box::new(
+            RSA_OAEP
+                .encrypter_from_pem(public_key_pem)
+                .map_err(unusable)?,
+        )
+    } else {
+        Box::new(
+            RSA_OAEP_256
+                .encrypter_from_pem(public_key_pem)
+                .map_err(unusable)?,
+        )
+    };
     let mut header = JweHeader::new();
     header.set_content_encryption("A256GCM");
     header.set_key_id(kid);
     header
         .set_claim("iat", Some(now().into()))
         .map_err(|e| e.to_string())?;
-    let jwe = josekit::jwe::serialize_compact(plaintext, &header, &encrypter)
+    let jwe = josekit::jwe::serialize_compact(plaintext, &header, encrypter.as_ref())
         .map_err(|e| format!("response encryption: {e}"))?;
     Ok(serde_json::json!({ "encryptedResponse": jwe }).to_string())
 }
