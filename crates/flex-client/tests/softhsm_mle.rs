@@ -10,7 +10,7 @@
 
 mod support;
 
-use flex_client::key_provider::{self, KeySpec, OpenOptions};
+use flex_client::key_provider::{self, KeySpec, KeyUsage, OpenOptions};
 use flex_client::{JwtAuth, MerchantAuth, Mle, MleCertificate, ResponseMle, SessionEndpoint};
 use flex_simulator::FlexSimulator;
 use keybound_test_support::pkcs11::TestToken;
@@ -24,9 +24,13 @@ async fn response_mle_with_the_response_key_in_softhsm() {
         return;
     };
     let label = format!("flex-mle-response-{}", std::process::id());
-    let generated =
-        key_provider::pkcs11::generate(&token.uri(&label), KeySpec::Rsa(2048), &OpenOptions::new())
-            .unwrap();
+    let generated = key_provider::pkcs11::generate_with_usage(
+        &token.uri(&label),
+        KeySpec::Rsa(2048),
+        KeyUsage::Decrypt,
+        &OpenOptions::new(),
+    )
+    .unwrap();
     let public_pem = generated.public_key().to_spki_pem();
     drop(generated);
     let key =
