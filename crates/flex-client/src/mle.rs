@@ -33,6 +33,8 @@ use crate::error::FlexError;
 pub const ENCRYPTED_REQUEST: &str = "encryptedRequest";
 /// The body member that carries an encrypted response.
 pub const ENCRYPTED_RESPONSE: &str = "encryptedResponse";
+/// How many days before the MLE certificate's `notAfter` a warning is logged (as Cybersource's SDKs do).
+pub const EXPIRY_WARNING_DAYS: i64 = 90;
 /// The JWT v2 claim naming the merchant's response MLE key.
 pub const RESPONSE_MLE_KID_CLAIM: &str = "v-c-response-mle-kid";
 
@@ -56,7 +58,8 @@ impl fmt::Debug for MleCertificate {
 }
 
 impl MleCertificate {
-    /// From a parsed certificate: its key, and its subject `serialNumber` as `kid`.
+    /// From a parsed certificate: its key, and its subject `serialNumber` as `kid`. A certificate that
+    /// expires within [`EXPIRY_WARNING_DAYS`] days (or has expired) is used with a `warn` event.
     ///
     /// # Errors
     /// [`FlexError::Config`] when the subject has no `serialNumber` attribute (not a Cybersource MLE
@@ -71,6 +74,18 @@ impl MleCertificate {
         })?;
         let mut mle = Self::new(certificate.public_key.clone(), kid)?;
         mle.not_after = Some(certificate.not_after);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let days_left = (certificate.not_after - now).div_euclid(86_400);
+        if days_left < EXPIRY_WARNING_DAYS {
+            // As Cybersource's SDKs do: a warning, not a refusal (Cybersource decides what it accepts).
+            tracing::warn!(
+                mle_kid = %mle.kid,
+                days_left,
+                "the Cybersource MLE certificate expires within {EXPIRY_WARNING_DAYS} days (or has expired); get its successor from the Business Center"
+            );
+        }
         Ok(mle)
     }
 

@@ -124,6 +124,44 @@ fn request_jwes_are_decrypted_by_josekit() {
     assert_ne!(again["encryptedRequest"], sent["encryptedRequest"]);
 }
 
+/// Cybersource's SDKs warn 90 days before the MLE certificate expires; so does flex-client (a 30-day
+/// certificate here), and not for a certificate valid for a year.
+#[test]
+fn a_certificate_near_its_expiry_is_used_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cert) = mle_certificate(dir.path(), "SJC-soon");
+    let (logs, guard) = keybound_test_support::capture::capture();
+    MleCertificate::from_file(&cert).unwrap();
+    drop(guard);
+    assert!(
+        logs.text().contains("expires within 90 days"),
+        "{}",
+        logs.text()
+    );
+
+    let key = dir.path().join("long.key");
+    let long = dir.path().join("long.pem");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        s(&key),
+        "-subj",
+        "/CN=CyberSource_SJC_US/serialNumber=SJC-later",
+        "-days",
+        "365",
+        "-out",
+        s(&long),
+    ]);
+    let (logs, guard) = keybound_test_support::capture::capture();
+    MleCertificate::from_file(&long).unwrap();
+    drop(guard);
+    assert!(!logs.text().contains("expires within"), "{}", logs.text());
+}
+
 #[test]
 fn a_certificate_without_a_subject_serial_number_or_a_bare_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
