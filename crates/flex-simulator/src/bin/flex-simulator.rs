@@ -3,7 +3,12 @@
 //! ```text
 //! flex-simulator [--port N] [--capture-context-out FILE]
 //!                [--merchant-id ID --merchant-key-id KID (--merchant-public-key PEMFILE | --merchant-shared-secret B64)]
+//!                [--mle-cert-out FILE [--response-mle-kid KID --response-mle-public-key PEMFILE]]
 //! ```
+//!
+//! `--mle-cert-out` writes the simulator's message-level-encryption certificate to FILE (for
+//! `keybound flex capture-context --mle-cert FILE`) and makes MLE required on the sessions endpoints;
+//! `--response-mle-*` registers the merchant's response MLE key.
 //!
 //! Prints the base URL on the first line of stdout, optionally writes a freshly issued capture context
 //! (Flex API kind) to FILE, and serves until killed.
@@ -19,7 +24,8 @@ fn usage(message: &str) -> ExitCode {
     eprintln!("flex-simulator: {message}");
     eprintln!(
         "usage: flex-simulator [--port N] [--capture-context-out FILE] [--merchant-id ID --merchant-key-id KID \
-         (--merchant-public-key PEMFILE | --merchant-shared-secret B64)]"
+         (--merchant-public-key PEMFILE | --merchant-shared-secret B64)] [--mle-cert-out FILE \
+         [--response-mle-kid KID --response-mle-public-key PEMFILE]]"
     );
     ExitCode::from(2)
 }
@@ -28,6 +34,7 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (mut port, mut out, mut merchant, mut key_id, mut pem, mut secret) =
         (0u16, None, None, None, None, None);
+    let (mut mle_out, mut response_kid, mut response_pem) = (None, None, None);
     while let Some(arg) = args.next() {
         if matches!(arg.as_str(), "-h" | "--help") {
             return usage("runs a Flex v2 simulator on 127.0.0.1");
@@ -45,6 +52,9 @@ fn main() -> ExitCode {
             "--merchant-key-id" => key_id = Some(value),
             "--merchant-public-key" => pem = Some(value),
             "--merchant-shared-secret" => secret = Some(value),
+            "--mle-cert-out" => mle_out = Some(value),
+            "--response-mle-kid" => response_kid = Some(value),
+            "--response-mle-public-key" => response_pem = Some(value),
             other => return usage(&format!("unknown argument {other}")),
         }
     }
@@ -61,6 +71,18 @@ fn main() -> ExitCode {
         }
         if let Some(s) = &secret {
             sim.add_merchant_shared_secret(m, k, s);
+        }
+    }
+    if let Some(path) = &mle_out {
+        if let Err(e) = std::fs::write(path, sim.mle_certificate_pem()) {
+            return usage(&format!("cannot write {path}: {e}"));
+        }
+        sim.require_request_mle(true);
+    }
+    if let (Some(m), Some(kid), Some(path)) = (&merchant, &response_kid, &response_pem) {
+        match std::fs::read_to_string(path) {
+            Ok(text) => sim.add_merchant_response_mle_key(m, kid, &text),
+            Err(e) => return usage(&format!("cannot read {path}: {e}")),
         }
     }
     if let Some(path) = out {
