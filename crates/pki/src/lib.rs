@@ -7,3 +7,7 @@
 //! and PEM private-key files so the CLI can import them into a backend.
 //!
 //! It sits beside jose-core (it is neither JOSE nor a partner protocol): key-provider ← keybound-pki ← cli.
+
+pub mod pkcs12;
+
+pub use pkcs12::{KeyFile, Pkcs12Error};
