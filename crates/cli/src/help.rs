@@ -29,6 +29,12 @@ const FOOTERS: &[(&str, &str, &str)] = &[
         EXIT_MAKE,
     ),
     (
+        "keys import",
+        "keybound keys import --from merchant.p12 --password-source env:P12_PASSWORD --key \
+         'pkcs11:token=keybound;object=flex-merchant'",
+        EXIT_MAKE,
+    ),
+    (
         "keys public",
         "keybound keys public --key file:lender.pem --format jwk",
         EXIT_MAKE,

@@ -45,6 +45,8 @@ use zeroize::Zeroizing;
 mod audit;
 mod der;
 mod error;
+#[cfg(feature = "software")]
+mod import;
 mod keyref;
 mod public_key;
 
@@ -59,6 +61,8 @@ pub mod software;
 
 pub use audit::AUDIT_TARGET;
 pub use error::KeyError;
+#[cfg(feature = "software")]
+pub use import::ImportKey;
 pub use keyref::{KeyRef, ObjectType, PinSource, Pkcs11Uri};
 pub use public_key::{Certificate, EcCurve, PublicKey, PublicKeyFile};
 #[cfg(feature = "software")]

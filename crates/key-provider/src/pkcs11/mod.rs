@@ -36,6 +36,7 @@
 
 mod errors;
 mod generate;
+mod import;
 mod key;
 mod module;
 mod pin;
@@ -51,6 +52,7 @@ use crate::{KeyBackend, KeyError, OpenOptions, Pkcs11Uri};
 #[doc(hidden)]
 pub use generate::{RsaPrivateComponents, import_private_key};
 pub use generate::{generate, generate_with_usage};
+pub use import::{ImportOptions, import};
 
 /// The environment variable naming the PKCS#11 module when neither the URI nor the options do.
 pub const MODULE_ENV: &str = "KEYBOUND_PKCS11_MODULE";
