@@ -241,8 +241,9 @@ fn read_password(source: Option<&str>) -> CliResult<Zeroizing<String>> {
     }
     if let Some(path) = source.strip_prefix("file:") {
         let bytes = io::read_secret(std::path::Path::new(path))?;
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| CliError::usage(format!("--password-source file:{path}: not UTF-8 text")))?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            CliError::usage(format!("--password-source file:{path}: not UTF-8 text"))
+        })?;
         return Ok(Zeroizing::new(
             text.lines().next().unwrap_or_default().to_owned(),
         ));
@@ -285,7 +286,8 @@ fn import(a: &ImportArgs, ctx: &Context) -> CliResult {
     let certificate = match file.key_certificate() {
         Some(der) => Some(der),
         None => file.certificates().find(|der| {
-            key_provider::Certificate::from_der(der).is_ok_and(|c| c.public_key == *key.public_key())
+            key_provider::Certificate::from_der(der)
+                .is_ok_and(|c| c.public_key == *key.public_key())
         }),
     };
     let parsed = certificate
@@ -338,7 +340,9 @@ fn import_into(
                  different uses in different files)"
             );
         }
-        return Ok(key_provider::file::import(path, key)?.key_label().to_owned());
+        return Ok(key_provider::file::import(path, key)?
+            .key_label()
+            .to_owned());
     }
     #[cfg(feature = "pkcs11")]
     if let KeyRef::Pkcs11(uri) = key_ref {

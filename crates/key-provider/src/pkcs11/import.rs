@@ -28,11 +28,15 @@ use cryptoki::session::Session;
 use zeroize::Zeroizing;
 
 use crate::der::{self, Reader};
-use crate::{Certificate, ImportKey, KeyBackend, KeyError, KeyUsage, OpenOptions, Pkcs11Uri, PublicKey};
+use crate::{
+    Certificate, ImportKey, KeyBackend, KeyError, KeyUsage, OpenOptions, Pkcs11Uri, PublicKey,
+};
 
 use super::BACKEND;
 use super::errors::Failure;
-use super::generate::{allowed_mechanisms, create, private_key_attributes, public_key_attributes, wipe, with_id};
+use super::generate::{
+    allowed_mechanisms, create, private_key_attributes, public_key_attributes, wipe, with_id,
+};
 use super::key::{ObjectSelector, ec_params};
 
 /// How [`import`] imports.
@@ -45,8 +49,8 @@ pub struct ImportOptions {
     /// keys), so that path is tested on SoftHSM.
     #[doc(hidden)]
     pub force_unwrap: bool,
-    /// Test hook: make the certificate's `C_CreateObject` fail (an attribute a certificate cannot have), to
-    /// test that nothing is left behind.
+    /// Test hook: make the certificate's `C_CreateObject` fail (a certificate type the token does not
+    /// make), to test that nothing is left behind.
     #[doc(hidden)]
     pub fail_certificate: bool,
 }
@@ -94,16 +98,29 @@ pub fn import(
     };
     let uri = with_id(uri)?;
     let operation = format!("import {}", key.public_key().describe());
-    create(&uri, open, &operation, options.usage, |session, selector| {
-        let mut created = Vec::new();
-        let result = import_objects(session, selector, key, certificate.as_ref(), options, &mut created);
-        if result.is_err() {
-            for handle in created.into_iter().rev() {
-                let _ = session.destroy_object(handle);
+    create(
+        &uri,
+        open,
+        &operation,
+        options.usage,
+        |session, selector| {
+            let mut created = Vec::new();
+            let result = import_objects(
+                session,
+                selector,
+                key,
+                certificate.as_ref(),
+                options,
+                &mut created,
+            );
+            if result.is_err() {
+                for handle in created.into_iter().rev() {
+                    let _ = session.destroy_object(handle);
+                }
             }
-        }
-        result
-    })
+            result
+        },
+    )
 }
 
 /// Creates the objects, recording each handle in `created` (for the caller to destroy on failure).
@@ -147,7 +164,10 @@ fn import_objects(
         template.extend(private_values(key)?);
         match create_restricted(session, &mut template, &restriction) {
             Ok(made) => made,
-            Err(CkError::Pkcs11(rv @ (RvError::AttributeValueInvalid | RvError::TemplateInconsistent), _)) => {
+            Err(CkError::Pkcs11(
+                rv @ (RvError::AttributeValueInvalid | RvError::TemplateInconsistent),
+                _,
+            )) => {
                 tracing::info!(
                     target: super::AUDIT_TARGET,
                     ckr = %rv,
@@ -169,7 +189,10 @@ fn import_objects(
     ]);
     match (public_key, curve) {
         (PublicKey::Rsa { n, e }, _) => {
-            public.extend([Attribute::Modulus(n.clone()), Attribute::PublicExponent(e.clone())]);
+            public.extend([
+                Attribute::Modulus(n.clone()),
+                Attribute::PublicExponent(e.clone()),
+            ]);
         }
         (PublicKey::Ec { .. }, Some(curve)) => {
             let point = public_key.ec_point().unwrap_or_default();
@@ -196,7 +219,8 @@ fn import_objects(
         ];
         template.extend(names.iter().cloned());
         if options.fail_certificate {
-            template.push(Attribute::KeyType(KeyType::RSA));
+            // A certificate type the token does not make (SoftHSM checks it before creating anything).
+            template[1] = Attribute::CertificateType(CertificateType::X_509_ATTR);
         }
         created.push(session.create_object(&template)?);
     }
@@ -254,7 +278,10 @@ fn private_values(key: &ImportKey) -> Result<Vec<Attribute>, Failure> {
         }
         PublicKey::Ec { curve, .. } => {
             let d = fields.read(der::TAG_OCTET_STRING).map_err(bad)?;
-            Ok(vec![Attribute::EcParams(ec_params(*curve)), Attribute::Value(d.to_vec())])
+            Ok(vec![
+                Attribute::EcParams(ec_params(*curve)),
+                Attribute::Value(d.to_vec()),
+            ])
         }
     }
 }
@@ -273,7 +300,10 @@ fn unwrap_private(
         .map_err(|_| KeyError::invalid_key("cannot draw a random wrapping key"))?;
     let mut wrapped = vec![0u8; key.pkcs8().len() + 16];
     let wrapped_len = KeyEncryptionKey::new(&AES_256, kek.as_ref())
-        .and_then(|k| k.wrap_with_padding(key.pkcs8(), &mut wrapped).map(|w| w.len()))
+        .and_then(|k| {
+            k.wrap_with_padding(key.pkcs8(), &mut wrapped)
+                .map(|w| w.len())
+        })
         .map_err(|_| KeyError::Crypto)?;
     wrapped.truncate(wrapped_len);
     let mut kek_template = vec![
@@ -325,7 +355,10 @@ mod tests {
     use aws_lc_rs::key_wrap::{AES_192, KeyEncryptionKey, KeyWrapPadded as _};
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     /// RFC 5649 section 6: AES key wrap with padding, 192-bit KEK, 20- and 7-byte keys.

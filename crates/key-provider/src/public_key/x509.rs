@@ -266,7 +266,10 @@ fn dotted(oid: &[u8]) -> String {
             value = 0;
         }
     }
-    arcs.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
+    arcs.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// The leaf of a chain given leaf first: refuses a chain whose certificates are not in that order.
