@@ -10,4 +10,4 @@
 
 pub mod pkcs12;
 
-pub use pkcs12::{KeyFile, Pkcs12Error};
+pub use pkcs12::{KeyFile, Pkcs12Error, write_pkcs12};

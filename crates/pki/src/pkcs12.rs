@@ -12,6 +12,11 @@
 
 mod der;
 mod pbe;
+mod write;
+
+pub use write::write_pkcs12;
+#[doc(hidden)]
+pub use write::write_pkcs12_keys;
 
 use zeroize::Zeroizing;
 

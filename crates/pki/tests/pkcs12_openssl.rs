@@ -146,3 +146,91 @@ fn flipped_byte_fails_the_mac() {
         "{err}"
     );
 }
+
+/// PKCS#8 DER and certificate DER made by openssl in `dir`.
+fn der_key_and_cert(dir: &Path, alg: &str) -> (Vec<u8>, Vec<u8>) {
+    key_and_cert(dir, alg);
+    let key = openssl(
+        dir,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "key.pem", "-outform", "DER",
+        ],
+    );
+    let cert = openssl(dir, &["x509", "-in", "cert.pem", "-outform", "DER"]);
+    (key, cert)
+}
+
+#[test]
+fn written_files_are_read_by_openssl_and_by_keybound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = der_key_and_cert(dir.path(), "rsa");
+    let p12 = keybound_pki::write_pkcs12(&key, &[&cert], "demo pw").unwrap();
+    std::fs::write(dir.path().join("w.p12"), &p12).unwrap();
+    // openssl checks the MAC, decrypts both bags, and gives back the same certificate and key.
+    let certs = openssl(
+        dir.path(),
+        &[
+            "pkcs12",
+            "-in",
+            "w.p12",
+            "-passin",
+            "pass:demo pw",
+            "-nokeys",
+            "-clcerts",
+        ],
+    );
+    let cert_pem = std::fs::read(dir.path().join("cert.pem")).unwrap();
+    let tail = |b: &[u8]| {
+        let t = String::from_utf8_lossy(b).into_owned();
+        t[t.find("-----BEGIN CERTIFICATE-----").unwrap()..].to_owned()
+    };
+    assert_eq!(tail(&certs), tail(&cert_pem));
+    let key_out = openssl(
+        dir.path(),
+        &[
+            "pkcs12",
+            "-in",
+            "w.p12",
+            "-passin",
+            "pass:demo pw",
+            "-nocerts",
+            "-nodes",
+        ],
+    );
+    std::fs::write(dir.path().join("out.pem"), key_out).unwrap();
+    let der = openssl(
+        dir.path(),
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "out.pem", "-outform", "DER",
+        ],
+    );
+    assert_eq!(der, key);
+    let read = KeyFile::read(&p12, "demo pw").unwrap();
+    assert_eq!(read.private_key().as_slice(), key.as_slice());
+    assert_eq!(read.key_certificate(), Some(cert.as_slice()));
+}
+
+#[test]
+fn a_file_with_two_keys_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = der_key_and_cert(dir.path(), "ec");
+    let p12 = keybound_pki::pkcs12::write_pkcs12_keys(&[&key, &key], &[&cert], "pw").unwrap();
+    std::fs::write(dir.path().join("two.p12"), &p12).unwrap();
+    // openssl reads the file (so it is well-formed) and finds two keys in it.
+    let keys = openssl(
+        dir.path(),
+        &[
+            "pkcs12", "-in", "two.p12", "-passin", "pass:pw", "-nocerts", "-nodes",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&keys)
+            .matches("BEGIN PRIVATE KEY")
+            .count(),
+        2
+    );
+    assert!(matches!(
+        KeyFile::read(&p12, "pw"),
+        Err(Pkcs12Error::SeveralKeys(2))
+    ));
+}

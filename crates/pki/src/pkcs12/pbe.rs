@@ -25,7 +25,7 @@ const MAX_ITERATIONS: u32 = 10_000_000;
 /// The file's password: its UTF-8 bytes (PBES2), and as a NUL-terminated big-endian BMPString (PKCS#12 KDF).
 pub(crate) struct Password {
     utf8: Zeroizing<Vec<u8>>,
-    bmp: Zeroizing<Vec<u8>>,
+    pub(crate) bmp: Zeroizing<Vec<u8>>,
 }
 
 impl Password {
