@@ -245,6 +245,52 @@ fn one_exit_code_rule_for_every_command() {
         "export over another key's file",
         &["keys", "export", "--key", &key, "--out-dir", s(&export_dir)],
     );
+    // keys import: a wrong password, a damaged file, an existing target: 2, nothing judged.
+    let p12_key = key_provider::software::generate_pkcs8(key_provider::KeySpec::Ec(
+        key_provider::EcCurve::P256,
+    ))
+    .unwrap();
+    let p12 = keybound_pki::write_pkcs12(&p12_key, &[], "right").unwrap();
+    let p12_path = d.join("merchant.p12");
+    std::fs::write(&p12_path, &p12).unwrap();
+    let cut_path = d.join("cut.p12");
+    std::fs::write(&cut_path, &p12[..p12.len() / 2]).unwrap();
+    let imported = format!("file:{}", d.join("imported.pem").display());
+    let import = |from: &Path, to: &str| -> Vec<String> {
+        [
+            "keys",
+            "import",
+            "--from",
+            s(from),
+            "--key",
+            to,
+            "--password-source",
+            "env:KB_P12_PW",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let args = import(&p12_path, &imported);
+    t.row(
+        2,
+        "import: wrong P12 password",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .env("KB_P12_PW", "wrong");
+    let args = import(&cut_path, &imported);
+    t.row(
+        2,
+        "import: truncated P12",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .env("KB_P12_PW", "right");
+    let args = import(&p12_path, &key);
+    t.row(
+        2,
+        "import over an existing key file",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .env("KB_P12_PW", "right");
     // jwt
     t.row(
         2,
