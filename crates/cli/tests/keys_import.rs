@@ -303,8 +303,7 @@ mod softhsm {
 
     #[test]
     fn refused_files_leave_the_token_as_it_was() {
-        let Some(token) = TestToken::fresh("cli keys import refusals", "cli-refusals")
-        else {
+        let Some(token) = TestToken::fresh("cli keys import refusals", "cli-refusals") else {
             return;
         };
         let dir = tempfile::tempdir().unwrap();

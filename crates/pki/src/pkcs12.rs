@@ -52,7 +52,7 @@ pub enum Pkcs12Error {
 pub struct KeyFile {
     key: Zeroizing<Vec<u8>>,
     key_local_id: Option<Vec<u8>>,
-    certificates: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    certificates: Vec<WithLocalId<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for KeyFile {
@@ -253,11 +253,14 @@ fn oid_data() -> Vec<u8> {
     der::oid("1.2.840.113549.1.7.1")
 }
 
+/// A bag's contents (a decrypted key, wiped on drop, or a certificate) with its `localKeyId`.
+type WithLocalId<T> = (T, Option<Vec<u8>>);
+
 /// Keys and certificates collected from the safe bags.
 #[derive(Default)]
 struct Found {
-    keys: Vec<(Zeroizing<Vec<u8>>, Option<Vec<u8>>)>,
-    certificates: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    keys: Vec<WithLocalId<Zeroizing<Vec<u8>>>>,
+    certificates: Vec<WithLocalId<Vec<u8>>>,
 }
 
 impl Found {
