@@ -100,15 +100,15 @@ fn parse_usage(s: &str) -> Result<KeyUsage, String> {
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// The key file: PKCS#12 (modern or legacy, as `openssl pkcs12 -export [-legacy]` writes) or a PEM
-    /// private key (PKCS#8, PKCS#1 or SEC1, optionally followed by its certificate).
+    /// private key (PKCS#8, encrypted PKCS#8, PKCS#1 or SEC1, optionally with its certificate).
     #[arg(long)]
     from: PathBuf,
     /// Where the key goes: a pkcs11: URI with object= (refused when the label or id is taken), or file:PATH
     /// (PKCS#8 PEM, mode 0600, never over an existing file; for development).
     #[arg(long)]
     key: String,
-    /// Where the PKCS#12 password is: env:VAR or file:PATH (its first line); never the password itself.
-    /// Without it the password is empty.
+    /// Where the password of the PKCS#12 file (or encrypted PEM key) is: env:VAR or file:PATH (its first
+    /// line); never the password itself. Without it the password is empty.
     #[arg(long)]
     password_source: Option<String>,
     /// What the key may do: sign, or sign,decrypt (CKA_DECRYPT as well; RSA only). As for keys generate.
@@ -279,7 +279,7 @@ fn import(a: &ImportArgs, ctx: &Context) -> CliResult {
     let bytes = io::read_secret(&a.from)?;
     let file = keybound_pki::KeyFile::read(&bytes, &password)
         .map_err(|e| CliError::usage(format!("{}: {e}", a.from.display())))?;
-    let key = key_provider::ImportKey::from_bytes(file.private_key())
+    let key = key_provider::ImportKey::from_der(file.private_key())
         .map_err(|e| CliError::usage(format!("{}: {e}", a.from.display())))?;
     a.usage.check(key.spec())?;
     // The certificate of the key: the one the file ties to it, else the one holding its public key.

@@ -121,7 +121,7 @@ impl KeyStore {
         usage: KeyUsage,
     ) -> Result<(Generated, Option<Certificate>), crate::Error> {
         let file = keybound_pki::KeyFile::read(file, password)?;
-        let import = ImportKey::from_bytes(file.private_key())?;
+        let import = ImportKey::from_der(file.private_key())?;
         let certificate = file.key_certificate();
         let parsed = certificate.map(Certificate::from_der).transpose()?;
         let reference = self.reference(name);

@@ -40,6 +40,16 @@ impl ImportKey {
         Ok(Self { pkcs8, public })
     }
 
+    /// Reads a private key from DER bytes (PKCS#8, PKCS#1 RSA, SEC1 EC), as [`ImportKey::from_bytes`]
+    /// but never taking the bytes for PEM text.
+    ///
+    /// # Errors
+    /// As [`ImportKey::from_bytes`].
+    pub fn from_der(der: &[u8]) -> Result<Self, KeyError> {
+        let (pkcs8, public) = crate::software::der_to_pkcs8_any(der)?;
+        Ok(Self { pkcs8, public })
+    }
+
     /// The key's public half.
     #[must_use]
     pub fn public_key(&self) -> &PublicKey {

@@ -545,6 +545,18 @@ fn wrap_pkcs1_in_pkcs8(pkcs1: &[u8]) -> Zeroizing<Vec<u8>> {
 /// refused. For [`crate::ImportKey`].
 pub(crate) fn to_pkcs8(bytes: &[u8]) -> Result<(Zeroizing<Vec<u8>>, PublicKey), KeyError> {
     let (encoding, der) = decode_private_key(bytes)?;
+    der_to_pkcs8(encoding, der)
+}
+
+/// As [`to_pkcs8`] for DER bytes (never taken for PEM text, whatever bytes they hold).
+pub(crate) fn der_to_pkcs8_any(der: &[u8]) -> Result<(Zeroizing<Vec<u8>>, PublicKey), KeyError> {
+    der_to_pkcs8(der_encoding(der)?, Zeroizing::new(der.to_vec()))
+}
+
+fn der_to_pkcs8(
+    encoding: Encoding,
+    der: Zeroizing<Vec<u8>>,
+) -> Result<(Zeroizing<Vec<u8>>, PublicKey), KeyError> {
     let pkcs8 = match encoding {
         Encoding::Pkcs8 => der,
         Encoding::Pkcs1 => wrap_pkcs1_in_pkcs8(&der),

@@ -65,15 +65,15 @@ impl std::fmt::Debug for KeyFile {
 }
 
 impl KeyFile {
-    /// Reads a key file: PEM text (a `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block, plus any
-    /// `CERTIFICATE` blocks) or a DER PKCS#12 file, decrypted with `password` (ignored for PEM; an encrypted
-    /// PEM key is refused by the backend's key parser).
+    /// Reads a key file: PEM text (a `PRIVATE KEY`, `RSA PRIVATE KEY`, `EC PRIVATE KEY` or `ENCRYPTED
+    /// PRIVATE KEY` block, plus any `CERTIFICATE` blocks) or a DER PKCS#12 file; `password` decrypts the
+    /// PKCS#12 file or the encrypted PKCS#8 block (legacy `Proc-Type`/`DEK-Info` PEM encryption is refused).
     ///
     /// # Errors
     /// [`Pkcs12Error`]: a wrong password, no key, several keys, damaged data, an unsupported algorithm.
     pub fn read(bytes: &[u8], password: &str) -> Result<Self, Pkcs12Error> {
         match std::str::from_utf8(bytes) {
-            Ok(text) if text.contains("-----BEGIN ") => Self::from_pem(text),
+            Ok(text) if text.contains("-----BEGIN ") => Self::from_pem(text, password),
             _ => Self::from_pkcs12(bytes, password),
         }
     }
@@ -123,7 +123,7 @@ impl KeyFile {
             .map(|(c, _)| c.as_slice())
     }
 
-    fn from_pem(text: &str) -> Result<Self, Pkcs12Error> {
+    fn from_pem(text: &str, password: &str) -> Result<Self, Pkcs12Error> {
         let mut keys: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         let mut certificates = Vec::new();
         let mut lines = text.lines();
@@ -163,9 +163,7 @@ impl KeyFile {
                     keys.push(base64_decode(&b64)?)
                 }
                 "ENCRYPTED PRIVATE KEY" => {
-                    return Err(Pkcs12Error::Unsupported(
-                        "encrypted PEM private key; give the PKCS#12 file instead".into(),
-                    ));
+                    keys.push(decrypt_pkcs8(&base64_decode(&b64)?, password)?);
                 }
                 "CERTIFICATE" => certificates.push((base64_decode(&b64)?.to_vec(), None)),
                 _ => {}
@@ -239,6 +237,32 @@ impl KeyFile {
             certificates: found.certificates,
         })
     }
+}
+
+/// Decrypts an `EncryptedPrivateKeyInfo` (`openssl pkcs8 -topk8`, `openssl genpkey -aes256`). Without a MAC,
+/// a wrong password shows only as undecryptable data, and is reported as either.
+fn decrypt_pkcs8(der_bytes: &[u8], password: &str) -> Result<Zeroizing<Vec<u8>>, Pkcs12Error> {
+    let mut outer = Reader::new(der_bytes, "encrypted private key");
+    let mut epki = outer.nested(der::SEQUENCE, "encrypted private key")?;
+    outer.finish()?;
+    let algorithm = epki.read(der::SEQUENCE)?;
+    let ciphertext = epki.read(der::OCTET_STRING)?;
+    let wrong = || {
+        Pkcs12Error::Corrupt(
+            "the encrypted private key does not decrypt: wrong password (--password-source), or damaged".into(),
+        )
+    };
+    let key =
+        pbe::decrypt(algorithm, ciphertext, &pbe::Password::new(password)).map_err(
+            |e| match e {
+                Pkcs12Error::Corrupt(_) => wrong(),
+                other => other,
+            },
+        )?;
+    if !is_pkcs8(&key) {
+        return Err(wrong());
+    }
+    Ok(key)
 }
 
 fn one_key(mut keys: Vec<Zeroizing<Vec<u8>>>) -> Result<Zeroizing<Vec<u8>>, Pkcs12Error> {

@@ -234,3 +234,34 @@ fn a_file_with_two_keys_is_refused() {
         Err(Pkcs12Error::SeveralKeys(2))
     ));
 }
+
+#[test]
+fn encrypted_pem_keys_are_read_with_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    key_and_cert(dir.path(), "rsa");
+    let plain = openssl(
+        dir.path(),
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "key.pem", "-outform", "DER",
+        ],
+    );
+    for extra in [&["-v2", "aes-256-cbc"][..], &["-v1", "PBE-SHA1-3DES"]] {
+        let mut args = vec![
+            "pkcs8",
+            "-topk8",
+            "-in",
+            "key.pem",
+            "-passout",
+            "pass:pem pw",
+        ];
+        args.extend(extra);
+        let pem = openssl(dir.path(), &args);
+        let file = KeyFile::read(&pem, "pem pw").unwrap();
+        assert_eq!(file.private_key().as_slice(), plain.as_slice(), "{extra:?}");
+        let err = KeyFile::read(&pem, "wrong").unwrap_err();
+        assert!(
+            err.to_string().contains("wrong password"),
+            "{extra:?}: {err}"
+        );
+    }
+}
