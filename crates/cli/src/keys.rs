@@ -228,6 +228,10 @@ fn generate_in(
 }
 
 /// The password of `--password-source`: the variable's value, or the file's first line.
+#[cfg_attr(
+    not(any(feature = "file", feature = "env", feature = "pkcs11")),
+    allow(dead_code)
+)]
 fn read_password(source: Option<&str>) -> CliResult<Zeroizing<String>> {
     let Some(source) = source else {
         return Ok(Zeroizing::new(String::new()));
@@ -254,6 +258,10 @@ fn read_password(source: Option<&str>) -> CliResult<Zeroizing<String>> {
 }
 
 /// What `keys import` prints about the certificate that came with the key.
+#[cfg_attr(
+    not(any(feature = "file", feature = "env", feature = "pkcs11")),
+    allow(dead_code)
+)]
 #[derive(serde::Serialize)]
 struct ImportedCertificate {
     subject: String,
@@ -265,6 +273,10 @@ struct ImportedCertificate {
 }
 
 /// What `keys import` prints.
+#[cfg_attr(
+    not(any(feature = "file", feature = "env", feature = "pkcs11")),
+    allow(dead_code)
+)]
 #[derive(serde::Serialize)]
 struct Imported {
     key: String,
@@ -273,6 +285,15 @@ struct Imported {
     certificate: Option<ImportedCertificate>,
 }
 
+/// Without any backend there is nowhere to import to (and no key parser).
+#[cfg(not(any(feature = "file", feature = "env", feature = "pkcs11")))]
+fn import(_: &ImportArgs, _: &Context) -> CliResult {
+    Err(CliError::usage(
+        "keys import needs the file or pkcs11 backend, and neither is compiled into this keybound",
+    ))
+}
+
+#[cfg(any(feature = "file", feature = "env", feature = "pkcs11"))]
 fn import(a: &ImportArgs, ctx: &Context) -> CliResult {
     let key_ref = ctx.key_ref(Some(&a.key))?;
     let password = read_password(a.password_source.as_deref())?;
@@ -323,6 +344,7 @@ fn import(a: &ImportArgs, ctx: &Context) -> CliResult {
 }
 
 /// Imports `key` into the backend `key_ref` names; returns the key's label there.
+#[cfg(any(feature = "file", feature = "env", feature = "pkcs11"))]
 fn import_into(
     key_ref: &KeyRef,
     key: &key_provider::ImportKey,
@@ -370,6 +392,10 @@ fn import_into(
 }
 
 /// Seconds since the epoch as RFC 3339 UTC (`2027-01-31T23:59:59Z`).
+#[cfg_attr(
+    not(any(feature = "file", feature = "env", feature = "pkcs11")),
+    allow(dead_code)
+)]
 fn rfc3339(seconds: i64) -> String {
     let days = seconds.div_euclid(86_400);
     let secs = seconds.rem_euclid(86_400);
