@@ -229,8 +229,23 @@ mod softhsm {
                 if legacy { "legacy" } else { "modern" }
             );
             let reference = token.key_ref(&label);
-            let out = ok(&import(&dir.path().join("m.p12"), &reference, PASSWORD.1));
-            let out: Value = serde_json::from_str(&out).unwrap();
+            let run = import(&dir.path().join("m.p12"), &reference, PASSWORD.1);
+            // Neither the key nor the password shows in what the command prints.
+            let pem = std::fs::read_to_string(dir.path().join("key.pem")).unwrap();
+            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            let printed = format!(
+                "{}{}",
+                String::from_utf8_lossy(&run.stdout),
+                String::from_utf8_lossy(&run.stderr)
+            );
+            for window in body.as_bytes().chunks(24).filter(|w| w.len() == 24) {
+                assert!(
+                    !printed.contains(std::str::from_utf8(window).unwrap()),
+                    "key material printed"
+                );
+            }
+            assert!(!printed.contains(PASSWORD.1));
+            let out: Value = serde_json::from_str(&ok(&run)).unwrap();
 
             // What openssl says of the certificate.
             let field = |args: &[&str], prefix: &str| {
@@ -345,7 +360,13 @@ mod softhsm {
         let before = object_count(&token);
         assert_eq!(before, 3);
         for (what, file, label, password, expect) in [
-            ("wrong password", "m.p12", "new", "wrong", "wrong password"),
+            (
+                "wrong password",
+                "m.p12",
+                "new",
+                "Tr0ub4dor-guess",
+                "wrong password",
+            ),
             ("no key", "nokey.p12", "new", PASSWORD.1, "no private key"),
             ("two keys", "two.p12", "new", PASSWORD.1, "2 private keys"),
             ("truncated", "cut.p12", "new", PASSWORD.1, "damaged"),
@@ -361,6 +382,10 @@ mod softhsm {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
             assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr}");
+            assert!(
+                !stderr.contains("Tr0ub4dor") && !stderr.contains(PASSWORD.1),
+                "{what}: a password in the error: {stderr}"
+            );
             assert!(
                 stderr.starts_with("keybound: ") && stderr.contains(expect),
                 "{what}: {stderr}"

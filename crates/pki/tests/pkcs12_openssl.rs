@@ -265,3 +265,33 @@ fn encrypted_pem_keys_are_read_with_the_password() {
         );
     }
 }
+
+/// Every truncation and every flipped byte of a real file (modern and legacy) is an error of one line,
+/// never a panic and never a key; the password appears in no message.
+#[test]
+fn hostile_variants_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    key_and_cert(dir.path(), "ec");
+    for legacy in [false, true] {
+        let p12 = export(dir.path(), legacy, "h.p12");
+        let check = |bytes: &[u8], what: &str| match KeyFile::read(bytes, "s3cret pw") {
+            Ok(_) => panic!("{what}: a damaged file was read"),
+            Err(e) => {
+                let message = e.to_string();
+                assert!(
+                    !message.contains('\n') && !message.contains("s3cret"),
+                    "{what}: {message}"
+                );
+            }
+        };
+        for cut in 0..p12.len() {
+            check(&p12[..cut], &format!("cut at {cut}"));
+        }
+        // Flipped bytes: the MAC (checked first) catches every change to the content; headers fail to parse.
+        for i in (0..p12.len()).step_by(7) {
+            let mut bad = p12.clone();
+            bad[i] ^= 0x5a;
+            check(&bad, &format!("byte {i} flipped"));
+        }
+    }
+}
