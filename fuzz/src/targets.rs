@@ -5,7 +5,7 @@
 //! This file is compiled twice: by the fuzz crate (`fuzz/`, through `cargo xtask fuzz`) and, with `#[path]`,
 //! by `crates/cli/tests/fuzz_regressions.rs`, which replays every saved crash input under
 //! `tests/fuzz-regressions/<target>/` in the normal test suite. It may use only crates both have:
-//! `jose_core`, `key_provider` (with the `file` feature), `flex_client` and `serde_json`.
+//! `jose_core`, `key_provider` (with the `file` feature), `flex_client`, `provisioning_signer` and `serde_json`.
 
 use std::fmt::Display;
 use std::sync::OnceLock;
@@ -21,12 +21,13 @@ use key_provider::{
 pub type Target = fn(&[u8]);
 
 /// Every target, by name (what `cargo xtask fuzz` and the regression test iterate over).
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("jws_verify", jws_verify),
     ("jwe_decrypt", jwe_decrypt),
     ("jwk_parse", jwk_parse),
     ("pkcs11_uri", pkcs11_uri),
     ("flex_claims", flex_claims),
+    ("cms_decrypt", cms_decrypt),
 ];
 
 /// Longest error message accepted: messages describe, they never carry the input.
@@ -114,6 +115,39 @@ pub fn jwe_decrypt(data: &[u8]) {
     match jose_core::jwe::decrypt(token, key, &options) {
         Ok(_) => assert!(parsed.is_ok(), "decrypt accepted what parse refused"),
         Err(e) => check_message("jwe::decrypt", &e),
+    }
+}
+
+/// CMS EnvelopedData (Thales' PKCS#7 card data and TSH PCI fields): `cms::decrypt` with the RFC 7516 A.1 key,
+/// on the bytes as DER/BER and after `Encoding::Hex` / `Encoding::Base64` decoding. Nothing may panic; errors
+/// stay short; every failure is one of the two documented ones (refused from the structure, or the one
+/// `DecryptionFailed`), never another error from the key. The seeds in `fuzz/seeds/cms_decrypt/` are
+/// envelopes to a certificate made for that key (`openssl x509 -req -force_pubkey
+/// tests/vectors/rfc7516_a1.pub.pem`): ours with OAEP-SHA256 and PKCS#1 v1.5 transport, OpenSSL's BER
+/// (`-stream`) with AES-128 and SHA-1 OAEP, a KEKRecipientInfo and 3DES content.
+pub fn cms_decrypt(data: &[u8]) {
+    use provisioning_signer::ProvisioningError;
+    use provisioning_signer::cms::{self, Encoding};
+    let key: &dyn KeyBackend = jwe_key();
+    let mut inputs = vec![data.to_vec()];
+    for encoding in [Encoding::Hex, Encoding::Base64] {
+        match encoding.decode(data) {
+            Ok(der) => inputs.push(der),
+            Err(e) => check_message("cms::Encoding::decode", &e),
+        }
+    }
+    for input in inputs {
+        match cms::decrypt(&input, key) {
+            Ok(_) => {}
+            Err(
+                e @ (ProvisioningError::CmsRefused { .. } | ProvisioningError::DecryptionFailed),
+            ) => {
+                check_message("cms::decrypt", &e);
+            }
+            Err(e) => {
+                panic!("cms::decrypt: an error that is neither refusal nor DecryptionFailed: {e}")
+            }
+        }
     }
 }
 

@@ -30,6 +30,7 @@ const TARGETS: &[(&str, usize)] = &[
     ("jwk_parse", 8_192),
     ("pkcs11_uri", 4_096),
     ("flex_claims", 16_384),
+    ("cms_decrypt", 8_192),
 ];
 
 const HELP: &str = "\
@@ -39,7 +40,7 @@ Builds the cargo-fuzz targets in fuzz/ (RUSTC_BOOTSTRAP=1 on the stable toolchai
 seconds (default 60), one at a time, seeded from tests/hostile, tests/vectors, the Flex fixtures, fuzz/seeds
 and tests/fuzz-regressions. Reports executions per target; a crash input is copied to
 tests/fuzz-regressions/<target>/ and the command fails. Targets: jws_verify, jwe_decrypt, jwk_parse,
-pkcs11_uri, flex_claims (default: all). Needs `cargo install cargo-fuzz`.
+pkcs11_uri, flex_claims, cms_decrypt (default: all). Needs `cargo install cargo-fuzz`.
 ";
 
 struct Options {

@@ -45,6 +45,17 @@ const FOOTERS: &[(&str, &str, &str)] = &[
         EXIT_MAKE,
     ),
     (
+        "keys list",
+        "keybound keys list --key 'pkcs11:token=keybound?pin-source=file:/run/pin'",
+        "Exit codes: 0 listed; 2 usage, configuration or token failure.",
+    ),
+    (
+        "keys delete",
+        "keybound keys delete --key 'pkcs11:token=keybound;object=old-signing;id=%01?pin-source=file:/run/pin'",
+        "Exit codes: 0 deleted; 1 declined at the prompt (nothing deleted); 2 usage, configuration, no \
+         terminal to confirm without --yes, no or several matching keys, or token failure.",
+    ),
+    (
         "jwt sign",
         "echo '{\"sub\":\"example-bank\"}' | keybound jwt sign --key file:lender.pem --alg RS256 --claims - \
          --exp-in 60",
@@ -113,14 +124,20 @@ const FOOTERS: &[(&str, &str, &str)] = &[
     ),
     (
         "provisioning encrypt-card",
-        "keybound provisioning encrypt-card --pubkey thales.pem --issuer-id ACMEBANK01 --card card.json",
+        "keybound provisioning encrypt-card --cert tsh-issuer-gateway.pem --card card.json",
         EXIT_MAKE,
     ),
     (
         "provisioning push",
-        "keybound provisioning push --key file:issuer.pem --pubkey thales.pem --issuer-id ACMEBANK01 \
-         --aud GOOGLE_PAY --card card.json",
+        "keybound provisioning push --key file:issuer.pem --cert tsh-issuer-gateway.pem --issuer-id \
+         ACMEBANK01 --aud GOOGLE_PAY --card card.json",
         EXIT_MAKE,
+    ),
+    (
+        "provisioning decrypt",
+        "keybound provisioning decrypt --key file:issuer-pkcs7.pem --encoding hex < pci-fields.hex",
+        "Exit codes: 0 decrypted; 1 refused (not EnvelopedData, an unsupported recipient or algorithm) or \
+         decryption failed; 2 usage, configuration, I/O or the key backend failing.",
     ),
     (
         "provisioning verify-auth-code",

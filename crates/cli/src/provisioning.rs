@@ -3,16 +3,19 @@
 //! - `auth-code`: one authorization code (`--sub`, `--aud`), or many from JSON lines (`--batch FILE|-`),
 //!   signed through `--key` (file, env or PKCS#11); batch output is one JSON line per input line, in input
 //!   order, with a progress bar when stderr is a terminal and a summary line on stderr at the end;
-//! - `encrypt-card`: the App2App enrollment-data JWE of a card-data JSON document, to the Thales key or
-//!   certificate;
-//! - `push`: authorization code and enrollment data for the same card, as one JSON object;
+//! - `encrypt-card`: a card-data JSON document encrypted for Thales: `--format pkcs7` (default; classic push
+//!   provisioning, the Push Provisioning SDK) as CMS EnvelopedData to the TSH Issuer Gateway certificate,
+//!   `--format jwe` as the App2App enrollment-data JWE to the Thales key or certificate;
+//! - `push`: authorization code and card data (either format) for the same card, as one JSON object;
+//! - `decrypt`: CMS EnvelopedData the TSH encrypted to the issuer's certificate, its content key unwrapped
+//!   through `--key` (the key may stay in an HSM); exit 1 when refused or when decryption fails;
 //! - `verify-auth-code`: checks an authorization code against the issuer's public key or certificate.
 //!
 //! Settings from the `[provisioning]` configuration section (or `KEYBOUND_PROVISIONING__…`): `issuer_id`,
-//! `kid`, `key`, `ttl`, `concurrency`, `thales_public_key`, `thales_kid`, `product_id`; flags win.
+//! `kid`, `key`, `ttl`, `concurrency`, `thales_public_key`, `thales_kid`, `product_id`, `format`; flags win.
 //!
 //! Exit codes (the rule of every command, README.md): 0 success; 1 a code was rejected by `verify-auth-code`,
-//! or batch lines were refused (each output line says why); 2 usage, configuration, input or I/O errors
+//! CMS data was refused or failed to decrypt (`decrypt`), or batch lines were refused (each output line says why); 2 usage, configuration, input or I/O errors
 //! (including requests the Thales rules refuse, such as a ttl over 300 s) and the key failing while signing,
 //! also in a batch. Card data is read into wiped buffers and never printed.
 
@@ -21,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use provisioning_signer::batch::{self, BatchOptions};
+use provisioning_signer::cms::{Encoding, EnvelopeEncryptor, KeyTransport};
 use provisioning_signer::{
     Audience, AuthCodeRequest, AuthCodeSigner, AuthCodeVerifier, CardData, EnrollmentEncryptor,
     ProvisioningError, Subject,
@@ -37,10 +41,14 @@ const AUDIENCES: [&str; 3] = ["GOOGLE_PAY", "APPLE_PAY", "SAMSUNG_PAY"];
 pub enum Cmd {
     /// Sign one authorization code (--sub, --aud), or many from JSON lines (--batch FILE|-).
     AuthCode(AuthCodeArgs),
-    /// Encrypt card data (JSON) as the App2App enrollment-data JWE to the Thales key or certificate.
+    /// Encrypt card data (JSON) for Thales: PKCS#7 to the TSH Issuer Gateway certificate (classic push,
+    /// default) or the App2App enrollment-data JWE (--format jwe).
     EncryptCard(EncryptCardArgs),
     /// Sign an authorization code for a card and encrypt its card data, printed together as JSON.
     Push(PushArgs),
+    /// Decrypt CMS (PKCS#7) EnvelopedData from stdin, e.g. PCI fields the TSH encrypted to the issuer's
+    /// certificate, with --key; write the plaintext to stdout. Exit 1 when refused or decryption fails.
+    Decrypt(DecryptArgs),
     /// Verify an authorization code with the issuer's public key or certificate. Exit 1 when rejected.
     VerifyAuthCode(VerifyArgs),
 }
@@ -81,18 +89,46 @@ pub struct AuthCodeArgs {
     concurrency: Option<usize>,
 }
 
+/// The card-data format, by Thales product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Classic push provisioning (the Push Provisioning SDK): PKCS#7/CMS EnvelopedData, AES-256-CBC, to the
+    /// TSH Issuer Gateway certificate (--cert).
+    Pkcs7,
+    /// App2App enrollment data: compact JWE, RSA-OAEP-256 + A256GCM, x-gto-issuerid header (--issuer-id).
+    Jwe,
+}
+
 #[derive(Debug, Args)]
 pub struct EncryptArgs {
-    /// Thales public key: SPKI PEM, X.509 certificate (PEM or DER) or JWK.
+    /// Card-data format: pkcs7 for classic push provisioning (Push Provisioning SDK), jwe for App2App
+    /// enrollment [default: pkcs7, or `format` in [provisioning]].
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// The TSH Issuer Gateway certificate from onboarding (X.509, PEM or DER); --pubkey naming a certificate
+    /// does the same.
+    #[arg(long, conflicts_with = "pubkey")]
+    cert: Option<PathBuf>,
+    /// Thales public key: SPKI PEM, X.509 certificate (PEM or DER) or JWK (--format pkcs7 needs a
+    /// certificate).
     #[arg(long)]
     pubkey: Option<PathBuf>,
-    /// The issuerId agreed at onboarding (header x-gto-issuerid).
+    /// pkcs7: key transport, rsa-oaep-sha256 (default; MGF1-SHA-256) or rsa-pkcs1 (RSAES-PKCS1-v1_5, only
+    /// when the Thales programme is configured for it).
+    #[arg(long, value_parser = ["rsa-oaep-sha256", "rsa-pkcs1"])]
+    key_transport: Option<String>,
+    /// pkcs7: output encoding, base64 (default; the SDK's form), hex (TSH server APIs) or der (encrypt-card
+    /// only).
+    #[arg(long, value_parser = ["base64", "hex", "der"])]
+    encoding: Option<String>,
+    /// The issuerId agreed at onboarding (jwe: header x-gto-issuerid; push: the code's iss).
     #[arg(long)]
     issuer_id: Option<String>,
-    /// Header x-gto-productid.
+    /// jwe: header x-gto-productid.
     #[arg(long)]
     product_id: Option<String>,
-    /// Header kid of the Thales key (default: the JWK's kid, if --pubkey is a JWK with one).
+    /// jwe: header kid of the Thales key (default: the JWK's kid, if --pubkey is a JWK with one).
     #[arg(long)]
     thales_kid: Option<String>,
     /// Card data JSON: a file, or - for stdin. Fields: issuerCardRefId, fpan, exp (MMYY), cardHolderName,
@@ -129,6 +165,17 @@ pub struct PushArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// Key reference (file:PATH, env:VAR, pkcs11:…) or configured key name: the private key of the
+    /// certificate the data was encrypted to (ISSUER_PKCS7_CERT).
+    #[arg(long)]
+    key: String,
+    /// Encoding of the input on stdin: base64 (also PEM), hex or der.
+    #[arg(long, value_parser = ["base64", "hex", "der"], default_value = "base64")]
+    encoding: String,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Issuer public key: SPKI PEM, X.509 certificate (PEM or DER) or JWK.
     #[arg(long)]
@@ -162,6 +209,14 @@ pub struct Settings {
     thales_public_key: Option<PathBuf>,
     thales_kid: Option<String>,
     product_id: Option<String>,
+    format: Option<Format>,
+}
+
+impl EncryptArgs {
+    /// --format, else `format` in [provisioning], else pkcs7 (classic push).
+    fn format(&self, settings: &Settings) -> Format {
+        self.format.or(settings.format).unwrap_or(Format::Pkcs7)
+    }
 }
 
 pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
@@ -170,15 +225,19 @@ pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
         Cmd::AuthCode(a) => auth_code(a, &settings, ctx),
         Cmd::EncryptCard(a) => encrypt_card(&a, &settings),
         Cmd::Push(a) => push(a, &settings, ctx),
+        Cmd::Decrypt(a) => decrypt(&a, ctx),
         Cmd::VerifyAuthCode(a) => verify(&a),
     }
 }
 
-/// Exit code for a library error: a rejected authorization code is 1; requests the rules refuse are usage
+/// Exit code for a library error: a rejected authorization code, refused CMS data and a failed decryption
+/// are 1; requests the rules refuse are usage
 /// errors (2), and so are failures of the key while signing or of the encryption (2: a backend failure).
 fn cli_error(e: ProvisioningError) -> CliError {
     match e {
-        ProvisioningError::Rejected { .. } => CliError::rejected(e),
+        ProvisioningError::Rejected { .. }
+        | ProvisioningError::CmsRefused { .. }
+        | ProvisioningError::DecryptionFailed => CliError::rejected(e),
         _ => CliError::usage(e),
     }
 }
@@ -289,19 +348,95 @@ fn run_batch(signer: &AuthCodeSigner, path: &Path, concurrency: Option<usize>) -
     Ok(())
 }
 
-fn encryptor(a: &EncryptArgs, settings: &Settings) -> CliResult<EnrollmentEncryptor> {
-    let path = a
-        .pubkey
+/// The recipient file: --cert, --pubkey or `thales_public_key`.
+fn recipient_path<'a>(a: &'a EncryptArgs, settings: &'a Settings) -> CliResult<&'a PathBuf> {
+    a.cert
         .as_ref()
+        .or(a.pubkey.as_ref())
         .or(settings.thales_public_key.as_ref())
         .ok_or_else(|| {
-            CliError::usage(
-                "no Thales key: pass --pubkey FILE or set `thales_public_key` in [provisioning]",
-            )
-        })?;
+            CliError::usage(match a.format(settings) {
+                Format::Pkcs7 => {
+                    "no TSH Issuer Gateway certificate: pass --cert FILE or set `thales_public_key` in \
+                     [provisioning]"
+                }
+                Format::Jwe => {
+                    "no Thales key: pass --pubkey FILE or set `thales_public_key` in [provisioning]"
+                }
+            })
+        })
+}
+
+fn load_peer(path: &Path) -> CliResult<provisioning_signer::PeerKey> {
     let bytes = io::read_input(path)?;
-    let peer = provisioning_signer::load_public_key(&bytes)
+    provisioning_signer::load_public_key(&bytes)
+        .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))
+}
+
+/// The card-data encryptor of either format.
+enum CardEncryptor {
+    Pkcs7(EnvelopeEncryptor, Encoding),
+    Jwe(EnrollmentEncryptor),
+}
+
+impl CardEncryptor {
+    /// The encrypted card data as text (base64, hex or the JWE), or DER bytes.
+    fn encrypt(&self, card: &CardData) -> CliResult<Vec<u8>> {
+        match self {
+            Self::Pkcs7(e, encoding) => Ok(encoding.encode(&e.encrypt(card).map_err(cli_error)?)),
+            Self::Jwe(e) => Ok(e.encrypt(card).map_err(cli_error)?.into_bytes()),
+        }
+    }
+}
+
+fn cms_encryptor(a: &EncryptArgs, settings: &Settings) -> CliResult<(EnvelopeEncryptor, Encoding)> {
+    for (given, flag) in [
+        (a.product_id.is_some(), "--product-id"),
+        (a.thales_kid.is_some(), "--thales-kid"),
+    ] {
+        if given {
+            return Err(CliError::usage(format!(
+                "{flag} is a JWE header of App2App enrollment data (--format jwe); the PKCS#7 card data of \
+                 classic push has no header"
+            )));
+        }
+    }
+    let path = recipient_path(a, settings)?;
+    let peer = load_peer(path)?;
+    let Some(certificate) = &peer.certificate else {
+        return Err(CliError::usage(format!(
+            "{}: --format pkcs7 needs the TSH Issuer Gateway certificate (X.509, PEM or DER), since CMS names \
+             the recipient by the certificate's issuer and serial number; this file holds a bare public key\n  \
+             hint: pass --cert with the certificate received at onboarding, or --format jwe for App2App",
+            path.display()
+        )));
+    };
+    let mut encryptor = EnvelopeEncryptor::new(certificate)
         .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+    if let Some(t) = &a.key_transport {
+        let transport: KeyTransport = t.parse().map_err(cli_error)?;
+        encryptor = encryptor.with_key_transport(transport);
+    }
+    let encoding = match &a.encoding {
+        Some(e) => e.parse().map_err(cli_error)?,
+        None => Encoding::default(),
+    };
+    Ok((encryptor, encoding))
+}
+
+fn jwe_encryptor(a: &EncryptArgs, settings: &Settings) -> CliResult<EnrollmentEncryptor> {
+    for (given, flag) in [
+        (a.key_transport.is_some(), "--key-transport"),
+        (a.encoding.is_some(), "--encoding"),
+    ] {
+        if given {
+            return Err(CliError::usage(format!(
+                "{flag} applies to --format pkcs7 (classic push); a JWE is RSA-OAEP-256 in compact form"
+            )));
+        }
+    }
+    let path = recipient_path(a, settings)?;
+    let peer = load_peer(path)?;
     let issuer_id = issuer_id(a.issuer_id.clone(), settings)?;
     let recipient = peer
         .for_encryption()
@@ -321,13 +456,29 @@ fn encryptor(a: &EncryptArgs, settings: &Settings) -> CliResult<EnrollmentEncryp
     Ok(encryptor)
 }
 
+fn card_encryptor(a: &EncryptArgs, settings: &Settings) -> CliResult<CardEncryptor> {
+    match a.format(settings) {
+        Format::Pkcs7 => {
+            let (e, encoding) = cms_encryptor(a, settings)?;
+            Ok(CardEncryptor::Pkcs7(e, encoding))
+        }
+        Format::Jwe => Ok(CardEncryptor::Jwe(jwe_encryptor(a, settings)?)),
+    }
+}
+
 fn read_card(path: &Path) -> CliResult<CardData> {
     let bytes = io::read_secret(path)?;
     CardData::from_json(&bytes).map_err(cli_error)
 }
 
 fn encrypt_card(a: &EncryptCardArgs, settings: &Settings) -> CliResult {
-    let encryptor = encryptor(&a.encrypt, settings)?;
+    if a.encrypt.format(settings) == Format::Pkcs7 && a.encrypt.issuer_id.is_some() {
+        return Err(CliError::usage(
+            "--issuer-id is the x-gto-issuerid header of App2App enrollment data (--format jwe); the PKCS#7 \
+             card data of classic push has no header (push uses it for the authorization code)",
+        ));
+    }
+    let encryptor = card_encryptor(&a.encrypt, settings)?;
     let card = read_card(&a.encrypt.card)?;
     if a.sub
         .as_ref()
@@ -335,35 +486,60 @@ fn encrypt_card(a: &EncryptCardArgs, settings: &Settings) -> CliResult {
     {
         return Err(cli_error(ProvisioningError::SubjectMismatch));
     }
-    let jwe = encryptor.encrypt(&card).map_err(cli_error)?;
-    io::print_line(&jwe)
+    let mut out = encryptor.encrypt(&card)?;
+    if !matches!(encryptor, CardEncryptor::Pkcs7(_, Encoding::Der)) {
+        out.push(b'\n');
+    }
+    io::write_stdout(&out)
 }
 
 fn push(a: PushArgs, settings: &Settings, ctx: &Context) -> CliResult {
-    let encryptor = encryptor(&a.encrypt, settings)?;
+    let encryptor = card_encryptor(&a.encrypt, settings)?;
+    if matches!(encryptor, CardEncryptor::Pkcs7(_, Encoding::Der)) {
+        return Err(CliError::usage(
+            "--encoding der cannot go into push's JSON output; use base64 or hex (or encrypt-card for DER)",
+        ));
+    }
     let card = read_card(&a.encrypt.card)?;
-    let signer = signer(
-        a.key.as_deref(),
-        encryptor.issuer_id().to_owned(),
-        a.kid,
-        settings,
-        ctx,
-    )?;
-    let both = provisioning_signer::push_provisioning(
-        &signer,
-        &encryptor,
-        &card,
-        audience(&a.aud)?,
-        a.ttl,
-    )
-    .map_err(cli_error)?;
-    let out = serde_json::json!({
-        "authorizationCode": both.auth_code.as_str(),
-        "enrollmentData": both.enrollment_data,
-    });
+    let issuer_id = match &encryptor {
+        CardEncryptor::Jwe(e) => e.issuer_id().to_owned(),
+        CardEncryptor::Pkcs7(..) => issuer_id(a.encrypt.issuer_id.clone(), settings)?,
+    };
+    let signer = signer(a.key.as_deref(), issuer_id, a.kid, settings, ctx)?;
+    let audience = audience(&a.aud)?;
+    let out = match &encryptor {
+        CardEncryptor::Jwe(e) => {
+            let both = provisioning_signer::push_provisioning(&signer, e, &card, audience, a.ttl)
+                .map_err(cli_error)?;
+            serde_json::json!({
+                "authorizationCode": both.auth_code.as_str(),
+                "enrollmentData": both.enrollment_data,
+            })
+        }
+        CardEncryptor::Pkcs7(e, encoding) => {
+            let both =
+                provisioning_signer::cms::push_provisioning(&signer, e, &card, audience, a.ttl)
+                    .map_err(cli_error)?;
+            let text = String::from_utf8(encoding.encode(&both.card_data))
+                .map_err(|_| CliError::usage("internal error: encoded card data is not text"))?;
+            serde_json::json!({
+                "authorizationCode": both.auth_code.as_str(),
+                "cardData": text,
+            })
+        }
+    };
     let mut line = serde_json::to_vec(&out).map_err(|e| CliError::usage(e.to_string()))?;
     line.push(b'\n');
     io::write_stdout(&line)
+}
+
+fn decrypt(a: &DecryptArgs, ctx: &Context) -> CliResult {
+    let encoding: Encoding = a.encoding.parse().map_err(cli_error)?;
+    let key = ctx.open_key(Some(&a.key))?;
+    let input = io::read_stdin()?;
+    let der = encoding.decode(&input).map_err(cli_error)?;
+    let plaintext = provisioning_signer::cms::decrypt(&der, key.as_ref()).map_err(cli_error)?;
+    io::write_stdout(&plaintext)
 }
 
 fn verify(a: &VerifyArgs) -> CliResult {

@@ -86,7 +86,14 @@ fn identifiers_from_the_environment_are_signed_exactly_as_written() {
         assert_eq!(header["kid"], value, "{value}");
 
         let jwe = keybound_env(
-            &["provisioning", "encrypt-card", "--card", "-"],
+            &[
+                "provisioning",
+                "encrypt-card",
+                "--format",
+                "jwe",
+                "--card",
+                "-",
+            ],
             Some(CARD.as_bytes()),
             &[
                 (
@@ -578,6 +585,61 @@ fn log_format_json_writes_one_object_per_line() {
     // Text stays the default.
     let out = keybound_env(&missing, None, &[("KEYBOUND_LOG", "warn")]);
     assert!(serde_json::from_str::<Value>(stderr(&out).lines().next().unwrap()).is_err());
+}
+
+/// Items 11 and 12 together: the audit event of a file-key signature, written with `--log-format json`, is one
+/// JSON object a SIEM can read — target `keybound::audit`, the documented fields — and carries neither the
+/// claims nor the token.
+#[test]
+fn audit_events_as_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = rsa_key(dir.path());
+    let claims = r#"{"sub":"audit-subject-7f3a"}"#;
+    let out = keybound(
+        &[
+            "--log",
+            "keybound::audit=info",
+            "--log-format",
+            "json",
+            "jwt",
+            "sign",
+            "--key",
+            &key,
+            "--alg",
+            "PS256",
+            "--claims",
+            "-",
+        ],
+        Some(claims.as_bytes()),
+    );
+    let token = ok(&out);
+    let text = stderr(&out);
+    let events: Vec<Value> = text
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"))
+        })
+        .collect();
+    assert_eq!(
+        events.len(),
+        1,
+        "one event per private-key operation: {text}"
+    );
+    let event = &events[0];
+    assert_eq!(event["target"], "keybound::audit", "{text}");
+    assert_eq!(event["level"], "INFO", "{text}");
+    assert_eq!(event["backend"], "file", "{text}");
+    assert_eq!(event["operation"], "sign", "{text}");
+    assert_eq!(event["outcome"], "success", "{text}");
+    assert_eq!(event["key"], key.as_str(), "{text}");
+    assert!(event["latency_us"].is_u64(), "{text}");
+    assert!(
+        !text.contains("audit-subject-7f3a"),
+        "claims in the log: {text}"
+    );
+    let signature = token.trim().rsplit('.').next().unwrap();
+    assert!(!text.contains(signature), "token in the log: {text}");
 }
 
 /// Item 9: the PKCS#11 module is `--pkcs11-module`, else `KEYBOUND_PKCS11_MODULE`, else the config file's

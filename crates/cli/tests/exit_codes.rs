@@ -291,6 +291,16 @@ fn one_exit_code_rule_for_every_command() {
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .env("KB_P12_PW", "right");
+    t.row(
+        2,
+        "a key file is not a token",
+        &["keys", "list", "--key", &key],
+    );
+    t.row(
+        2,
+        "a key file is not deleted by keybound",
+        &["keys", "delete", "--key", &key, "--yes"],
+    );
     // jwt
     t.row(
         2,
@@ -700,6 +710,8 @@ fn one_exit_code_rule_for_every_command() {
         &[
             "provisioning",
             "encrypt-card",
+            "--format",
+            "jwe",
             "--pubkey",
             thales,
             "--issuer-id",
@@ -715,6 +727,8 @@ fn one_exit_code_rule_for_every_command() {
         &[
             "provisioning",
             "push",
+            "--format",
+            "jwe",
             "--key",
             &ec_key(d),
             "--pubkey",
@@ -741,6 +755,32 @@ fn one_exit_code_rule_for_every_command() {
         ],
     )
     .stdin(&auth_code);
+    t.row(
+        1,
+        "not CMS EnvelopedData",
+        &[
+            "provisioning",
+            "decrypt",
+            "--key",
+            &key,
+            "--encoding",
+            "hex",
+        ],
+    )
+    .stdin("300302010a");
+    t.row(
+        2,
+        "decrypt: unknown encoding",
+        &[
+            "provisioning",
+            "decrypt",
+            "--key",
+            &key,
+            "--encoding",
+            "pem",
+        ],
+    )
+    .stdin("");
     t.row(
         1,
         "tampered code",
@@ -813,6 +853,7 @@ fn one_exit_code_rule_for_every_command() {
         "keycloak token",
         "provisioning auth-code",
         "provisioning verify-auth-code",
+        "provisioning decrypt",
     ]
     .into();
     let covered = |code: i32| -> BTreeSet<String> {
@@ -1079,6 +1120,8 @@ fn hsm_rows(t: &mut Table, dir: &Path, api: &str, thales: &str) -> bool {
         &[
             "provisioning",
             "push",
+            "--format",
+            "jwe",
             "--key",
             &no_sign,
             "--pubkey",

@@ -238,6 +238,8 @@ fn provisioning_keys_are_held_to_their_use() {
             &[
                 "provisioning",
                 "encrypt-card",
+                "--format",
+                "jwe",
                 "--pubkey",
                 jwk.to_str().unwrap(),
                 "--issuer-id",

@@ -313,6 +313,8 @@ fn encrypt_card_and_push() {
         &[
             "provisioning",
             "encrypt-card",
+            "--format",
+            "jwe",
             "--pubkey",
             cert,
             "--issuer-id",
@@ -345,6 +347,8 @@ fn encrypt_card_and_push() {
         &[
             "provisioning",
             "encrypt-card",
+            "--format",
+            "jwe",
             "--pubkey",
             cert,
             "--issuer-id",
@@ -364,6 +368,8 @@ fn encrypt_card_and_push() {
         &[
             "provisioning",
             "encrypt-card",
+            "--format",
+            "jwe",
             "--pubkey",
             cert,
             "--issuer-id",
@@ -385,6 +391,8 @@ fn encrypt_card_and_push() {
         &[
             "provisioning",
             "push",
+            "--format",
+            "jwe",
             "--key",
             &key,
             "--pubkey",

@@ -541,6 +541,76 @@ fn provisioning_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
         "invalid card (push)",
         provisioning_signer::push_provisioning(&signer, &encryptor, &bad, Audience::ApplePay, None),
     );
+
+    // Classic push: the card data as CMS EnvelopedData to the TSH certificate, decrypted back through the
+    // key; the content key (CEK), taken out here through the key itself, must show nowhere.
+    use provisioning_signer::cms;
+    let fixtures = repo().join("crates/provisioning-signer/tests/fixtures");
+    let cert = key_provider::PublicKeyFile::parse(
+        &std::fs::read(fixtures.join("thales_test.cert.pem")).unwrap(),
+    )
+    .unwrap();
+    let envelope = cms::EnvelopeEncryptor::new(cert.certificate.as_ref().unwrap()).unwrap();
+    errors.debug("a CMS encryptor", &envelope);
+    let pushed =
+        cms::push_provisioning(&signer, &envelope, &card, Audience::ApplePay, None).unwrap();
+    secrets.token(
+        "a classic-push authorization code",
+        pushed.auth_code.as_str(),
+    );
+    errors.debug("a classic-push envelope", &pushed);
+    let tsh_path = dir.join("tsh.key.pem");
+    std::fs::copy(fixtures.join("thales_test.key.pem"), &tsh_path).unwrap();
+    std::fs::set_permissions(
+        &tsh_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let tsh = key_provider::open(
+        &format!("file:{}", tsh_path.display()).parse().unwrap(),
+        &OpenOptions::new(),
+    )
+    .unwrap();
+    let der = &pushed.card_data;
+    let ek = der
+        .windows(4)
+        .position(|w| w == [0x04, 0x82, 0x01, 0x00])
+        .expect("the encryptedKey of an RSA-2048 recipient")
+        + 4;
+    let cek = tsh
+        .decrypt(
+            key_provider::DecryptionScheme::RsaOaepSha256,
+            &der[ek..ek + 256],
+        )
+        .unwrap();
+    assert_eq!(cek.len(), 32);
+    let cek_hex: String = cek.iter().map(|b| format!("{b:02x}")).collect();
+    use base64::Engine as _;
+    secrets.add("a CMS content key (hex)", &cek_hex);
+    secrets.add("a CMS content key (HEX)", &cek_hex.to_uppercase());
+    secrets.add(
+        "a CMS content key (base64)",
+        &base64::engine::general_purpose::STANDARD.encode(&*cek)[..40],
+    );
+    let debug_bytes = format!("{:?}", &cek[..12]);
+    secrets.add(
+        "a CMS content key (byte list)",
+        &debug_bytes[1..debug_bytes.len() - 1],
+    );
+    let plain = cms::decrypt(der, tsh.as_ref()).unwrap();
+    let fields: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(fields["fpan"], THALES_PAN);
+    let mut tampered = der.clone();
+    let n = tampered.len();
+    tampered[n - 17] ^= 0x80;
+    errors.expect_err("tampered CMS", cms::decrypt(&tampered, tsh.as_ref()));
+    errors.expect_err("CMS for another key", cms::decrypt(der, issuer.as_ref()));
+    errors.expect_err("truncated CMS", cms::decrypt(&der[..n - 3], tsh.as_ref()));
+    errors.expect_err("invalid card (CMS)", envelope.encrypt(&bad));
+    errors.expect_err(
+        "invalid card (CMS push)",
+        cms::push_provisioning(&signer, &envelope, &bad, Audience::ApplePay, None),
+    );
 }
 
 #[cfg(feature = "pkcs11")]
@@ -821,6 +891,8 @@ fn every_flow_through_the_cli() {
         &[
             "provisioning",
             "push",
+            "--format",
+            "jwe",
             "--key",
             &format!("file:{key}"),
             "--issuer-id",
@@ -924,6 +996,102 @@ fn every_flow_through_the_cli() {
         );
         secrets.add("a wrong PIN", WRONG_PIN);
     }
+    // Classic push through the CLI: push and encrypt-card as PKCS#7 to the TSH certificate, then decrypt
+    // with the TSH key (its stdout is the card data by purpose, so only its stderr is kept for the checks),
+    // and a tampered copy (exit 1).
+    let fixtures = repo().join("crates/provisioning-signer/tests/fixtures");
+    let tsh_cert = fixtures.join("thales_test.cert.pem");
+    let tsh_key = p("tsh.key.pem");
+    std::fs::copy(fixtures.join("thales_test.key.pem"), &tsh_key).unwrap();
+    std::fs::set_permissions(
+        &tsh_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let tsh_key = format!("file:{tsh_key}");
+    let card_json = std::fs::read_to_string(&card).unwrap();
+    let pushed = keybound(
+        &[
+            "provisioning",
+            "push",
+            "--key",
+            &format!("file:{key}"),
+            "--issuer-id",
+            "acmebank",
+            "--cert",
+            tsh_cert.to_str().unwrap(),
+            "--card",
+            &card,
+            "--aud",
+            "APPLE_PAY",
+        ],
+        &[],
+        None,
+    );
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let both: serde_json::Value = serde_json::from_slice(&pushed.stdout).unwrap();
+    let card_data = both["cardData"].as_str().unwrap().to_owned();
+    outputs.push(("provisioning push (pkcs7)".into(), pushed, true));
+    for encoding in ["hex", "base64"] {
+        let out = keybound(
+            &[
+                "provisioning",
+                "encrypt-card",
+                "--cert",
+                tsh_cert.to_str().unwrap(),
+                "--encoding",
+                encoding,
+                "--card",
+                "-",
+            ],
+            &[],
+            Some(&card_json),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outputs.push((format!("provisioning encrypt-card ({encoding})"), out, true));
+    }
+    let mut opened = keybound(
+        &["provisioning", "decrypt", "--key", &tsh_key],
+        &[],
+        Some(&card_data),
+    );
+    assert!(
+        opened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    assert!(String::from_utf8_lossy(&opened.stdout).contains(THALES_PAN));
+    opened.stdout.clear();
+    outputs.push(("provisioning decrypt".into(), opened, true));
+    let mut der = base64::engine::general_purpose::STANDARD
+        .decode(&card_data)
+        .unwrap();
+    let n = der.len();
+    der[n - 17] ^= 0x80;
+    let tampered = keybound(
+        &[
+            "provisioning",
+            "decrypt",
+            "--key",
+            &tsh_key,
+            "--encoding",
+            "hex",
+        ],
+        &[],
+        Some(&der.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    );
+    assert_eq!(tampered.status.code(), Some(1));
+    assert!(tampered.stdout.is_empty());
+    outputs.push(("provisioning decrypt (tampered)".into(), tampered, false));
+
     for (what, value) in [
         ("the password", PASSWORD),
         ("the client secret", CLIENT_SECRET),

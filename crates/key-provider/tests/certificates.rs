@@ -1,6 +1,6 @@
 //! `PublicKeyFile`, the one parser behind every `--pubkey`: X.509 certificates made by `openssl req -x509`
 //! (RSA-2048, EC P-256, EC P-384), in PEM and DER, yield exactly the public key `openssl x509 -pubkey` prints
-//! and the validity period openssl wrote; a chain is used by its leaf only when given leaf first; a
+//! and the validity period openssl wrote, and the serial number and issuer name CMS names a recipient by; a chain is used by its leaf only when given leaf first; a
 //! certificate outside its validity period is used with a warning (no signature is checked: the expired
 //! certificate here is an edited copy whose signature no longer matches).
 
@@ -90,6 +90,24 @@ fn openssl_certificates_yield_the_key_openssl_sees() {
             assert_eq!(cert.not_after - cert.not_before, 30 * 86_400, "{name}");
             assert!((cert.not_before - now()).abs() < 3600, "{name}");
             assert!(cert.is_valid_at(now()));
+            // CMS's issuerAndSerialNumber: the serial openssl prints, and the issuer Name as encoded
+            // (self-signed: the subject `/CN={name}`, one RDN of a UTF8String).
+            let serial = openssl(&["x509", "-in", s(&pem_path), "-noout", "-serial"]);
+            let serial = String::from_utf8(serial).unwrap();
+            let printed = serial.trim().strip_prefix("serial=").unwrap();
+            let ours: String = cert
+                .serial_number()
+                .iter()
+                .skip_while(|b| **b == 0)
+                .map(|b| format!("{b:02X}"))
+                .collect();
+            assert_eq!(ours, printed, "{name}: serial");
+            let issuer = cert.issuer_name_der();
+            assert_eq!(issuer[0], 0x30, "{name}: a Name is a SEQUENCE");
+            assert!(
+                issuer.ends_with(name.as_bytes()) && der.windows(issuer.len()).any(|w| w == issuer),
+                "{name}: the issuer Name as it is in the certificate"
+            );
         }
         assert_eq!(
             PublicKey::from_certificate_der(&der).unwrap().describe(),

@@ -223,16 +223,26 @@ pub fn push_provisioning(
     audience: Audience,
     ttl_secs: Option<u64>,
 ) -> Result<PushProvisioningData, ProvisioningError> {
+    let auth_code = sign_for_card(signer, card, audience, ttl_secs)?;
+    let enrollment_data = encryptor.encrypt_for(card, &auth_code)?;
+    Ok(PushProvisioningData {
+        auth_code,
+        enrollment_data,
+    })
+}
+
+/// Validates `card`, then signs an authorization code whose `sub` is its issuerCardRefId.
+pub(crate) fn sign_for_card(
+    signer: &AuthCodeSigner,
+    card: &CardData,
+    audience: Audience,
+    ttl_secs: Option<u64>,
+) -> Result<AuthCode, ProvisioningError> {
     card.validate()?;
     let mut request = AuthCodeRequest::new(
         Subject::IssuerCardRefId(card.issuer_card_ref_id.clone()),
         audience,
     );
     request.ttl_secs = ttl_secs;
-    let auth_code = signer.sign(&request)?;
-    let enrollment_data = encryptor.encrypt_for(card, &auth_code)?;
-    Ok(PushProvisioningData {
-        auth_code,
-        enrollment_data,
-    })
+    signer.sign(&request)
 }

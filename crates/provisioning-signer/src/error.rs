@@ -74,6 +74,19 @@ pub enum ProvisioningError {
         #[source]
         source: Option<JoseError>,
     },
+    /// CMS data that keybound does not decrypt: not `EnvelopedData`, malformed, or using a recipient type
+    /// or algorithm it refuses (judged from the structure alone, before any key is used).
+    #[error("CMS data refused: {reason}")]
+    CmsRefused {
+        /// What was found and what is supported (never content bytes).
+        reason: String,
+    },
+    /// CMS decryption failed after the structure was accepted. Deliberately the same for every cause
+    /// (another recipient's key, altered ciphertext, bad padding): distinct answers would make an oracle.
+    #[error(
+        "decryption failed: the data was not encrypted to this key, or was altered (by design no further detail          is given)"
+    )]
+    DecryptionFailed,
     /// A JOSE operation failed (signing, encryption).
     #[error("{0}")]
     Jose(#[from] JoseError),

@@ -8,6 +8,9 @@
 //! - [`card`] and [`enrollment`]: the App2App enrollment data, typed [`CardData`] encrypted as a JWE
 //!   (RSA-OAEP-256 + A256GCM, `x-gto-issuerid`, optional `x-gto-productid` and `kid`) to the Thales key by
 //!   [`EnrollmentEncryptor`]; [`push_provisioning`] produces code and payload for the same card;
+//! - [`cms`]: the classic push card data, CMS `EnvelopedData` (AES-256-CBC, RSAES-OAEP-SHA256 key
+//!   transport) to the TSH Issuer Gateway certificate by [`cms::EnvelopeEncryptor`], and
+//!   [`cms::decrypt`] of the same format sent by the TSH, its content key unwrapped in the key's backend;
 //! - [`peer_key`]: the Thales key or the issuer certificate as SPKI PEM, JWK or X.509 certificate;
 //! - [`batch`]: many codes from JSON lines, signed concurrently through one key, streamed in input order.
 //!
@@ -36,6 +39,7 @@
 pub mod auth_code;
 pub mod batch;
 pub mod card;
+pub mod cms;
 pub mod enrollment;
 mod error;
 pub mod peer_key;

@@ -10,7 +10,7 @@
 //! not encrypted to; an issuer key marked `"enc"` does not verify authorization codes).
 
 use jose_core::KeyPurpose;
-use key_provider::{PublicKey, PublicKeyFile};
+use key_provider::{Certificate, PublicKey, PublicKeyFile};
 
 use crate::error::ProvisioningError;
 
@@ -42,6 +42,9 @@ pub struct PeerKey {
     pub key_use: Option<String>,
     /// The JWK's `key_ops`, when the key came as a JWK that has them.
     pub key_ops: Option<Vec<String>>,
+    /// The certificate that carried the key (the leaf of a chain), when it came as one: CMS names its
+    /// recipient by the certificate's issuer and serial number.
+    pub certificate: Option<Certificate>,
 }
 
 impl PeerKey {
@@ -53,6 +56,7 @@ impl PeerKey {
             validity: None,
             key_use: None,
             key_ops: None,
+            certificate: None,
         }
     }
 
@@ -130,6 +134,7 @@ fn from_file(input: &[u8]) -> Result<PeerKey, ProvisioningError> {
     };
     Ok(PeerKey {
         validity,
+        certificate: file.certificate,
         ..PeerKey::without_jwk_members(file.key, source)
     })
 }
@@ -144,6 +149,7 @@ fn from_jwk(text: &str) -> Result<PeerKey, ProvisioningError> {
             validity: None,
             key_use: one.use_.clone(),
             key_ops: one.key_ops.clone(),
+            certificate: None,
         }),
         [] => Err(bad("the JWKS holds no key")),
         _ => Err(bad("the JWKS holds several keys; give the one JWK to use")),

@@ -213,7 +213,7 @@ fn import_objects(
             Attribute::Token(true),
             Attribute::Private(false),
             Attribute::Subject(parsed.subject_der()),
-            Attribute::Issuer(parsed.issuer_der()),
+            Attribute::Issuer(parsed.issuer_name_der()),
             Attribute::SerialNumber(parsed.serial_number_der()),
             Attribute::Value(der_bytes.to_vec()),
         ];

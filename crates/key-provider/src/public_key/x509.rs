@@ -31,10 +31,10 @@ pub struct Certificate {
     pub not_after: i64,
     /// The DER contents of the issuer `Name`.
     issuer: Vec<u8>,
+    /// The contents of the `serialNumber` INTEGER (two's complement, as encoded).
+    serial: Vec<u8>,
     /// The DER contents of the subject `Name`.
     subject: Vec<u8>,
-    /// The contents of the `serialNumber` INTEGER.
-    serial: Vec<u8>,
 }
 
 impl fmt::Debug for Certificate {
@@ -89,8 +89,8 @@ impl Certificate {
             not_before,
             not_after,
             issuer: issuer.to_vec(),
-            subject: subject.to_vec(),
             serial: serial.to_vec(),
+            subject: subject.to_vec(),
         })
     }
 
@@ -98,6 +98,20 @@ impl Certificate {
     #[must_use]
     pub fn is_valid_at(&self, now: i64) -> bool {
         (self.not_before..=self.not_after).contains(&now)
+    }
+
+    /// The issuer `Name`, DER-encoded whole (tag and length included), as CMS `IssuerAndSerialNumber`
+    /// (RFC 5652 §10.2.4) names the certificate.
+    #[must_use]
+    pub fn issuer_name_der(&self) -> Vec<u8> {
+        der::tlv(der::TAG_SEQUENCE, &self.issuer)
+    }
+
+    /// The contents of the `serialNumber` INTEGER as encoded in the certificate (two's complement, big
+    /// endian; a positive serial with its high bit set keeps its leading zero byte).
+    #[must_use]
+    pub fn serial_number(&self) -> &[u8] {
+        &self.serial
     }
 
     /// Whether `next` issued this certificate, by name: this certificate's issuer is `next`'s subject
@@ -109,18 +123,13 @@ impl Certificate {
 }
 
 /// The names and serial number of a certificate, for `keybound keys import` (its JSON output) and for the
-/// PKCS#11 certificate object (`CKA_SUBJECT`, `CKA_ISSUER`, `CKA_SERIAL_NUMBER`).
+/// PKCS#11 certificate object (`CKA_SUBJECT`, `CKA_ISSUER` from [`Certificate::issuer_name_der`],
+/// `CKA_SERIAL_NUMBER`).
 impl Certificate {
     /// The subject `Name`, DER (as `CKA_SUBJECT` holds it).
     #[must_use]
     pub fn subject_der(&self) -> Vec<u8> {
         der::tlv(der::TAG_SEQUENCE, &self.subject)
-    }
-
-    /// The issuer `Name`, DER (as `CKA_ISSUER` holds it).
-    #[must_use]
-    pub fn issuer_der(&self) -> Vec<u8> {
-        der::tlv(der::TAG_SEQUENCE, &self.issuer)
     }
 
     /// The serial number as a DER INTEGER (as `CKA_SERIAL_NUMBER` holds it).
