@@ -297,7 +297,11 @@ fn read_password(source: Option<&str>) -> CliResult<Zeroizing<String>> {
             CliError::usage(format!("--password-source file:{path}: not UTF-8 text"))
         })?;
         return Ok(Zeroizing::new(
-            text.lines().next().unwrap_or_default().to_owned(),
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('\r')
+                .to_owned(),
         ));
     }
     Err(CliError::usage(

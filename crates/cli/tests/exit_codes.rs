@@ -291,6 +291,13 @@ fn one_exit_code_rule_for_every_command() {
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .env("KB_P12_PW", "right");
+    let args = import(&p12_path, "pkcs11:token=keybound");
+    t.row(
+        2,
+        "import into a pkcs11: URI without object=",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .env("KB_P12_PW", "right");
     t.row(
         2,
         "a key file is not a token",
