@@ -47,6 +47,7 @@ mod der;
 mod error;
 mod keyref;
 mod public_key;
+mod stored_certificate;
 
 #[cfg(feature = "env")]
 pub mod env;
@@ -61,6 +62,9 @@ pub use audit::AUDIT_TARGET;
 pub use error::KeyError;
 pub use keyref::{KeyRef, ObjectType, PinSource, Pkcs11Uri};
 pub use public_key::{Certificate, EcCurve, PublicKey, PublicKeyFile};
+#[cfg(feature = "file")]
+pub use stored_certificate::certificate_path;
+pub use stored_certificate::{certificate_der, read_certificate, store_certificate};
 #[cfg(feature = "software")]
 pub use software::SoftwareKey;
 

@@ -34,6 +34,7 @@
 //! The blocking PKCS#11 calls of [`KeyBackend::sign_async`] and [`KeyBackend::decrypt_async`] run on tokio's
 //! blocking pool (`spawn_blocking`), never on an async worker thread; without a tokio runtime they run inline.
 
+mod certificate;
 mod errors;
 mod generate;
 mod key;
@@ -50,6 +51,7 @@ use crate::{KeyBackend, KeyError, OpenOptions, Pkcs11Uri};
 
 #[doc(hidden)]
 pub use generate::{RsaPrivateComponents, import_private_key};
+pub use certificate::{read_certificate, store_certificate};
 pub use generate::{generate, generate_with_usage};
 
 /// The environment variable naming the PKCS#11 module when neither the URI nor the options do.

@@ -33,6 +33,8 @@ pub struct Certificate {
     issuer: Vec<u8>,
     /// The DER contents of the subject `Name`.
     subject: Vec<u8>,
+    /// The DER `serialNumber` INTEGER (tag and length included).
+    serial: Vec<u8>,
 }
 
 impl fmt::Debug for Certificate {
@@ -67,7 +69,7 @@ impl Certificate {
         if tbs.peek_tag() == Some(TAG_VERSION) {
             tbs.read(TAG_VERSION).map_err(bad)?;
         }
-        tbs.read(der::TAG_INTEGER).map_err(bad)?; // serialNumber
+        let serial = tbs.read_raw(der::TAG_INTEGER).map_err(bad)?;
         tbs.read(der::TAG_SEQUENCE).map_err(bad)?; // signature
         let issuer = tbs.read(der::TAG_SEQUENCE).map_err(bad)?;
         let validity = tbs.read(der::TAG_SEQUENCE).map_err(bad)?;
@@ -88,6 +90,7 @@ impl Certificate {
             not_after,
             issuer: issuer.to_vec(),
             subject: subject.to_vec(),
+            serial: serial.to_vec(),
         })
     }
 
@@ -95,6 +98,24 @@ impl Certificate {
     #[must_use]
     pub fn is_valid_at(&self, now: i64) -> bool {
         (self.not_before..=self.not_after).contains(&now)
+    }
+
+    /// The DER encoding of the subject `Name` (as PKCS#11's `CKA_SUBJECT` holds it).
+    #[must_use]
+    pub fn subject_der(&self) -> Vec<u8> {
+        der::tlv(der::TAG_SEQUENCE, &self.subject)
+    }
+
+    /// The DER encoding of the issuer `Name` (`CKA_ISSUER`).
+    #[must_use]
+    pub fn issuer_der(&self) -> Vec<u8> {
+        der::tlv(der::TAG_SEQUENCE, &self.issuer)
+    }
+
+    /// The DER encoding of the serial number INTEGER (`CKA_SERIAL_NUMBER`).
+    #[must_use]
+    pub fn serial_der(&self) -> &[u8] {
+        &self.serial
     }
 
     /// Whether `next` issued this certificate, by name: this certificate's issuer is `next`'s subject
