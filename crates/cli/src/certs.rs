@@ -102,13 +102,19 @@ impl From<PkiError> for CliError {
     }
 }
 
-fn subject_and_sans(subject: &str, sans: &[String]) -> CliResult<(DistinguishedName, Vec<SubjectAltName>)> {
+fn subject_and_sans(
+    subject: &str,
+    sans: &[String],
+) -> CliResult<(DistinguishedName, Vec<SubjectAltName>)> {
     let subject = subject
         .parse()
         .map_err(|e: PkiError| CliError::usage(format!("--subject: {e}")))?;
     let sans = sans
         .iter()
-        .map(|s| s.parse().map_err(|e: PkiError| CliError::usage(format!("--san: {e}"))))
+        .map(|s| {
+            s.parse()
+                .map_err(|e: PkiError| CliError::usage(format!("--san: {e}")))
+        })
         .collect::<CliResult<_>>()?;
     Ok((subject, sans))
 }
@@ -201,7 +207,10 @@ pub fn attach_cert(a: &AttachCertArgs, ctx: &Context) -> CliResult {
 /// The certificate kept with the key `arg` names, if any.
 pub fn stored(arg: Option<&str>, ctx: &Context) -> CliResult<Option<Vec<u8>>> {
     let key_ref = ctx.key_ref(arg)?;
-    Ok(key_provider::read_certificate(&key_ref, &ctx.open_options())?)
+    Ok(key_provider::read_certificate(
+        &key_ref,
+        &ctx.open_options(),
+    )?)
 }
 
 /// `keys public --format cert`: the stored certificate's PEM.

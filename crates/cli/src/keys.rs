@@ -236,9 +236,9 @@ fn public(a: &PublicArgs, ctx: &Context) -> CliResult {
     match a.format {
         PublicFormat::Pem => io::write_stdout(public.to_spki_pem().as_bytes()),
         PublicFormat::Jwk => io::print_json(&jwk()?),
-        PublicFormat::Jwks | PublicFormat::Cert => io::print_json(&jose_core::Jwks {
-            keys: vec![jwk()?],
-        }),
+        PublicFormat::Jwks | PublicFormat::Cert => {
+            io::print_json(&jose_core::Jwks { keys: vec![jwk()?] })
+        }
     }
 }
 

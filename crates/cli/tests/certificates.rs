@@ -62,7 +62,10 @@ fn onboarding_flow(key: &str, other: &str, dir: &Path, name: &str) {
         None,
     ));
     assert!(openssl(&["req", "-verify", "-noout"], Some(&csr)).contains("verify OK"));
-    assert_eq!(openssl(&["req", "-pubkey", "-noout"], Some(&csr)), public_pem);
+    assert_eq!(
+        openssl(&["req", "-pubkey", "-noout"], Some(&csr)),
+        public_pem
+    );
 
     let out = dir.join(format!("{name}.crt"));
     let printed = common::ok(&common::keybound(
@@ -86,9 +89,15 @@ fn onboarding_flow(key: &str, other: &str, dir: &Path, name: &str) {
     assert_eq!(printed.trim(), format!("wrote {}", out.display()));
     let pem = std::fs::read_to_string(&out).unwrap();
     openssl(&["verify", "-CAfile", s(&out), s(&out)], None);
-    assert_eq!(openssl(&["x509", "-pubkey", "-noout"], Some(&pem)), public_pem);
+    assert_eq!(
+        openssl(&["x509", "-pubkey", "-noout"], Some(&pem)),
+        public_pem
+    );
     let text = openssl(&["x509", "-noout", "-text"], Some(&pem));
-    assert!(text.contains("Digital Signature, Key Encipherment"), "{text}");
+    assert!(
+        text.contains("Digital Signature, Key Encipherment"),
+        "{text}"
+    );
 
     // Kept with the key: `keys public --format cert` prints it; the JWK carries it.
     let stored = common::ok(&common::keybound(
@@ -120,24 +129,61 @@ fn onboarding_flow(key: &str, other: &str, dir: &Path, name: &str) {
 
     // A second certificate is refused without --force, replaces the first with it.
     let again = common::keybound(
-        &["keys", "certificate", "--key", key, "--subject", "CN=second", "--store"],
+        &[
+            "keys",
+            "certificate",
+            "--key",
+            key,
+            "--subject",
+            "CN=second",
+            "--store",
+        ],
         None,
     );
     assert_eq!(common::code(&again), 2, "{}", common::stderr(&again));
-    assert!(common::stderr(&again).contains("--force"), "{}", common::stderr(&again));
+    assert!(
+        common::stderr(&again).contains("--force"),
+        "{}",
+        common::stderr(&again)
+    );
     common::ok(&common::keybound(
-        &["keys", "attach-cert", "--key", key, "--cert", s(&out), "--force"],
+        &[
+            "keys",
+            "attach-cert",
+            "--key",
+            key,
+            "--cert",
+            s(&out),
+            "--force",
+        ],
         None,
     ));
 
     // A certificate of another key is refused, and what was kept stays.
     let foreign = dir.join(format!("{name}-foreign.crt"));
     common::ok(&common::keybound(
-        &["keys", "certificate", "--key", other, "--subject", "CN=other", "--out", s(&foreign)],
+        &[
+            "keys",
+            "certificate",
+            "--key",
+            other,
+            "--subject",
+            "CN=other",
+            "--out",
+            s(&foreign),
+        ],
         None,
     ));
     let refused = common::keybound(
-        &["keys", "attach-cert", "--key", key, "--cert", s(&foreign), "--force"],
+        &[
+            "keys",
+            "attach-cert",
+            "--key",
+            key,
+            "--cert",
+            s(&foreign),
+            "--force",
+        ],
         None,
     );
     assert_eq!(common::code(&refused), 2);
@@ -161,8 +207,14 @@ fn file_keys_get_csrs_and_certificates_kept_beside_them() {
     let path = dir.path().join("issuer.pem");
     let key = format!("file:{}", path.display());
     let other = format!("file:{}", dir.path().join("other.pem").display());
-    common::ok(&common::keybound(&["keys", "generate", "--key", &key], None));
-    common::ok(&common::keybound(&["keys", "generate", "--key", &other, "--kty", "EC"], None));
+    common::ok(&common::keybound(
+        &["keys", "generate", "--key", &key],
+        None,
+    ));
+    common::ok(&common::keybound(
+        &["keys", "generate", "--key", &other, "--kty", "EC"],
+        None,
+    ));
     onboarding_flow(&key, &other, dir.path(), "file");
     assert!(dir.path().join("issuer.pem.crt").is_file());
 }
@@ -172,25 +224,53 @@ fn env_keys_sign_csrs_but_keep_no_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.pem");
     common::ok(&common::keybound(
-        &["keys", "generate", "--key", &format!("file:{}", path.display()), "--kty", "EC", "--crv", "P-384"],
+        &[
+            "keys",
+            "generate",
+            "--key",
+            &format!("file:{}", path.display()),
+            "--kty",
+            "EC",
+            "--crv",
+            "P-384",
+        ],
         None,
     ));
     let pem = std::fs::read_to_string(&path).unwrap();
     let env = [("KB_CSR_KEY", pem.as_str())];
     let csr = common::ok(&common::keybound_env(
-        &["keys", "csr", "--key", "env:KB_CSR_KEY", "--subject", "CN=env"],
+        &[
+            "keys",
+            "csr",
+            "--key",
+            "env:KB_CSR_KEY",
+            "--subject",
+            "CN=env",
+        ],
         None,
         &env,
     ));
     let text = openssl(&["req", "-verify", "-noout", "-text"], Some(&csr));
     assert!(text.contains("ecdsa-with-SHA384"), "{text}");
     let stored = common::keybound_env(
-        &["keys", "certificate", "--key", "env:KB_CSR_KEY", "--subject", "CN=env", "--store"],
+        &[
+            "keys",
+            "certificate",
+            "--key",
+            "env:KB_CSR_KEY",
+            "--subject",
+            "CN=env",
+            "--store",
+        ],
         None,
         &env,
     );
     assert_eq!(common::code(&stored), 2);
-    assert!(common::stderr(&stored).contains("env: key has no place"), "{}", common::stderr(&stored));
+    assert!(
+        common::stderr(&stored).contains("env: key has no place"),
+        "{}",
+        common::stderr(&stored)
+    );
 }
 
 #[cfg(feature = "pkcs11")]
@@ -201,13 +281,27 @@ fn token_keys_get_certificates_stored_in_the_token() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let key = format!("{};id=%c5%01", token.key_ref("issuer"));
+    let mut uri = token.uri("issuer");
+    uri.id = Some(vec![0xc5, 0x01]);
+    let key = uri.to_string();
     let other = token.key_ref("other");
     common::ok(&common::keybound(
-        &["keys", "generate", "--key", &key, "--usage", "sign,decrypt", "--bits", "3072"],
+        &[
+            "keys",
+            "generate",
+            "--key",
+            &key,
+            "--usage",
+            "sign,decrypt",
+            "--bits",
+            "3072",
+        ],
         None,
     ));
-    common::ok(&common::keybound(&["keys", "generate", "--key", &other, "--kty", "EC"], None));
+    common::ok(&common::keybound(
+        &["keys", "generate", "--key", &other, "--kty", "EC"],
+        None,
+    ));
     onboarding_flow(&key, &other, dir.path(), "hsm");
 
     // Another tool reads the certificate object: the key's id and label, the same DER.
@@ -216,11 +310,21 @@ fn token_keys_get_certificates_stored_in_the_token() {
         let out = Command::new("pkcs11-tool")
             .arg("--module")
             .arg(&token.module)
-            .args(["--token-label", &token.label, "--login", "--pin", pin.trim_end()])
+            .args([
+                "--token-label",
+                &token.label,
+                "--login",
+                "--pin",
+                pin.trim_end(),
+            ])
             .args(args)
             .output()
             .expect("pkcs11-tool (Debian package opensc) must be installed");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let listed = tool(&["--list-objects", "--type", "cert"]);
@@ -228,7 +332,15 @@ fn token_keys_get_certificates_stored_in_the_token() {
     assert!(listed.contains("ID:         c501"), "{listed}");
     assert_eq!(listed.matches("Certificate Object").count(), 1, "{listed}");
     let read = dir.path().join("read.der");
-    tool(&["--read-object", "--type", "cert", "--id", "c501", "-o", s(&read)]);
+    tool(&[
+        "--read-object",
+        "--type",
+        "cert",
+        "--id",
+        "c501",
+        "-o",
+        s(&read),
+    ]);
     let pem = std::fs::read_to_string(dir.path().join("hsm.crt")).unwrap();
     assert_eq!(
         std::fs::read(&read).unwrap(),

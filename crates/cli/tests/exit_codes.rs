@@ -254,7 +254,14 @@ fn one_exit_code_rule_for_every_command() {
         2,
         "ES256 with an RSA key",
         &[
-            "keys", "csr", "--key", &key, "--subject", "CN=a", "--alg", "ES256",
+            "keys",
+            "csr",
+            "--key",
+            &key,
+            "--subject",
+            "CN=a",
+            "--alg",
+            "ES256",
         ],
     );
     t.row(

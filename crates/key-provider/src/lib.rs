@@ -62,11 +62,11 @@ pub use audit::AUDIT_TARGET;
 pub use error::KeyError;
 pub use keyref::{KeyRef, ObjectType, PinSource, Pkcs11Uri};
 pub use public_key::{Certificate, EcCurve, PublicKey, PublicKeyFile};
+#[cfg(feature = "software")]
+pub use software::SoftwareKey;
 #[cfg(feature = "file")]
 pub use stored_certificate::certificate_path;
 pub use stored_certificate::{certificate_der, read_certificate, store_certificate};
-#[cfg(feature = "software")]
-pub use software::SoftwareKey;
 
 /// The smallest RSA key keybound signs or decrypts with, in every backend, and verifies with (jose-core):
 /// 2048 bits. A smaller key is refused with [`KeyError::KeyTooSmall`] naming its size; no option lowers

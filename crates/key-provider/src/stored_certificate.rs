@@ -199,7 +199,8 @@ fn write_new(path: &Path, contents: &str, replace: bool) -> Result<(), KeyError>
         _ => Path::new("."),
     };
     let mut random = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut random).map_err(|_| failed(std::io::Error::other("no randomness")))?;
+    aws_lc_rs::rand::fill(&mut random)
+        .map_err(|_| failed(std::io::Error::other("no randomness")))?;
     let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
     let mut temp_name = std::ffi::OsString::from(".");
     temp_name.push(path.file_name().unwrap_or_default());
@@ -242,9 +243,19 @@ mod tests {
     fn chains_and_private_keys_are_not_a_certificate() {
         let block = |tag: &str| pem::encode(&pem::Pem::new(tag, vec![0x30, 0x00]));
         let chain = format!("{}{}", block("CERTIFICATE"), block("CERTIFICATE"));
-        assert!(certificate_der(chain.as_bytes()).unwrap_err().to_string().contains("not its chain"));
+        assert!(
+            certificate_der(chain.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("not its chain")
+        );
         let key = block("PRIVATE KEY");
-        assert!(certificate_der(key.as_bytes()).unwrap_err().to_string().contains("private key"));
+        assert!(
+            certificate_der(key.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("private key")
+        );
         assert!(certificate_der(b"\x30\x00").is_err());
     }
 }

@@ -40,7 +40,11 @@ pub const MAX_DAYS: u32 = 36_525;
 /// One Extension: `SEQUENCE { extnID, critical (only when true), extnValue OCTET STRING }`.
 fn extension(oid: &[u64], critical: bool, value: &[u8]) -> Vec<u8> {
     if critical {
-        der::sequence(&[&der::oid(oid), &der::boolean(true), &der::octet_string(value)])
+        der::sequence(&[
+            &der::oid(oid),
+            &der::boolean(true),
+            &der::octet_string(value),
+        ])
     } else {
         der::sequence(&[&der::oid(oid), &der::octet_string(value)])
     }

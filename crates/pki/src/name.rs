@@ -43,7 +43,11 @@ const ATTRIBUTES: &[(&[&str], &[u64], StringKind)] = &[
         &[2, 5, 4, 8],
         StringKind::Utf8,
     ),
-    (&["street", "streetAddress"], &[2, 5, 4, 9], StringKind::Utf8),
+    (
+        &["street", "streetAddress"],
+        &[2, 5, 4, 9],
+        StringKind::Utf8,
+    ),
     (&["O", "organizationName"], &[2, 5, 4, 10], StringKind::Utf8),
     (
         &["OU", "organizationalUnitName"],
@@ -52,7 +56,11 @@ const ATTRIBUTES: &[(&[&str], &[u64], StringKind)] = &[
     ),
     (&["title"], &[2, 5, 4, 12], StringKind::Utf8),
     (&["GN", "givenName"], &[2, 5, 4, 42], StringKind::Utf8),
-    (&["organizationIdentifier"], &[2, 5, 4, 97], StringKind::Utf8),
+    (
+        &["organizationIdentifier"],
+        &[2, 5, 4, 97],
+        StringKind::Utf8,
+    ),
     (
         &["UID", "userId"],
         &[0, 9, 2342, 19_200_300, 100, 1, 1],
@@ -135,14 +143,12 @@ impl FromStr for DistinguishedName {
         for part in split_unescaped(s, ',').map_err(bad)? {
             if split_unescaped(&part, '+').map_err(bad)?.len() > 1 {
                 return Err(bad(
-                    "multi-valued RDNs (`+`) are not supported; escape a literal plus as `\\+`".into(),
+                    "multi-valued RDNs (`+`) are not supported; escape a literal plus as `\\+`"
+                        .into(),
                 ));
             }
             let Some((name, raw)) = part.split_once('=') else {
-                return Err(bad(format!(
-                    "`{}` is not NAME=VALUE",
-                    part.trim()
-                )));
+                return Err(bad(format!("`{}` is not NAME=VALUE", part.trim())));
             };
             let name = name.trim();
             let value = unescape(raw.trim_start()).map_err(bad)?;
@@ -173,7 +179,9 @@ impl FromStr for DistinguishedName {
                 }
                 _ => {}
             }
-            if oid == [2, 5, 4, 6] && !(value.len() == 2 && value.chars().all(|c| c.is_ascii_uppercase())) {
+            if oid == [2, 5, 4, 6]
+                && !(value.len() == 2 && value.chars().all(|c| c.is_ascii_uppercase()))
+            {
                 return Err(bad(format!(
                     "C= is a two-letter ISO 3166 country code such as FR, not `{value}`"
                 )));
@@ -288,7 +296,9 @@ fn unescape(raw: &str) -> Result<String, String> {
         } else if " \"#+,;<=>\\".contains(next) {
             bytes.push(next as u8);
         } else {
-            return Err(format!("`\\{next}` is not an escape (escape only , + \" \\ < > ; = # and space)"));
+            return Err(format!(
+                "`\\{next}` is not an escape (escape only , + \" \\ < > ; = # and space)"
+            ));
         }
         keep = bytes.len();
     }
@@ -343,22 +353,34 @@ impl FromStr for SubjectAltName {
         };
         let visible = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic());
         match kind.to_ascii_lowercase().as_str() {
-            "dns" if visible(value) && !value.contains(['/', '@', ':']) => Ok(Self::Dns(value.to_owned())),
+            "dns" if visible(value) && !value.contains(['/', '@', ':']) => {
+                Ok(Self::Dns(value.to_owned()))
+            }
             "dns" => Err(bad(format!("DNS:{value} is not a host name"))),
             "ip" => value
                 .parse()
                 .map(Self::Ip)
                 .map_err(|_| bad(format!("IP:{value} is not an IPv4 or IPv6 address"))),
-            "uri" if visible(value)
-                && value.split_once(':').is_some_and(|(scheme, _)| {
-                    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-                }) =>
+            "uri"
+                if visible(value)
+                    && value.split_once(':').is_some_and(|(scheme, _)| {
+                        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                            && scheme
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                    }) =>
             {
                 Ok(Self::Uri(value.to_owned()))
             }
-            "uri" => Err(bad(format!("URI:{value} is not an absolute URI (scheme:…)"))),
-            "email" if visible(value) && value.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty()) => {
+            "uri" => Err(bad(format!(
+                "URI:{value} is not an absolute URI (scheme:…)"
+            ))),
+            "email"
+                if visible(value)
+                    && value
+                        .split_once('@')
+                        .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty()) =>
+            {
                 Ok(Self::Email(value.to_owned()))
             }
             "email" => Err(bad(format!("email:{value} is not an e-mail address"))),
@@ -392,15 +414,17 @@ mod tests {
         assert_eq!(
             der,
             [
-                0x30, 0x19, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x06, 0x13, 0x02, b'F', b'R',
-                0x31, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x01, b'a'
+                0x30, 0x19, 0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x06, 0x13, 0x02, b'F',
+                b'R', 0x31, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x01, b'a'
             ]
         );
     }
 
     #[test]
     fn escapes_and_spaces() {
-        let dn: DistinguishedName = r"CN=a\,b\+c\\d, O = Acme Bank , OU=\ x\ ,L=caf\C3\A9".parse().unwrap();
+        let dn: DistinguishedName = r"CN=a\,b\+c\\d, O = Acme Bank , OU=\ x\ ,L=caf\C3\A9"
+            .parse()
+            .unwrap();
         let values: Vec<&str> = dn.attributes.iter().map(|a| a.value.as_str()).collect();
         assert_eq!(values, [r"a,b+c\d", "Acme Bank", " x ", "café"]);
         assert_eq!(dn.to_string(), r"CN=a\,b\+c\\d,O=Acme Bank,OU=\ x\ ,L=café");
@@ -438,7 +462,15 @@ mod tests {
         assert_eq!(der("IP:::1")[..2], [0x87, 16]);
         assert_eq!(der("email:a@b")[0], 0x81);
         assert_eq!(der("URI:urn:x")[0], 0x86);
-        for bad in ["a.b", "DNS:", "DNS:a b", "IP:1.2.3", "URI:nouri", "email:nobody", "otherName:x"] {
+        for bad in [
+            "a.b",
+            "DNS:",
+            "DNS:a b",
+            "IP:1.2.3",
+            "URI:nouri",
+            "email:nobody",
+            "otherName:x",
+        ] {
             assert!(bad.parse::<SubjectAltName>().is_err(), "{bad:?}");
         }
     }

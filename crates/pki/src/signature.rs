@@ -39,9 +39,8 @@ pub fn default_scheme(key: &PublicKey) -> SignatureScheme {
 /// The DER AlgorithmIdentifier of a signature made with `scheme`.
 #[must_use]
 pub fn algorithm_identifier(scheme: SignatureScheme) -> Vec<u8> {
-    let rsa = |last: u64| {
-        der::sequence(&[&der::oid(&[1, 2, 840, 113_549, 1, 1, last]), &der::null()])
-    };
+    let rsa =
+        |last: u64| der::sequence(&[&der::oid(&[1, 2, 840, 113_549, 1, 1, last]), &der::null()]);
     let ecdsa = |last: u64| der::sequence(&[&der::oid(&[1, 2, 840, 10_045, 4, 3, last])]);
     let pss = |hash: &[u64], salt: u64| {
         let hash_alg = der::sequence(&[&der::oid(hash), &der::null()]);

@@ -68,7 +68,10 @@ fn check_csr(key: &dyn KeyBackend, dir: &Path, name: &str) {
         std::fs::write(&path, csr_pem(&der)).unwrap();
         let path = path.to_str().unwrap();
         let (ok, text) = openssl(&["req", "-verify", "-noout", "-in", path]);
-        assert!(ok && text.contains("verify OK"), "{name} {scheme:?}: {text}");
+        assert!(
+            ok && text.contains("verify OK"),
+            "{name} {scheme:?}: {text}"
+        );
         assert_eq!(
             &public_key_of(&["req", "-pubkey", "-noout", "-in", path]),
             key.public_key(),
@@ -122,7 +125,9 @@ fn check_certificate(key: &dyn KeyBackend, dir: &Path, name: &str, usage: KeyUsa
         );
         let cert = key_provider::Certificate::from_der(&der).unwrap();
         assert_eq!(cert.not_after - cert.not_before, 30 * 86_400 + 300);
-        let (ok, text) = openssl(&["x509", "-text", "-noout", "-nameopt", "RFC2253", "-in", path]);
+        let (ok, text) = openssl(&[
+            "x509", "-text", "-noout", "-nameopt", "RFC2253", "-in", path,
+        ]);
         assert!(ok, "{text}");
         let usage_line = match usage {
             KeyUsage::SignAndDecrypt => "Digital Signature, Key Encipherment",
@@ -168,15 +173,20 @@ fn file_keys_make_requests_and_certificates_openssl_accepts() {
             _ => KeyUsage::Sign,
         };
         check_certificate(key.as_ref(), dir.path(), name, usage);
-        check_certificate(key.as_ref(), dir.path(), &format!("{name}-sign"), KeyUsage::Sign);
+        check_certificate(
+            key.as_ref(),
+            dir.path(),
+            &format!("{name}-sign"),
+            KeyUsage::Sign,
+        );
     }
 }
 
 #[test]
 fn async_signing_gives_the_same_kind_of_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let key =
-        key_provider::file::generate(&dir.path().join("k.pem"), KeySpec::Ec(EcCurve::P256)).unwrap();
+    let key = key_provider::file::generate(&dir.path().join("k.pem"), KeySpec::Ec(EcCurve::P256))
+        .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let der = runtime
         .block_on(CertificateBuilder::new("CN=async".parse().unwrap()).sign_async(&key))
@@ -205,13 +215,22 @@ fn schemes_and_usages_that_do_not_fit_the_key_are_refused() {
         .scheme(Some(SignatureScheme::RsaPkcs1Sha256))
         .sign(&ec)
         .unwrap_err();
-    assert!(err.to_string().contains("not possible with this key"), "{err}");
+    assert!(
+        err.to_string().contains("not possible with this key"),
+        "{err}"
+    );
     let err = CertificateBuilder::new(subject())
         .usage(KeyUsage::SignAndDecrypt)
         .sign(&ec)
         .unwrap_err();
-    assert!(err.to_string().contains("keyEncipherment needs an RSA key"), "{err}");
-    let err = CertificateBuilder::new(subject()).days(0).sign(&ec).unwrap_err();
+    assert!(
+        err.to_string().contains("keyEncipherment needs an RSA key"),
+        "{err}"
+    );
+    let err = CertificateBuilder::new(subject())
+        .days(0)
+        .sign(&ec)
+        .unwrap_err();
     assert!(err.to_string().contains("invalid validity"), "{err}");
 }
 
@@ -229,11 +248,17 @@ fn validity_after_2049_is_generalized_time_and_openssl_reads_it() {
     std::fs::write(&path, certificate_pem(&der)).unwrap();
     let (ok, text) = openssl(&["x509", "-noout", "-dates", "-in", path.to_str().unwrap()]);
     assert!(ok, "{text}");
-    assert!(text.contains("notBefore=Jun  2 23:55:00 2049 GMT"), "{text}");
+    assert!(
+        text.contains("notBefore=Jun  2 23:55:00 2049 GMT"),
+        "{text}"
+    );
     assert!(text.contains("notAfter=Jun  3 00:00:00 2050 GMT"), "{text}");
     let contains = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
     assert!(contains(b"\x17\x0d490602235500Z"), "notBefore as UTCTime");
-    assert!(contains(b"\x18\x0f20500603000000Z"), "notAfter as GeneralizedTime");
+    assert!(
+        contains(b"\x18\x0f20500603000000Z"),
+        "notAfter as GeneralizedTime"
+    );
 }
 
 #[cfg(feature = "pkcs11")]
@@ -253,8 +278,9 @@ fn softhsm_keys_make_requests_and_certificates_openssl_accepts() {
             KeySpec::Rsa(_) => KeyUsage::SignAndDecrypt,
             _ => KeyUsage::Sign,
         };
-        let key = key_provider::pkcs11::generate_with_usage(&token.uri(name), spec, usage, &options)
-            .unwrap();
+        let key =
+            key_provider::pkcs11::generate_with_usage(&token.uri(name), spec, usage, &options)
+                .unwrap();
         assert_eq!(key.backend_name(), "pkcs11");
         check_csr(key.as_ref(), dir.path(), name);
         check_certificate(key.as_ref(), dir.path(), name, usage);

@@ -21,7 +21,10 @@ use super::key::{ObjectSelector, Reached, find_private_key, hex, reach, read_pub
 use super::{AUDIT_TARGET, BACKEND};
 
 /// The private key's `CKA_ID` and `CKA_LABEL`: the certificate's names.
-fn names_of(session: &Session, key: ObjectHandle) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), Failure> {
+fn names_of(
+    session: &Session,
+    key: ObjectHandle,
+) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), Failure> {
     let mut id = None;
     let mut label = None;
     for attribute in session.get_attributes(key, &[AttributeType::Id, AttributeType::Label])? {
@@ -154,7 +157,10 @@ pub fn store_certificate(
 /// # Errors
 /// [`KeyError::Ambiguous`] when the token holds several certificates for the key; the errors of
 /// [`open`](super::open).
-pub fn read_certificate(uri: &Pkcs11Uri, options: &OpenOptions) -> Result<Option<Vec<u8>>, KeyError> {
+pub fn read_certificate(
+    uri: &Pkcs11Uri,
+    options: &OpenOptions,
+) -> Result<Option<Vec<u8>>, KeyError> {
     let selector = ObjectSelector::from_uri(uri);
     let Reached { token, pin, wait } = reach(uri, options)?;
     let result = token.run(pin.as_ref(), wait, false, |session, _| {
@@ -175,7 +181,11 @@ pub fn read_certificate(uri: &Pkcs11Uri, options: &OpenOptions) -> Result<Option
             many => Err(Failure::Key(KeyError::Ambiguous {
                 backend: BACKEND,
                 what: "certificate",
-                searched: format!("the key with {} in {}", selector.describe(), token.description()),
+                searched: format!(
+                    "the key with {} in {}",
+                    selector.describe(),
+                    token.description()
+                ),
                 count: many.len(),
             })),
         }

@@ -49,9 +49,9 @@ use std::sync::Arc;
 
 use crate::{KeyBackend, KeyError, OpenOptions, Pkcs11Uri};
 
+pub use certificate::{read_certificate, store_certificate};
 #[doc(hidden)]
 pub use generate::{RsaPrivateComponents, import_private_key};
-pub use certificate::{read_certificate, store_certificate};
 pub use generate::{generate, generate_with_usage};
 
 /// The environment variable naming the PKCS#11 module when neither the URI nor the options do.
