@@ -20,11 +20,11 @@ use super::errors::Failure;
 use super::key::{ObjectSelector, Reached, find_private_key, hex, reach, read_public_key};
 use super::{AUDIT_TARGET, BACKEND};
 
+/// An attribute's bytes, when the object has it (non-empty).
+type Bytes = Option<Vec<u8>>;
+
 /// The private key's `CKA_ID` and `CKA_LABEL`: the certificate's names.
-fn names_of(
-    session: &Session,
-    key: ObjectHandle,
-) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), Failure> {
+fn names_of(session: &Session, key: ObjectHandle) -> Result<(Bytes, Bytes), Failure> {
     let mut id = None;
     let mut label = None;
     for attribute in session.get_attributes(key, &[AttributeType::Id, AttributeType::Label])? {
