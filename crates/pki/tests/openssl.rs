@@ -4,6 +4,9 @@
 //! keybound-pki`) on SoftHSM; the SubjectPublicKeyInfo inside is the backend's public key; `openssl … -text`
 //! shows the subject, the alternative names and the key usage asked for.
 
+// The keys are made as files (and, with `pkcs11`, in SoftHSM).
+#![cfg(feature = "file")]
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
