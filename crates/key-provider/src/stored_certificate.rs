@@ -56,10 +56,41 @@ pub fn store_certificate(
     match key_ref {
         #[cfg(feature = "file")]
         KeyRef::File(path) => {
-            let certificate = Certificate::from_der(der)?;
-            let key = crate::file::load(path, options.allow_insecure_permissions)?;
-            check_key(&certificate, crate::KeyBackend::public_key(&key), key_ref)?;
-            write_new(&certificate_path(path), &pem_of(der), replace)
+            let started = std::time::Instant::now();
+            let crt = certificate_path(path);
+            let result = (|| {
+                let certificate = Certificate::from_der(der)?;
+                let key = crate::file::load(path, options.allow_insecure_permissions)?;
+                check_key(&certificate, crate::KeyBackend::public_key(&key), key_ref)?;
+                write_new(&crt, &pem_of(der), replace)
+            })();
+            // The same audit event as a token's (module `pkcs11::certificate`), with the file written.
+            let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            match &result {
+                Ok(()) => tracing::info!(
+                    target: crate::AUDIT_TARGET,
+                    backend = "file",
+                    token = "-",
+                    key = %key_ref,
+                    operation = "store certificate",
+                    file = %crt.display(),
+                    outcome = "success",
+                    latency_us,
+                ),
+                Err(error) => tracing::warn!(
+                    target: crate::AUDIT_TARGET,
+                    backend = "file",
+                    token = "-",
+                    key = %key_ref,
+                    operation = "store certificate",
+                    file = %crt.display(),
+                    outcome = "failure",
+                    latency_us,
+                    ckr = "-",
+                    error = %error,
+                ),
+            }
+            result
         }
         #[cfg(feature = "pkcs11")]
         KeyRef::Pkcs11(uri) => crate::pkcs11::store_certificate(uri, der, replace, options),
