@@ -62,9 +62,10 @@ pub struct CertificateArgs {
     #[arg(long)]
     alg: Option<String>,
     /// What the key is for, as `keys generate --usage`: sign (keyUsage digitalSignature), sign,decrypt
-    /// (digitalSignature and keyEncipherment; RSA only) or decrypt (keyEncipherment).
-    #[arg(long, default_value = "sign", value_parser = parse_usage)]
-    usage: KeyUsage,
+    /// (digitalSignature and keyEncipherment; RSA only) or decrypt (keyEncipherment). Default: what a token
+    /// records for the key (CKA_SIGN, CKA_DECRYPT), else sign.
+    #[arg(long, value_parser = parse_usage)]
+    usage: Option<KeyUsage>,
     /// Write the PEM to FILE instead of stdout (atomically; never over an existing file without --force).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,

@@ -304,6 +304,24 @@ fn token_keys_get_certificates_stored_in_the_token() {
     ));
     onboarding_flow(&key, &other, dir.path(), "hsm");
 
+    // Without --usage, the certificate says what the token records: this key was made sign,decrypt.
+    let unasked = common::ok(&common::keybound(
+        &[
+            "keys",
+            "certificate",
+            "--key",
+            &key,
+            "--subject",
+            "CN=unasked",
+        ],
+        None,
+    ));
+    let text = openssl(&["x509", "-noout", "-text"], Some(&unasked));
+    assert!(
+        text.contains("Digital Signature, Key Encipherment"),
+        "{text}"
+    );
+
     // Another tool reads the certificate object: the key's id and label, the same DER.
     let pin = std::fs::read_to_string(&token.pin_file).unwrap();
     let tool = |args: &[&str]| {

@@ -377,6 +377,13 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
         Vec::new()
     }
 
+    /// What the backend records the key may do, when it records it: a PKCS#11 token's `CKA_SIGN` and
+    /// `CKA_DECRYPT` (as `keybound keys generate --usage` set them). `None` by default: a key file or
+    /// variable records no usage (the key can do whatever its type allows).
+    fn usage(&self) -> Option<KeyUsage> {
+        None
+    }
+
     /// Signs `message` (the scheme hashes it). Blocking; see the crate docs.
     ///
     /// # Errors

@@ -8,7 +8,9 @@
 //! - the key's SubjectPublicKeyInfo as the backend reports it;
 //! - extensions: basicConstraints `CA:FALSE` (critical: an end-entity certificate, never an issuer),
 //!   keyUsage (critical) `digitalSignature` for a signing key, plus `keyEncipherment` for
-//!   [`KeyUsage::SignAndDecrypt`] (`keyEncipherment` alone for [`KeyUsage::Decrypt`]), subjectKeyIdentifier
+//!   [`KeyUsage::SignAndDecrypt`] (`keyEncipherment` alone for [`KeyUsage::Decrypt`]) — the usage asked for,
+//!   else the one the backend records ([`KeyBackend::usage`]: a token key made with `--usage sign,decrypt`
+//!   gets both), else signing only —, subjectKeyIdentifier
 //!   (SHA-1 of the subjectPublicKey bits, RFC 5280 §4.2.1.2 method 1), authorityKeyIdentifier with the same
 //!   identifier (self-signed), and subjectAltName when names are given.
 //!
@@ -101,8 +103,9 @@ pub struct CertificateBuilder {
     pub scheme: Option<SignatureScheme>,
     /// Validity in days from now (default [`DEFAULT_DAYS`]).
     pub days: u32,
-    /// What the key is for: sets keyUsage (module docs).
-    pub usage: KeyUsage,
+    /// What the key is for: sets keyUsage (module docs). `None`: what the backend records
+    /// ([`KeyBackend::usage`]), else [`KeyUsage::Sign`].
+    pub usage: Option<KeyUsage>,
     /// The moment the validity is counted from (default: now), in seconds since the epoch.
     pub now: Option<i64>,
 }
@@ -116,7 +119,7 @@ impl CertificateBuilder {
             sans: Vec::new(),
             scheme: None,
             days: DEFAULT_DAYS,
-            usage: KeyUsage::Sign,
+            usage: None,
             now: None,
         }
     }
@@ -142,10 +145,10 @@ impl CertificateBuilder {
         self
     }
 
-    /// Sets the key usage.
+    /// Sets the key usage (`None`: what the backend records, else signing only).
     #[must_use]
-    pub fn usage(mut self, usage: KeyUsage) -> Self {
-        self.usage = usage;
+    pub fn usage(mut self, usage: impl Into<Option<KeyUsage>>) -> Self {
+        self.usage = usage.into();
         self
     }
 
@@ -168,11 +171,11 @@ impl CertificateBuilder {
                 reason: format!("{} days: give 1 to {MAX_DAYS}", self.days),
             });
         }
-        if self.usage.decrypts() && !matches!(public, PublicKey::Rsa { .. }) {
+        let usage = self.usage.or_else(|| key.usage()).unwrap_or_default();
+        if usage.decrypts() && !matches!(public, PublicKey::Rsa { .. }) {
             return Err(PkiError::Key(key_provider::KeyError::WrongKeyType {
                 operation: format!(
-                    "a certificate for usage `{}` (keyEncipherment needs an RSA key)",
-                    self.usage
+                    "a certificate for usage `{usage}` (keyEncipherment needs an RSA key)"
                 ),
                 key: public.describe(),
             }));
@@ -196,10 +199,10 @@ impl CertificateBuilder {
         serial[0] = (serial[0] & 0x7f) | 0x40;
 
         let mut bits = Vec::new();
-        if self.usage.signs() {
+        if usage.signs() {
             bits.push(0); // digitalSignature
         }
-        if self.usage.decrypts() {
+        if usage.decrypts() {
             bits.push(2); // keyEncipherment
         }
         let ski = key_identifier(public);

@@ -105,13 +105,15 @@ fn check_csr(key: &dyn KeyBackend, dir: &Path, name: &str) {
     }
 }
 
-/// Every check of a self-signed certificate made by `key`.
-fn check_certificate(key: &dyn KeyBackend, dir: &Path, name: &str, usage: KeyUsage) {
+/// Every check of a self-signed certificate made by `key`, for `asked` (`None`: the usage the backend
+/// records, else signing only).
+fn check_certificate(key: &dyn KeyBackend, dir: &Path, name: &str, asked: Option<KeyUsage>) {
+    let usage = asked.or_else(|| key.usage()).unwrap_or_default();
     for scheme in schemes(key.public_key()) {
         let mut builder = CertificateBuilder::new(SUBJECT.parse().unwrap())
             .scheme(scheme)
             .days(30)
-            .usage(usage);
+            .usage(asked);
         for san in SANS {
             builder = builder.san(san.parse().unwrap());
         }
@@ -175,13 +177,10 @@ fn file_keys_make_requests_and_certificates_openssl_accepts() {
             KeySpec::Rsa(_) => KeyUsage::SignAndDecrypt,
             _ => KeyUsage::Sign,
         };
-        check_certificate(key.as_ref(), dir.path(), name, usage);
-        check_certificate(
-            key.as_ref(),
-            dir.path(),
-            &format!("{name}-sign"),
-            KeyUsage::Sign,
-        );
+        check_certificate(key.as_ref(), dir.path(), name, Some(usage));
+        // A key file records no usage: signing only unless asked.
+        assert_eq!(key.usage(), None);
+        check_certificate(key.as_ref(), dir.path(), &format!("{name}-sign"), None);
     }
 }
 
@@ -286,6 +285,14 @@ fn softhsm_keys_make_requests_and_certificates_openssl_accepts() {
                 .unwrap();
         assert_eq!(key.backend_name(), "pkcs11");
         check_csr(key.as_ref(), dir.path(), name);
-        check_certificate(key.as_ref(), dir.path(), name, usage);
+        // The token records the usage the key was made for; the certificate says it unless told otherwise.
+        assert_eq!(key.usage(), Some(usage));
+        check_certificate(key.as_ref(), dir.path(), name, None);
+        check_certificate(
+            key.as_ref(),
+            dir.path(),
+            &format!("{name}-sign"),
+            Some(KeyUsage::Sign),
+        );
     }
 }
