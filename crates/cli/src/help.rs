@@ -57,6 +57,17 @@ const FOOTERS: &[(&str, &str, &str)] = &[
          --force) or the key backend failing.",
     ),
     (
+        "keys list",
+        "keybound keys list --key 'pkcs11:token=keybound?pin-source=file:/run/pin'",
+        "Exit codes: 0 listed; 2 usage, configuration or token failure.",
+    ),
+    (
+        "keys delete",
+        "keybound keys delete --key 'pkcs11:token=keybound;object=old-signing;id=%01?pin-source=file:/run/pin'",
+        "Exit codes: 0 deleted; 1 declined at the prompt (nothing deleted); 2 usage, configuration, no \
+         terminal to confirm without --yes, no or several matching keys, or token failure.",
+    ),
+    (
         "jwt sign",
         "echo '{\"sub\":\"example-bank\"}' | keybound jwt sign --key file:lender.pem --alg RS256 --claims - \
          --exp-in 60",

@@ -1,11 +1,24 @@
-//! `keybound keys …`: generate a key in its backend, print its public key (PEM, JWK, JWKS), and export the
-//! `public_key.pem` + `public_key_digest.txt` pair partners ask for at onboarding.
+//! `keybound keys …`: generate a key in its backend, print its public key (PEM, JWK, JWKS), export the
+//! `public_key.pem` + `public_key_digest.txt` pair partners ask for at onboarding, and list and delete the
+//! key pairs of a PKCS#11 token (`keys list`, `keys delete`; the token work is
+//! `key_provider::pkcs11::{list_keys, delete_key}`).
+//!
+//! `keys list --format json` prints one object with stable field names (documented in docs/hsm.md,
+//! "Listing and deleting keys"): `token` {`label`, `serial`} and `keys`, each with `label`, `id` (hex),
+//! `type`, `kty`, `bits`, `curve`, `sign`, `decrypt`, `sensitive`, `extractable`, `always_sensitive`,
+//! `never_extractable`, `public_key_object`, `thumbprint` (RFC 7638) and `certificates` [{`label`,
+//! `subject`}]; `null` where the token does not say.
+//!
+//! `keys list` and `keys delete` work on `pkcs11:` references only. A `file:` or `env:` reference names one
+//! key, not a store of keys: `keys list` refuses it (exit 2) and points to `keys public`, and `keys delete`
+//! refuses it (exit 2): files and variables are deleted with the tools that made them.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 use jose_core::Jwk;
 use key_provider::{EcCurve, KeyRef, KeySpec, KeyUsage, PublicKey};
+use serde::Serialize;
 
 use crate::context::Context;
 use crate::error::{CliError, CliResult};
@@ -25,6 +38,10 @@ pub enum Cmd {
     Certificate(crate::certs::CertificateArgs),
     /// Keep an existing certificate with its key (in the token for pkcs11:, PATH.crt for file:).
     AttachCert(crate::certs::AttachCertArgs),
+    /// List the key pairs in a PKCS#11 token: label, id, type, usage, flags, certificate, thumbprint.
+    List(ListArgs),
+    /// Delete a key pair from its PKCS#11 token: private key, public key and certificates with its CKA_ID.
+    Delete(DeleteArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -132,6 +149,36 @@ pub struct ExportArgs {
     force: bool,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ListFormat {
+    /// A table for people.
+    Table,
+    /// One JSON object (field names documented in docs/hsm.md).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The token: a pkcs11: URI (token=, serial=; object= and/or id= list only the matching keys) with its
+    /// pin-source (login is needed to see private keys), or a configured key name.
+    #[arg(long)]
+    key: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: ListFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The key pair: a pkcs11: URI naming exactly one key (object= and/or id=) with its pin-source, or a
+    /// configured key name.
+    #[arg(long)]
+    key: String,
+    /// Delete without asking (needed when there is no terminal to ask on).
+    #[arg(long)]
+    yes: bool,
+}
+
 pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
     match cmd {
         Cmd::Generate(a) => generate(&a, ctx),
@@ -140,6 +187,8 @@ pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
         Cmd::Csr(a) => crate::certs::csr(&a, ctx),
         Cmd::Certificate(a) => crate::certs::certificate(&a, ctx),
         Cmd::AttachCert(a) => crate::certs::attach_cert(&a, ctx),
+        Cmd::List(a) => list(&a, ctx),
+        Cmd::Delete(a) => delete(&a, ctx),
     }
 }
 
@@ -278,4 +327,389 @@ fn export(a: &ExportArgs, ctx: &Context) -> CliResult {
         pem_path.display(),
         digest_path.display()
     ))
+}
+
+/// The `pkcs11:` URI of a `keys list` / `keys delete` reference; file and env references refused.
+fn token_uri(key_ref: KeyRef, command: &str) -> CliResult<key_provider::Pkcs11Uri> {
+    let described = key_ref.to_string();
+    match key_ref {
+        KeyRef::Pkcs11(uri) => Ok(uri),
+        _ if command == "list" => Err(CliError::usage(format!(
+            "keys list lists the key pairs of a PKCS#11 token (--key 'pkcs11:token=…'); {described} names a \
+             single key, not a token\n  hint: see that key with `keybound keys public --key {described} --format jwk`"
+        ))),
+        KeyRef::File(path) => Err(CliError::usage(format!(
+            "keys delete deletes keys in PKCS#11 tokens; {described} is a key file: delete files yourself \
+             (e.g. `shred -u {}`)",
+            path.display()
+        ))),
+        _ => Err(CliError::usage(format!(
+            "keys delete deletes keys in PKCS#11 tokens; {described} is an environment variable: delete it \
+             yourself, where it is set"
+        ))),
+    }
+}
+
+/// One key pair in `keys list --format json`. The field names are a contract (docs/hsm.md).
+#[derive(Debug, Serialize)]
+struct ListedKey {
+    label: Option<String>,
+    id: String,
+    #[serde(rename = "type")]
+    type_: String,
+    kty: String,
+    bits: Option<usize>,
+    curve: Option<String>,
+    sign: Option<bool>,
+    decrypt: Option<bool>,
+    sensitive: Option<bool>,
+    extractable: Option<bool>,
+    always_sensitive: Option<bool>,
+    never_extractable: Option<bool>,
+    public_key_object: bool,
+    thumbprint: Option<String>,
+    certificates: Vec<ListedCertificate>,
+}
+
+#[derive(Debug, Serialize)]
+struct ListedCertificate {
+    label: Option<String>,
+    subject: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ListedToken {
+    label: String,
+    serial: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Listing {
+    token: ListedToken,
+    keys: Vec<ListedKey>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(feature = "pkcs11")]
+fn listed_key(key: &key_provider::pkcs11::KeyPairInfo) -> ListedKey {
+    use key_provider::pkcs11::KeyKind;
+    let (kty, bits, curve) = match &key.kind {
+        KeyKind::Rsa { bits } => ("RSA".to_owned(), *bits, None),
+        KeyKind::Ec { curve } => (
+            "EC".to_owned(),
+            key.public_key
+                .as_ref()
+                .map(PublicKey::bits)
+                .or(match curve.as_str() {
+                    "P-256" | "secp256k1" => Some(256),
+                    "P-384" => Some(384),
+                    "P-521" => Some(521),
+                    _ => None,
+                }),
+            Some(curve.clone()),
+        ),
+        other => (other.to_string(), None, None),
+    };
+    ListedKey {
+        label: key.label.clone(),
+        id: hex(&key.id),
+        type_: key.kind.to_string(),
+        kty,
+        bits,
+        curve,
+        sign: key.sign,
+        decrypt: key.decrypt,
+        sensitive: key.sensitive,
+        extractable: key.extractable,
+        always_sensitive: key.always_sensitive,
+        never_extractable: key.never_extractable,
+        public_key_object: key.public_key_object,
+        thumbprint: key.public_key.as_ref().map(jose_core::thumbprint),
+        certificates: key
+            .certificates
+            .iter()
+            .map(|c| ListedCertificate {
+                label: c.label.clone(),
+                subject: c.subject.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn yes_no(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "-",
+    }
+}
+
+/// `sign`, `decrypt`, `sign,decrypt`, `none`, or `-` when the token shows neither attribute.
+fn usage_text(sign: Option<bool>, decrypt: Option<bool>) -> String {
+    if sign.is_none() && decrypt.is_none() {
+        return "-".into();
+    }
+    let mut uses = Vec::new();
+    if sign == Some(true) {
+        uses.push("sign");
+    }
+    if decrypt == Some(true) {
+        uses.push("decrypt");
+    }
+    if uses.is_empty() {
+        "none".into()
+    } else {
+        uses.join(",")
+    }
+}
+
+/// The table `keys list` prints: a heading line, then one row per key pair in aligned columns.
+fn table(listing: &Listing) -> String {
+    let token = format!(
+        "token '{}' (serial {})",
+        listing.token.label, listing.token.serial
+    );
+    if listing.keys.is_empty() {
+        return format!("{token}: no key pairs\n");
+    }
+    let mut rows = vec![
+        [
+            "LABEL",
+            "ID",
+            "TYPE",
+            "USAGE",
+            "SENSITIVE",
+            "EXTRACTABLE",
+            "THUMBPRINT",
+            "CERTIFICATE",
+        ]
+        .map(str::to_owned),
+    ];
+    for key in &listing.keys {
+        let certificate = match key.certificates.as_slice() {
+            [] => "-".to_owned(),
+            [one] => one.subject.clone().unwrap_or_else(|| "(no subject)".into()),
+            [first, rest @ ..] => format!(
+                "{} (+{} more)",
+                first.subject.as_deref().unwrap_or("(no subject)"),
+                rest.len()
+            ),
+        };
+        rows.push([
+            key.label.clone().unwrap_or_else(|| "-".into()),
+            if key.id.is_empty() {
+                "-".into()
+            } else {
+                key.id.clone()
+            },
+            key.type_.clone(),
+            usage_text(key.sign, key.decrypt),
+            yes_no(key.sensitive).to_owned(),
+            yes_no(key.extractable).to_owned(),
+            key.thumbprint.clone().unwrap_or_else(|| "-".into()),
+            certificate,
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let count = listing.keys.len();
+    let mut out = format!(
+        "{token}: {count} key pair{}\n",
+        if count == 1 { "" } else { "s" }
+    );
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The token (and key) `keys list` / `keys delete` work on: a `pkcs11:` URI with or without `object=`/`id=`
+/// (given, or a configured key's), else whatever `--key` names, refused unless it is a `pkcs11:` reference.
+fn target_uri(
+    ctx: &Context,
+    arg: Option<&str>,
+    command: &str,
+) -> CliResult<key_provider::Pkcs11Uri> {
+    let raw = arg.or(ctx.settings.key.as_deref());
+    let resolved = raw.and_then(|r| {
+        if r.starts_with("pkcs11:") {
+            Some(r)
+        } else {
+            ctx.settings.keys.get(r).map(String::as_str)
+        }
+    });
+    match resolved {
+        Some(uri) if uri.starts_with("pkcs11:") => Ok(key_provider::Pkcs11Uri::parse_token(uri)?),
+        _ => token_uri(ctx.key_ref(arg)?, command),
+    }
+}
+
+fn list(a: &ListArgs, ctx: &Context) -> CliResult {
+    let uri = target_uri(ctx, a.key.as_deref(), "list")?;
+    #[cfg(feature = "pkcs11")]
+    {
+        let found = key_provider::pkcs11::list_keys(&uri, &ctx.open_options())?;
+        let listing = Listing {
+            token: ListedToken {
+                label: found.token_label,
+                serial: found.token_serial,
+            },
+            keys: found.keys.iter().map(listed_key).collect(),
+        };
+        match a.format {
+            ListFormat::Json => io::print_json(&listing),
+            ListFormat::Table => io::write_stdout(table(&listing).as_bytes()),
+        }
+    }
+    #[cfg(not(feature = "pkcs11"))]
+    {
+        let _ = (uri, a.format, ctx, table, hex, yes_no);
+        Err(CliError::usage(
+            "the pkcs11 backend is not compiled into this keybound (cargo feature `pkcs11`)",
+        ))
+    }
+}
+
+fn delete(a: &DeleteArgs, ctx: &Context) -> CliResult {
+    let uri = target_uri(ctx, Some(&a.key), "delete")?;
+    if uri.object.is_none() && uri.id.is_none() {
+        return Err(CliError::usage(
+            "keys delete needs the key named in --key with `object=` (label) and/or `id=`, not a whole token\n  \
+             hint: see the token's keys with `keybound keys list --key 'pkcs11:token=…'`",
+        ));
+    }
+    #[cfg(feature = "pkcs11")]
+    {
+        let options = ctx.open_options();
+        let found = key_provider::pkcs11::list_keys(&uri, &options)?;
+        let token = format!(
+            "token '{}' (serial {})",
+            found.token_label, found.token_serial
+        );
+        let searched = [
+            uri.object.as_ref().map(|l| format!("label '{l}'")),
+            uri.id.as_ref().map(|id| format!("id {}", hex(id))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
+        let key = match found.keys.as_slice() {
+            [one] => one,
+            [] => {
+                return Err(CliError::usage(format!(
+                    "no key pair with {searched} in {token}\n  hint: see the token's keys with \
+                     `keybound keys list --key 'pkcs11:token={}'`",
+                    found.token_label
+                )));
+            }
+            many => {
+                let names: Vec<String> = many
+                    .iter()
+                    .map(|k| format!("{} ({})", k.describe(), k.kind))
+                    .collect();
+                let mut ids: Vec<&[u8]> = many.iter().map(|k| k.id.as_slice()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let hint = match ids.as_slice() {
+                    [first, ..] if ids.len() == many.len() && !first.is_empty() => {
+                        let mut example = uri.clone();
+                        example.id = Some(first.to_vec());
+                        format!("name one by its id (`id=`), e.g. --key '{example}'")
+                    }
+                    _ => "these keys have no distinct ids (`CKA_ID`), so no reference can tell them apart: \
+                          give them distinct ids first (`pkcs11-tool --set-id`)"
+                        .to_owned(),
+                };
+                return Err(CliError::usage(format!(
+                    "{} key pairs match {searched} in {token}: {}; refusing to choose\n  hint: {hint}",
+                    many.len(),
+                    names.join("; ")
+                )));
+            }
+        };
+        let what = format!(
+            "{} ({}{}) from {token}",
+            key.describe(),
+            key.kind,
+            key.public_key
+                .as_ref()
+                .map(|p| format!(", thumbprint {}", jose_core::thumbprint(p)))
+                .unwrap_or_default()
+        );
+        if !a.yes {
+            let mut objects = vec!["private key".to_owned()];
+            if key.public_key_object {
+                objects.push("public key".into());
+            }
+            match key.certificates.len() {
+                0 => {}
+                1 => objects.push("certificate".into()),
+                n => objects.push(format!("{n} certificates")),
+            }
+            confirm(&format!("delete key pair {what} ({})?", objects.join(", ")))?;
+        }
+        // Exactly the key pair shown: its own id (and label), not the reference that found it.
+        let mut exact = uri.clone();
+        if !key.id.is_empty() {
+            exact.id = Some(key.id.clone());
+        }
+        exact.object.clone_from(&key.label);
+        let deleted = key_provider::pkcs11::delete_key(&exact, &options)?;
+        io::print_line(&format!(
+            "deleted key pair {what}: private key, {} public key object(s), {} certificate(s)",
+            deleted.public_key_objects, deleted.certificates
+        ))
+    }
+    #[cfg(not(feature = "pkcs11"))]
+    {
+        let _ = (a.yes, ctx);
+        Err(CliError::usage(
+            "the pkcs11 backend is not compiled into this keybound (cargo feature `pkcs11`)",
+        ))
+    }
+}
+
+/// Asks `question` on the terminal; Ok only for `y` or `yes`. Without a terminal on standard input, refuses
+/// (exit 2): nothing is deleted unasked.
+#[cfg(feature = "pkcs11")]
+fn confirm(question: &str) -> CliResult {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(CliError::usage(
+            "not deleted: standard input is not a terminal, so there is no one to confirm the deletion\n  \
+             hint: pass --yes to delete without asking",
+        ));
+    }
+    let mut stderr = std::io::stderr().lock();
+    write!(stderr, "{question} [y/N] ")
+        .and_then(|()| stderr.flush())
+        .map_err(|e| CliError::usage(format!("cannot write to the terminal: {e}")))?;
+    drop(stderr);
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::usage(format!("cannot read the answer: {e}")))?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(CliError::rejected("not deleted (the answer was not `y`)")),
+    }
 }

@@ -1,6 +1,6 @@
 //! # keybound
 //!
-//! The command-line tool over keybound's crates: keys (generate, public, export), JWT (sign, verify, decode),
+//! The command-line tool over keybound's crates: keys (generate, public, export; list and delete in a token), JWT (sign, verify, decode),
 //! JWE (encrypt, decrypt), and the partner flows. Every private-key operation goes through a key reference
 //! (`file:PATH`, `env:VAR`, `pkcs11:…`), so the same commands work with files and HSMs.
 //!
@@ -83,7 +83,7 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Generate keys, print public keys, export them for partner onboarding.
+    /// Generate keys, print public keys, export them for partner onboarding, list and delete token keys.
     #[command(subcommand)]
     Keys(keys::Cmd),
     /// Sign, verify and decode JWTs.

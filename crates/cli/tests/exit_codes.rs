@@ -324,6 +324,16 @@ fn one_exit_code_rule_for_every_command() {
         "no certificate kept",
         &["keys", "public", "--key", &key, "--format", "cert"],
     );
+    t.row(
+        2,
+        "a key file is not a token",
+        &["keys", "list", "--key", &key],
+    );
+    t.row(
+        2,
+        "a key file is not deleted by keybound",
+        &["keys", "delete", "--key", &key, "--yes"],
+    );
     // jwt
     t.row(
         2,

@@ -1,5 +1,6 @@
 //! Audit events: one `tracing` event under target [`AUDIT_TARGET`] (`keybound::audit`) per private-key
-//! operation (sign, decrypt) of every backend, per PKCS#11 login attempt, and per key created in a token.
+//! operation (sign, decrypt) of every backend, per PKCS#11 login attempt, and per key created in or deleted
+//! from a token.
 //! INFO on success, WARN on failure.
 //!
 //! Every operation event carries the same fields, whatever the backend, so one parser reads them all:

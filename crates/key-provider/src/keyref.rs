@@ -310,7 +310,26 @@ fn set_once<T>(slot: &mut Option<T>, attr: &str, value: T) -> Result<(), KeyErro
 impl FromStr for Pkcs11Uri {
     type Err = KeyError;
 
+    /// Parses a key reference: `object=` and/or `id=` must name the key.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let uri = Self::parse_token(s)?;
+        if uri.object.is_none() && uri.id.is_none() {
+            return Err(KeyError::invalid_ref(
+                "a pkcs11 key reference needs `object=` (label) and/or `id=`",
+            ));
+        }
+        Ok(uri)
+    }
+}
+
+impl Pkcs11Uri {
+    /// Parses a URI that names a token, with or without `object=` / `id=` (as strictly as a key reference
+    /// otherwise): what `keybound keys list` takes, e.g. `pkcs11:token=keybound?pin-source=file:/run/pin`.
+    /// Opening a key needs a key reference ([`FromStr`]).
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidKeyRef`] as for a key reference, except for a missing `object=` / `id=`.
+    pub fn parse_token(s: &str) -> Result<Self, KeyError> {
         let rest = s
             .strip_prefix("pkcs11:")
             .ok_or_else(|| KeyError::invalid_ref("a PKCS#11 URI starts with `pkcs11:`"))?;
@@ -439,11 +458,6 @@ impl FromStr for Pkcs11Uri {
                 "give either `pin-source` or `pin-value`, not both",
             ));
         }
-        if uri.object.is_none() && uri.id.is_none() {
-            return Err(KeyError::invalid_ref(
-                "a pkcs11 key reference needs `object=` (label) and/or `id=`",
-            ));
-        }
         Ok(uri)
     }
 }
@@ -535,6 +549,23 @@ mod tests {
             "pkcs11:object=a;id=",
         ] {
             assert!(bad.parse::<Pkcs11Uri>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_uris_for_listing() {
+        let u = Pkcs11Uri::parse_token("pkcs11:token=a?pin-source=env:PIN").unwrap();
+        assert_eq!((u.token.as_deref(), u.object.as_deref()), (Some("a"), None));
+        assert_eq!(u.pin_source, Some(PinSource::Env("PIN".into())));
+        assert_eq!(u.to_string(), "pkcs11:token=a?pin-source=env:PIN");
+        let narrowed = Pkcs11Uri::parse_token("pkcs11:token=a;id=%01").unwrap();
+        assert_eq!(narrowed.id, Some(vec![1]));
+        for bad in [
+            "pkcs11:objekt=a",
+            "pkcs11:token=a;token=b",
+            "pkcs11:token=a?foo=bar",
+        ] {
+            assert!(Pkcs11Uri::parse_token(bad).is_err(), "{bad}");
         }
     }
 

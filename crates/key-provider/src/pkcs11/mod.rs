@@ -25,6 +25,12 @@
 //! opened with a warning ([`KeyBackend::warnings`], and a `tracing` WARN event), or refused with
 //! [`KeyError::KeyExtractable`] when [`OpenOptions::require_non_extractable`] is set.
 //!
+//! ## Managing keys
+//! [`generate`] / [`generate_with_usage`] make a key pair in the token; [`list_keys`] lists the token's key
+//! pairs (label, id, type and size, usage, sensitive/extractable, certificates) and [`delete_key`] deletes
+//! one (private key, public key objects and certificates with its `CKA_ID`); module `inventory` documents
+//! both.
+//!
 //! ## What happens inside
 //! Module `key` documents the mechanisms and the audit events, module `token` the sessions, login, and
 //! recovery when the HSM drops sessions. In short: one initialised context per module per process (never finalised),
@@ -37,6 +43,7 @@
 mod certificate;
 mod errors;
 mod generate;
+mod inventory;
 mod key;
 mod module;
 mod pin;
@@ -53,12 +60,15 @@ pub use certificate::{read_certificate, store_certificate};
 #[doc(hidden)]
 pub use generate::{RsaPrivateComponents, import_private_key};
 pub use generate::{generate, generate_with_usage};
+pub use inventory::{
+    CertificateInfo, DeletedKey, KeyKind, KeyPairInfo, TokenKeys, delete_key, list_keys,
+};
 
 /// The environment variable naming the PKCS#11 module when neither the URI nor the options do.
 pub const MODULE_ENV: &str = "KEYBOUND_PKCS11_MODULE";
 
-/// The `tracing` target of the audit events (one per sign, decrypt, login attempt, generate or import):
-/// [`crate::AUDIT_TARGET`], the same for every backend, re-exported here.
+/// The `tracing` target of the audit events (one per sign, decrypt, login attempt, generate, import or
+/// delete): [`crate::AUDIT_TARGET`], the same for every backend, re-exported here.
 pub use crate::audit::AUDIT_TARGET;
 
 /// The backend name, as [`KeyBackend::backend_name`] reports it.

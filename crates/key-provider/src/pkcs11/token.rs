@@ -349,6 +349,16 @@ impl Token {
         &self.description
     }
 
+    /// The token's label.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The token's serial number.
+    pub(crate) fn serial(&self) -> &str {
+        &self.serial
+    }
+
     /// One object creation at a time in this token, within this process. It makes "label and id are free"
     /// and the creation one step for the callers of this process, and works around SoftHSM's file object
     /// store, which fails concurrent `C_GenerateKeyPair` / `C_CreateObject` calls on one token with
