@@ -1,5 +1,7 @@
 //! `keybound keys …`: generate a key in its backend, print its public key (PEM, JWK, JWKS), export the
-//! `public_key.pem` + `public_key_digest.txt` pair partners ask for at onboarding, and list and delete the
+//! `public_key.pem` + `public_key_digest.txt` pair partners ask for at onboarding, make CSRs and certificates
+//! through the key's backend and keep a certificate with its key (`keys csr`, `keys certificate`,
+//! `keys attach-cert`, `keys public --format cert`: module `certs`), and list and delete the
 //! key pairs of a PKCS#11 token (`keys list`, `keys delete`; the token work is
 //! `key_provider::pkcs11::{list_keys, delete_key}`).
 //!

@@ -322,6 +322,33 @@ fn token_keys_get_certificates_stored_in_the_token() {
         "{text}"
     );
 
+    // `keys list` sees the key's certificate (one object, for the kept certificate: --force replaced).
+    let mut whole_token = token.uri("issuer");
+    whole_token.object = None;
+    let listed: serde_json::Value = serde_json::from_str(&common::ok(&common::keybound(
+        &[
+            "keys",
+            "list",
+            "--key",
+            &whole_token.to_string(),
+            "--format",
+            "json",
+        ],
+        None,
+    )))
+    .unwrap();
+    let issuer = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["label"] == "issuer")
+        .unwrap();
+    assert_eq!(
+        issuer["certificates"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+
     // Another tool reads the certificate object: the key's id and label, the same DER.
     let pin = std::fs::read_to_string(&token.pin_file).unwrap();
     let tool = |args: &[&str]| {
