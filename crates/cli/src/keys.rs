@@ -271,9 +271,6 @@ pub fn public_jwk(public: &PublicKey) -> CliResult<Jwk> {
 }
 
 fn public(a: &PublicArgs, ctx: &Context) -> CliResult {
-    if let PublicFormat::Cert = a.format {
-        return crate::certs::print_stored(a.key.as_deref(), ctx);
-    }
     let key = ctx.open_key(a.key.as_deref())?;
     let public = key.public_key();
     // With a certificate kept with the key, the JWK carries it (x5c, x5t#S256).
@@ -287,9 +284,8 @@ fn public(a: &PublicArgs, ctx: &Context) -> CliResult {
     match a.format {
         PublicFormat::Pem => io::write_stdout(public.to_spki_pem().as_bytes()),
         PublicFormat::Jwk => io::print_json(&jwk()?),
-        PublicFormat::Jwks | PublicFormat::Cert => {
-            io::print_json(&jose_core::Jwks { keys: vec![jwk()?] })
-        }
+        PublicFormat::Jwks => io::print_json(&jose_core::Jwks { keys: vec![jwk()?] }),
+        PublicFormat::Cert => crate::certs::print_stored(a.key.as_deref(), ctx),
     }
 }
 

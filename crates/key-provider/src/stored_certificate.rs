@@ -10,6 +10,9 @@
 //! the key's public key), and one that is there already is replaced only when the caller asks. A `PATH.crt`
 //! is written like every file keybound writes: to a temporary file first, then linked into place (never
 //! over an existing file unless replacing), so it appears whole or not at all.
+//!
+//! Both functions block (file I/O, token calls); from async code run them with `tokio::task::spawn_blocking`,
+//! as the signatures themselves are made with `KeyBackend::sign_async`.
 
 #[cfg(feature = "file")]
 use std::path::{Path, PathBuf};
