@@ -213,8 +213,8 @@ fn import_objects(
             Attribute::Token(true),
             Attribute::Private(false),
             Attribute::Subject(parsed.subject_der()),
-            Attribute::Issuer(parsed.issuer_name_der()),
-            Attribute::SerialNumber(parsed.serial_number_der()),
+            Attribute::Issuer(parsed.issuer_der()),
+            Attribute::SerialNumber(parsed.serial_der()),
             Attribute::Value(der_bytes.to_vec()),
         ];
         template.extend(names.iter().cloned());
