@@ -238,7 +238,10 @@ fn header_str<'a>(header: &'a Map<String, Value>, name: &str) -> Result<&'a str,
             WHAT,
             format!("header `{name}` is not a string"),
         )),
-        None => Err(FlexError::malformed(WHAT, format!("header has no `{name}`"))),
+        None => Err(FlexError::malformed(
+            WHAT,
+            format!("header has no `{name}`"),
+        )),
     }
 }
 

@@ -67,7 +67,11 @@ impl Setup {
             .sim
             .click_to_pay(&self.context, &self.psp.public_key().to_spki_pem(), c2p)
             .unwrap();
-        let ctx = self.client.verify_capture_context(&self.context).await.unwrap();
+        let ctx = self
+            .client
+            .verify_capture_context(&self.context)
+            .await
+            .unwrap();
         let token = self
             .client
             .verify_transient_token(&ctx, &s.transient_token)
@@ -125,11 +129,18 @@ async fn simulator_epc_opens_through_the_file_key_and_verifies_with_the_jwks() {
     assert_eq!(opened.header().aud, "uc_agnostic_portfolio_valid");
     assert_eq!(opened.header().cty, "JWT");
     assert_eq!(
-        token.claims().payment_credentials_reference.as_ref().unwrap()["uc_agnostic_portfolio_valid"],
+        token
+            .claims()
+            .payment_credentials_reference
+            .as_ref()
+            .unwrap()["uc_agnostic_portfolio_valid"],
         opened.header().jti.as_str()
     );
     let claims = opened.claims();
-    assert_eq!(claims.iss.as_deref(), Some(flex_simulator::CREDENTIALS_ISSUER));
+    assert_eq!(
+        claims.iss.as_deref(),
+        Some(flex_simulator::CREDENTIALS_ISSUER)
+    );
     assert_eq!(
         claims.extra["paymentInformation"]["tokenizedCard"]["number"],
         PAN
@@ -192,7 +203,12 @@ async fn header_and_binding_are_checked_before_decryption() {
     );
 
     // The expected portfolio is named and the token's one differs.
-    let err = rejected(&s, &c2p(), &OpenOptions::new().portfolio("merchant_portfolio")).await;
+    let err = rejected(
+        &s,
+        &c2p(),
+        &OpenOptions::new().portfolio("merchant_portfolio"),
+    )
+    .await;
     assert!(matches!(err, FlexError::Credentials(_)), "{err:?}");
 
     let mut unbound = c2p();
@@ -221,15 +237,20 @@ async fn tampered_or_foreign_epc_is_refused() {
     let ct = &mut parts[3];
     let flipped = if ct.starts_with('A') { "B" } else { "A" };
     ct.replace_range(0..1, flipped);
-    let err = open_credentials(&parts.join("."), s.psp.as_ref(), &token, &OpenOptions::new())
-        .unwrap_err();
+    let err = open_credentials(
+        &parts.join("."),
+        s.psp.as_ref(),
+        &token,
+        &OpenOptions::new(),
+    )
+    .unwrap_err();
     assert!(
         matches!(err, FlexError::Jose(JoseError::DecryptionFailed)),
         "{err:?}"
     );
     // The EPC of another payment, with this payment's transient token: not bound.
     let (_, other_epc) = s.session(&c2p()).await;
-    let err = open_credentials(&other_epc, s.psp.as_ref(), &token, &OpenOptions::new())
-        .unwrap_err();
+    let err =
+        open_credentials(&other_epc, s.psp.as_ref(), &token, &OpenOptions::new()).unwrap_err();
     assert!(matches!(err, FlexError::Credentials(_)), "{err:?}");
 }

@@ -149,7 +149,10 @@ impl FlexSimulator {
         if let Some(cty) = &session.cty {
             header.set_content_type(cty.clone());
         }
-        let aud = session.header_aud.clone().unwrap_or(session.portfolio.clone());
+        let aud = session
+            .header_aud
+            .clone()
+            .unwrap_or(session.portfolio.clone());
         let jti = session.header_jti.clone().unwrap_or(reference.clone());
         for (name, value) in [
             ("aud", json!(aud)),
