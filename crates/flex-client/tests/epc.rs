@@ -50,8 +50,7 @@ async fn setup() -> Setup {
         &format!("file:{}", path.display()).parse().unwrap(),
         &Default::default(),
     )
-    .unwrap()
-    .into();
+    .unwrap();
     Setup {
         sim,
         client,
