@@ -490,3 +490,74 @@ fn finish(
         signature,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transient_token::{TransientToken, TransientTokenClaims};
+
+    const SEED_EPC: &str = include_str!("../tests/fixtures/seed001_epc.jwe");
+    const SEED_TOKEN: &str = include_str!("../tests/fixtures/seed001_transient_token.jwt");
+
+    fn seed_token() -> VerifiedTransientToken {
+        let token = crate::capture_context::normalize_compact(SEED_TOKEN);
+        let payload = jose_core::b64::decode("claims", token.split('.').nth(1).unwrap()).unwrap();
+        let claims = TransientTokenClaims::from_json(&payload).unwrap();
+        VerifiedTransientToken {
+            token: TransientToken::new(&token),
+            kid: "seed".into(),
+            alg: JwsAlgorithm::RS256,
+            claims,
+            raw_claims: Map::new(),
+        }
+    }
+
+    fn seed_header() -> Map<String, Value> {
+        let epc = crate::capture_context::normalize_compact(SEED_EPC);
+        let bytes = jose_core::b64::decode("header", epc.split('.').next().unwrap()).unwrap();
+        jose_core::json::parse_object("header", &bytes).unwrap()
+    }
+
+    /// The seed document's own EPC token and transient token: the header is accepted and bound while it was
+    /// valid, expired after its `exp`, and refused for another portfolio or another token.
+    #[test]
+    fn seed_epc_header_is_bound_to_the_seed_transient_token() {
+        let token = seed_token();
+        let header = seed_header();
+        let issued = token.claims().iat;
+        let checked = check_header(&header, &token, &OpenOptions::new(), issued + 60).unwrap();
+        assert_eq!(checked.aud, "uc_agnostic_portfolio_valid");
+        assert_eq!(checked.jti, "Wie23cAKtFnQeIzjx4EQx");
+        assert_eq!(checked.kid.as_deref(), Some("20230514-draft-psp-encrypt"));
+        assert_eq!(checked.sub.as_deref(), Some("uc_agnostic_valid001"));
+        assert!(matches!(
+            check_header(&header, &token, &OpenOptions::new(), checked.exp + 1),
+            Err(FlexError::Expired { .. })
+        ));
+        let other = OpenOptions::new().portfolio("another_portfolio");
+        assert!(matches!(
+            check_header(&header, &token, &other, issued),
+            Err(FlexError::Credentials(_))
+        ));
+        let mut moved = header.clone();
+        moved.insert("jti".into(), Value::from("AnotherReference0000"));
+        assert!(matches!(
+            check_header(&moved, &token, &OpenOptions::new(), issued),
+            Err(FlexError::Credentials(_))
+        ));
+        for (name, value) in [("alg", "RSA-OAEP"), ("enc", "A128GCM"), ("cty", "JSON")] {
+            let mut bent = header.clone();
+            bent.insert(name.into(), Value::from(value));
+            assert!(
+                matches!(
+                    check_header(&bent, &token, &OpenOptions::new(), issued),
+                    Err(FlexError::Malformed { .. })
+                ),
+                "{name}"
+            );
+        }
+        let mut no_exp = header;
+        no_exp.remove("exp");
+        assert!(check_header(&no_exp, &token, &OpenOptions::new(), issued).is_err());
+    }
+}

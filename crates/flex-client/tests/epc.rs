@@ -253,3 +253,34 @@ async fn tampered_or_foreign_epc_is_refused() {
         open_credentials(&other_epc, s.psp.as_ref(), &token, &OpenOptions::new()).unwrap_err();
     assert!(matches!(err, FlexError::Credentials(_)), "{err:?}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_key_is_not_used_before_the_header_and_binding_pass() {
+    // An EC key cannot unwrap an RSA-OAEP-256 key: whenever the key is used, the answer is `NoKey`. The
+    // header and binding rejections come first, so they are what a bad EPC token gets.
+    let s = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ec.pem");
+    key_provider::file::generate(&path, KeySpec::Ec(key_provider::EcCurve::P256)).unwrap();
+    let ec = key_provider::open(
+        &format!("file:{}", path.display()).parse().unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let (token, epc) = s.session(&c2p()).await;
+    let err = open_credentials(&epc, ec.as_ref(), &token, &OpenOptions::new()).unwrap_err();
+    assert!(
+        matches!(err, FlexError::Jose(JoseError::NoKey { .. })),
+        "{err:?}"
+    );
+    let mut expired = c2p();
+    expired.epc_ttl_secs = -120;
+    let (token, epc) = s.session(&expired).await;
+    let err = open_credentials(&epc, ec.as_ref(), &token, &OpenOptions::new()).unwrap_err();
+    assert!(matches!(err, FlexError::Expired { .. }), "{err:?}");
+    let mut unbound = c2p();
+    unbound.header_jti = Some("NotTheReference00000".into());
+    let (token, epc) = s.session(&unbound).await;
+    let err = open_credentials(&epc, ec.as_ref(), &token, &OpenOptions::new()).unwrap_err();
+    assert!(matches!(err, FlexError::Credentials(_)), "{err:?}");
+}
