@@ -1,6 +1,7 @@
 //! `keybound flex …`: Cybersource / Visa Acceptance Flex v2 from the command line — request a capture context
 //! with merchant authentication (JWT through a key reference, or HTTP Signature with a shared secret), verify
-//! it, tokenize card data against it, and verify the transient token.
+//! it, tokenize card data against it, verify the transient token, and open the Click to Pay encrypted payment
+//! credentials (EPC) it refers to with the PSP's key (`open-credentials`: the credentials go to stdout only).
 //!
 //! Every flag can also come from the `[flex]` section of the configuration file or from
 //! `KEYBOUND_FLEX__<SETTING>` environment variables; flags win:
