@@ -39,6 +39,24 @@ const FOOTERS: &[(&str, &str, &str)] = &[
         EXIT_MAKE,
     ),
     (
+        "keys csr",
+        "keybound keys csr --key 'pkcs11:token=keybound;object=issuer' --subject 'CN=acmebank,O=Acme Bank,C=FR' \
+         --out issuer.csr",
+        EXIT_MAKE,
+    ),
+    (
+        "keys certificate",
+        "keybound keys certificate --key 'pkcs11:token=keybound;object=issuer' --subject 'CN=acmebank,C=FR' \
+         --days 730 --store --out issuer.crt",
+        EXIT_MAKE,
+    ),
+    (
+        "keys attach-cert",
+        "keybound keys attach-cert --key 'pkcs11:token=keybound;object=issuer' --cert issued-by-thales.pem",
+        "Exit codes: 0 stored; 2 usage, I/O, a certificate that is not the key's, one already kept (without \
+         --force) or the key backend failing.",
+    ),
+    (
         "keys list",
         "keybound keys list --key 'pkcs11:token=keybound?pin-source=file:/run/pin'",
         "Exit codes: 0 listed; 2 usage, configuration or token failure.",

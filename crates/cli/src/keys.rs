@@ -1,5 +1,7 @@
 //! `keybound keys …`: generate a key in its backend, print its public key (PEM, JWK, JWKS), export the
-//! `public_key.pem` + `public_key_digest.txt` pair partners ask for at onboarding, and list and delete the
+//! `public_key.pem` + `public_key_digest.txt` pair partners ask for at onboarding, make CSRs and certificates
+//! through the key's backend and keep a certificate with its key (`keys csr`, `keys certificate`,
+//! `keys attach-cert`, `keys public --format cert`: module `certs`), and list and delete the
 //! key pairs of a PKCS#11 token (`keys list`, `keys delete`; the token work is
 //! `key_provider::pkcs11::{list_keys, delete_key}`).
 //!
@@ -32,6 +34,12 @@ pub enum Cmd {
     Public(PublicArgs),
     /// Write public_key.pem and public_key_digest.txt (as `openssl dgst -sha256`) into --out-dir.
     Export(ExportArgs),
+    /// Make a PKCS#10 certificate signing request (PEM), signed by the key's backend.
+    Csr(crate::certs::CsrArgs),
+    /// Make a self-signed X.509 certificate (PEM), signed by the key's backend; --store keeps it with the key.
+    Certificate(crate::certs::CertificateArgs),
+    /// Keep an existing certificate with its key (in the token for pkcs11:, PATH.crt for file:).
+    AttachCert(crate::certs::AttachCertArgs),
     /// List the key pairs in a PKCS#11 token: label, id, type, usage, flags, certificate, thumbprint.
     List(ListArgs),
     /// Delete a key pair from its PKCS#11 token: private key, public key and certificates with its CKA_ID.
@@ -116,6 +124,8 @@ pub enum PublicFormat {
     Jwk,
     /// JWKS holding that JWK.
     Jwks,
+    /// The certificate kept with the key (keys certificate --store, keys attach-cert).
+    Cert,
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +186,9 @@ pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
         Cmd::Generate(a) => generate(&a, ctx),
         Cmd::Public(a) => public(&a, ctx),
         Cmd::Export(a) => export(&a, ctx),
+        Cmd::Csr(a) => crate::certs::csr(&a, ctx),
+        Cmd::Certificate(a) => crate::certs::certificate(&a, ctx),
+        Cmd::AttachCert(a) => crate::certs::attach_cert(&a, ctx),
         Cmd::List(a) => list(&a, ctx),
         Cmd::Delete(a) => delete(&a, ctx),
     }
@@ -260,12 +273,19 @@ pub fn public_jwk(public: &PublicKey) -> CliResult<Jwk> {
 fn public(a: &PublicArgs, ctx: &Context) -> CliResult {
     let key = ctx.open_key(a.key.as_deref())?;
     let public = key.public_key();
+    // With a certificate kept with the key, the JWK carries it (x5c, x5t#S256).
+    let jwk = || -> CliResult<Jwk> {
+        let mut jwk = public_jwk(public)?;
+        if let Some(der) = crate::certs::stored(a.key.as_deref(), ctx)? {
+            crate::certs::add_x5c(&mut jwk, &der);
+        }
+        Ok(jwk)
+    };
     match a.format {
         PublicFormat::Pem => io::write_stdout(public.to_spki_pem().as_bytes()),
-        PublicFormat::Jwk => io::print_json(&public_jwk(public)?),
-        PublicFormat::Jwks => io::print_json(&jose_core::Jwks {
-            keys: vec![public_jwk(public)?],
-        }),
+        PublicFormat::Jwk => io::print_json(&jwk()?),
+        PublicFormat::Jwks => io::print_json(&jose_core::Jwks { keys: vec![jwk()?] }),
+        PublicFormat::Cert => crate::certs::print_stored(a.key.as_deref(), ctx),
     }
 }
 

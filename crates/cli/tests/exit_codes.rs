@@ -247,6 +247,85 @@ fn one_exit_code_rule_for_every_command() {
     );
     t.row(
         2,
+        "subject that is not a name",
+        &["keys", "csr", "--key", &key, "--subject", "acmebank"],
+    );
+    t.row(
+        2,
+        "ES256 with an RSA key",
+        &[
+            "keys",
+            "csr",
+            "--key",
+            &key,
+            "--subject",
+            "CN=a",
+            "--alg",
+            "ES256",
+        ],
+    );
+    t.row(
+        2,
+        "bad --san",
+        &[
+            "keys",
+            "certificate",
+            "--key",
+            &key,
+            "--subject",
+            "CN=a",
+            "--san",
+            "IP:300.1.1.1",
+        ],
+    );
+    t.row(
+        2,
+        "--days 0",
+        &[
+            "keys",
+            "certificate",
+            "--key",
+            &key,
+            "--subject",
+            "CN=a",
+            "--days",
+            "0",
+        ],
+    );
+    // A certificate of another key is refused.
+    let other_certificate = d.join("other.crt");
+    common::ok(&common::keybound(
+        &[
+            "keys",
+            "certificate",
+            "--key",
+            &other,
+            "--subject",
+            "CN=other",
+            "--out",
+            s(&other_certificate),
+        ],
+        None,
+    ));
+    t.row(
+        2,
+        "another key's certificate",
+        &[
+            "keys",
+            "attach-cert",
+            "--key",
+            &key,
+            "--cert",
+            s(&other_certificate),
+        ],
+    );
+    t.row(
+        2,
+        "no certificate kept",
+        &["keys", "public", "--key", &key, "--format", "cert"],
+    );
+    t.row(
+        2,
         "a key file is not a token",
         &["keys", "list", "--key", &key],
     );
@@ -1143,6 +1222,24 @@ fn hsm_rows(t: &mut Table, dir: &Path, api: &str, thales: &str) -> bool {
         ],
     )
     .stdin(CARD);
+    t.row(
+        2,
+        "HSM refuses to sign",
+        &["keys", "csr", "--key", &no_sign, "--subject", "CN=a"],
+    );
+    t.row(
+        2,
+        "HSM refuses to sign",
+        &[
+            "keys",
+            "certificate",
+            "--key",
+            &no_sign,
+            "--subject",
+            "CN=a",
+            "--store",
+        ],
+    );
     true
 }
 

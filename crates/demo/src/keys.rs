@@ -44,7 +44,7 @@ impl KeyStore {
 
     /// Options for the store's keys: with a token, its module is the configured module (the references'
     /// `module-path=` names it, and key-provider loads no other).
-    fn open_options(&self) -> OpenOptions {
+    pub fn open_options(&self) -> OpenOptions {
         match self {
             Self::Files(_) => OpenOptions::new(),
             Self::Token { module, .. } => OpenOptions::new().pkcs11_module(Some(module.clone())),

@@ -100,11 +100,23 @@ impl Certificate {
         (self.not_before..=self.not_after).contains(&now)
     }
 
-    /// The issuer `Name`, DER-encoded whole (tag and length included), as CMS `IssuerAndSerialNumber`
-    /// (RFC 5652 §10.2.4) names the certificate.
+    /// The DER encoding of the subject `Name` (as PKCS#11's `CKA_SUBJECT` holds it).
     #[must_use]
-    pub fn issuer_name_der(&self) -> Vec<u8> {
+    pub fn subject_der(&self) -> Vec<u8> {
+        der::tlv(der::TAG_SEQUENCE, &self.subject)
+    }
+
+    /// The DER encoding of the issuer `Name`, tag and length included: PKCS#11's `CKA_ISSUER`, and how CMS
+    /// `IssuerAndSerialNumber` (RFC 5652 §10.2.4) names the certificate.
+    #[must_use]
+    pub fn issuer_der(&self) -> Vec<u8> {
         der::tlv(der::TAG_SEQUENCE, &self.issuer)
+    }
+
+    /// The DER encoding of the serial number INTEGER, tag and length included (`CKA_SERIAL_NUMBER`).
+    #[must_use]
+    pub fn serial_der(&self) -> Vec<u8> {
+        der::tlv(der::TAG_INTEGER, &self.serial)
     }
 
     /// The contents of the `serialNumber` INTEGER as encoded in the certificate (two's complement, big
