@@ -121,6 +121,12 @@ const FOOTERS: &[(&str, &str, &str)] = &[
         EXIT_JUDGE,
     ),
     (
+        "flex open-credentials",
+        "keybound flex open-credentials --key file:psp.pem --token tt.jwt --capture-context cc.jwt \
+         --jwks epc-issuer.json < epc.jwe",
+        EXIT_JUDGE,
+    ),
+    (
         "keycloak token",
         "LENDER_PASSWORD=… keybound keycloak token --token-url https://sso.example.com/realms/r/protocol/\
          openid-connect/token --client-id example-bank --key file:lender.pem --username user \

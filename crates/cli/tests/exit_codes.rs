@@ -679,6 +679,59 @@ fn one_exit_code_rule_for_every_command() {
             &key,
         ],
     );
+    // flex open-credentials: a Click to Pay EPC encrypted to the RSA key above.
+    let uc_ctx_text = sim.issue_capture_context(SessionKind::UnifiedCheckout, &json!({}));
+    let uc_ctx = file("uc-ctx.jwt", &uc_ctx_text);
+    let psp_pem = std::fs::read_to_string(&public).unwrap();
+    let good = sim
+        .click_to_pay(
+            &uc_ctx_text,
+            &psp_pem,
+            &flex_simulator::ClickToPay::default(),
+        )
+        .unwrap();
+    let mut unbound = flex_simulator::ClickToPay::default();
+    unbound.header_jti = Some("NotTheReference00000".into());
+    let unbound = sim.click_to_pay(&uc_ctx_text, &psp_pem, &unbound).unwrap();
+    let c2p_token = file("c2p-token.jwt", &good.transient_token);
+    let unbound_token = file("c2p-unbound-token.jwt", &unbound.transient_token);
+    let open = |key: &str, token: &str| -> Vec<String> {
+        [
+            "flex",
+            "open-credentials",
+            "--key",
+            key,
+            "--token",
+            token,
+            "--capture-context",
+            &uc_ctx,
+            "--api",
+            &api,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let args = open(&key, &unbound_token);
+    t.row(
+        1,
+        "EPC jti is not the transient token's paymentCredentialsReference",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .stdin(&unbound.epc);
+    let args = open(&key, &c2p_token);
+    t.row(
+        1,
+        "tampered EPC",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .stdin(&tamper(&good.epc));
+    let args = open(&format!("file:{missing}"), &c2p_token);
+    t.row(
+        2,
+        "PSP key file missing",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .stdin(&good.epc);
     // keycloak (the refusal needs the OpenID Connect server, below)
     let token_url = "https://sso.invalid/realms/r/protocol/openid-connect/token";
     t.row(
@@ -936,6 +989,7 @@ fn one_exit_code_rule_for_every_command() {
         "flex tokenize",
         "flex verify-token",
         "flex capture-context",
+        "flex open-credentials",
         "keycloak token",
         "provisioning auth-code",
         "provisioning verify-auth-code",

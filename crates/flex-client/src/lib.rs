@@ -15,6 +15,9 @@
 //!    that origin is allowed ([`OriginPolicy`]); the response `Digest` is checked.
 //! 4. **Verify the transient token** ([`FlexClient::verify_transient_token`]) with the context's `flx.jwk`,
 //!    and read it through typed claims ([`TransientTokenClaims`]: captured fields, masked card number…).
+//! 5. **Open encrypted payment credentials** ([`open_credentials`]): the Click to Pay EPC JWE named by the
+//!    transient token's `paymentCredentialsReference`, decrypted through the PSP's [`key_provider::KeyBackend`]
+//!    after its header and binding are checked.
 //!
 //! Card data is held in [`Sensitive`] buffers (wiped on drop, redacted in `Debug`) and never logged; logs
 //! carry kid, environment, outcome and latency only. The HTTP client is reqwest over rustls.
@@ -37,6 +40,7 @@ mod capture_context;
 mod client;
 mod data;
 mod environment;
+mod epc;
 mod error;
 mod http;
 mod key_cache;
@@ -55,6 +59,10 @@ pub use client::{
 };
 pub use data::{Address, AmountDetails, Card, OrderInformation, PaymentInformation, TokenizeData};
 pub use environment::Environment;
+pub use epc::{
+    CredentialsClaims, CredentialsSignature, EPC_ALG, EPC_ENC, EpcHeader, OpenOptions,
+    PaymentCredentials, open_credentials, open_credentials_async,
+};
 pub use error::{FlexError, FlexResult};
 pub use http::HttpConfig;
 pub use key_cache::KeyCache;
