@@ -25,6 +25,7 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("keycloak-client", "crates/keycloak-client"),
     ("flex-client", "crates/flex-client"),
     ("provisioning-signer", "crates/provisioning-signer"),
+    ("keybound-pki", "crates/pki"),
     ("keybound-cli", "crates/cli"),
 ];
 

@@ -23,6 +23,7 @@ const RUNS: &[(&str, &str)] = &[
     ("keycloak-client", "pkcs11"),
     ("provisioning-signer", "pkcs11"),
     ("flex-client", "pkcs11"),
+    ("keybound-pki", "pkcs11"),
     ("keybound-cli", "pkcs11"),
 ];
 

@@ -1,6 +1,7 @@
 //! `keybound flex …`: Cybersource / Visa Acceptance Flex v2 from the command line — request a capture context
 //! with merchant authentication (JWT through a key reference, or HTTP Signature with a shared secret), verify
-//! it, tokenize card data against it, and verify the transient token.
+//! it, tokenize card data against it, verify the transient token, and open the Click to Pay encrypted payment
+//! credentials (EPC) it refers to with the PSP's key (`open-credentials`: the credentials go to stdout only).
 //!
 //! Every flag can also come from the `[flex]` section of the configuration file or from
 //! `KEYBOUND_FLEX__<SETTING>` environment variables; flags win:
@@ -52,6 +53,9 @@ pub enum Cmd {
     VerifyToken(VerifyTokenArgs),
     /// Request a capture context with merchant authentication; verify it and print it (or write --out).
     CaptureContext(CaptureContextArgs),
+    /// Open Unified Checkout encrypted payment credentials (EPC, Click to Pay): verify the transient token,
+    /// check the EPC JWE (on stdin) against it, decrypt it with the PSP key and print the credentials.
+    OpenCredentials(OpenCredentialsArgs),
 }
 
 /// Where the Flex API is.
@@ -156,6 +160,29 @@ pub struct CaptureContextArgs {
     response_mle_kid: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct OpenCredentialsArgs {
+    /// The PSP's decryption key (the EPC `kid`): file:PATH, env:VAR, a pkcs11: URI, or a configured key name.
+    #[arg(long, value_name = "KEYREF")]
+    key: String,
+    /// The transient token whose paymentCredentialsReference names the EPC: a file.
+    #[arg(long, value_name = "FILE")]
+    token: PathBuf,
+    /// The capture context the token was issued for: a file.
+    #[arg(long, value_name = "FILE")]
+    capture_context: PathBuf,
+    #[command(flatten)]
+    api: ApiArgs,
+    /// The portfolio the credentials must be for (the EPC `aud`); default: the token's only
+    /// paymentCredentialsReference entry.
+    #[arg(long, value_name = "PORTFOLIO")]
+    aud: Option<String>,
+    /// Verify the nested credentials JWT with these issuer keys (a JWKS, a JWK or a public key PEM);
+    /// without it the credentials are printed marked "verified": false.
+    #[arg(long, value_name = "FILE")]
+    jwks: Option<PathBuf>,
+}
+
 /// The `[flex]` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -184,6 +211,7 @@ pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
             Cmd::Tokenize(a) => tokenize(&a, &settings).await,
             Cmd::VerifyToken(a) => verify_token(&a, &settings).await,
             Cmd::CaptureContext(a) => capture_context(&a, &settings, ctx).await,
+            Cmd::OpenCredentials(a) => open_credentials(&a, &settings, ctx).await,
         }
     })
 }
@@ -466,4 +494,69 @@ fn mle_options(a: &CaptureContextArgs, ctx: &Context) -> CliResult<Option<Mle>> 
         mle = mle.with_response(ResponseMle::new(key, kid.clone()).map_err(CliError::usage)?);
     }
     Ok(Some(mle))
+}
+
+async fn open_credentials(
+    a: &OpenCredentialsArgs,
+    settings: &FlexSettings,
+    ctx: &Context,
+) -> CliResult {
+    if a.capture_context == Path::new("-") || a.token == Path::new("-") {
+        return Err(CliError::usage(
+            "the EPC token comes on stdin: give --capture-context and --token as files",
+        ));
+    }
+    let issuer_keys = match &a.jwks {
+        Some(path) => Some(
+            jose_core::KeySet::from_bytes(&io::read_input(path)?)
+                .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let key = ctx.open_key(Some(&a.key))?;
+    let epc = io::read_text(Path::new("-"))?;
+    // `flex verify-token` first: the capture context, then the transient token.
+    let options = ClientOptions {
+        allow_origins: Vec::new(),
+        api_host_tokens: false,
+        key_fallback: false,
+    };
+    let client = client(&a.api, settings, options)?;
+    let context = read_context(&client, &a.capture_context).await?;
+    let token = io::read_text(&a.token)?;
+    let verified = client
+        .verify_transient_token(&context, &token)
+        .await
+        .map_err(flex_error)?;
+    let mut options = flex_client::OpenOptions::new().leeway(Duration::from_secs(
+        a.api.leeway.or(settings.leeway).unwrap_or(30),
+    ));
+    if let Some(portfolio) = &a.aud {
+        options = options.portfolio(portfolio.clone());
+    }
+    if let Some(keys) = issuer_keys {
+        options = options.issuer_keys(keys);
+    }
+    let opened = flex_client::open_credentials_async(&epc, key.as_ref(), &verified, &options)
+        .await
+        .map_err(flex_error)?;
+    let (alg, kid) = match opened.signature() {
+        flex_client::CredentialsSignature::Verified { alg, kid } => {
+            (Some(alg.as_str()), kid.clone())
+        }
+        _ => (None, None),
+    };
+    // The credentials in full: printing them is what this command is for (never logged).
+    let out = Zeroizing::new(
+        serde_json::to_string_pretty(&json!({
+            "verified": opened.signature().is_verified(),
+            "verified_alg": alg,
+            "verified_kid": kid,
+            "epc_header": opened.header(),
+            "header": opened.jwt_header(),
+            "claims": opened.raw_claims(),
+        }))
+        .map_err(|e| CliError::usage(e.to_string()))?,
+    );
+    io::print_line(&out)
 }

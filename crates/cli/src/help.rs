@@ -29,6 +29,12 @@ const FOOTERS: &[(&str, &str, &str)] = &[
         EXIT_MAKE,
     ),
     (
+        "keys import",
+        "keybound keys import --from merchant.p12 --password-source env:P12_PASSWORD --key \
+         'pkcs11:token=keybound;object=flex-merchant'",
+        EXIT_MAKE,
+    ),
+    (
         "keys public",
         "keybound keys public --key file:lender.pem --format jwk",
         EXIT_MAKE,
@@ -37,6 +43,24 @@ const FOOTERS: &[(&str, &str, &str)] = &[
         "keys export",
         "keybound keys export --key file:lender.pem --out-dir onboarding/",
         EXIT_MAKE,
+    ),
+    (
+        "keys csr",
+        "keybound keys csr --key 'pkcs11:token=keybound;object=issuer' --subject 'CN=acmebank,O=Acme Bank,C=FR' \
+         --out issuer.csr",
+        EXIT_MAKE,
+    ),
+    (
+        "keys certificate",
+        "keybound keys certificate --key 'pkcs11:token=keybound;object=issuer' --subject 'CN=acmebank,C=FR' \
+         --days 730 --store --out issuer.crt",
+        EXIT_MAKE,
+    ),
+    (
+        "keys attach-cert",
+        "keybound keys attach-cert --key 'pkcs11:token=keybound;object=issuer' --cert issued-by-thales.pem",
+        "Exit codes: 0 stored; 2 usage, I/O, a certificate that is not the key's, one already kept (without \
+         --force) or the key backend failing.",
     ),
     (
         "keys list",
@@ -94,6 +118,12 @@ const FOOTERS: &[(&str, &str, &str)] = &[
         "flex capture-context",
         "keybound flex capture-context --merchant-id my_merchant --key-id 1234567890 --key file:merchant.pem \
          --body request.json",
+        EXIT_JUDGE,
+    ),
+    (
+        "flex open-credentials",
+        "keybound flex open-credentials --key file:psp.pem --token tt.jwt --capture-context cc.jwt \
+         --jwks epc-issuer.json < epc.jwe",
         EXIT_JUDGE,
     ),
     (

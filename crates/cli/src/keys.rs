@@ -1,6 +1,8 @@
-//! `keybound keys …`: generate a key in its backend, print its public key (PEM, JWK, JWKS), export the
-//! `public_key.pem` + `public_key_digest.txt` pair partners ask for at onboarding, and list and delete the
-//! key pairs of a PKCS#11 token (`keys list`, `keys delete`; the token work is
+//! `keybound keys …`: generate a key in its backend, import a partner's key (PKCS#12 or PEM) into one, print
+//! its public key (PEM, JWK, JWKS), export the `public_key.pem` + `public_key_digest.txt` pair partners ask
+//! for at onboarding, make CSRs and certificates through the key's backend and keep a certificate with its
+//! key (`keys csr`, `keys certificate`, `keys attach-cert`, `keys public --format cert`: module `certs`), and
+//! list and delete the key pairs of a PKCS#11 token (`keys list`, `keys delete`; the token work is
 //! `key_provider::pkcs11::{list_keys, delete_key}`).
 //!
 //! `keys list --format json` prints one object with stable field names (documented in docs/hsm.md,
@@ -20,6 +22,8 @@ use jose_core::Jwk;
 use key_provider::{EcCurve, KeyRef, KeySpec, KeyUsage, PublicKey};
 use serde::Serialize;
 
+use zeroize::Zeroizing;
+
 use crate::context::Context;
 use crate::error::{CliError, CliResult};
 use crate::io;
@@ -28,10 +32,19 @@ use crate::io;
 pub enum Cmd {
     /// Generate a new private key in the backend named by --key (file written PKCS#8 PEM, mode 0600).
     Generate(GenerateArgs),
+    /// Import a private key from a PKCS#12 file (.p12/.pfx) or PEM into the backend named by --key: for a
+    /// pkcs11: URI the key (sensitive, not extractable), its public key and its certificate, one label and id.
+    Import(ImportArgs),
     /// Print the public key of --key.
     Public(PublicArgs),
     /// Write public_key.pem and public_key_digest.txt (as `openssl dgst -sha256`) into --out-dir.
     Export(ExportArgs),
+    /// Make a PKCS#10 certificate signing request (PEM), signed by the key's backend.
+    Csr(crate::certs::CsrArgs),
+    /// Make a self-signed X.509 certificate (PEM), signed by the key's backend; --store keeps it with the key.
+    Certificate(crate::certs::CertificateArgs),
+    /// Keep an existing certificate with its key (in the token for pkcs11:, PATH.crt for file:).
+    AttachCert(crate::certs::AttachCertArgs),
     /// List the key pairs in a PKCS#11 token: label, id, type, usage, flags, certificate, thumbprint.
     List(ListArgs),
     /// Delete a key pair from its PKCS#11 token: private key, public key and certificates with its CKA_ID.
@@ -108,6 +121,25 @@ fn parse_usage(s: &str) -> Result<KeyUsage, String> {
         .map_err(|e: key_provider::UnknownKeyUsage| e.to_string())
 }
 
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The key file: PKCS#12 (modern or legacy, as `openssl pkcs12 -export [-legacy]` writes) or a PEM
+    /// private key (PKCS#8, encrypted PKCS#8, PKCS#1 or SEC1, optionally with its certificate).
+    #[arg(long)]
+    from: PathBuf,
+    /// Where the key goes: a pkcs11: URI with object= (refused when the label or id is taken), or file:PATH
+    /// (PKCS#8 PEM, mode 0600, never over an existing file; for development).
+    #[arg(long)]
+    key: String,
+    /// Where the password of the PKCS#12 file (or encrypted PEM key) is: env:VAR or file:PATH (its first
+    /// line); never the password itself. Without it the password is empty.
+    #[arg(long)]
+    password_source: Option<String>,
+    /// What the key may do: sign, or sign,decrypt (CKA_DECRYPT as well; RSA only). As for keys generate.
+    #[arg(long, default_value = "sign", value_parser = parse_usage)]
+    usage: KeyUsage,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PublicFormat {
     /// SubjectPublicKeyInfo PEM.
@@ -116,6 +148,8 @@ pub enum PublicFormat {
     Jwk,
     /// JWKS holding that JWK.
     Jwks,
+    /// The certificate kept with the key (keys certificate --store, keys attach-cert).
+    Cert,
 }
 
 #[derive(Debug, Args)]
@@ -174,8 +208,12 @@ pub struct DeleteArgs {
 pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
     match cmd {
         Cmd::Generate(a) => generate(&a, ctx),
+        Cmd::Import(a) => import(&a, ctx),
         Cmd::Public(a) => public(&a, ctx),
         Cmd::Export(a) => export(&a, ctx),
+        Cmd::Csr(a) => crate::certs::csr(&a, ctx),
+        Cmd::Certificate(a) => crate::certs::certificate(&a, ctx),
+        Cmd::AttachCert(a) => crate::certs::attach_cert(&a, ctx),
         Cmd::List(a) => list(&a, ctx),
         Cmd::Delete(a) => delete(&a, ctx),
     }
@@ -250,6 +288,200 @@ fn generate_in(
     })
 }
 
+/// The password of `--password-source`: the variable's value, or the file's first line.
+#[cfg_attr(
+    not(any(feature = "file", feature = "env", feature = "pkcs11")),
+    allow(dead_code)
+)]
+fn read_password(source: Option<&str>) -> CliResult<Zeroizing<String>> {
+    let Some(source) = source else {
+        return Ok(Zeroizing::new(String::new()));
+    };
+    if let Some(var) = source.strip_prefix("env:") {
+        return std::env::var(var).map(Zeroizing::new).map_err(|_| {
+            CliError::usage(format!(
+                "--password-source env:{var}: the environment variable {var} is not set (or not UTF-8)"
+            ))
+        });
+    }
+    if let Some(path) = source.strip_prefix("file:") {
+        let bytes = io::read_secret(std::path::Path::new(path))?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            CliError::usage(format!("--password-source file:{path}: not UTF-8 text"))
+        })?;
+        return Ok(Zeroizing::new(
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('\r')
+                .to_owned(),
+        ));
+    }
+    Err(CliError::usage(
+        "--password-source must be env:VAR or file:PATH (the password itself is never an argument)",
+    ))
+}
+
+/// What `keys import` prints about the certificate that came with the key.
+#[cfg_attr(
+    not(any(feature = "file", feature = "env", feature = "pkcs11")),
+    allow(dead_code)
+)]
+#[derive(serde::Serialize)]
+struct ImportedCertificate {
+    subject: String,
+    /// The subject's serialNumber attribute: Cybersource's key id.
+    subject_serial_number: Option<String>,
+    issuer: String,
+    serial: String,
+    not_after: String,
+}
+
+/// What `keys import` prints.
+#[cfg_attr(
+    not(any(feature = "file", feature = "env", feature = "pkcs11")),
+    allow(dead_code)
+)]
+#[derive(serde::Serialize)]
+struct Imported {
+    key: String,
+    key_type: String,
+    thumbprint: String,
+    certificate: Option<ImportedCertificate>,
+}
+
+/// Without any backend there is nowhere to import to (and no key parser).
+#[cfg(not(any(feature = "file", feature = "env", feature = "pkcs11")))]
+fn import(_: &ImportArgs, _: &Context) -> CliResult {
+    Err(CliError::usage(
+        "keys import needs the file or pkcs11 backend, and neither is compiled into this keybound",
+    ))
+}
+
+#[cfg(any(feature = "file", feature = "env", feature = "pkcs11"))]
+fn import(a: &ImportArgs, ctx: &Context) -> CliResult {
+    let key_ref = ctx.key_ref(Some(&a.key))?;
+    let password = read_password(a.password_source.as_deref())?;
+    let bytes = io::read_secret(&a.from)?;
+    let file = keybound_pki::KeyFile::read(&bytes, &password)
+        .map_err(|e| CliError::usage(format!("{}: {e}", a.from.display())))?;
+    let key = key_provider::ImportKey::from_der(file.private_key())
+        .map_err(|e| CliError::usage(format!("{}: {e}", a.from.display())))?;
+    a.usage.check(key.spec())?;
+    // The certificate of the key: the one the file ties to it, else the one holding its public key.
+    let certificate = match file.key_certificate() {
+        Some(der) => Some(der),
+        None => file.certificates().find(|der| {
+            key_provider::Certificate::from_der(der)
+                .is_ok_and(|c| c.public_key == *key.public_key())
+        }),
+    };
+    let parsed = certificate
+        .map(key_provider::Certificate::from_der)
+        .transpose()
+        .map_err(|e| CliError::usage(format!("{}: {e}", a.from.display())))?;
+    if let Some(cert) = &parsed {
+        if cert.public_key != *key.public_key() {
+            return Err(CliError::usage(format!(
+                "{}: the certificate the file pairs with the key holds another public key; nothing was imported",
+                a.from.display()
+            )));
+        }
+    } else if file.certificates().next().is_some() {
+        eprintln!(
+            "keybound: note: no certificate in {} holds this key's public key; importing the key alone",
+            a.from.display()
+        );
+    }
+    let label = import_into(&key_ref, &key, certificate, a.usage, ctx)?;
+    io::print_json(&Imported {
+        key: label,
+        key_type: key.public_key().describe(),
+        thumbprint: jose_core::thumbprint(key.public_key()),
+        certificate: parsed.map(|c| ImportedCertificate {
+            subject: c.subject_name(),
+            subject_serial_number: c.subject_serial_number(),
+            issuer: c.issuer_name(),
+            serial: c.serial_hex(),
+            not_after: rfc3339(c.not_after),
+        }),
+    })
+}
+
+/// Imports `key` into the backend `key_ref` names; returns the key's label there.
+#[cfg(any(feature = "file", feature = "env", feature = "pkcs11"))]
+fn import_into(
+    key_ref: &KeyRef,
+    key: &key_provider::ImportKey,
+    certificate: Option<&[u8]>,
+    usage: KeyUsage,
+    ctx: &Context,
+) -> CliResult<String> {
+    #[cfg(feature = "file")]
+    if let KeyRef::File(path) = key_ref {
+        use key_provider::KeyBackend as _;
+        let _ = certificate;
+        if usage != KeyUsage::Sign {
+            eprintln!(
+                "keybound: note: a key file records no usage; this key can sign and decrypt (keep keys for \
+                 different uses in different files)"
+            );
+        }
+        return Ok(key_provider::file::import(path, key)?
+            .key_label()
+            .to_owned());
+    }
+    #[cfg(feature = "pkcs11")]
+    if let KeyRef::Pkcs11(uri) = key_ref {
+        if uri.object.is_none() {
+            return Err(CliError::usage(
+                "keys import needs the label of the new objects: add object=LABEL to the pkcs11: URI",
+            ));
+        }
+        let options = key_provider::pkcs11::ImportOptions::new(usage);
+        let imported =
+            key_provider::pkcs11::import(uri, key, certificate, &options, &ctx.open_options())?;
+        return Ok(imported.key_label().to_owned());
+    }
+    let _ = (key, certificate, usage, ctx);
+    Err(match key_ref {
+        KeyRef::File(_) | KeyRef::Pkcs11(_) => CliError::usage(format!(
+            "the {0} backend is not compiled into this keybound (cargo feature `{0}`)",
+            key_ref.backend()
+        )),
+        _ => CliError::usage(format!(
+            "keys import writes to a pkcs11: URI or file:PATH, not {}",
+            key_ref.backend()
+        )),
+    })
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (`2027-01-31T23:59:59Z`).
+#[cfg_attr(
+    not(any(feature = "file", feature = "env", feature = "pkcs11")),
+    allow(dead_code)
+)]
+fn rfc3339(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 /// The public JWK of a key with `kid` = RFC 7638 thumbprint.
 pub fn public_jwk(public: &PublicKey) -> CliResult<Jwk> {
     Jwk::from_public_key(public)
@@ -260,12 +492,19 @@ pub fn public_jwk(public: &PublicKey) -> CliResult<Jwk> {
 fn public(a: &PublicArgs, ctx: &Context) -> CliResult {
     let key = ctx.open_key(a.key.as_deref())?;
     let public = key.public_key();
+    // With a certificate kept with the key, the JWK carries it (x5c, x5t#S256).
+    let jwk = || -> CliResult<Jwk> {
+        let mut jwk = public_jwk(public)?;
+        if let Some(der) = crate::certs::stored(a.key.as_deref(), ctx)? {
+            crate::certs::add_x5c(&mut jwk, &der);
+        }
+        Ok(jwk)
+    };
     match a.format {
         PublicFormat::Pem => io::write_stdout(public.to_spki_pem().as_bytes()),
-        PublicFormat::Jwk => io::print_json(&public_jwk(public)?),
-        PublicFormat::Jwks => io::print_json(&jose_core::Jwks {
-            keys: vec![public_jwk(public)?],
-        }),
+        PublicFormat::Jwk => io::print_json(&jwk()?),
+        PublicFormat::Jwks => io::print_json(&jose_core::Jwks { keys: vec![jwk()?] }),
+        PublicFormat::Cert => crate::certs::print_stored(a.key.as_deref(), ctx),
     }
 }
 
@@ -689,5 +928,15 @@ fn confirm(question: &str) -> CliResult {
     match answer.trim().to_ascii_lowercase().as_str() {
         "y" | "yes" => Ok(()),
         _ => Err(CliError::rejected("not deleted (the answer was not `y`)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_709_164_800 + 3661), "2024-02-29T01:01:01Z");
+        assert_eq!(super::rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
     }
 }

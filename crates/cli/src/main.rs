@@ -11,6 +11,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod certs;
 mod context;
 mod error;
 mod flex;

@@ -245,6 +245,138 @@ fn one_exit_code_rule_for_every_command() {
         "export over another key's file",
         &["keys", "export", "--key", &key, "--out-dir", s(&export_dir)],
     );
+    // keys import: a wrong password, a damaged file, an existing target: 2, nothing judged.
+    let p12_key = key_provider::software::generate_pkcs8(key_provider::KeySpec::Ec(
+        key_provider::EcCurve::P256,
+    ))
+    .unwrap();
+    let p12 = keybound_pki::write_pkcs12(&p12_key, &[], "right").unwrap();
+    let p12_path = d.join("merchant.p12");
+    std::fs::write(&p12_path, &p12).unwrap();
+    let cut_path = d.join("cut.p12");
+    std::fs::write(&cut_path, &p12[..p12.len() / 2]).unwrap();
+    let imported = format!("file:{}", d.join("imported.pem").display());
+    let import = |from: &Path, to: &str| -> Vec<String> {
+        [
+            "keys",
+            "import",
+            "--from",
+            s(from),
+            "--key",
+            to,
+            "--password-source",
+            "env:KB_P12_PW",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let args = import(&p12_path, &imported);
+    t.row(
+        2,
+        "import: wrong P12 password",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .env("KB_P12_PW", "wrong");
+    let args = import(&cut_path, &imported);
+    t.row(
+        2,
+        "import: truncated P12",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .env("KB_P12_PW", "right");
+    let args = import(&p12_path, &key);
+    t.row(
+        2,
+        "import over an existing key file",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .env("KB_P12_PW", "right");
+    let args = import(&p12_path, "pkcs11:token=keybound");
+    t.row(
+        2,
+        "import into a pkcs11: URI without object=",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .env("KB_P12_PW", "right");
+    t.row(
+        2,
+        "subject that is not a name",
+        &["keys", "csr", "--key", &key, "--subject", "acmebank"],
+    );
+    t.row(
+        2,
+        "ES256 with an RSA key",
+        &[
+            "keys",
+            "csr",
+            "--key",
+            &key,
+            "--subject",
+            "CN=a",
+            "--alg",
+            "ES256",
+        ],
+    );
+    t.row(
+        2,
+        "bad --san",
+        &[
+            "keys",
+            "certificate",
+            "--key",
+            &key,
+            "--subject",
+            "CN=a",
+            "--san",
+            "IP:300.1.1.1",
+        ],
+    );
+    t.row(
+        2,
+        "--days 0",
+        &[
+            "keys",
+            "certificate",
+            "--key",
+            &key,
+            "--subject",
+            "CN=a",
+            "--days",
+            "0",
+        ],
+    );
+    // A certificate of another key is refused.
+    let other_certificate = d.join("other.crt");
+    common::ok(&common::keybound(
+        &[
+            "keys",
+            "certificate",
+            "--key",
+            &other,
+            "--subject",
+            "CN=other",
+            "--out",
+            s(&other_certificate),
+        ],
+        None,
+    ));
+    t.row(
+        2,
+        "another key's certificate",
+        &[
+            "keys",
+            "attach-cert",
+            "--key",
+            &key,
+            "--cert",
+            s(&other_certificate),
+        ],
+    );
+    t.row(
+        2,
+        "no certificate kept",
+        &["keys", "public", "--key", &key, "--format", "cert"],
+    );
     t.row(
         2,
         "a key file is not a token",
@@ -547,6 +679,59 @@ fn one_exit_code_rule_for_every_command() {
             &key,
         ],
     );
+    // flex open-credentials: a Click to Pay EPC encrypted to the RSA key above.
+    let uc_ctx_text = sim.issue_capture_context(SessionKind::UnifiedCheckout, &json!({}));
+    let uc_ctx = file("uc-ctx.jwt", &uc_ctx_text);
+    let psp_pem = std::fs::read_to_string(&public).unwrap();
+    let good = sim
+        .click_to_pay(
+            &uc_ctx_text,
+            &psp_pem,
+            &flex_simulator::ClickToPay::default(),
+        )
+        .unwrap();
+    let mut unbound = flex_simulator::ClickToPay::default();
+    unbound.header_jti = Some("NotTheReference00000".into());
+    let unbound = sim.click_to_pay(&uc_ctx_text, &psp_pem, &unbound).unwrap();
+    let c2p_token = file("c2p-token.jwt", &good.transient_token);
+    let unbound_token = file("c2p-unbound-token.jwt", &unbound.transient_token);
+    let open = |key: &str, token: &str| -> Vec<String> {
+        [
+            "flex",
+            "open-credentials",
+            "--key",
+            key,
+            "--token",
+            token,
+            "--capture-context",
+            &uc_ctx,
+            "--api",
+            &api,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let args = open(&key, &unbound_token);
+    t.row(
+        1,
+        "EPC jti is not the transient token's paymentCredentialsReference",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .stdin(&unbound.epc);
+    let args = open(&key, &c2p_token);
+    t.row(
+        1,
+        "tampered EPC",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .stdin(&tamper(&good.epc));
+    let args = open(&format!("file:{missing}"), &c2p_token);
+    t.row(
+        2,
+        "PSP key file missing",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .stdin(&good.epc);
     // keycloak (the refusal needs the OpenID Connect server, below)
     let token_url = "https://sso.invalid/realms/r/protocol/openid-connect/token";
     t.row(
@@ -804,6 +989,7 @@ fn one_exit_code_rule_for_every_command() {
         "flex tokenize",
         "flex verify-token",
         "flex capture-context",
+        "flex open-credentials",
         "keycloak token",
         "provisioning auth-code",
         "provisioning verify-auth-code",
@@ -1089,6 +1275,24 @@ fn hsm_rows(t: &mut Table, dir: &Path, api: &str, thales: &str) -> bool {
         ],
     )
     .stdin(CARD);
+    t.row(
+        2,
+        "HSM refuses to sign",
+        &["keys", "csr", "--key", &no_sign, "--subject", "CN=a"],
+    );
+    t.row(
+        2,
+        "HSM refuses to sign",
+        &[
+            "keys",
+            "certificate",
+            "--key",
+            &no_sign,
+            "--subject",
+            "CN=a",
+            "--store",
+        ],
+    );
     true
 }
 

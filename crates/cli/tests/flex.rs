@@ -537,3 +537,138 @@ fn full_flow_with_the_merchant_key_in_softhsm() {
     );
     assert_eq!(sim.stats().auth_failures, 0);
 }
+
+/// `flex open-credentials`: a Click to Pay EPC made by the simulator (josekit) is opened with the PSP's file
+/// key after the transient token is verified; with `--jwks` the nested JWT is verified, without it the output
+/// says `"verified": false`; every rejection exits 1 with nothing on stdout and no credentials on stderr.
+#[test]
+fn open_credentials_opens_a_click_to_pay_epc_and_rejects_the_wrong_ones() {
+    const PAN: &str = "5186001700009908";
+    let sim = ThreadedSimulator::start(SimulatorConfig::default()).unwrap();
+    let url = sim.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let psp = dir.path().join("psp.pem");
+    key_provider::file::generate(&psp, KeySpec::Rsa(2048)).unwrap();
+    let psp_pem = key_provider::open(
+        &format!("file:{}", psp.display()).parse().unwrap(),
+        &Default::default(),
+    )
+    .unwrap()
+    .public_key()
+    .to_spki_pem();
+    let key = format!("file:{}", psp.display());
+    let context = sim.issue_capture_context(SessionKind::UnifiedCheckout, &serde_json::json!({}));
+    let ctx_file = dir.path().join("ctx.jwt");
+    std::fs::write(&ctx_file, &context).unwrap();
+    let jwks_file = dir.path().join("issuer.json");
+    std::fs::write(&jwks_file, sim.credentials_issuer_jwks().to_string()).unwrap();
+    let mut n = 0;
+    let mut session = |bend: &dyn Fn(&mut flex_simulator::ClickToPay)| {
+        let mut c2p = flex_simulator::ClickToPay::default();
+        c2p.credentials.insert(
+            "paymentInformation".into(),
+            serde_json::json!({"tokenizedCard": {"number": PAN, "expirationMonth": "03"}}),
+        );
+        bend(&mut c2p);
+        let s = sim.click_to_pay(&context, &psp_pem, &c2p).unwrap();
+        n += 1;
+        let token_file = dir.path().join(format!("tt{n}.jwt"));
+        std::fs::write(&token_file, &s.transient_token).unwrap();
+        (token_file, s.epc)
+    };
+    let run = |token: &Path, epc: &str, extra: &[&str]| {
+        let mut args = vec![
+            "flex",
+            "open-credentials",
+            "--key",
+            &key,
+            "--token",
+            path(token),
+            "--capture-context",
+            path(&ctx_file),
+            "--api",
+            url,
+        ];
+        args.extend_from_slice(extra);
+        common::keybound_env(&args, Some(epc.as_bytes()), &[("KEYBOUND_LOG", "debug")])
+    };
+
+    let (token, epc) = session(&|_| {});
+    let out = run(&token, &epc, &["--jwks", path(&jwks_file)]);
+    let opened: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(opened["verified"], true);
+    assert_eq!(
+        opened["verified_kid"],
+        flex_simulator::CREDENTIALS_ISSUER_KID
+    );
+    assert_eq!(opened["epc_header"]["aud"], "uc_agnostic_portfolio_valid");
+    assert_eq!(opened["epc_header"]["kid"], "20230514-draft-psp-encrypt");
+    assert_eq!(
+        opened["claims"]["paymentInformation"]["tokenizedCard"]["number"],
+        PAN
+    );
+    assert!(!stderr(&out).contains(PAN), "{}", stderr(&out));
+
+    let out = run(&token, &epc, &["--aud", "uc_agnostic_portfolio_valid"]);
+    let opened: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(opened["verified"], false);
+    assert_eq!(opened["verified_kid"], Value::Null);
+
+    let mut tampered: Vec<String> = epc.split('.').map(str::to_owned).collect();
+    let first = if tampered[3].starts_with('A') {
+        "B"
+    } else {
+        "A"
+    };
+    tampered[3].replace_range(0..1, first);
+    let tampered = tampered.join(".");
+    let (other_token, _) = session(&|_| {});
+    let expired = session(&|c| c.epc_ttl_secs = -120);
+    let wrong_aud = session(&|c| c.header_aud = Some("another_portfolio".into()));
+    let unbound = session(&|c| c.header_jti = Some("NotTheReference00000".into()));
+    let no_cty = session(&|c| c.cty = None);
+    let cases: [(&str, &Path, &str, &[&str], &str); 7] = [
+        ("tampered", &token, &tampered, &[], "decryption failed"),
+        ("another payment's token", &other_token, &epc, &[], "jti"),
+        ("expired", &expired.0, &expired.1, &[], "expired"),
+        ("wrong aud", &wrong_aud.0, &wrong_aud.1, &[], "aud"),
+        (
+            "--aud names another portfolio",
+            &token,
+            &epc,
+            &["--aud", "merchant_portfolio"],
+            "aud",
+        ),
+        ("jti not bound", &unbound.0, &unbound.1, &[], "jti"),
+        ("cty missing", &no_cty.0, &no_cty.1, &[], "cty"),
+    ];
+    for (what, token, epc, extra, says) in cases {
+        let out = run(token, epc, extra);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{what}: printed {:?}", out.stdout);
+        let err = stderr(&out);
+        assert!(err.to_lowercase().contains(says), "{what}: {err}");
+        assert!(!err.contains(PAN), "{what}: {err}");
+    }
+    // A key that cannot open it at all (not RSA) is the key's problem, not the token's: exit 2 is not
+    // claimed here; a missing key file is.
+    let missing = format!("file:{}", dir.path().join("missing.pem").display());
+    let out = common::keybound_env(
+        &[
+            "flex",
+            "open-credentials",
+            "--key",
+            &missing,
+            "--token",
+            path(&token),
+            "--capture-context",
+            path(&ctx_file),
+            "--api",
+            url,
+        ],
+        Some(epc.as_bytes()),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+}

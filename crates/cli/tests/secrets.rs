@@ -58,6 +58,9 @@ const CVV: &str = "0457";
 const THALES_PAN: &str = "5555555555554444";
 const HOLDER: &str = "JANE Q SECRETHOLDER";
 const PLAINTEXT: &str = "jwe-plaintext-marker-9f3a7c";
+/// Click to Pay credentials inside an EPC token.
+const EPC_PAN: &str = "5186001700009908";
+const EPC_CRYPTOGRAM: &str = "AgAAAAAABk4DWZ4C28yUQAAAAAA=";
 const WRONG_PIN: &str = "wrong-pin-31415926";
 
 fn repo() -> PathBuf {
@@ -483,6 +486,74 @@ async fn flex_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
     }
 }
 
+/// Click to Pay credentials (EPC) opened through the library: the opened value's Debug, the logs and the
+/// errors of rejected copies never show the credentials.
+async fn epc_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
+    let sim = FlexSimulator::start().await.unwrap();
+    let psp = file_key(dir, "psp.pem", KeySpec::Rsa(2048), secrets);
+    let client = FlexClient::new(Environment::custom(sim.base_url()).unwrap()).unwrap();
+    let context_text =
+        sim.issue_capture_context(SessionKind::UnifiedCheckout, &serde_json::json!({}));
+    secrets.token("a Unified Checkout capture context", &context_text);
+    let context = client.verify_capture_context(&context_text).await.unwrap();
+    let mut c2p = flex_simulator::ClickToPay::default();
+    c2p.credentials.insert(
+        "paymentInformation".into(),
+        serde_json::json!({"tokenizedCard": {"number": EPC_PAN, "cryptogram": EPC_CRYPTOGRAM}}),
+    );
+    let psp_pem = psp.public_key().to_spki_pem();
+    let jwks = KeySet::from_text(&sim.credentials_issuer_jwks().to_string()).unwrap();
+    let good = sim.click_to_pay(&context_text, &psp_pem, &c2p).unwrap();
+    secrets.token("a Click to Pay transient token", &good.transient_token);
+    secrets.add("an EPC token", &good.epc);
+    let token = client
+        .verify_transient_token(&context, &good.transient_token)
+        .await
+        .unwrap();
+    let options = flex_client::OpenOptions::new().issuer_keys(jwks);
+    let opened = flex_client::open_credentials_async(&good.epc, psp.as_ref(), &token, &options)
+        .await
+        .unwrap();
+    assert_eq!(
+        opened.raw_claims()["paymentInformation"]["tokenizedCard"]["number"],
+        EPC_PAN
+    );
+    secrets.token("the nested credentials JWT", opened.jwt().expose());
+    errors.debug("opened payment credentials", &opened);
+    errors.debug("credentials claims", opened.claims());
+    let mut tampered: Vec<String> = good.epc.split('.').map(str::to_owned).collect();
+    let first = if tampered[3].starts_with('A') {
+        "B"
+    } else {
+        "A"
+    };
+    tampered[3].replace_range(0..1, first);
+    errors.expect_err(
+        "tampered EPC",
+        flex_client::open_credentials_async(&tampered.join("."), psp.as_ref(), &token, &options)
+            .await,
+    );
+    for bend in [
+        (|c: &mut flex_simulator::ClickToPay| c.epc_ttl_secs = -100) as fn(&mut _),
+        |c| c.header_jti = Some("NotTheReference00000".into()),
+        |c| c.header_aud = Some("another_portfolio".into()),
+        |c| c.cty = None,
+    ] {
+        let mut bent = c2p.clone();
+        bend(&mut bent);
+        let session = sim.click_to_pay(&context_text, &psp_pem, &bent).unwrap();
+        secrets.add("a bad EPC token", &session.epc);
+        let token = client
+            .verify_transient_token(&context, &session.transient_token)
+            .await
+            .unwrap();
+        errors.expect_err(
+            "bad EPC token",
+            flex_client::open_credentials_async(&session.epc, psp.as_ref(), &token, &options).await,
+        );
+    }
+}
+
 fn provisioning_flows(dir: &Path, secrets: &mut Secrets, errors: &mut Errors) {
     let issuer = file_key(dir, "issuer.pem", KeySpec::Rsa(2048), secrets);
     let signer = AuthCodeSigner::new(issuer.clone(), "acmebank").unwrap();
@@ -679,6 +750,8 @@ fn every_flow_in_process() {
         ("the PAN", PAN),
         ("the security code", CVV),
         ("the JWE plaintext", PLAINTEXT),
+        ("the EPC PAN", EPC_PAN),
+        ("the EPC cryptogram", EPC_CRYPTOGRAM),
     ] {
         secrets.add(what, value);
     }
@@ -694,6 +767,7 @@ fn every_flow_in_process() {
     runtime.block_on(async {
         keycloak_flows(dir.path(), &mut secrets, &mut errors).await;
         flex_flows(dir.path(), &mut secrets, &mut errors).await;
+        epc_flows(dir.path(), &mut secrets, &mut errors).await;
     });
     drop(runtime);
 
@@ -1092,6 +1166,59 @@ fn every_flow_through_the_cli() {
     assert!(tampered.stdout.is_empty());
     outputs.push(("provisioning decrypt (tampered)".into(), tampered, false));
 
+    // Click to Pay credentials (EPC) through `flex open-credentials` with the CLI's file key: its stdout is
+    // the credentials by purpose (cleared, like `provisioning decrypt`); a copy not bound to its transient
+    // token exits 1. Neither stderr (trace logs) shows the credentials.
+    let uc_context =
+        sim.issue_capture_context(SessionKind::UnifiedCheckout, &serde_json::json!({}));
+    let uc_context_file = p("uc-ctx.jwt");
+    std::fs::write(&uc_context_file, &uc_context).unwrap();
+    let psp_pem = key_provider::open(
+        &format!("file:{key}").parse().unwrap(),
+        &OpenOptions::default(),
+    )
+    .unwrap()
+    .public_key()
+    .to_spki_pem();
+    let mut c2p = flex_simulator::ClickToPay::default();
+    c2p.credentials.insert(
+        "paymentInformation".into(),
+        serde_json::json!({"tokenizedCard": {"number": EPC_PAN, "cryptogram": EPC_CRYPTOGRAM}}),
+    );
+    let session = sim.click_to_pay(&uc_context, &psp_pem, &c2p).unwrap();
+    secrets.token("a Click to Pay transient token", &session.transient_token);
+    secrets.add("an EPC token", &session.epc);
+    let tt_file = p("c2p-tt.jwt");
+    std::fs::write(&tt_file, &session.transient_token).unwrap();
+    let open_args = [
+        "flex",
+        "open-credentials",
+        "--key",
+        &format!("file:{key}"),
+        "--token",
+        &tt_file,
+        "--capture-context",
+        &uc_context_file,
+        "--api",
+        sim.base_url(),
+    ];
+    let mut opened = keybound(&open_args, &[], Some(&session.epc));
+    assert!(
+        opened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    assert!(String::from_utf8_lossy(&opened.stdout).contains(EPC_PAN));
+    opened.stdout.clear();
+    outputs.push(("flex open-credentials".into(), opened, true));
+    c2p.header_jti = Some("NotTheReference00000".into());
+    let unbound = sim.click_to_pay(&uc_context, &psp_pem, &c2p).unwrap();
+    secrets.add("an unbound EPC token", &unbound.epc);
+    let refused = keybound(&open_args, &[], Some(&unbound.epc));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(refused.stdout.is_empty());
+    outputs.push(("flex open-credentials (unbound)".into(), refused, false));
+
     for (what, value) in [
         ("the password", PASSWORD),
         ("the client secret", CLIENT_SECRET),
@@ -1100,6 +1227,8 @@ fn every_flow_through_the_cli() {
         ("the security code", CVV),
         ("the provisioning PAN", THALES_PAN),
         ("the card holder's name", HOLDER),
+        ("the EPC PAN", EPC_PAN),
+        ("the EPC cryptogram", EPC_CRYPTOGRAM),
     ] {
         secrets.add(what, value);
     }

@@ -1,4 +1,5 @@
-//! Flow 2, Cybersource / Visa Acceptance Flex v2: the merchant's key authenticates a capture-context request
+//! Flow 2, Cybersource / Visa Acceptance Flex v2: the merchant's key arrives as a P12 file (as the Business
+//! Center issues it) and is imported into the key store; it authenticates a capture-context request
 //! (a JWT per request), flex-client verifies the context with Flex's key, encrypts a test card to the
 //! context's one-time key, and verifies the transient token Flex answers; all against the in-process
 //! [`FlexSimulator`], which decrypts and signs with OpenSSL, independently of keybound's JOSE code.
@@ -7,15 +8,20 @@ use flex_client::{
     Card, Environment, FlexClient, JwtAuth, MerchantAuth, SessionEndpoint, TokenizeData,
 };
 use flex_simulator::FlexSimulator;
-use key_provider::{KeySpec, KeyUsage};
+use key_provider::KeyUsage;
 use serde_json::{Value, json};
 
 use crate::keys::KeyStore;
 use crate::out::{Out, mask_pan};
 
 const MERCHANT_ID: &str = "keybound_demo_merchant";
-/// The merchant key's id at Cybersource (the serial number of the certificate uploaded there).
-const KEY_ID: &str = "7f4d5c2a-demo-0001";
+/// The merchant's P12, as Cybersource's Business Center issues it: an RSA-2048 key and its certificate, whose
+/// subject `serialNumber` (`7f4d5c2a-demo-0001`) is the key id. Written once by
+/// `openssl pkcs12 -export -legacy` (3DES key bag, RC2 certificate bag, SHA-1 MAC, as older P12 files are),
+/// password [`P12_PASSWORD`]; a demo key, used nowhere else.
+const MERCHANT_P12: &[u8] = include_bytes!("../fixtures/merchant.p12");
+/// The P12's password (a demo's; a real one comes from `--password-source env:VAR|file:PATH`).
+const P12_PASSWORD: &str = "keybound-demo";
 /// Visa's test card.
 const TEST_PAN: &str = "4111111111111111";
 
@@ -32,21 +38,33 @@ pub async fn run(out: &Out, keys: &KeyStore) -> Result<(), crate::Error> {
         .await?;
     out.field("Flex API", sim.base_url());
 
-    let merchant = out
+    let (merchant, certificate) = out
         .step(
-            "generate the merchant's authentication key (RSA-2048) and register it with Flex",
-            async { keys.generate("merchant-auth", KeySpec::Rsa(2048), KeyUsage::Sign) },
+            "import the merchant's P12 from the Business Center into the key store (keybound keys import)",
+            async { keys.import("merchant-auth", MERCHANT_P12, P12_PASSWORD, KeyUsage::Sign) },
         )
         .await?;
+    // The key id is the certificate subject's serialNumber, as the import reports it.
+    let key_id = certificate
+        .as_ref()
+        .and_then(key_provider::Certificate::subject_serial_number)
+        .ok_or("the merchant P12 has no certificate with a subject serialNumber (the key id)")?;
+    // Cybersource knows the key from its own records; the simulator is told.
     sim.add_merchant_jwt_key(
         MERCHANT_ID,
-        KEY_ID,
+        &key_id,
         &merchant.key.public_key().to_spki_pem(),
     );
     out.field("key", &merchant.reference);
-    out.field("merchant", format!("{MERCHANT_ID} (key id {KEY_ID})"));
+    if let Some(certificate) = &certificate {
+        out.field("certificate", certificate.subject_name());
+    }
+    out.field(
+        "merchant",
+        format!("{MERCHANT_ID} (key id {key_id}, from the certificate)"),
+    );
 
-    let auth = MerchantAuth::Jwt(JwtAuth::new(MERCHANT_ID, KEY_ID, merchant.key.clone())?);
+    let auth = MerchantAuth::Jwt(JwtAuth::new(MERCHANT_ID, &key_id, merchant.key.clone())?);
     let client = FlexClient::builder(Environment::custom(sim.base_url())?)
         // The simulator's tokens origin is http://127.0.0.1:PORT; real Flex origins are built in.
         .allow_origin(sim.base_url())?

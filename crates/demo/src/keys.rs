@@ -1,11 +1,12 @@
 //! Where the demo's own private keys are made: PEM files in a temporary directory (the default), or a
 //! PKCS#11 token (`--pkcs11-token`, a fresh SoftHSM token from `cargo xtask demo --hsm`). Either way the flows
-//! get an `Arc<dyn KeyBackend>` opened from a key reference string, and never see key bytes.
+//! get an `Arc<dyn KeyBackend>` opened from a key reference string, and never see key bytes. A key a partner
+//! issues (the merchant's P12) is imported into the same store ([`KeyStore::import`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use key_provider::{KeyBackend, KeyRef, KeySpec, KeyUsage, OpenOptions};
+use key_provider::{Certificate, ImportKey, KeyBackend, KeyRef, KeySpec, KeyUsage, OpenOptions};
 
 /// A place to generate keys in.
 pub enum KeyStore {
@@ -44,7 +45,7 @@ impl KeyStore {
 
     /// Options for the store's keys: with a token, its module is the configured module (the references'
     /// `module-path=` names it, and key-provider loads no other).
-    fn open_options(&self) -> OpenOptions {
+    pub fn open_options(&self) -> OpenOptions {
         match self {
             Self::Files(_) => OpenOptions::new(),
             Self::Token { module, .. } => OpenOptions::new().pkcs11_module(Some(module.clone())),
@@ -104,5 +105,53 @@ impl KeyStore {
             reference: key.key_label().to_owned(),
             key,
         })
+    }
+
+    /// Imports the key of a PKCS#12 (or PEM) file into the store as key `name`, with its certificate (kept
+    /// in a token beside the key), as `keybound keys import` does; returns the key and the certificate.
+    /// The decrypted key stays in wiped buffers until the backend has it.
+    ///
+    /// # Errors
+    /// A wrong password, a damaged file, or the backend's error.
+    pub fn import(
+        &self,
+        name: &str,
+        file: &[u8],
+        password: &str,
+        usage: KeyUsage,
+    ) -> Result<(Generated, Option<Certificate>), crate::Error> {
+        let file = keybound_pki::KeyFile::read(file, password)?;
+        let import = ImportKey::from_der(file.private_key())?;
+        let certificate = file.key_certificate();
+        let parsed = certificate.map(Certificate::from_der).transpose()?;
+        let reference = self.reference(name);
+        let key_ref: KeyRef = reference.parse()?;
+        let key = match &key_ref {
+            KeyRef::File(path) => {
+                key_provider::file::import(path, &import)?;
+                key_provider::open(&key_ref, &self.open_options())?
+            }
+            KeyRef::Pkcs11(uri) => key_provider::pkcs11::import(
+                uri,
+                &import,
+                certificate,
+                &key_provider::pkcs11::ImportOptions::new(usage),
+                &self.open_options(),
+            )?,
+            other => {
+                return Err(format!(
+                    "the demo imports keys into files or tokens, not {}",
+                    other.backend()
+                )
+                .into());
+            }
+        };
+        Ok((
+            Generated {
+                reference: key.key_label().to_owned(),
+                key,
+            },
+            parsed,
+        ))
     }
 }

@@ -5,12 +5,13 @@
 //!
 //! 1. **Keycloak `private_key_jwt`** ([`keycloak`]): client assertions signed with the lender's key, tokens
 //!    from a Keycloak-shaped token endpoint ([`token_endpoint`]) through `TokenSource`, a replay refused.
-//! 2. **Cybersource Flex v2** ([`flex`]): merchant-authenticated capture context, tokenization, transient
-//!    token, against `flex-simulator`.
+//! 2. **Cybersource Flex v2** ([`flex`]): the merchant's key imported from the P12 the Business Center
+//!    issues (a fixture, `fixtures/merchant.p12`), merchant-authenticated capture context, tokenization,
+//!    transient token, against `flex-simulator`.
 //! 3. **Thales push provisioning** ([`provisioning`]): authorization code, enrollment JWE, batch signing.
 //!
-//! Every private key of keybound's side (lender, merchant, issuer) is generated for the run: by default as
-//! PEM files in a temporary directory, or with `--pkcs11-token LABEL --pkcs11-module PATH --pkcs11-pin-file
+//! Every private key of keybound's side (lender, issuer) is generated for the run, and the merchant's is
+//! imported from its P12: by default as PEM files in a temporary directory, or with `--pkcs11-token LABEL --pkcs11-module PATH --pkcs11-pin-file
 //! PATH` inside a PKCS#11 token (`cargo xtask demo --hsm` creates a fresh SoftHSM token and passes these).
 //! The partners' own keys (the realm's, Flex's, Thales's) are in-memory software keys of the stand-ins.
 //! Each step prints what happened — decoded JOSE headers and claims, captured fields, the provisioning

@@ -1,7 +1,8 @@
-//! Flow 3, Thales push provisioning: the issuer's key signs the authorization code for a card, the card data
-//! is encrypted to the Thales key as the App2App enrollment JWE, Thales's side checks both (the code with
-//! the issuer's public key, the JWE with its own private key), and a batch of codes is signed through the
-//! same key.
+//! Flow 3, Thales push provisioning: at onboarding the issuer's key signs its own X.509 certificate (through
+//! its backend, kept with the key) for Thales; then the key signs the authorization code for a card, the card
+//! data is encrypted to the Thales key as the App2App enrollment JWE, Thales's side checks both (the code with
+//! the key of the issuer's certificate, the JWE with its own private key), and a batch of codes is signed
+//! through the same key.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -32,6 +33,45 @@ pub async fn run(out: &Out, keys: &KeyStore) -> Result<(), crate::Error> {
         })
         .await?;
     out.field("key", &issuer.reference);
+    let certificate = out
+        .step(
+            "onboarding: the issuer's key signs its certificate for Thales (X.509, kept with the key)",
+            async {
+                let der = keybound_pki::CertificateBuilder::new(
+                    "CN=DEMOBANK01,O=Demo Bank,C=FR".parse()?,
+                )
+                .days(730)
+                .sign_async(issuer.key.as_ref())
+                .await?;
+                key_provider::store_certificate(
+                    &issuer.reference.parse()?,
+                    &der,
+                    false,
+                    &keys.open_options(),
+                )?;
+                // What Thales takes from it: the key, read back from the stored certificate.
+                let stored = key_provider::read_certificate(
+                    &issuer.reference.parse()?,
+                    &keys.open_options(),
+                )?
+                .ok_or("the certificate was not kept with the key")?;
+                Ok::<_, crate::Error>(key_provider::Certificate::from_der(&stored)?)
+            },
+        )
+        .await?;
+    out.field(
+        "certificate",
+        format!(
+            "CN=DEMOBANK01,O=Demo Bank,C=FR, self-signed ({}), valid {} days; {}",
+            certificate.public_key.describe(),
+            (certificate.not_after - certificate.not_before) / 86_400,
+            match keys {
+                crate::keys::KeyStore::Files(_) => "kept beside the key file as PATH.crt",
+                crate::keys::KeyStore::Token { .. } =>
+                    "kept in the token (CKO_CERTIFICATE, the key's CKA_ID and label)",
+            }
+        ),
+    );
     let thales = out
         .step(
             "stand in for Thales: an RSA-2048 key whose public half the issuer got at onboarding",
@@ -77,9 +117,9 @@ pub async fn run(out: &Out, keys: &KeyStore) -> Result<(), crate::Error> {
 
     let verified = out
         .step(
-            "Thales checks the code with the issuer's public key (RS256, iss, aud, ≤ 300 s)",
+            "Thales checks the code with the key of the issuer's certificate (RS256, iss, aud, ≤ 300 s)",
             async {
-                AuthCodeVerifier::new(issuer.key.public_key().clone())?
+                AuthCodeVerifier::new(certificate.public_key.clone())?
                     .issuer_id(ISSUER_ID)
                     .audience(Audience::ApplePay)
                     .verify(data.auth_code.as_str())

@@ -162,6 +162,11 @@ pub enum FlexError {
     #[error("merchant authentication: {0}")]
     MerchantAuth(String),
 
+    /// Encrypted payment credentials (EPC) do not belong to this payment: wrong portfolio, or not the
+    /// transient token's `paymentCredentialsReference` (the message never carries the credentials).
+    #[error("encrypted payment credentials rejected: {0}")]
+    Credentials(String),
+
     /// A JOSE operation failed.
     #[error("{0}")]
     Jose(#[from] JoseError),
@@ -188,6 +193,7 @@ impl FlexError {
                 | Self::KidMismatch { .. }
                 | Self::OriginNotAllowed { .. }
                 | Self::DigestMismatch
+                | Self::Credentials(_)
                 | Self::Jose(_)
         )
     }

@@ -15,6 +15,9 @@
 //!    that origin is allowed ([`OriginPolicy`]); the response `Digest` is checked.
 //! 4. **Verify the transient token** ([`FlexClient::verify_transient_token`]) with the context's `flx.jwk`,
 //!    and read it through typed claims ([`TransientTokenClaims`]: captured fields, masked card number…).
+//! 5. **Open encrypted payment credentials** ([`open_credentials`]): the Click to Pay EPC JWE named by the
+//!    transient token's `paymentCredentialsReference`, decrypted through the PSP's [`key_provider::KeyBackend`]
+//!    after its header and binding are checked.
 //!
 //! 5. **Message-level encryption** ([`mle`], opt-in per request:
 //!    [`FlexClient::request_capture_context_with_mle`]): the request body sent as
@@ -42,6 +45,7 @@ mod capture_context;
 mod client;
 mod data;
 mod environment;
+mod epc;
 mod error;
 mod http;
 mod key_cache;
@@ -61,6 +65,10 @@ pub use client::{
 };
 pub use data::{Address, AmountDetails, Card, OrderInformation, PaymentInformation, TokenizeData};
 pub use environment::Environment;
+pub use epc::{
+    CredentialsClaims, CredentialsSignature, EPC_ALG, EPC_ENC, EpcHeader, OpenOptions,
+    PaymentCredentials, open_credentials, open_credentials_async,
+};
 pub use error::{FlexError, FlexResult};
 pub use http::HttpConfig;
 pub use key_cache::KeyCache;

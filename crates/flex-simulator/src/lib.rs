@@ -25,13 +25,20 @@
 //! unexpired and its required fields present. The transient token is RS256 with `kid` = `flx.jwk.kid`, signed
 //! by the one-time key, with `content`/`metadata` as in Cybersource's published examples.
 //!
+//! For Click to Pay, [`FlexSimulator::click_to_pay`] issues a transient token with a
+//! `paymentCredentialsReference` and the encrypted payment credentials (EPC) JWE it names, encrypted to the
+//! PSP's public key with josekit (see the `epc` module).
+//!
 //! Tests can [rotate the signing key](FlexSimulator::rotate_signing_key), read [`Stats`], and make the
 //! simulator [misbehave](Misbehavior). No card data is kept: the simulator remembers only which fields a
 //! tokens request had.
 
 mod auth;
+mod epc;
 mod keys;
 mod mle;
+
+pub use epc::{CREDENTIALS_ISSUER, CREDENTIALS_ISSUER_KID, ClickToPay, ClickToPaySession};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -104,6 +104,12 @@ fn check_permissions(_: &Path, _: &std::fs::Metadata, _: bool) -> Result<(), Key
 pub fn generate(path: &Path, spec: KeySpec) -> Result<SoftwareKey, KeyError> {
     let der = software::generate_pkcs8(spec)?;
     let pem = software::pkcs8_to_pem(&der);
+    write_new(path, pem.as_bytes())?;
+    SoftwareKey::from_bytes("file", format!("file:{}", path.display()), pem.as_bytes())
+}
+
+/// Writes `contents` to a new file of mode 0600, never over an existing one.
+fn write_new(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -120,10 +126,9 @@ pub fn generate(path: &Path, spec: KeySpec) -> Result<SoftwareKey, KeyError> {
             write_failed(path, e)
         }
     })?;
-    file.write_all(pem.as_bytes())
+    file.write_all(contents)
         .and_then(|()| file.sync_all())
-        .map_err(|e| write_failed(path, e))?;
-    SoftwareKey::from_bytes("file", format!("file:{}", path.display()), pem.as_bytes())
+        .map_err(|e| write_failed(path, e))
 }
 
 /// [`KeyError::WriteFailed`], saying so when the cause is a directory that does not exist.
@@ -146,4 +151,15 @@ fn write_failed(path: &Path, source: std::io::Error) -> KeyError {
         reason,
         source,
     }
+}
+
+/// Writes an imported key to a new file (PKCS#8 PEM, mode 0600; never over an existing file) and opens it:
+/// `keybound keys import --key file:PATH`, for development (a production key belongs in an HSM).
+///
+/// # Errors
+/// As [`generate`].
+pub fn import(path: &Path, key: &crate::ImportKey) -> Result<SoftwareKey, KeyError> {
+    let pem = software::pkcs8_to_pem(key.pkcs8());
+    write_new(path, pem.as_bytes())?;
+    SoftwareKey::from_bytes("file", format!("file:{}", path.display()), pem.as_bytes())
 }

@@ -45,8 +45,11 @@ use zeroize::Zeroizing;
 mod audit;
 mod der;
 mod error;
+#[cfg(feature = "software")]
+mod import;
 mod keyref;
 mod public_key;
+mod stored_certificate;
 
 #[cfg(feature = "env")]
 pub mod env;
@@ -59,10 +62,15 @@ pub mod software;
 
 pub use audit::AUDIT_TARGET;
 pub use error::KeyError;
+#[cfg(feature = "software")]
+pub use import::ImportKey;
 pub use keyref::{KeyRef, ObjectType, PinSource, Pkcs11Uri};
 pub use public_key::{Certificate, EcCurve, PublicKey, PublicKeyFile};
 #[cfg(feature = "software")]
 pub use software::SoftwareKey;
+#[cfg(feature = "file")]
+pub use stored_certificate::certificate_path;
+pub use stored_certificate::{certificate_der, read_certificate, store_certificate};
 
 /// The smallest RSA key keybound signs or decrypts with, in every backend, and verifies with (jose-core):
 /// 2048 bits. A smaller key is refused with [`KeyError::KeyTooSmall`] naming its size; no option lowers
@@ -371,6 +379,13 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
     /// `CKA_SENSITIVE` false); the CLI prints each warning on stderr.
     fn warnings(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// What the backend records the key may do, when it records it: a PKCS#11 token's `CKA_SIGN` and
+    /// `CKA_DECRYPT` (as `keybound keys generate --usage` set them). `None` by default: a key file or
+    /// variable records no usage (the key can do whatever its type allows).
+    fn usage(&self) -> Option<KeyUsage> {
+        None
     }
 
     /// Signs `message` (the scheme hashes it). Blocking; see the crate docs.

@@ -539,3 +539,39 @@ fn wrap_pkcs1_in_pkcs8(pkcs1: &[u8]) -> Zeroizing<Vec<u8>> {
     der::write_tlv(&mut out, der::TAG_SEQUENCE, &body);
     out
 }
+
+/// A private key in any form keybound reads (PEM or DER; PKCS#8, PKCS#1, SEC1) as PKCS#8 DER, with its
+/// public key; the key is checked by loading it (aws-lc-rs), and an RSA key under [`crate::MIN_RSA_BITS`] is
+/// refused. For [`crate::ImportKey`].
+pub(crate) fn to_pkcs8(bytes: &[u8]) -> Result<(Zeroizing<Vec<u8>>, PublicKey), KeyError> {
+    let (encoding, der) = decode_private_key(bytes)?;
+    der_to_pkcs8(encoding, der)
+}
+
+/// As [`to_pkcs8`] for DER bytes (never taken for PEM text, whatever bytes they hold).
+pub(crate) fn der_to_pkcs8_any(der: &[u8]) -> Result<(Zeroizing<Vec<u8>>, PublicKey), KeyError> {
+    der_to_pkcs8(der_encoding(der)?, Zeroizing::new(der.to_vec()))
+}
+
+fn der_to_pkcs8(
+    encoding: Encoding,
+    der: Zeroizing<Vec<u8>>,
+) -> Result<(Zeroizing<Vec<u8>>, PublicKey), KeyError> {
+    let pkcs8 = match encoding {
+        Encoding::Pkcs8 => der,
+        Encoding::Pkcs1 => wrap_pkcs1_in_pkcs8(&der),
+        Encoding::Sec1 => {
+            let alg = match sec1_curve(&der)? {
+                EcCurve::P256 => &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                EcCurve::P384 => &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            };
+            let key = EcdsaKeyPair::from_private_key_der(alg, &der)
+                .map_err(|e| KeyError::invalid_key(format!("EC key rejected ({e})")))?;
+            let doc = key.to_pkcs8v1().map_err(|_| KeyError::Crypto)?;
+            Zeroizing::new(doc.as_ref().to_vec())
+        }
+    };
+    let key = SoftwareKey::from_der("import", String::new(), Encoding::Pkcs8, &pkcs8)?;
+    crate::check_rsa_size(&key.public, crate::KeyOperation::Sign)?;
+    Ok((pkcs8, key.public))
+}

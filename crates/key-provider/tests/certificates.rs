@@ -102,7 +102,7 @@ fn openssl_certificates_yield_the_key_openssl_sees() {
                 .map(|b| format!("{b:02X}"))
                 .collect();
             assert_eq!(ours, printed, "{name}: serial");
-            let issuer = cert.issuer_name_der();
+            let issuer = cert.issuer_der();
             assert_eq!(issuer[0], 0x30, "{name}: a Name is a SEQUENCE");
             assert!(
                 issuer.ends_with(name.as_bytes()) && der.windows(issuer.len()).any(|w| w == issuer),

@@ -309,7 +309,7 @@ impl EnvelopeEncryptor {
             }
         }
         let issuer_and_serial = seq(&[
-            &certificate.issuer_name_der(),
+            &certificate.issuer_der(),
             &tlv(TAG_INTEGER, certificate.serial_number()),
         ]);
         Ok(Self {

@@ -58,7 +58,7 @@ fn the_recipient_is_the_certificates_issuer_and_serial() {
     let file = PublicKeyFile::parse(&cert_der).unwrap();
     let cert = file.certificate.unwrap();
     let der = encryptor().encrypt(&card()).unwrap();
-    let mut issuer_and_serial = cert.issuer_name_der();
+    let mut issuer_and_serial = cert.issuer_der();
     let serial = cert.serial_number();
     issuer_and_serial.push(0x02);
     issuer_and_serial.push(u8::try_from(serial.len()).unwrap());
@@ -71,8 +71,8 @@ fn the_recipient_is_the_certificates_issuer_and_serial() {
     // Both pieces really are in the certificate, byte for byte.
     assert!(
         cert_der
-            .windows(cert.issuer_name_der().len())
-            .any(|w| w == cert.issuer_name_der().as_slice())
+            .windows(cert.issuer_der().len())
+            .any(|w| w == cert.issuer_der().as_slice())
     );
 }
 

@@ -274,7 +274,7 @@ pub fn import_private_key(
 
 /// The attributes every private key keybound creates carries: kept in the token, usable only after login,
 /// its value never readable nor wrappable, and no key wrapping with it (keybound never wraps keys).
-fn private_key_attributes() -> Vec<Attribute> {
+pub(super) fn private_key_attributes() -> Vec<Attribute> {
     vec![
         Attribute::Token(true),
         Attribute::Private(true),
@@ -285,7 +285,7 @@ fn private_key_attributes() -> Vec<Attribute> {
 }
 
 /// The attributes every public key keybound creates carries.
-fn public_key_attributes() -> Vec<Attribute> {
+pub(super) fn public_key_attributes() -> Vec<Attribute> {
     vec![
         Attribute::Token(true),
         Attribute::Private(false),
@@ -293,10 +293,12 @@ fn public_key_attributes() -> Vec<Attribute> {
     ]
 }
 
-/// Overwrites the secret values of a template.
-fn wipe(template: &mut [Attribute]) {
+/// Overwrites the secret values of a template (RSA private components; `CKA_VALUE`, an EC private key's
+/// scalar or a secret key).
+pub(super) fn wipe(template: &mut [Attribute]) {
     for attribute in template {
         if let Attribute::PrivateExponent(v)
+        | Attribute::Value(v)
         | Attribute::Prime1(v)
         | Attribute::Prime2(v)
         | Attribute::Exponent1(v)
@@ -309,7 +311,7 @@ fn wipe(template: &mut [Attribute]) {
 }
 
 /// `uri` with an `id=`: its own, or 8 random bytes (then `object=` must name the key).
-fn with_id(uri: &Pkcs11Uri) -> Result<Pkcs11Uri, KeyError> {
+pub(super) fn with_id(uri: &Pkcs11Uri) -> Result<Pkcs11Uri, KeyError> {
     if uri.object.is_none() && uri.id.is_none() {
         return Err(KeyError::invalid_ref(
             "a new key needs a label (`object=`) and/or an id (`id=`)",
@@ -336,7 +338,7 @@ fn with_id(uri: &Pkcs11Uri) -> Result<Pkcs11Uri, KeyError> {
 
 /// Creates a key for `usage` with `make` in a read-write session, after checking the label and id are free,
 /// then opens it. `make` says whether it recorded `CKA_ALLOWED_MECHANISMS`. Emits one audit event.
-fn create(
+pub(super) fn create(
     uri: &Pkcs11Uri,
     options: &OpenOptions,
     operation: &str,

@@ -787,6 +787,15 @@ impl KeyBackend for Pkcs11Key {
             .collect()
     }
 
+    fn usage(&self) -> Option<crate::KeyUsage> {
+        match (self.inner.usage.sign, self.inner.usage.decrypt) {
+            (Some(true), Some(true)) => Some(crate::KeyUsage::SignAndDecrypt),
+            (Some(true), Some(false)) => Some(crate::KeyUsage::Sign),
+            (Some(false), Some(true)) => Some(crate::KeyUsage::Decrypt),
+            _ => None,
+        }
+    }
+
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         self.inner.sign(scheme, message)
     }

@@ -40,8 +40,10 @@
 //! The blocking PKCS#11 calls of [`KeyBackend::sign_async`] and [`KeyBackend::decrypt_async`] run on tokio's
 //! blocking pool (`spawn_blocking`), never on an async worker thread; without a tokio runtime they run inline.
 
+mod certificate;
 mod errors;
 mod generate;
+mod import;
 mod inventory;
 mod key;
 mod module;
@@ -55,9 +57,11 @@ use std::sync::Arc;
 
 use crate::{KeyBackend, KeyError, OpenOptions, Pkcs11Uri};
 
+pub use certificate::{read_certificate, store_certificate};
 #[doc(hidden)]
 pub use generate::{RsaPrivateComponents, import_private_key};
 pub use generate::{generate, generate_with_usage};
+pub use import::{ImportOptions, import};
 pub use inventory::{
     CertificateInfo, DeletedKey, KeyKind, KeyPairInfo, TokenKeys, delete_key, list_keys,
 };

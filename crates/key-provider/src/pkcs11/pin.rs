@@ -32,7 +32,7 @@ pub(crate) fn resolve(
             })?);
             pin_from_bytes(value.as_bytes(), &format!("environment variable {var}")).map(Some)
         }
-        (Some(PinSource::Prompt), _) => prompt(uri).map(Some),
+        (Some(PinSource::Prompt), _) => prompted(uri).map(Some),
         (None, Some(value)) if options.allow_pin_value => {
             pin_from_bytes(value.as_bytes(), "`pin-value` of the key reference").map(Some)
         }
@@ -44,6 +44,34 @@ pub(crate) fn resolve(
         }),
         (None, None) => Ok(None),
     }
+}
+
+/// The PINs typed at the terminal in this process, by module and token: a person is asked once per token,
+/// however many times a command reaches it (`keys public --format jwk` opens the key and then looks for its
+/// certificate). Kept as `SecretString`s, wiped when the process ends the way every open key's PIN is.
+type Prompted = std::sync::Mutex<Vec<(String, SecretString)>>;
+
+fn prompted_pins() -> &'static Prompted {
+    static PINS: std::sync::OnceLock<Prompted> = std::sync::OnceLock::new();
+    PINS.get_or_init(Prompted::default)
+}
+
+/// The PIN for `uri`'s token: the one already typed in this process, or a new prompt.
+fn prompted(uri: &Pkcs11Uri) -> Result<SecretString, KeyError> {
+    let which = format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}",
+        uri.module_path, uri.module_name, uri.token, uri.serial, uri.slot_id
+    );
+    // Held while prompting: two threads reaching one token ask once.
+    let mut pins = prompted_pins()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, pin)) = pins.iter().find(|(w, _)| *w == which) {
+        return Ok(pin.clone());
+    }
+    let pin = prompt(uri)?;
+    pins.push((which, pin.clone()));
+    Ok(pin)
 }
 
 /// Asks for the PIN on the terminal: echo is turned off, the prompt goes to stderr, the PIN is read from
