@@ -43,46 +43,39 @@ impl std::fmt::Debug for MleIdentity {
 impl MleIdentity {
     /// A new RSA-2048 key and a self-signed certificate valid for a year.
     pub(crate) fn generate() -> Self {
-        // These fail only when OpenSSL is broken or out of memory (see crate::keys).
-        let rsa = Rsa::generate(2048).expect("OpenSSL RSA key generation");
-        let key = PKey::from_rsa(rsa).expect("OpenSSL PKey from RSA");
+        // Fails only when OpenSSL is broken or out of memory (see crate::keys).
+        Self::try_generate().expect("OpenSSL key and certificate generation")
+    }
+
+    fn try_generate() -> Result<Self, openssl::error::ErrorStack> {
+        let key = PKey::from_rsa(Rsa::generate(2048)?)?;
         let kid = format!("SJC{}", random_id(16, true));
-        let mut name = X509NameBuilder::new().expect("X509 name");
-        name.append_entry_by_text("C", "US").expect("name entry");
-        name.append_entry_by_text("O", "CyberSource Corporation")
-            .expect("name entry");
-        name.append_entry_by_text("CN", "CyberSource_SJC_US")
-            .expect("name entry");
-        name.append_entry_by_text("serialNumber", &kid)
-            .expect("name entry");
+        let mut name = X509NameBuilder::new()?;
+        name.append_entry_by_text("C", "US")?;
+        name.append_entry_by_text("O", "CyberSource Corporation")?;
+        name.append_entry_by_text("CN", "CyberSource_SJC_US")?;
+        name.append_entry_by_text("serialNumber", &kid)?;
         let name = name.build();
-        let mut builder = X509::builder().expect("X509 builder");
-        builder.set_version(2).expect("version");
-        let mut serial = BigNum::new().expect("BigNum");
-        serial
-            .rand(64, MsbOption::MAYBE_ZERO, false)
-            .expect("random serial");
-        let serial = serial.to_asn1_integer().expect("serial");
-        builder.set_serial_number(&serial).expect("serial");
-        builder.set_subject_name(&name).expect("subject");
-        builder.set_issuer_name(&name).expect("issuer");
-        builder.set_pubkey(&key).expect("public key");
-        builder
-            .set_not_before(&Asn1Time::days_from_now(0).expect("time"))
-            .expect("notBefore");
-        builder
-            .set_not_after(&Asn1Time::days_from_now(365).expect("time"))
-            .expect("notAfter");
-        builder
-            .sign(&key, MessageDigest::sha256())
-            .expect("self-signature");
-        let certificate_pem =
-            String::from_utf8(builder.build().to_pem().expect("PEM")).expect("PEM is ASCII");
-        Self {
-            pkcs8: key.private_key_to_pkcs8().expect("PKCS#8 export"),
+        let mut builder = X509::builder()?;
+        builder.set_version(2)?;
+        let mut serial = BigNum::new()?;
+        serial.rand(64, MsbOption::MAYBE_ZERO, false)?;
+        let serial = serial.to_asn1_integer()?;
+        builder.set_serial_number(&serial)?;
+        builder.set_subject_name(&name)?;
+        builder.set_issuer_name(&name)?;
+        builder.set_pubkey(&key)?;
+        let (not_before, not_after) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(365)?);
+        builder.set_not_before(&not_before)?;
+        builder.set_not_after(&not_after)?;
+        builder.sign(&key, MessageDigest::sha256())?;
+        // PEM is ASCII.
+        let certificate_pem = String::from_utf8_lossy(&builder.build().to_pem()?).into_owned();
+        Ok(Self {
+            pkcs8: key.private_key_to_pkcs8()?,
             certificate_pem,
             kid,
-        }
+        })
     }
 
     /// Decrypts `{"encryptedRequest":"<JWE>"}`; returns the plaintext request, or why it was refused.
