@@ -44,6 +44,7 @@ use zeroize::Zeroizing;
 
 mod audit;
 mod der;
+mod dn;
 mod error;
 #[cfg(feature = "software")]
 mod import;

@@ -17,7 +17,7 @@ use crate::error::KeyError;
 const TAG_VERSION: u8 = 0xa0;
 const TAG_UTC_TIME: u8 = 0x17;
 const TAG_GENERALIZED_TIME: u8 = 0x18;
-const TAG_SET: u8 = 0x31;
+use crate::dn::TAG_SET;
 
 /// An X.509 certificate, reduced to what keybound uses: its public key and validity period (and, privately,
 /// its issuer and subject names, to check the order of a chain).
@@ -181,123 +181,14 @@ impl Certificate {
     /// `openssl x509 -noout -subject -nameopt RFC2253` prints it.
     #[must_use]
     pub fn subject_name(&self) -> String {
-        format_name(&self.subject)
+        crate::dn::distinguished_name(&self.subject_der()).unwrap_or_default()
     }
 
     /// The issuer in RFC 4514 form.
     #[must_use]
     pub fn issuer_name(&self) -> String {
-        format_name(&self.issuer)
+        crate::dn::distinguished_name(&self.issuer_der()).unwrap_or_default()
     }
-}
-
-/// The attributes of a `Name`'s contents in DER order: (OID, value tag, value). Malformed parts are skipped
-/// (the name was already read as a SEQUENCE; nothing here is trusted for anything but display).
-fn name_attributes(name: &[u8]) -> Vec<(Vec<u8>, u8, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut rdns = Reader::new(name);
-    while let Ok((_, rdn)) = rdns.read_any() {
-        let mut set = Reader::new(rdn);
-        while let Ok(atv) = set.read(der::TAG_SEQUENCE) {
-            let mut atv = Reader::new(atv);
-            let (Ok(oid), Ok((tag, value))) = (atv.read(der::TAG_OID), atv.read_any()) else {
-                continue;
-            };
-            out.push((oid.to_vec(), tag, value.to_vec()));
-        }
-    }
-    out
-}
-
-/// A directory string's text (UTF8String, PrintableString, IA5String, TeletexString as Latin-1, BMPString).
-fn string_value(tag: u8, value: &[u8]) -> Option<String> {
-    match tag {
-        0x0c | 0x13 | 0x16 => String::from_utf8(value.to_vec()).ok(),
-        0x14 => Some(value.iter().map(|b| char::from(*b)).collect()),
-        0x1e => {
-            let units: Vec<u16> = value
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                .collect();
-            String::from_utf16(&units).ok()
-        }
-        _ => None,
-    }
-}
-
-/// RFC 4514: attributes last-RDN first, short names for the usual types, dotted OIDs and `#hex` otherwise.
-fn format_name(name: &[u8]) -> String {
-    let short = |oid: &[u8]| -> Option<&'static str> {
-        Some(match oid {
-            [0x55, 0x04, 0x03] => "CN",
-            [0x55, 0x04, 0x05] => "serialNumber",
-            [0x55, 0x04, 0x06] => "C",
-            [0x55, 0x04, 0x07] => "L",
-            [0x55, 0x04, 0x08] => "ST",
-            [0x55, 0x04, 0x09] => "street",
-            [0x55, 0x04, 0x0a] => "O",
-            [0x55, 0x04, 0x0b] => "OU",
-            [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19] => "DC",
-            [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01] => "UID",
-            [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01] => "emailAddress",
-            _ => return None,
-        })
-    };
-    let mut parts: Vec<String> = name_attributes(name)
-        .into_iter()
-        .map(|(oid, tag, value)| {
-            let key = short(&oid).map_or_else(|| dotted(&oid), str::to_owned);
-            let value = match string_value(tag, &value) {
-                Some(text) => escape_rfc4514(&text),
-                None => {
-                    let mut hex = format!("#{tag:02x}");
-                    hex.push_str(&format!("{:02x}", value.len()));
-                    hex.extend(value.iter().map(|b| format!("{b:02x}")));
-                    hex
-                }
-            };
-            format!("{key}={value}")
-        })
-        .collect();
-    parts.reverse();
-    parts.join(",")
-}
-
-fn escape_rfc4514(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let last = text.chars().count().saturating_sub(1);
-    for (i, c) in text.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && (c == '#' || c == ' '))
-            || (i == last && c == ' ');
-        if special {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn dotted(oid: &[u8]) -> String {
-    let mut arcs = Vec::new();
-    let mut value = 0u64;
-    for b in oid {
-        value = (value << 7) | u64::from(b & 0x7f);
-        if b & 0x80 == 0 {
-            if arcs.is_empty() {
-                let first = (value / 40).min(2);
-                arcs.push(first);
-                arcs.push(value - first * 40);
-            } else {
-                arcs.push(value);
-            }
-            value = 0;
-        }
-    }
-    arcs.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(".")
 }
 
 /// The leaf of a chain given leaf first: refuses a chain whose certificates are not in that order.
