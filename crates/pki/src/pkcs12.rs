@@ -22,6 +22,8 @@ use zeroize::Zeroizing;
 
 use der::Reader;
 
+use crate::der_write::tlv;
+
 /// Why a key file could not be read. Messages are one line and never carry key bytes or the password.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -376,21 +378,6 @@ fn is_sec1(key: &[u8]) -> bool {
         return false;
     };
     seq.read(der::INTEGER).is_ok() && seq.peek_tag() == Some(der::OCTET_STRING)
-}
-
-fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = value.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(value);
-    out
 }
 
 fn base64_decode(text: &str) -> Result<Zeroizing<Vec<u8>>, Pkcs12Error> {
