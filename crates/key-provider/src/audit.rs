@@ -10,14 +10,14 @@
 //! `backend`, `token`, `operation` (`login`), `outcome`, `latency_us` and on failure `ckr` and `error`.
 //! Never the PIN, the data signed, the ciphertext or the plaintext.
 
-#[cfg(any(feature = "software", feature = "pkcs11"))]
+#[cfg(any(feature = "software", feature = "pkcs11", feature = "remote"))]
 use std::time::Instant;
 
 /// The `tracing` target of the audit events.
 pub const AUDIT_TARGET: &str = "keybound::audit";
 
 /// One private-key operation, for [`operation`].
-#[cfg(any(feature = "software", feature = "pkcs11"))]
+#[cfg(any(feature = "software", feature = "pkcs11", feature = "remote"))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Operation<'a> {
     /// `file`, `env` or `pkcs11`.
@@ -36,16 +36,16 @@ pub(crate) struct Operation<'a> {
 
 /// How an operation (or a login) ended: success, or the error with the `CKR_…` code of the token call
 /// that failed, if one did.
-#[cfg(any(feature = "software", feature = "pkcs11"))]
+#[cfg(any(feature = "software", feature = "pkcs11", feature = "remote"))]
 pub(crate) type Outcome<'a> = Result<(), (&'a dyn std::fmt::Display, Option<&'a str>)>;
 
-#[cfg(any(feature = "software", feature = "pkcs11"))]
+#[cfg(any(feature = "software", feature = "pkcs11", feature = "remote"))]
 fn latency_us(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Emits the audit event of one sign or decrypt.
-#[cfg(any(feature = "software", feature = "pkcs11"))]
+#[cfg(any(feature = "software", feature = "pkcs11", feature = "remote"))]
 pub(crate) fn operation(op: Operation<'_>, started: Instant, retried: bool, outcome: Outcome<'_>) {
     let latency_us = latency_us(started);
     let token = op.token.unwrap_or("-");

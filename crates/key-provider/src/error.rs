@@ -236,6 +236,46 @@ pub enum KeyError {
         /// The configured module, or `none configured`.
         configured: String,
     },
+    /// A key service refused the credentials: a wrong, expired or revoked token, or a policy that does not
+    /// allow the operation (HTTP 401/403, KMS `AccessDeniedException`). Not retried.
+    #[error("{backend}: access denied{}: {reason}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    AccessDenied {
+        /// Backend name.
+        backend: &'static str,
+        /// The HTTP status, when there was one.
+        status: Option<u16>,
+        /// What the service said and what to check (never the token).
+        reason: String,
+    },
+    /// A key service kept failing (throttling, 5xx, connection refused or reset) through every retry.
+    #[error("{backend}: {what} failed after {attempts} attempts: {reason}")]
+    ServiceUnavailable {
+        /// Backend name.
+        backend: &'static str,
+        /// The request, e.g. `sign with vault:issuer`.
+        what: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+    /// A signature from a remote key service did not verify against the key's public key: it was not
+    /// returned (never a bad token handed to a partner).
+    #[error(
+        "{backend}: the {scheme} signature returned for {key} does not verify against the key's public key; \
+         it was discarded{}",
+        if hint.is_empty() { String::new() } else { format!(" ({hint})") }
+    )]
+    SignatureMismatch {
+        /// Backend name.
+        backend: &'static str,
+        /// The key label.
+        key: String,
+        /// The scheme asked for.
+        scheme: String,
+        /// What may explain it, or empty.
+        hint: String,
+    },
     /// A cryptographic operation failed. Deliberately opaque.
     #[error("cryptographic operation failed")]
     Crypto,

@@ -3,7 +3,9 @@
 //! - `file:PATH` — a PEM (or DER) private key file;
 //! - `env:VAR` — PEM or base64 DER in an environment variable;
 //! - `pkcs11:…` — an RFC 7512 PKCS#11 URI, e.g.
-//!   `pkcs11:token=keybound;object=signing?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/pin`.
+//!   `pkcs11:token=keybound;object=signing?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/pin`;
+//! - `vault:NAME[?…]` — an OpenBao / Vault Transit key ([`VaultRef`]);
+//! - `aws-kms:KEY[?…]` — an AWS KMS key ([`AwsKmsRef`]).
 //!
 //! Parsing is strict: unknown or duplicated URI attributes are errors, so a typo never widens a key search.
 
@@ -14,6 +16,7 @@ use std::str::FromStr;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::KeyError;
+pub use crate::service_ref::{AwsKmsRef, VaultRef};
 
 /// A parsed key reference.
 #[derive(Debug, Clone)]
@@ -27,16 +30,22 @@ pub enum KeyRef {
     Env(String),
     /// `pkcs11:…` (RFC 7512).
     Pkcs11(Pkcs11Uri),
+    /// `vault:NAME[?…]`: an OpenBao / HashiCorp Vault Transit key.
+    Vault(VaultRef),
+    /// `aws-kms:KEY[?…]`: an AWS KMS key.
+    AwsKms(AwsKmsRef),
 }
 
 impl KeyRef {
-    /// The backend this reference needs (`file`, `env`, `pkcs11`).
+    /// The backend this reference needs (`file`, `env`, `pkcs11`, `vault`, `aws-kms`).
     #[must_use]
     pub fn backend(&self) -> &'static str {
         match self {
             Self::File(_) => "file",
             Self::Env(_) => "env",
             Self::Pkcs11(_) => "pkcs11",
+            Self::Vault(_) => "vault",
+            Self::AwsKms(_) => "aws-kms",
         }
     }
 }
@@ -66,9 +75,13 @@ impl FromStr for KeyRef {
             Ok(Self::Env(var.to_owned()))
         } else if s.starts_with("pkcs11:") {
             Ok(Self::Pkcs11(s.parse()?))
+        } else if s.starts_with("vault:") {
+            Ok(Self::Vault(s.parse()?))
+        } else if s.starts_with("aws-kms:") {
+            Ok(Self::AwsKms(s.parse()?))
         } else {
             Err(KeyError::invalid_ref(
-                "expected `file:PATH`, `env:VAR` or a `pkcs11:` URI",
+                "expected `file:PATH`, `env:VAR`, a `pkcs11:` URI, `vault:NAME` or `aws-kms:KEY`",
             ))
         }
     }
@@ -85,6 +98,8 @@ impl fmt::Display for KeyRef {
             Self::File(p) => write!(f, "file:{}", p.display()),
             Self::Env(v) => write!(f, "env:{v}"),
             Self::Pkcs11(u) => fmt::Display::fmt(u, f),
+            Self::Vault(v) => fmt::Display::fmt(v, f),
+            Self::AwsKms(k) => fmt::Display::fmt(k, f),
         }
     }
 }

@@ -15,13 +15,16 @@
 //! | `file` | `file:PATH` | PKCS#8 / PKCS#1 / SEC1 PEM (or DER) file, mode 0600, one private key |
 //! | `env` | `env:VAR` | PEM or base64 DER in an environment variable, one private key |
 //! | `pkcs11` | `pkcs11:…` (RFC 7512) | inside a PKCS#11 token (HSM) |
+//! | `vault` | `vault:NAME[?…]` | an OpenBao / HashiCorp Vault Transit key (module [`vault`]) |
+//! | `aws-kms` | `aws-kms:KEY[?…]` | an AWS KMS key (module [`aws_kms`]) |
 //!
 //! ## Blocking and async
 //! [`KeyBackend::sign`] and [`KeyBackend::decrypt`] are synchronous. Software keys finish in well under a
 //! millisecond, so their async variants run inline. The PKCS#11 backend overrides
 //! [`KeyBackend::sign_async`] / [`KeyBackend::decrypt_async`] to run the blocking C calls on tokio's blocking
 //! thread pool (`spawn_blocking`), never on an async worker thread. From async code, call the `_async`
-//! variants.
+//! variants. The key-service backends (`vault`, `aws-kms`) run their requests on one private tokio runtime
+//! of their own: their blocking calls wait for it, their async variants await it (see `remote`).
 //!
 //! ```
 //! # fn main() -> Result<(), key_provider::KeyError> {
@@ -50,7 +53,15 @@ mod error;
 mod import;
 mod keyref;
 mod public_key;
+#[cfg(feature = "remote")]
+mod remote;
+mod service_ref;
 mod stored_certificate;
+
+#[cfg(feature = "aws-kms")]
+pub mod aws_kms;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 #[cfg(feature = "env")]
 pub mod env;
@@ -67,6 +78,9 @@ pub use error::KeyError;
 pub use import::ImportKey;
 pub use keyref::{KeyRef, ObjectType, PinSource, Pkcs11Uri};
 pub use public_key::{Certificate, EcCurve, PublicKey, PublicKeyFile};
+#[cfg(feature = "remote")]
+pub use remote::RetryPolicy;
+pub use service_ref::{AwsKmsRef, TokenSource, VaultRef, check_service_url};
 #[cfg(feature = "software")]
 pub use software::SoftwareKey;
 #[cfg(feature = "file")]
@@ -592,6 +606,20 @@ fn open_inner(key_ref: &KeyRef, options: &OpenOptions) -> Result<Arc<dyn KeyBack
         KeyRef::Pkcs11(_) => Err(KeyError::BackendNotCompiled {
             backend: "pkcs11",
             feature: "pkcs11",
+        }),
+        #[cfg(feature = "vault")]
+        KeyRef::Vault(r) => vault::open(r, options),
+        #[cfg(not(feature = "vault"))]
+        KeyRef::Vault(_) => Err(KeyError::BackendNotCompiled {
+            backend: "vault",
+            feature: "vault",
+        }),
+        #[cfg(feature = "aws-kms")]
+        KeyRef::AwsKms(r) => aws_kms::open(r, options),
+        #[cfg(not(feature = "aws-kms"))]
+        KeyRef::AwsKms(_) => Err(KeyError::BackendNotCompiled {
+            backend: "aws-kms",
+            feature: "aws-kms",
         }),
     }
 }
