@@ -61,10 +61,7 @@ fn binary(env_var: &str, name: &str) -> Result<PathBuf, String> {
             if path.is_file() {
                 Ok(path)
             } else {
-                Err(format!(
-                    "{env_var}={} does not exist",
-                    path.display()
-                ))
+                Err(format!("{env_var}={} does not exist", path.display()))
             }
         }
         None => {

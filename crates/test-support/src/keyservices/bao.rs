@@ -108,14 +108,8 @@ impl BaoServer {
         if !body.is_empty() {
             headers.push(("Content-Type", "application/json"));
         }
-        let response = http::request(
-            self.process.addr,
-            method,
-            &path,
-            &headers,
-            body.as_bytes(),
-        )
-        .unwrap_or_else(|e| panic!("{method} {path} to OpenBao: {e}"));
+        let response = http::request(self.process.addr, method, &path, &headers, body.as_bytes())
+            .unwrap_or_else(|e| panic!("{method} {path} to OpenBao: {e}"));
         (response.status, response.json())
     }
 

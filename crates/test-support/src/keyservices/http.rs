@@ -93,9 +93,7 @@ pub(crate) fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Op
 /// # Errors
 /// An address without a port, or one that does not resolve.
 pub fn socket_addr(url_or_addr: &str) -> io::Result<SocketAddr> {
-    let rest = url_or_addr
-        .strip_prefix("http://")
-        .unwrap_or(url_or_addr);
+    let rest = url_or_addr.strip_prefix("http://").unwrap_or(url_or_addr);
     let authority = rest.split('/').next().unwrap_or(rest);
     authority.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(
@@ -143,14 +141,19 @@ impl Head {
         if self.is_chunked() {
             Ok(Framing::Chunked)
         } else {
-            Ok(self.content_length()?.map_or(Framing::Empty, Framing::Length))
+            Ok(self
+                .content_length()?
+                .map_or(Framing::Empty, Framing::Length))
         }
     }
 
     /// The framing of a response body to a request of `method`.
     pub fn response_framing(&self, method: &str) -> io::Result<Framing> {
         let status = status_of(&self.start_line)?;
-        if method.eq_ignore_ascii_case("HEAD") || (100..200).contains(&status) || status == 204 || status == 304
+        if method.eq_ignore_ascii_case("HEAD")
+            || (100..200).contains(&status)
+            || status == 204
+            || status == 304
         {
             Ok(Framing::Empty)
         } else if self.is_chunked() {
@@ -476,7 +479,11 @@ mod tests {
         let mut reader = io::BufReader::new(&wire[..]);
         let request = read_request(&mut reader).unwrap().unwrap();
         assert_eq!(
-            (request.method.as_str(), request.target.as_str(), &request.body[..]),
+            (
+                request.method.as_str(),
+                request.target.as_str(),
+                &request.body[..]
+            ),
             ("POST", "/x", &b"abc"[..])
         );
         assert_eq!(request.header("content-length"), Some("3"));
@@ -493,7 +500,11 @@ mod tests {
         assert_eq!(head.response_framing("GET").unwrap(), Framing::UntilClose);
         assert_eq!(head.response_framing("HEAD").unwrap(), Framing::Empty);
         assert!(read_request(&mut io::BufReader::new(&b"GET"[..])).is_err());
-        assert!(read_request(&mut io::BufReader::new(&b""[..])).unwrap().is_none());
+        assert!(
+            read_request(&mut io::BufReader::new(&b""[..]))
+                .unwrap()
+                .is_none()
+        );
         assert!(status_of("HTTP/1.1 abc").is_err());
         assert_eq!(
             socket_addr("http://127.0.0.1:8200/v1/x").unwrap().port(),

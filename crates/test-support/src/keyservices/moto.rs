@@ -41,9 +41,7 @@ impl MotoServer {
                     port.to_string(),
                 ]
             },
-            |addr| {
-                http::request(addr, "GET", "/", &[], &[]).is_ok_and(|r| r.status == 200)
-            },
+            |addr| http::request(addr, "GET", "/", &[], &[]).is_ok_and(|r| r.status == 200),
         );
         Some(Self { process })
     }

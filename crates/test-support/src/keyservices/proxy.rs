@@ -362,24 +362,26 @@ fn serve(shared: &Shared, id: u64, client: TcpStream) -> io::Result<()> {
             }
             Action::Answer(status) => {
                 let (content_type, body) = lock(&shared.injected_body).clone();
+                shared.injected.fetch_add(1, Ordering::SeqCst);
                 http::write_response(
                     &mut writer,
                     status,
                     &[("Content-Type", &content_type), ("Connection", "close")],
                     body.as_bytes(),
                 )?;
-                shared.injected.fetch_add(1, Ordering::SeqCst);
                 return Ok(());
             }
             Action::Forward => {
                 let mut request = head.to_bytes(&["expect"]);
                 request.extend_from_slice(&raw_body);
                 let (response, raw) = forward(shared, id, &mut upstream, &method, &request)?;
+                // Counted before the client can see the answer, so a test reads a settled count.
+                shared.forwarded.fetch_add(1, Ordering::SeqCst);
                 writer.write_all(&raw)?;
                 writer.flush()?;
-                shared.forwarded.fetch_add(1, Ordering::SeqCst);
                 let until_close = response.response_framing(&method)? == Framing::UntilClose;
-                let http10 = |h: &Head| h.start_line.contains("HTTP/1.0") && !h.connection_has("keep-alive");
+                let http10 =
+                    |h: &Head| h.start_line.contains("HTTP/1.0") && !h.connection_has("keep-alive");
                 if until_close
                     || response.connection_has("close")
                     || head.connection_has("close")
@@ -447,7 +449,11 @@ fn exchange(
     request: &[u8],
 ) -> io::Result<Option<(Head, Vec<u8>)>> {
     let stream = connection.reader.get_mut();
-    if stream.write_all(request).and_then(|()| stream.flush()).is_err() {
+    if stream
+        .write_all(request)
+        .and_then(|()| stream.flush())
+        .is_err()
+    {
         return Ok(None);
     }
     let head = match http::read_head(&mut connection.reader) {
