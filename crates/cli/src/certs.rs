@@ -229,10 +229,6 @@ pub fn stored(arg: Option<&str>, ctx: &Context) -> CliResult<Option<Vec<u8>>> {
 
 /// `keys public --format cert`: the stored certificate's PEM.
 pub fn print_stored(arg: Option<&str>, ctx: &Context) -> CliResult {
-    let key_ref = ctx.key_ref(arg)?;
-    if let Some(refusal) = crate::keys::key_service_refusal(&key_ref, "public --format cert") {
-        return Err(refusal);
-    }
     match stored(arg, ctx)? {
         Some(der) => io::write_stdout(certificate_pem(&der).as_bytes()),
         None => Err(CliError::usage(

@@ -621,6 +621,13 @@ pub fn public_jwk(public: &PublicKey) -> CliResult<Jwk> {
 }
 
 fn public(a: &PublicArgs, ctx: &Context) -> CliResult {
+    if let PublicFormat::Cert = a.format {
+        // The certificate kept with the key (a key service keeps none: refused before anything is opened).
+        let key_ref = ctx.key_ref(a.key.as_deref())?;
+        if let Some(refusal) = key_service_refusal(&key_ref, "public --format cert") {
+            return Err(refusal);
+        }
+    }
     let key = ctx.open_key(a.key.as_deref())?;
     let public = key.public_key();
     // With a certificate kept with the key, the JWK carries it (x5c, x5t#S256).

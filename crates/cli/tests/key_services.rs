@@ -69,12 +69,17 @@ fn thumbprint_of(line: &str) -> String {
         .to_owned()
 }
 
-/// Asserts a failure: exit 2, exactly one line on stderr containing every one of `needles`.
+/// Asserts a failure: exit 2, one line on stderr (and perhaps `  hint: …` lines) containing every one of
+/// `needles`.
 #[track_caller]
 fn fails_with(out: &std::process::Output, needles: &[&str]) -> String {
     let err = stderr(out);
     assert_eq!(code(out), 2, "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    assert!(
+        lines[0].starts_with("keybound: ") && lines[1..].iter().all(|l| l.starts_with("  hint: ")),
+        "one line: {err}"
+    );
     for needle in needles {
         assert!(err.contains(needle), "{needle:?} not in {err}");
     }
