@@ -437,3 +437,49 @@ fn proxy_in_front_of_bao_and_moto() {
         Some(proxy.url())
     );
 }
+
+/// A missing binary: a loud SKIPPED line and a pass, or with `KEYBOUND_TEST_KEYSERVICES_REQUIRED=1` a
+/// failure (this test binary run again on one of its server tests, with `KEYBOUND_TEST_BAO` pointing
+/// nowhere).
+#[test]
+fn a_missing_server_skips_loudly_unless_required() {
+    let run = |required: bool| {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "--exact",
+                "bao_transit_creates_keys_and_signs_jose_exactly",
+                "--nocapture",
+            ])
+            .env(
+                keybound_test_support::keyservices::BAO_ENV,
+                "/nonexistent/bao",
+            )
+            .env_remove(keybound_test_support::keyservices::REQUIRED_ENV);
+        if required {
+            command.env(keybound_test_support::keyservices::REQUIRED_ENV, "1");
+        }
+        let output = command.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    };
+    let (passed, text) = run(false);
+    assert!(passed, "{text}");
+    assert!(
+        text.contains(
+            "*** SKIPPED bao_transit_creates_keys_and_signs_jose_exactly: \
+             KEYBOUND_TEST_BAO=/nonexistent/bao does not exist"
+        ),
+        "{text}"
+    );
+    let (passed, text) = run(true);
+    assert!(!passed, "{text}");
+    assert!(
+        text.contains("KEYBOUND_TEST_KEYSERVICES_REQUIRED=1 requires the key-service tests to run"),
+        "{text}"
+    );
+}
