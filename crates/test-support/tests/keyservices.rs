@@ -483,3 +483,42 @@ fn a_missing_server_skips_loudly_unless_required() {
         "{text}"
     );
 }
+
+/// Concurrent clients: `StatusTimes(429, n)` injects exactly n answers, whatever the interleaving, and the
+/// counters add up.
+#[test]
+fn proxy_counts_exactly_under_concurrent_clients() {
+    let up = upstream(false);
+    let proxy = Arc::new(FaultProxy::start(&up.addr.to_string()));
+    proxy.set_mode(Mode::StatusTimes(429, 10));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let proxy = Arc::clone(&proxy);
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                let mut connection = HttpConnection::connect(proxy.addr()).unwrap();
+                for _ in 0..5 {
+                    let r = get(&mut connection, "/c").unwrap();
+                    statuses.push(r.status);
+                    if r.status == 429 {
+                        // The proxy closed this connection after its injected answer.
+                        connection = HttpConnection::connect(proxy.addr()).unwrap();
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 10);
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 30);
+    assert_eq!(
+        (proxy.requests(), proxy.injected(), proxy.forwarded()),
+        (40, 10, 30)
+    );
+    assert_eq!(up.hits.load(Ordering::SeqCst), 30);
+    assert_eq!(proxy.mode(), Mode::Pass);
+}
