@@ -11,6 +11,14 @@
 //! error and on any warning in the workspace's own code (cargo replays cached warnings, so a warning is seen
 //! on every run, not only the first). The backend features of a crate are read from the `[features]`
 //! section of its `Cargo.toml`; a crate without, say, `env` simply has no `env` combination.
+//!
+//! Then the **key-service proof**: the key-service backends (`vault`, `aws-kms`) are off by default in the
+//! libraries, and a crate that does not enable them compiles none of their dependencies. For every product
+//! crate and every feature selection that leaves a service feature off (its default features, none, each
+//! other backend alone, all other features together), `cargo tree -e normal` must not list that feature's
+//! crates ([`SERVICE_CRATES`]: the AWS SDK for `aws-kms`; reqwest and hyper for `vault`, in the crates that
+//! have no HTTP client of their own). As a control, the same crates must be listed when the feature is on, so
+//! the proof cannot pass by looking at the wrong names.
 
 use std::path::Path;
 use std::process::Command;
@@ -38,15 +46,43 @@ fn targets_text(targets: &[&str]) -> String {
 }
 
 /// The key backend features, each checked alone.
-const BACKENDS: &[&str] = &["file", "env", "pkcs11"];
+const BACKENDS: &[&str] = &["file", "env", "pkcs11", "vault", "aws-kms"];
+
+/// The key-service features, and the crates that only they may bring into a product crate's normal
+/// dependency tree: (feature, crates, the packages the rule applies to — `None`: every product crate).
+/// reqwest and hyper are checked only where nothing else brings them (keycloak-client and flex-client are
+/// HTTP clients themselves).
+pub(crate) const SERVICE_CRATES: &[(&str, &[&str], Option<&[&str]>)] = &[
+    (
+        "aws-kms",
+        &[
+            "aws-sdk-kms",
+            "aws-config",
+            "aws-smithy-runtime",
+            "aws-sigv4",
+        ],
+        None,
+    ),
+    (
+        "vault",
+        &["reqwest", "hyper"],
+        Some(&[
+            "key-provider",
+            "jose-core",
+            "provisioning-signer",
+            "keybound-pki",
+        ]),
+    ),
+];
 
 const HELP: &str = "\
 usage: cargo xtask check-features [-p PACKAGE]...
 
 Runs `cargo check` (library and binaries, normal dependencies only) and `cargo check --all-targets`
 for every product crate (or the ones given with -p) with --no-default-features, with
---no-default-features --features F for each backend feature F it has (file, env, pkcs11), and with
---all-features. Fails on any error or warning.
+--no-default-features --features F for each backend feature F it has (file, env, pkcs11, vault, aws-kms),
+and with --all-features. Then proves with `cargo tree` that no selection leaving `vault` or `aws-kms` off
+compiles their dependencies. Fails on any error or warning.
 ";
 
 /// One `cargo check` to run.
@@ -137,6 +173,68 @@ pub fn run(args: &[String]) -> Result<()> {
         combinations.len(),
         started.elapsed()
     );
+    let proof_started = Instant::now();
+    let mut proofs = 0;
+    for (package, dir) in PACKAGES {
+        if !only.is_empty() && !only.iter().any(|p| p == package) {
+            continue;
+        }
+        let manifest = std::fs::read_to_string(root.join(dir).join("Cargo.toml"))
+            .map_err(|e| format!("cannot read {dir}/Cargo.toml: {e}"))?;
+        let features = features_of(&manifest);
+        for (feature, crates, applies) in SERVICE_CRATES {
+            if applies.is_some_and(|a| !a.contains(package))
+                || !features.iter().any(|f| f == feature)
+            {
+                continue;
+            }
+            for selection in service_off_selections(&manifest, &features, feature) {
+                proofs += 1;
+                let listed = tree(&root, package, &selection)?;
+                let found: Vec<&str> = crates
+                    .iter()
+                    .copied()
+                    .filter(|c| listed.contains(*c))
+                    .collect();
+                if found.is_empty() {
+                    println!(
+                        "<== ok: -p {package} {} has none of {}",
+                        selection.join(" "),
+                        crates.join(", ")
+                    );
+                } else {
+                    println!(
+                        "<== FAILED: -p {package} {} compiles {} without `{feature}`",
+                        selection.join(" "),
+                        found.join(", ")
+                    );
+                    failed.push(format!(
+                        "-p {package} {}: {} without `{feature}`",
+                        selection.join(" "),
+                        found.join(", ")
+                    ));
+                }
+            }
+            // The control: with the feature on, its crates are there (the names are right).
+            proofs += 1;
+            let on = [
+                "--no-default-features".to_owned(),
+                "--features".to_owned(),
+                (*feature).to_owned(),
+            ];
+            let listed = tree(&root, package, &on)?;
+            if !crates.iter().any(|c| listed.contains(*c)) {
+                failed.push(format!(
+                    "-p {package} --features {feature}: none of {} in its tree; the proof looks for the wrong names",
+                    crates.join(", ")
+                ));
+            }
+        }
+    }
+    println!(
+        "check-features: key-service proof, {proofs} dependency trees in {:.1?}",
+        proof_started.elapsed()
+    );
     if failed.is_empty() {
         Ok(())
     } else {
@@ -146,6 +244,89 @@ pub fn run(args: &[String]) -> Result<()> {
             failed.join("\n  ")
         ))
     }
+}
+
+/// The feature selections of a package that leave `service` off: its default features (unless they include
+/// it), none, each non-service backend alone, and every feature but the two services together.
+fn service_off_selections(manifest: &str, features: &[String], service: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    if !default_features(manifest).iter().any(|f| f == service) {
+        out.push(Vec::new());
+    }
+    out.push(vec!["--no-default-features".to_owned()]);
+    // Each other backend alone, the other key service excepted (the AWS SDK brings hyper, for one).
+    for backend in BACKENDS
+        .iter()
+        .filter(|b| !matches!(**b, "vault" | "aws-kms") && features.iter().any(|f| f == *b))
+    {
+        out.push(vec![
+            "--no-default-features".to_owned(),
+            "--features".to_owned(),
+            (*backend).to_owned(),
+        ]);
+    }
+    let others: Vec<&str> = features
+        .iter()
+        .map(String::as_str)
+        .filter(|f| !matches!(*f, "default" | "vault" | "aws-kms" | "remote"))
+        .collect();
+    if !others.is_empty() {
+        out.push(vec![
+            "--no-default-features".to_owned(),
+            "--features".to_owned(),
+            others.join(","),
+        ]);
+    }
+    out
+}
+
+/// The `default = [...]` list of a manifest's `[features]` section.
+fn default_features(manifest: &str) -> Vec<String> {
+    let mut in_features = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_features = line == "[features]";
+            continue;
+        }
+        if in_features && let Some(list) = line.strip_prefix("default") {
+            return list
+                .split(['[', ']', ',', '='])
+                .map(|f| f.trim().trim_matches('"'))
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
+/// The crate names in `package`'s normal dependency tree with `selection`, one per line.
+fn tree(
+    root: &Path,
+    package: &str,
+    selection: &[String],
+) -> Result<std::collections::BTreeSet<String>> {
+    let output = Command::new(crate::cargo())
+        .current_dir(root)
+        .args([
+            "tree", "-e", "normal", "--prefix", "none", "--format", "{p}", "-p", package,
+        ])
+        .args(selection)
+        .output()
+        .map_err(|e| format!("cannot run cargo tree: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo tree -p {package} {} failed: {}",
+            selection.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// The combinations for one package: no default features, each backend alone, all features.
@@ -234,6 +415,31 @@ mod tests {
                 "-p p --all-features",
             ]
         );
+    }
+
+    #[test]
+    fn service_off_selections_leave_the_service_out() {
+        let manifest = "[features]\ndefault = [\"file\", \"env\"]\nfile = []\nenv = []\npkcs11 = []\nvault = []\naws-kms = []\nprogress = []\n";
+        let features = features_of(manifest);
+        let selections: Vec<String> = service_off_selections(manifest, &features, "vault")
+            .iter()
+            .map(|s| s.join(" "))
+            .collect();
+        assert_eq!(
+            selections,
+            [
+                "",
+                "--no-default-features",
+                "--no-default-features --features file",
+                "--no-default-features --features env",
+                "--no-default-features --features pkcs11",
+                "--no-default-features --features file,env,pkcs11,progress",
+            ]
+        );
+        // A default that includes the service (the CLI's) is not a selection that leaves it off.
+        let cli = "[features]\ndefault = [\"file\", \"vault\"]\nfile = []\nvault = []\n";
+        assert!(!service_off_selections(cli, &features_of(cli), "vault").contains(&Vec::new()));
+        assert_eq!(default_features(cli), ["file", "vault"]);
     }
 
     #[test]
