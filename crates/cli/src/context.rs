@@ -9,6 +9,10 @@
 //! `KEYBOUND_PKCS11_ALLOWED_MODULES` (paths separated by `:`), `KEYBOUND_KEYCLOAK__TOKEN_URL` (double
 //! underscore = nesting). The PKCS#11 module: `--pkcs11-module`, else `KEYBOUND_PKCS11_MODULE`, else
 //! `pkcs11_module` in the file.
+//!
+//! Key-service references (`vault:NAME…`, `aws-kms:KEY…`) need no setting of their own: the reference and the
+//! services' standard variables (`VAULT_ADDR`, `VAULT_TOKEN`…, the AWS chain) carry everything, read by
+//! key-provider when the key is opened; no PIN prompt or module applies to them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
