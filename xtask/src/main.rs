@@ -9,6 +9,7 @@ mod bench;
 mod check_features;
 mod demo;
 mod fuzz;
+mod keyservices;
 mod softhsm;
 mod test;
 #[cfg(test)]
@@ -42,6 +43,11 @@ const SUBCOMMANDS: &[Subcommand] = &[
         name: "softhsm-test",
         summary: "create a fresh SoftHSM token under target/softhsm-test/ and run the PKCS#11 tests against it",
         run: softhsm::run,
+    },
+    Subcommand {
+        name: "keyservices",
+        summary: "install the pinned OpenBao and moto test servers into target/keyservices/venv (when missing)",
+        run: keyservices::run,
     },
     Subcommand {
         name: "fuzz",

@@ -10,8 +10,9 @@
 //! 4. runs `cargo test -p PACKAGE --features FEATURES` for every entry of [`RUNS`] (or for the packages given
 //!    with `-p`), passing the other arguments on. For keycloak-client and the CLI it first installs the
 //!    OpenID Connect test server's npm packages when missing and exports `KEYBOUND_TEST_OIDC_REQUIRED=1`.
-//!    Any failure fails the command; since `KEYBOUND_TEST_PKCS11_REQUIRED=1` is exported, a PKCS#11 test
-//!    cannot pass by skipping itself.
+//!    It also installs the pinned OpenBao and moto servers when missing (`cargo xtask keyservices`) and
+//!    exports their paths with `KEYBOUND_TEST_KEYSERVICES_REQUIRED=1`. Any failure fails the command; since
+//!    `KEYBOUND_TEST_PKCS11_REQUIRED=1` is exported, a PKCS#11 test cannot pass by skipping itself.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -127,10 +128,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if needs_oidc {
         crate::test::prepare_oidc_provider()?;
     }
+    // The key-service servers (OpenBao, moto), for the `vault`/`aws-kms` tests that run beside PKCS#11 ones.
+    let keyservices = crate::keyservices::ensure_keyservices()?;
     let token = create_token(&run_dir(&root), TOKEN_LABEL)?;
     println!("SoftHSM module: {}", token.module.display());
     println!("token directory: {}", token.dir.display());
-    let vars = token.test_env();
+    let mut vars = token.test_env();
+    vars.extend(keyservices.test_env());
     println!("exported for the tests:");
     for (k, v) in &vars {
         println!("  {k}={v}");

@@ -1,8 +1,9 @@
 //! `cargo xtask test [CARGO-TEST-ARGS]...`: the README's test command. Creates a fresh SoftHSM token (as
-//! `cargo xtask softhsm-test` does), installs the OpenID Connect test server's npm packages when missing, then
-//! runs the whole workspace's tests once — `cargo test --workspace --all-features` — with the token exported
-//! and `KEYBOUND_TEST_PKCS11_REQUIRED=1` / `KEYBOUND_TEST_OIDC_REQUIRED=1`, so no PKCS#11 or OIDC test can pass
-//! by skipping itself. One build, one run: no crate is rebuilt with other features.
+//! `cargo xtask softhsm-test` does), installs the OpenID Connect test server's npm packages and the pinned
+//! OpenBao and moto servers (`cargo xtask keyservices`) when missing, then runs the whole workspace's tests
+//! once — `cargo test --workspace --all-features` — with the token and the servers' paths exported and
+//! `KEYBOUND_TEST_PKCS11_REQUIRED=1` / `KEYBOUND_TEST_OIDC_REQUIRED=1` / `KEYBOUND_TEST_KEYSERVICES_REQUIRED=1`,
+//! so no PKCS#11, OIDC or key-service test can pass by skipping itself. One build, one run: no crate is rebuilt with other features.
 
 use std::process::Command;
 use std::time::Instant;
@@ -20,6 +21,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let started = Instant::now();
     prepare_oidc_provider()?;
+    let keyservices = crate::keyservices::ensure_keyservices()?;
     let root = crate::root();
     let token =
         crate::softhsm::create_token(&crate::softhsm::run_dir(&root), crate::softhsm::TOKEN_LABEL)?;
@@ -34,6 +36,8 @@ pub fn run(args: &[String]) -> Result<()> {
         // The OpenID Connect server and PKCS#11 tests must run here, not skip themselves.
         .env("KEYBOUND_TEST_OIDC_REQUIRED", "1")
         .envs(token.test_env())
+        // The OpenBao and moto servers, required too (`KEYBOUND_TEST_KEYSERVICES_REQUIRED=1`).
+        .envs(keyservices.test_env())
         .args(args)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
