@@ -310,12 +310,6 @@ fn generate_in(
     }
     #[cfg(feature = "aws-kms")]
     if let KeyRef::AwsKms(r) = key_ref {
-        if !r.is_alias() {
-            return Err(CliError::usage(format!(
-                "keys generate names a new KMS key by its alias (--key aws-kms:alias/NAME); {key_ref} names \
-                 an existing key by its id or ARN"
-            )));
-        }
         let key = key_provider::aws_kms::generate(r, spec, usage, &ctx.open_options())?;
         return Ok((key.key_label().to_owned(), key.public_key().clone()));
     }
@@ -363,8 +357,8 @@ fn rotate(a: &RotateArgs, ctx: &Context) -> CliResult {
 
 /// The version of a Transit key as opened (after `rotate`, the new one).
 #[cfg(feature = "vault")]
-fn transit_version(key: &dyn key_provider::KeyBackend) -> CliResult<u64> {
-    key_provider::vault::key_version(key).ok_or_else(|| {
+fn transit_version(key: &dyn key_provider::KeyBackend) -> CliResult<u32> {
+    key.key_version().ok_or_else(|| {
         CliError::usage(format!(
             "{}: the key service did not say which version the key is at",
             key.key_label()
