@@ -400,7 +400,7 @@ pub fn key_service_refusal(key_ref: &KeyRef, command: &str) -> Option<CliError> 
         "import" => format!(
             "keys import writes to a pkcs11: URI or file:PATH, not to a key service ({key_ref}): make the key \
              in the service with `keybound keys generate`, or import key material with the service's own \
-             tools ({tools})"
+             tools; {tools}"
         ),
         _ => format!(
             "a key service ({key_ref}) keeps no certificates: keybound keeps them with pkcs11: and file: keys \
