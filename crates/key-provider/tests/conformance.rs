@@ -174,7 +174,9 @@ fn oaep_decrypts<B: Backend>(scheme: DecryptionScheme) {
     let ciphertext = support::oaep_encrypt(key.public_key(), scheme, &cek);
     let result = key.decrypt(scheme, &ciphertext);
     if scheme == DecryptionScheme::RsaOaepSha1 && !B::OAEP_SHA1_SUPPORTED {
-        let err = result.map(|_| ()).expect_err("RSA-OAEP-SHA1 must be refused");
+        let err = result
+            .map(|_| ())
+            .expect_err("RSA-OAEP-SHA1 must be refused");
         assert!(matches!(err, KeyError::NotSupported { .. }), "{err}");
         assert!(
             err.to_string()

@@ -61,7 +61,9 @@ impl Bao {
     /// `ciphertext` is both, concatenated, in base64.
     pub fn import_rsa_2048(&self, name: &str, pkcs1: &[u8]) {
         use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded as _};
-        use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey};
+        use aws_lc_rs::rsa::{
+            OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey,
+        };
         let (status, wrapping) = self
             .server
             .admin_request("GET", "transit/wrapping_key", None);
