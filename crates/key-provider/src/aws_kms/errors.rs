@@ -216,12 +216,24 @@ mod tests {
             ("AccessDeniedException", "access denied (HTTP 400)"),
             ("UnrecognizedClientException", "access denied"),
             ("ExpiredTokenException", "access denied"),
-            ("NotFoundException", "no KMS key found for aws-kms:alias/issuer"),
-            ("DisabledException", "is not permitted with aws-kms:alias/issuer"),
+            (
+                "NotFoundException",
+                "no KMS key found for aws-kms:alias/issuer",
+            ),
+            (
+                "DisabledException",
+                "is not permitted with aws-kms:alias/issuer",
+            ),
             ("KMSInvalidStateException", "enable the key"),
             ("InvalidKeyUsageException", "one usage"),
-            ("UnsupportedOperationException", "not supported by this backend"),
-            ("ValidationException", "failed: HTTP 400 ValidationException"),
+            (
+                "UnsupportedOperationException",
+                "not supported by this backend",
+            ),
+            (
+                "ValidationException",
+                "failed: HTTP 400 ValidationException",
+            ),
         ] {
             let err = judge(400, code, true).unwrap_err().to_string();
             assert!(err.contains(needle), "{code}: {err}");

@@ -86,7 +86,9 @@ fn hash(scheme: SignatureScheme) -> &'static digest::Algorithm {
 fn is_pss(scheme: SignatureScheme) -> bool {
     matches!(
         scheme,
-        SignatureScheme::RsaPssSha256 | SignatureScheme::RsaPssSha384 | SignatureScheme::RsaPssSha512
+        SignatureScheme::RsaPssSha256
+            | SignatureScheme::RsaPssSha384
+            | SignatureScheme::RsaPssSha512
     )
 }
 
@@ -220,12 +222,7 @@ impl RemoteOps for KmsKey {
         };
         let (output, retries) = remote::with_retries(BACKEND, &what, self.retry, || {
             let request = request.clone();
-            async move {
-                request
-                    .send()
-                    .await
-                    .map_err(|e| classify(&e, judged))
-            }
+            async move { request.send().await.map_err(|e| classify(&e, judged)) }
         })
         .await?;
         let der_or_raw = output
@@ -286,12 +283,7 @@ impl RemoteOps for KmsKey {
         };
         let (mut output, retries) = remote::with_retries(BACKEND, &what, self.retry, || {
             let request = request.clone();
-            async move {
-                request
-                    .send()
-                    .await
-                    .map_err(|e| classify(&e, judged))
-            }
+            async move { request.send().await.map_err(|e| classify(&e, judged)) }
         })
         .await?;
         // Moved, not copied, into the zeroizing buffer.

@@ -104,7 +104,10 @@ fn endpoint(r: &AwsKmsRef) -> Result<Option<String>, KeyError> {
 /// The client for `r`'s region and endpoint: made once per process, on the key-service runtime.
 fn service(r: &AwsKmsRef) -> Result<Service, KeyError> {
     let endpoint = endpoint(r)?;
-    let region = r.region.clone().or_else(|| r.arn_region().map(str::to_owned));
+    let region = r
+        .region
+        .clone()
+        .or_else(|| r.arn_region().map(str::to_owned));
     // An endpoint from the environment is part of the cache key as checked here; aws-config reads it again.
     let cache_key = (region.clone(), endpoint.clone());
     let mut clients = CLIENTS
@@ -303,9 +306,7 @@ fn alias_name(r: &AwsKmsRef) -> Option<String> {
     } else {
         &r.key
     };
-    resource
-        .starts_with("alias/")
-        .then(|| resource.to_owned())
+    resource.starts_with("alias/").then(|| resource.to_owned())
 }
 
 /// Creates a key in KMS that never leaves it and names it by the reference's alias, then opens it.
@@ -402,11 +403,12 @@ async fn create(
             "keybound: {label} ({}), created by keybound keys generate",
             usage.as_str()
         ));
-    let (created, _) = remote::with_retries(BACKEND, &format!("CreateKey for {alias}"), policy, || {
-        let create = create.clone();
-        async move { create.send().await.map_err(|e| classify(&e, once)) }
-    })
-    .await?;
+    let (created, _) =
+        remote::with_retries(BACKEND, &format!("CreateKey for {alias}"), policy, || {
+            let create = create.clone();
+            async move { create.send().await.map_err(|e| classify(&e, once)) }
+        })
+        .await?;
     let key_id = created
         .key_metadata()
         .map(|m| m.key_id().to_owned())
