@@ -445,6 +445,17 @@ mod vault {
             assert!(!err.contains(wrong_token), "{args:?}: {err}");
             assert!(!err.contains(bao.token()), "{args:?}: {err}");
         }
+        // An EC key cannot decrypt: refused before the server is asked.
+        let out = run(
+            &[
+                "keys", "generate", "--key", "vault:ec", "--kty", "EC", "--usage", "decrypt",
+            ],
+            None,
+            &env,
+        );
+        fails_with(&out, &["EC"]);
+        let (status, _) = bao.admin_request("GET", "transit/keys/ec", None);
+        assert_eq!(status, 404);
         // Nothing was rotated or created with the wrong token.
         let (_, read) = bao.admin_request("GET", "transit/keys/issuer", None);
         assert_eq!(read["data"]["latest_version"], 1, "{read}");
@@ -832,6 +843,20 @@ mod aws_kms {
             &env,
         );
         fails_with(&out, &["alias/NAME"]);
+        // A KMS key has one usage: sign,decrypt is refused before anything is created.
+        let out = run(
+            &[
+                "keys",
+                "generate",
+                "--key",
+                "aws-kms:alias/both",
+                "--usage",
+                "sign,decrypt",
+            ],
+            None,
+            &env,
+        );
+        fails_with(&out, &["one usage"]);
         let (_, keys) = moto.kms_request("ListKeys", &serde_json::json!({}));
         assert_eq!(keys["Keys"].as_array().map_or(0, Vec::len), 0, "{keys}");
         let out = run(
