@@ -367,6 +367,55 @@ fn missing_key_bad_token_and_wrong_key_types_are_one_line_errors_without_retry()
         "{text}"
     );
 
+    // A token whose policy may read the key but not sign with it: opens, then a 403 naming the policy path.
+    let (status, answer) = bao.server.admin_request(
+        "POST",
+        "sys/policies/acl/read-only",
+        Some(
+            &serde_json::json!({"policy": "path \"transit/keys/*\" { capabilities = [\"read\"] }"}),
+        ),
+    );
+    assert!((200..300).contains(&status), "{answer}");
+    let (status, answer) = bao.server.admin_request(
+        "POST",
+        "auth/token/create",
+        Some(&serde_json::json!({"policies": ["read-only"], "no_default_policy": true})),
+    );
+    assert!((200..300).contains(&status), "{answer}");
+    let reader = answer["auth"]["client_token"]
+        .as_str()
+        .expect("client_token")
+        .to_owned();
+    let reader_file = bao.token_file_with("reader-token", &reader);
+    let read_only = open(&format!(
+        "vault:ec?addr={}&token-source=file:{}",
+        proxy.url(),
+        reader_file.display()
+    ))
+    .expect("the reader may read the key");
+    let (err, n) = count(&|| {
+        read_only
+            .sign(SignatureScheme::EcdsaP256Sha256, b"x")
+            .map(|_| ())
+    });
+    assert!(
+        matches!(
+            err,
+            KeyError::AccessDenied {
+                status: Some(403),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(n, 1, "not retried: {err}");
+    let text = assert_clean(&err, &[token.as_str(), wrong, reader.as_str()]);
+    assert!(
+        text.contains("grants `update` on `transit/sign/ec/*`"),
+        "{text}"
+    );
+    assert!(!logs().text().contains(reader.as_str()));
+
     for (name, needle) in [
         ("ed", "Transit type ed25519"),
         ("aes", "Transit type aes256-gcm96"),
