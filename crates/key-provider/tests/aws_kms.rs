@@ -611,11 +611,25 @@ mod kms {
         proxy.set_mode(Mode::StatusTimes(503, 2));
         key.sign(scheme, b"unavailable").expect("sign after 503s");
         assert_eq!(proxy.injected(), 4);
+        let text = log().text();
         assert!(
-            log()
-                .text()
-                .contains("key service request failed; retrying"),
+            text.contains("key service request failed; retrying"),
             "the retries are logged"
+        );
+        // The audit event names the service (with its endpoint), KMS's algorithm and the retry.
+        let service = format!("token=kms us-east-1 ({})", proxy.url());
+        let audit = text
+            .lines()
+            .find(|l| {
+                l.contains("keybound::audit") && l.contains(&service) && l.contains("retried=true")
+            })
+            .unwrap_or_else(|| panic!("no audit event with {service} and retried=true"));
+        assert!(
+            audit.contains("backend=\"aws-kms\"")
+                && audit.contains("mechanism=\"ECDSA_SHA_256\"")
+                && audit.contains("outcome=\"success\"")
+                && audit.contains("key=aws-kms:alias/kb-test-p256-sign?endpoint="),
+            "{audit}"
         );
     }
 
