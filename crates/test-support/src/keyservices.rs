@@ -95,7 +95,7 @@ fn skipped<T>(test: &str, why: &str) -> Option<T> {
 }
 
 /// A loopback port that was free a moment ago: bound to `127.0.0.1:0`, then released for the server to
-/// take. Another process may take it in between; [`ServerProcess::start`] then retries on a new port.
+/// take. Another process may take it in between; the servers' `start` then retries on a new port.
 #[must_use]
 pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

@@ -437,3 +437,88 @@ fn proxy_in_front_of_bao_and_moto() {
         Some(proxy.url())
     );
 }
+
+/// A missing binary: a loud SKIPPED line and a pass, or with `KEYBOUND_TEST_KEYSERVICES_REQUIRED=1` a
+/// failure (this test binary run again on one of its server tests, with `KEYBOUND_TEST_BAO` pointing
+/// nowhere).
+#[test]
+fn a_missing_server_skips_loudly_unless_required() {
+    let run = |required: bool| {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "--exact",
+                "bao_transit_creates_keys_and_signs_jose_exactly",
+                "--nocapture",
+            ])
+            .env(
+                keybound_test_support::keyservices::BAO_ENV,
+                "/nonexistent/bao",
+            )
+            .env_remove(keybound_test_support::keyservices::REQUIRED_ENV);
+        if required {
+            command.env(keybound_test_support::keyservices::REQUIRED_ENV, "1");
+        }
+        let output = command.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    };
+    let (passed, text) = run(false);
+    assert!(passed, "{text}");
+    assert!(
+        text.contains(
+            "*** SKIPPED bao_transit_creates_keys_and_signs_jose_exactly: \
+             KEYBOUND_TEST_BAO=/nonexistent/bao does not exist"
+        ),
+        "{text}"
+    );
+    let (passed, text) = run(true);
+    assert!(!passed, "{text}");
+    assert!(
+        text.contains("KEYBOUND_TEST_KEYSERVICES_REQUIRED=1 requires the key-service tests to run"),
+        "{text}"
+    );
+}
+
+/// Concurrent clients: `StatusTimes(429, n)` injects exactly n answers, whatever the interleaving, and the
+/// counters add up.
+#[test]
+fn proxy_counts_exactly_under_concurrent_clients() {
+    let up = upstream(false);
+    let proxy = Arc::new(FaultProxy::start(&up.addr.to_string()));
+    proxy.set_mode(Mode::StatusTimes(429, 10));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let proxy = Arc::clone(&proxy);
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                let mut connection = HttpConnection::connect(proxy.addr()).unwrap();
+                for _ in 0..5 {
+                    let r = get(&mut connection, "/c").unwrap();
+                    statuses.push(r.status);
+                    if r.status == 429 {
+                        // The proxy closed this connection after its injected answer.
+                        connection = HttpConnection::connect(proxy.addr()).unwrap();
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 10);
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 30);
+    assert_eq!(
+        (proxy.requests(), proxy.injected(), proxy.forwarded()),
+        (40, 10, 30)
+    );
+    assert_eq!(up.hits.load(Ordering::SeqCst), 30);
+    assert_eq!(proxy.mode(), Mode::Pass);
+}

@@ -1,6 +1,8 @@
 //! moto's server (`moto_server`), whose KMS speaks the AWS JSON 1.1 protocol over plain HTTP. It checks no
 //! signature: any `Authorization` header (or none) is accepted, and every request lands in account
-//! `123456789012`. Its deviations from real KMS are listed in `docs/scaling.md`.
+//! `123456789012`. moto 5.2.5 deviates from real KMS: it ignores `MessageType` (a DIGEST input is hashed
+//! again), signs RSA-PSS with the maximum salt length, accepts RAW inputs over 4096 bytes, and cannot decrypt
+//! an RSA-OAEP ciphertext made with the public key outside it (its ciphertexts are its own blobs).
 
 use std::net::SocketAddr;
 
