@@ -7,8 +7,8 @@
 //! multi-threaded test process is unsound, so `kms_suite_in_a_child_process` starts moto and runs this
 //! binary's `kms::` tests in a child process whose environment holds them (`AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL_KMS` = moto, no IMDS probe, no profile files);
-//! `kms_no_region::` runs in a second child without a region, `kms_env_endpoint::` in a third whose
-//! `AWS_ENDPOINT_URL_KMS` is refused. In the parent these tests return at once.
+//! `kms_no_region::` runs in a second child without a region, `kms_no_credentials::` in one without
+//! credentials, `kms_env_endpoint::` in one whose `AWS_ENDPOINT_URL_KMS` is refused. In the parent these tests return at once.
 //!
 //! **moto 5.2 deviations, asserted rather than hidden**: PS256/384/512 and messages over 4096 bytes (sent as
 //! DIGEST) come back as signatures that do not verify, and the backend's verify-after-sign turns them into
@@ -94,7 +94,8 @@ fn run_child(moto: &MotoServer, filter: &str, without: &[&str], with: &[(&str, &
     );
 }
 
-/// Starts moto and runs the `kms::`, `kms_no_region::` and `kms_env_endpoint::` tests in child processes.
+/// Starts moto and runs the `kms::`, `kms_no_region::`, `kms_no_credentials::` and `kms_env_endpoint::`
+/// tests in child processes.
 #[test]
 fn kms_suite_in_a_child_process() {
     if std::env::var_os(CHILD).is_some() {
@@ -105,6 +106,12 @@ fn kms_suite_in_a_child_process() {
     };
     run_child(&moto, "kms::", &[], &[]);
     run_child(&moto, "kms_no_region::", &["AWS_REGION"], &[]);
+    run_child(
+        &moto,
+        "kms_no_credentials::",
+        &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        &[],
+    );
     run_child(
         &moto,
         "kms_env_endpoint::",
@@ -971,5 +978,29 @@ mod kms_env_endpoint {
         // `endpoint=` comes first: the request reaches moto, which has no such key.
         let err = open(&format!("aws-kms:alias/kb-any?endpoint={moto}")).unwrap_err();
         assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
+    }
+}
+
+/// Run in a child process without credentials (no variables, no profile files, no instance metadata).
+mod kms_no_credentials {
+    use super::*;
+
+    #[test]
+    fn no_credentials_is_one_clear_error_without_retries() {
+        if endpoint().is_none() || std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+            return;
+        }
+        let proxy = proxy();
+        let err = open(&format!("aws-kms:alias/kb-any?endpoint={}", proxy.url())).unwrap_err();
+        let text = one_line(&err);
+        assert!(
+            text.starts_with("aws-kms backend error: the request to KMS could not be sent"),
+            "{text}"
+        );
+        assert!(
+            text.contains("credentials come from the standard AWS chain"),
+            "{text}"
+        );
+        assert_eq!(proxy.requests(), 0, "nothing was sent without credentials");
     }
 }
