@@ -118,6 +118,12 @@ fn kms_suite_in_a_child_process() {
         &[],
         &[("AWS_ENDPOINT_URL_KMS", "http://kms.example.com")],
     );
+    run_child(
+        &moto,
+        "kms_env_endpoint::",
+        &["AWS_ENDPOINT_URL_KMS"],
+        &[("AWS_ENDPOINT_URL", "http://kms.example.com")],
+    );
 }
 
 /// moto's endpoint in a child process; `None` in the parent (the test returns at once). In the child, the
@@ -957,24 +963,28 @@ mod kms_no_region {
     }
 }
 
-/// Run in a child process whose `AWS_ENDPOINT_URL_KMS` is plain http to a host that is not loopback.
+/// Run in child processes whose `AWS_ENDPOINT_URL_KMS`, then `AWS_ENDPOINT_URL`, is plain http to a host that
+/// is not loopback.
 mod kms_env_endpoint {
     use super::*;
 
     #[test]
     fn an_endpoint_from_the_environment_is_checked_and_endpoint_wins() {
         let Some(moto) = endpoint() else { return };
-        if std::env::var("AWS_ENDPOINT_URL_KMS").as_deref() != Ok("http://kms.example.com") {
+        let bad = "http://kms.example.com";
+        let expected = if std::env::var("AWS_ENDPOINT_URL_KMS").as_deref() == Ok(bad) {
+            format!("AWS_ENDPOINT_URL_KMS `{bad}`: plain http:// is accepted only to a loopback")
+        } else if std::env::var("AWS_ENDPOINT_URL").as_deref() == Ok(bad) {
+            format!(
+                "the AWS endpoint_url (AWS_ENDPOINT_URL or the profile) `{bad}`: plain http:// is accepted \
+                 only to a loopback"
+            )
+        } else {
             return;
-        }
+        };
         let err = open("aws-kms:alias/kb-any").unwrap_err();
         assert!(matches!(err, KeyError::InvalidKeyRef { .. }), "{err}");
-        assert!(
-            one_line(&err).contains(
-                "AWS_ENDPOINT_URL_KMS `http://kms.example.com`: plain http:// is accepted only to a loopback"
-            ),
-            "{err}"
-        );
+        assert!(one_line(&err).contains(&expected), "{err}");
         // `endpoint=` comes first: the request reaches moto, which has no such key.
         let err = open(&format!("aws-kms:alias/kb-any?endpoint={moto}")).unwrap_err();
         assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
