@@ -503,6 +503,52 @@ mod kms {
         assert_eq!(described["KeyMetadata"]["KeySpec"], "RSA_3072");
     }
 
+    /// When the alias cannot be created after the key was (here: KMS refuses `:` in alias names, which
+    /// `DescribeKey` simply does not find), the new key is scheduled for deletion and the error says so.
+    #[test]
+    fn a_key_whose_alias_fails_is_scheduled_for_deletion() {
+        if endpoint().is_none() {
+            return;
+        }
+        let r: AwsKmsRef = "aws-kms:alias/kb-bad:name".parse().expect("reference");
+        let err = key_provider::aws_kms::generate(
+            &r,
+            KeySpec::Ec(EcCurve::P256),
+            KeyUsage::Sign,
+            &OpenOptions::new(),
+        )
+        .unwrap_err();
+        let text = one_line(&err);
+        assert!(
+            text.starts_with(
+                "aws-kms backend error: creating the alias for aws-kms:alias/kb-bad:name failed: HTTP 400 \
+                 ValidationException: alias/kb-bad:name contains invalid characters for an alias; "
+            ),
+            "{text}"
+        );
+        let keys = moto("ListKeys", &json!({"Limit": 1000}));
+        let made: Vec<Value> = keys["Keys"]
+            .as_array()
+            .expect("Keys")
+            .iter()
+            .map(|k| moto("DescribeKey", &json!({"KeyId": k["KeyId"]}))["KeyMetadata"].clone())
+            .filter(|m| {
+                m["Description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("alias/kb-bad:name"))
+            })
+            .collect();
+        assert_eq!(made.len(), 1, "one key was created");
+        assert_eq!(made[0]["KeyState"], "PendingDeletion");
+        let id = made[0]["KeyId"].as_str().expect("KeyId");
+        assert!(
+            text.ends_with(&format!(
+                "the key just created ({id}) is scheduled for deletion in 7 days"
+            )),
+            "{text}"
+        );
+    }
+
     /// A key with the wrong usage is refused before any request reaches KMS.
     #[test]
     fn usage_is_enforced_before_any_request() {

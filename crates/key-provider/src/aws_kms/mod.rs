@@ -442,7 +442,13 @@ async fn create(
                         what: format!("the alias {alias} (created by someone else just now)"),
                     }))
                 }
-                Err(e) => Err(classify(&e, once)),
+                Err(e) => Err(classify(
+                    &e,
+                    Request {
+                        operation: "creating the alias",
+                        ..once
+                    },
+                )),
             }
         }
     })
@@ -478,6 +484,11 @@ async fn create(
         KeyError::KeyExists { backend, what } => KeyError::KeyExists {
             backend,
             what: format!("{what}; {cleanup}"),
+        },
+        KeyError::Backend { message, .. } => KeyError::Backend {
+            backend: BACKEND,
+            message: format!("{message}; {cleanup}"),
+            source: None,
         },
         other => KeyError::Backend {
             backend: BACKEND,
