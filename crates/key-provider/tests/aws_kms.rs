@@ -7,7 +7,8 @@
 //! multi-threaded test process is unsound, so `kms_suite_in_a_child_process` starts moto and runs this
 //! binary's `kms::` tests in a child process whose environment holds them (`AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL_KMS` = moto, no IMDS probe, no profile files);
-//! `kms_no_region::` runs in a second child without a region. In the parent these tests return at once.
+//! `kms_no_region::` runs in a second child without a region, `kms_no_credentials::` in one without
+//! credentials, `kms_env_endpoint::` in one whose `AWS_ENDPOINT_URL_KMS` is refused. In the parent these tests return at once.
 //!
 //! **moto 5.2 deviations, asserted rather than hidden**: PS256/384/512 and messages over 4096 bytes (sent as
 //! DIGEST) come back as signatures that do not verify, and the backend's verify-after-sign turns them into
@@ -44,8 +45,8 @@ const CHILD: &str = "KEYBOUND_AWS_KMS_TEST_ENDPOINT";
 const SECRET: &str = "kbTestSecretMustNeverBeLogged0123456789";
 
 /// Runs this binary's tests under `filter` in a child process with the AWS variables for moto (minus
-/// `without`), and asserts they all passed.
-fn run_child(moto: &MotoServer, filter: &str, without: &[&str]) {
+/// `without`, plus `with`), and asserts they all passed.
+fn run_child(moto: &MotoServer, filter: &str, without: &[&str], with: &[(&str, &str)]) {
     let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
     cmd.args([filter, "--test-threads=4"]);
     for var in [
@@ -83,6 +84,7 @@ fn run_child(moto: &MotoServer, filter: &str, without: &[&str]) {
             cmd.env(k, v);
         }
     }
+    cmd.envs(with.iter().copied());
     let out = cmd.output().expect("run the child test process");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -92,7 +94,8 @@ fn run_child(moto: &MotoServer, filter: &str, without: &[&str]) {
     );
 }
 
-/// Starts moto and runs the `kms::` and `kms_no_region::` tests in child processes.
+/// Starts moto and runs the `kms::`, `kms_no_region::`, `kms_no_credentials::` and `kms_env_endpoint::`
+/// tests in child processes.
 #[test]
 fn kms_suite_in_a_child_process() {
     if std::env::var_os(CHILD).is_some() {
@@ -101,8 +104,26 @@ fn kms_suite_in_a_child_process() {
     let Some(moto) = MotoServer::start("aws_kms::kms_suite_in_a_child_process") else {
         return;
     };
-    run_child(&moto, "kms::", &[]);
-    run_child(&moto, "kms_no_region::", &["AWS_REGION"]);
+    run_child(&moto, "kms::", &[], &[]);
+    run_child(&moto, "kms_no_region::", &["AWS_REGION"], &[]);
+    run_child(
+        &moto,
+        "kms_no_credentials::",
+        &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        &[],
+    );
+    run_child(
+        &moto,
+        "kms_env_endpoint::",
+        &[],
+        &[("AWS_ENDPOINT_URL_KMS", "http://kms.example.com")],
+    );
+    run_child(
+        &moto,
+        "kms_env_endpoint::",
+        &["AWS_ENDPOINT_URL_KMS"],
+        &[("AWS_ENDPOINT_URL", "http://kms.example.com")],
+    );
 }
 
 /// moto's endpoint in a child process; `None` in the parent (the test returns at once). In the child, the
@@ -482,6 +503,52 @@ mod kms {
         assert_eq!(described["KeyMetadata"]["KeySpec"], "RSA_3072");
     }
 
+    /// When the alias cannot be created after the key was (here: KMS refuses `:` in alias names, which
+    /// `DescribeKey` simply does not find), the new key is scheduled for deletion and the error says so.
+    #[test]
+    fn a_key_whose_alias_fails_is_scheduled_for_deletion() {
+        if endpoint().is_none() {
+            return;
+        }
+        let r: AwsKmsRef = "aws-kms:alias/kb-bad:name".parse().expect("reference");
+        let err = key_provider::aws_kms::generate(
+            &r,
+            KeySpec::Ec(EcCurve::P256),
+            KeyUsage::Sign,
+            &OpenOptions::new(),
+        )
+        .unwrap_err();
+        let text = one_line(&err);
+        assert!(
+            text.starts_with(
+                "aws-kms backend error: creating the alias for aws-kms:alias/kb-bad:name failed: HTTP 400 \
+                 ValidationException: alias/kb-bad:name contains invalid characters for an alias; "
+            ),
+            "{text}"
+        );
+        let keys = moto("ListKeys", &json!({"Limit": 1000}));
+        let made: Vec<Value> = keys["Keys"]
+            .as_array()
+            .expect("Keys")
+            .iter()
+            .map(|k| moto("DescribeKey", &json!({"KeyId": k["KeyId"]}))["KeyMetadata"].clone())
+            .filter(|m| {
+                m["Description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("alias/kb-bad:name"))
+            })
+            .collect();
+        assert_eq!(made.len(), 1, "one key was created");
+        assert_eq!(made[0]["KeyState"], "PendingDeletion");
+        let id = made[0]["KeyId"].as_str().expect("KeyId");
+        assert!(
+            text.ends_with(&format!(
+                "the key just created ({id}) is scheduled for deletion in 7 days"
+            )),
+            "{text}"
+        );
+    }
+
     /// A key with the wrong usage is refused before any request reaches KMS.
     #[test]
     fn usage_is_enforced_before_any_request() {
@@ -611,11 +678,25 @@ mod kms {
         proxy.set_mode(Mode::StatusTimes(503, 2));
         key.sign(scheme, b"unavailable").expect("sign after 503s");
         assert_eq!(proxy.injected(), 4);
+        let text = log().text();
         assert!(
-            log()
-                .text()
-                .contains("key service request failed; retrying"),
+            text.contains("key service request failed; retrying"),
             "the retries are logged"
+        );
+        // The audit event names the service (with its endpoint), KMS's algorithm and the retry.
+        let service = format!("token=kms us-east-1 ({})", proxy.url());
+        let audit = text
+            .lines()
+            .find(|l| {
+                l.contains("keybound::audit") && l.contains(&service) && l.contains("retried=true")
+            })
+            .unwrap_or_else(|| panic!("no audit event with {service} and retried=true"));
+        assert!(
+            audit.contains("backend=\"aws-kms\"")
+                && audit.contains("mechanism=\"ECDSA_SHA_256\"")
+                && audit.contains("outcome=\"success\"")
+                && audit.contains("key=aws-kms:alias/kb-test-p256-sign?endpoint="),
+            "{audit}"
         );
     }
 
@@ -925,5 +1006,57 @@ mod kms_no_region {
         assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
         let err = open("aws-kms:arn:aws:kms:us-east-1:123456789012:alias/kb-any").unwrap_err();
         assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
+    }
+}
+
+/// Run in child processes whose `AWS_ENDPOINT_URL_KMS`, then `AWS_ENDPOINT_URL`, is plain http to a host that
+/// is not loopback.
+mod kms_env_endpoint {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_from_the_environment_is_checked_and_endpoint_wins() {
+        let Some(moto) = endpoint() else { return };
+        let bad = "http://kms.example.com";
+        let expected = if std::env::var("AWS_ENDPOINT_URL_KMS").as_deref() == Ok(bad) {
+            format!("AWS_ENDPOINT_URL_KMS `{bad}`: plain http:// is accepted only to a loopback")
+        } else if std::env::var("AWS_ENDPOINT_URL").as_deref() == Ok(bad) {
+            format!(
+                "the AWS endpoint_url (AWS_ENDPOINT_URL or the profile) `{bad}`: plain http:// is accepted \
+                 only to a loopback"
+            )
+        } else {
+            return;
+        };
+        let err = open("aws-kms:alias/kb-any").unwrap_err();
+        assert!(matches!(err, KeyError::InvalidKeyRef { .. }), "{err}");
+        assert!(one_line(&err).contains(&expected), "{err}");
+        // `endpoint=` comes first: the request reaches moto, which has no such key.
+        let err = open(&format!("aws-kms:alias/kb-any?endpoint={moto}")).unwrap_err();
+        assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
+    }
+}
+
+/// Run in a child process without credentials (no variables, no profile files, no instance metadata).
+mod kms_no_credentials {
+    use super::*;
+
+    #[test]
+    fn no_credentials_is_one_clear_error_without_retries() {
+        if endpoint().is_none() || std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+            return;
+        }
+        let proxy = proxy();
+        let err = open(&format!("aws-kms:alias/kb-any?endpoint={}", proxy.url())).unwrap_err();
+        let text = one_line(&err);
+        assert!(
+            text.starts_with("aws-kms backend error: the request to KMS could not be sent"),
+            "{text}"
+        );
+        assert!(
+            text.contains("credentials come from the standard AWS chain"),
+            "{text}"
+        );
+        assert_eq!(proxy.requests(), 0, "nothing was sent without credentials");
     }
 }
