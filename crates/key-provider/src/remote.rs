@@ -248,6 +248,8 @@ fn rsa(public: &PublicKey) -> Vec<u8> {
 ///
 /// # Errors
 /// [`KeyError::Backend`] when the input is not such a DER value or an integer is too long.
+// For the aws-kms backend (unused while it is the placeholder of r16-base, as on the vault branch).
+#[allow(dead_code)]
 pub(crate) fn ecdsa_der_to_fixed(
     backend: &'static str,
     der: &[u8],
@@ -310,6 +312,10 @@ pub(crate) trait RemoteOps: fmt::Debug + Send + Sync + 'static {
     fn decrypt_mechanism(&self, scheme: DecryptionScheme) -> String;
     /// What the service records the key may do.
     fn usage(&self) -> Option<KeyUsage> {
+        None
+    }
+    /// The key version that signs, for services with key versions (Transit).
+    fn key_version(&self) -> Option<u32> {
         None
     }
     /// What may explain a signature that does not verify (e.g. a service known to sign PSS with another
@@ -441,6 +447,10 @@ impl<O: RemoteOps> KeyBackend for RemoteKey<O> {
 
     fn usage(&self) -> Option<KeyUsage> {
         self.ops.usage()
+    }
+
+    fn key_version(&self) -> Option<u32> {
+        self.ops.key_version()
     }
 
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {
