@@ -5,6 +5,7 @@
 //! | `pkcs11` | in the token: a `CKO_CERTIFICATE` object with the private key's `CKA_ID` and label ([`pkcs11::store_certificate`](crate::pkcs11::store_certificate)) |
 //! | `file` | beside the key file: `PATH.crt` (PEM) for the key `file:PATH` |
 //! | `env` | nowhere: an environment variable has no place for it (storing is refused; reading finds none) |
+//! | `vault`, `aws-kms` | nowhere: a key service keeps keys, not certificates (storing is refused; reading finds none) |
 //!
 //! The same rules everywhere: a certificate is kept only for its own key (its SubjectPublicKeyInfo must be
 //! the key's public key), and one that is there already is replaced only when the caller asks. A `PATH.crt`
@@ -48,7 +49,7 @@ pub fn certificate_path(key_path: &Path) -> PathBuf {
 /// # Errors
 /// [`KeyError::InvalidKeyMaterial`] when `der` is not a certificate or not of this key;
 /// [`KeyError::AlreadyExists`] / [`KeyError::KeyExists`] when the key has a certificate and `replace` is
-/// false; [`KeyError::NotSupported`] for `env:` keys; the errors of opening the key.
+/// false; [`KeyError::NotSupported`] for `env:` keys and key-service keys; the errors of opening the key.
 pub fn store_certificate(
     key_ref: &KeyRef,
     der: &[u8],
@@ -104,6 +105,13 @@ pub fn store_certificate(
                      and give that file to whoever needs it"
                 .into(),
         }),
+        KeyRef::Vault(_) | KeyRef::AwsKms(_) => Err(KeyError::NotSupported {
+            operation: "keeping a certificate with the key".into(),
+            backend: key_ref.backend(),
+            reason: "a key service keeps keys, not certificates; write the certificate to a file (--out) and \
+                     give that file to whoever needs it"
+                .into(),
+        }),
         #[allow(unreachable_patterns)]
         other => Err(KeyError::BackendNotCompiled {
             backend: other.backend(),
@@ -149,7 +157,8 @@ pub fn read_certificate(
         }
         #[cfg(feature = "pkcs11")]
         KeyRef::Pkcs11(uri) => crate::pkcs11::read_certificate(uri, options),
-        KeyRef::Env(_) => Ok(None),
+        // An environment variable or a key service has no place for a certificate: none is kept.
+        KeyRef::Env(_) | KeyRef::Vault(_) | KeyRef::AwsKms(_) => Ok(None),
         #[allow(unreachable_patterns)]
         other => Err(KeyError::BackendNotCompiled {
             backend: other.backend(),
