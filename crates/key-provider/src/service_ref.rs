@@ -486,6 +486,42 @@ mod tests {
     }
 
     #[test]
+    fn key_services_keep_no_certificate() {
+        let options = crate::OpenOptions::new();
+        for r in ["vault:issuer", "aws-kms:alias/issuer"] {
+            let key_ref: crate::KeyRef = r.parse().unwrap();
+            // Nothing is contacted: a key service has no place for a certificate.
+            assert_eq!(crate::read_certificate(&key_ref, &options).unwrap(), None);
+            let err = crate::store_certificate(&key_ref, b"\x30\x00", false, &options).unwrap_err();
+            assert!(
+                matches!(err, KeyError::NotSupported { .. })
+                    && err.to_string().contains("keeps keys, not certificates"),
+                "{r}: {err}"
+            );
+        }
+    }
+
+    /// Without its feature, a key-service reference still parses and opening it says what to enable.
+    #[test]
+    fn a_key_service_without_its_feature_is_not_compiled_in() {
+        for (r, compiled, feature) in [
+            ("vault:issuer", cfg!(feature = "vault"), "vault"),
+            ("aws-kms:alias/issuer", cfg!(feature = "aws-kms"), "aws-kms"),
+        ] {
+            if compiled {
+                continue;
+            }
+            let err = crate::open(&r.parse().unwrap(), &crate::OpenOptions::new()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "the {feature} key backend is not compiled in (enable the `{feature}` feature of key-provider)"
+                )
+            );
+        }
+    }
+
+    #[test]
     fn aws_kms_references_parse_and_print_back() {
         let r: AwsKmsRef = "aws-kms:alias/issuer".parse().unwrap();
         assert!(r.is_alias());
