@@ -72,6 +72,11 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 pub fn capture() -> (Captured, DefaultGuard) {
     let captured = Captured::default();
     let guard = tracing::subscriber::set_default(captured.subscriber(Level::TRACE));
+    // tracing caches each callsite's interest process-wide. A callsite that another test thread registers
+    // while this dispatcher is being registered can keep an interest computed without it, and its events
+    // then never reach this capture (a race seen under load: a test missed the one event it asserted).
+    // Recomputing every callsite's interest now, with this dispatcher registered, closes that window.
+    tracing::callsite::rebuild_interest_cache();
     (captured, guard)
 }
 
