@@ -335,6 +335,16 @@ fn run_batch(signer: &AuthCodeSigner, path: &Path, concurrency: Option<usize>) -
     }
     let summary = result.map_err(cli_error)?;
     eprintln!("keybound: {summary}");
+    if let Some(line) = summary.stopped_at {
+        return Err(CliError::usage(format!(
+            "the key service ({}) stayed unavailable through every retry, so the batch stopped at input line \
+             {line}: {} lines were written ({} signed), every line before line {line} has its output line; \
+             re-run the input from line {line} once the service is back",
+            signer.key().backend_name(),
+            summary.total,
+            summary.signed
+        )));
+    }
     if summary.key_failures > 0 {
         let backend = signer.key().backend_name();
         let what = if matches!(backend, "vault" | "aws-kms") {

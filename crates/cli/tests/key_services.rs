@@ -698,12 +698,12 @@ mod vault {
         assert_eq!(check_lines(&lines, 200, &public, "vault"), (200, 0));
     }
 
-    /// Item 3, faults: the server goes away for good after 30 of 50 lines. Every line is still accounted
-    /// for — a verifying code, or an error line with its line number — the summary says how many lines were
-    /// written and how many failed because the key service did, and the exit code is 2 (the key backend
-    /// failing).
+    /// Item 3, faults: the server goes away for good after 30 of 50 lines. The batch stops with a clear error
+    /// after the bounded retries of the first line sent into the outage: every line before it has its
+    /// verifying code, that line its error line, the summary says how many lines were written and where to
+    /// resume, and the exit code is 2 (the key backend failing).
     #[test]
-    fn vault_batch_with_a_lasting_outage_accounts_for_every_line() {
+    fn vault_batch_with_a_lasting_outage_stops_where_it_can_be_resumed() {
         let Some(bao) = BaoServer::start("vault_batch_with_a_lasting_outage") else {
             return;
         };
@@ -732,17 +732,20 @@ mod vault {
             Some((30, Box::new(|| proxy.set_mode(Mode::Refuse)))),
         );
         assert_eq!(exit, 2, "{err}");
-        // The first 30 lines were signed before the outage; the 20 after it failed through every retry.
-        assert_eq!(check_lines(&lines, 50, &public, "vault"), (30, 20));
+        // The first 30 lines were signed before the outage; line 31, the first sent into it, failed through
+        // every retry, and the batch stopped there instead of waiting out the same outage for each line left.
+        assert_eq!(check_lines(&lines, 31, &public, "vault"), (30, 1));
+        assert_eq!(lines[30]["line"], 31, "{err}");
         assert!(
-            err.contains("50 lines: 30 signed, 20 errors (20 of them the key failing)"),
+            err.contains("31 lines: 30 signed, 1 errors (1 of them the key failing)")
+                && err.contains("stopped at input line 31"),
             "{err}"
         );
         assert!(
             err.contains(
-                "the key service (vault) failed while signing 20 of 50 lines; all 50 lines were written \
-                 (30 signed)"
-            ),
+                "the key service (vault) stayed unavailable through every retry, so the batch stopped at \
+                 input line 31: 31 lines were written (30 signed)"
+            ) && err.contains("re-run the input from line 31"),
             "{err}"
         );
         assert!(!err.contains(bao.token()), "{err}");

@@ -9,6 +9,15 @@
 //! a card number (such a line is refused, and its output does not repeat it). A bad line becomes an error
 //! line; it never stops the batch. Blank lines are skipped.
 //!
+//! One failure does stop it: a **key service that stays unavailable through every retry**
+//! ([`key_provider::KeyError::ServiceUnavailable`]: Transit or KMS throttling, failing or unreachable for
+//! longer than the backend's bounded retries). Signing every remaining line into the same outage would only
+//! turn a long input into a long wait and a long file of error lines, so the batch stops: no further line is
+//! read or signed, the output ends with the error line of the first line (in input order) the service gave up
+//! on — every line before it has its code or error line — and [`BatchSummary::stopped_at`] names that input
+//! line, so the batch can be resumed from it. Nothing is lost: each input line before it has its output line,
+//! and no output line is written for any line after it.
+//!
 //! Streaming, with memory bounded by the window, not by the input:
 //!
 //! ```text
@@ -27,10 +36,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
+use jose_core::JoseError;
 use jose_core::json::StrictJsonError;
+use key_provider::KeyError;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -114,6 +126,11 @@ pub struct BatchSummary {
     /// Of the error lines, those where the key backend failed while signing (an HSM error, a lost token):
     /// an operational failure, not a line the rules refused.
     pub key_failures: u64,
+    /// When the batch stopped early because the key service stayed unavailable through every retry: the
+    /// 1-based input line where it stopped (that line's error line is the last output line, or, when the
+    /// line was never signed, there is none for it). Resume from this line. `None` when every line was
+    /// processed.
+    pub stopped_at: Option<u64>,
     /// Wall-clock time.
     pub elapsed: Duration,
 }
@@ -146,7 +163,15 @@ impl std::fmt::Display for BatchSummary {
             " in {:.2} s ({:.0}/s)",
             self.elapsed.as_secs_f64(),
             self.rate()
-        )
+        )?;
+        if let Some(line) = self.stopped_at {
+            write!(
+                f,
+                "; stopped at input line {line}: the key service stayed unavailable through every retry, so \
+                 no line after it was read or written (resume from line {line})"
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -162,6 +187,7 @@ struct Job {
 /// One finished line handed from a worker to the writer.
 struct Done {
     bytes: u64,
+    line_no: u64,
     output: Vec<u8>,
     outcome: Outcome,
 }
@@ -174,6 +200,10 @@ enum Outcome {
     Refused,
     /// The key backend failed while signing.
     KeyFailed,
+    /// The key service stayed unavailable through every retry: the batch stops at this line.
+    ServiceGaveUp,
+    /// Not signed: the batch had already stopped when a worker took the line.
+    Skipped,
 }
 
 #[derive(Serialize)]
@@ -246,6 +276,8 @@ where
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(window);
     let job_rx = Mutex::new(job_rx);
     let (done_tx, done_rx) = mpsc::channel::<(u64, Done)>();
+    // Set once the key service gave up on a line: nothing more is read or signed.
+    let stop = AtomicBool::new(false);
 
     tracing::info!(
         issuer_id = signer.issuer_id(),
@@ -256,11 +288,13 @@ where
     );
 
     let (summary, read_result) = std::thread::scope(|scope| {
-        let reader = scope.spawn(move || read_lines(input, &permit_rx, &job_tx, max_line_len));
+        let stop = &stop;
+        let reader =
+            scope.spawn(move || read_lines(input, &permit_rx, &job_tx, max_line_len, stop));
         for _ in 0..concurrency {
             let done_tx = done_tx.clone();
             let job_rx = &job_rx;
-            scope.spawn(move || work(signer, job_rx, &done_tx));
+            scope.spawn(move || work(signer, job_rx, &done_tx, stop));
         }
         drop(done_tx);
         let written = write_in_order(output, &done_rx, &permit_tx, progress);
@@ -275,13 +309,14 @@ where
         });
         (written, read_result)
     });
-    let (lines, errors, key_failures) = summary?;
+    let written = summary?;
     read_result?;
     let summary = BatchSummary {
-        total: lines,
-        signed: lines - errors,
-        errors,
-        key_failures,
+        total: written.lines,
+        signed: written.lines - written.errors,
+        errors: written.errors,
+        key_failures: written.key_failures,
+        stopped_at: written.stopped_at,
         elapsed: started.elapsed(),
     };
     tracing::info!(
@@ -292,7 +327,10 @@ where
         key_failures = summary.key_failures,
         elapsed_ms = u64::try_from(summary.elapsed.as_millis()).unwrap_or(u64::MAX),
         rate = summary.rate(),
-        outcome = if summary.errors == 0 {
+        stopped_at = summary.stopped_at,
+        outcome = if summary.stopped_at.is_some() {
+            "stopped"
+        } else if summary.errors == 0 {
             "ok"
         } else {
             "with_errors"
@@ -308,14 +346,16 @@ fn read_lines<R: BufRead>(
     permits: &Receiver<()>,
     jobs: &SyncSender<Job>,
     max_line_len: usize,
+    stop: &AtomicBool,
 ) -> Result<(), ProvisioningError> {
     let mut seq = 0u64;
     let mut line_no = 0u64;
     let mut buf = Vec::new();
     let mut pending_bytes = 0u64;
     loop {
-        if permits.recv().is_err() {
-            return Ok(()); // The writer stopped (output failed); nothing more to do.
+        if permits.recv().is_err() || stop.load(Ordering::Acquire) {
+            // The writer stopped (output failed), or the key service gave up: nothing more to read.
+            return Ok(());
         }
         // Read until a non-blank line or the end, reusing this permit for skipped blank lines.
         let job = loop {
@@ -400,7 +440,12 @@ fn read_line_limited<R: BufRead>(
 }
 
 /// A worker: takes lines until the reader is done, turns each into an output line.
-fn work(signer: &AuthCodeSigner, jobs: &Mutex<Receiver<Job>>, done: &mpsc::Sender<(u64, Done)>) {
+fn work(
+    signer: &AuthCodeSigner,
+    jobs: &Mutex<Receiver<Job>>,
+    done: &mpsc::Sender<(u64, Done)>,
+    stop: &AtomicBool,
+) {
     loop {
         let job = {
             // A poisoned lock means another worker panicked while holding it (it never does: the lock only
@@ -417,19 +462,26 @@ fn work(signer: &AuthCodeSigner, jobs: &Mutex<Receiver<Job>>, done: &mpsc::Sende
         let bytes = job.bytes;
         let line_no = job.line_no;
         // A panic in one line must not leave a gap the writer waits on forever: report it as that line's error.
-        let (output, outcome) =
+        let (output, outcome) = if stop.load(Ordering::Acquire) {
+            (Vec::new(), Outcome::Skipped)
+        } else {
             std::panic::catch_unwind(AssertUnwindSafe(|| process(signer, line_no, job.line)))
                 .unwrap_or_else(|_| {
                     (
                         render_error(line_no, None, "internal error while signing this line"),
                         Outcome::Refused,
                     )
-                });
+                })
+        };
+        if outcome == Outcome::ServiceGaveUp {
+            stop.store(true, Ordering::Release);
+        }
         if done
             .send((
                 seq,
                 Done {
                     bytes,
+                    line_no,
                     output,
                     outcome,
                 },
@@ -468,7 +520,14 @@ fn process(
             }),
             Outcome::Signed,
         ),
-        // As AuthCodeSigner reports it: the backend failed while signing.
+        // As AuthCodeSigner reports it: the backend failed while signing; a key service through every retry.
+        Err(
+            e @ (ProvisioningError::Key(KeyError::ServiceUnavailable { .. })
+            | ProvisioningError::Jose(JoseError::Key(KeyError::ServiceUnavailable { .. }))),
+        ) => (
+            render_error(line_no, sub.as_deref(), &e.to_string()),
+            Outcome::ServiceGaveUp,
+        ),
         Err(e @ (ProvisioningError::Jose(_) | ProvisioningError::Key(_))) => (
             render_error(line_no, sub.as_deref(), &e.to_string()),
             Outcome::KeyFailed,
@@ -590,14 +649,23 @@ fn parse_line(line: &[u8]) -> (Option<String>, Result<AuthCodeRequest, String>) 
     (sub, request)
 }
 
-/// The writer: reorders finished lines by number, writes them, returns a permit per line. Returns the lines
-/// written, the error lines among them, and the key failures among those.
+/// What the writer wrote.
+struct Written {
+    lines: u64,
+    errors: u64,
+    key_failures: u64,
+    stopped_at: Option<u64>,
+}
+
+/// The writer: reorders finished lines by number, writes them, returns a permit per line. After the first
+/// line (in order) the key service gave up on, or the first line skipped because of it, nothing more is
+/// written (see the module docs).
 fn write_in_order<W: Write>(
     output: W,
     done: &Receiver<(u64, Done)>,
     permits: &SyncSender<()>,
     progress: &mut dyn FnMut(&BatchProgress),
-) -> Result<(u64, u64, u64), ProvisioningError> {
+) -> Result<Written, ProvisioningError> {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, output);
     let io_err = |source| ProvisioningError::Io {
         what: "output",
@@ -607,6 +675,7 @@ fn write_in_order<W: Write>(
     let mut next = 0u64;
     let mut state = BatchProgress::default();
     let mut key_failures = 0u64;
+    let mut stopped_at = None;
     let mut last_flush = Instant::now();
     loop {
         let (seq, finished) = match done.try_recv() {
@@ -622,8 +691,18 @@ fn write_in_order<W: Write>(
             }
             Err(TryRecvError::Disconnected) => break,
         };
+        if stopped_at.is_some() {
+            continue; // Stopped: the lines still arriving are drained, not written.
+        }
         pending.insert(seq, finished);
         while let Some(d) = pending.remove(&next) {
+            if d.outcome == Outcome::Skipped {
+                stopped_at = Some(d.line_no);
+                pending.clear();
+                // Wake the reader if it waits for a permit: it sees the stop and ends, and so do the workers.
+                let _ = permits.try_send(());
+                break;
+            }
             out.write_all(&d.output).map_err(io_err)?;
             next += 1;
             state.lines += 1;
@@ -631,12 +710,17 @@ fn write_in_order<W: Write>(
             if d.outcome != Outcome::Signed {
                 state.errors += 1;
             }
-            if d.outcome == Outcome::KeyFailed {
+            if matches!(d.outcome, Outcome::KeyFailed | Outcome::ServiceGaveUp) {
                 key_failures += 1;
             }
             // The reader may have stopped (end of input); a permit nobody takes is fine.
             let _ = permits.try_send(());
             progress(&state);
+            if d.outcome == Outcome::ServiceGaveUp {
+                stopped_at = Some(d.line_no);
+                pending.clear();
+                break;
+            }
         }
         if last_flush.elapsed() > Duration::from_millis(200) {
             out.flush().map_err(io_err)?;
@@ -649,7 +733,12 @@ fn write_in_order<W: Write>(
             "internal error: a batch line was lost",
         )));
     }
-    Ok((state.lines, state.errors, key_failures))
+    Ok(Written {
+        lines: state.lines,
+        errors: state.errors,
+        key_failures,
+        stopped_at,
+    })
 }
 
 #[cfg(feature = "progress")]

@@ -424,3 +424,140 @@ fn a_card_number_as_sub_is_an_error_line_that_does_not_repeat_it() {
     assert_eq!(lines[3]["sub"], "4111111111111112");
     assert!(lines[3]["jwt"].is_string());
 }
+
+/// A key service that signs `ok` lines, then stays unavailable through every retry (as the `vault` and
+/// `aws-kms` backends report it), counting the signatures asked of it.
+#[derive(Debug)]
+struct GivesUpAfter {
+    key: Arc<dyn key_provider::KeyBackend>,
+    ok: usize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl key_provider::KeyBackend for GivesUpAfter {
+    fn backend_name(&self) -> &'static str {
+        "vault"
+    }
+    fn key_label(&self) -> &str {
+        "vault:issuer"
+    }
+    fn public_key(&self) -> &key_provider::PublicKey {
+        self.key.public_key()
+    }
+    fn sign(
+        &self,
+        scheme: key_provider::SignatureScheme,
+        message: &[u8],
+    ) -> Result<Vec<u8>, key_provider::KeyError> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n < self.ok {
+            self.key.sign(scheme, message)
+        } else {
+            Err(key_provider::KeyError::ServiceUnavailable {
+                backend: "vault",
+                what: "sign with vault:issuer".into(),
+                attempts: 6,
+                reason: "connection refused".into(),
+            })
+        }
+    }
+}
+
+/// A key service that stays away through every retry stops the batch: the output holds every line before
+/// the one it gave up on (in order) and that line's error, nothing after it, and the summary names the line
+/// to resume from; the lines after it are never sent to the service.
+#[test]
+fn a_key_service_that_gives_up_stops_the_batch_where_it_can_be_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::new_key(&dir, "issuer.pem", KeySpec::Rsa(2048));
+    let service = Arc::new(GivesUpAfter {
+        key,
+        ok: 20,
+        calls: Default::default(),
+    });
+    let signer = AuthCodeSigner::new(Arc::clone(&service) as _, "acmebank").unwrap();
+    let input: String = (1..=500)
+        .map(|i| format!("{{\"sub\":\"card-{i:04}\",\"aud\":\"APPLE_PAY\"}}\n"))
+        .collect();
+    let mut output = Vec::new();
+    let summary = batch::run(
+        &signer,
+        input.as_bytes(),
+        &mut output,
+        &BatchOptions::with_concurrency(1),
+        &mut |_| {},
+    )
+    .unwrap();
+    let lines: Vec<serde_json::Value> = output
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    // One signing thread: lines 1–20 signed, line 21 is where the service gave up.
+    assert_eq!(lines.len(), 21);
+    assert!(lines[..20].iter().all(|l| l["jwt"].is_string()));
+    assert_eq!(lines[20]["line"], 21);
+    assert!(
+        lines[20]["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed after 6 attempts")
+    );
+    assert_eq!(summary.stopped_at, Some(21));
+    assert_eq!(
+        (
+            summary.total,
+            summary.signed,
+            summary.errors,
+            summary.key_failures
+        ),
+        (21, 20, 1, 1)
+    );
+    let text = summary.to_string();
+    assert!(
+        text.contains("stopped at input line 21") && text.contains("resume from line 21"),
+        "{text}"
+    );
+    // Nothing after the stop was sent to the service (the read-ahead window was not signed).
+    assert_eq!(service.calls.load(std::sync::atomic::Ordering::SeqCst), 21);
+
+    // With many signing threads the lines in flight finish, but the output still ends at the first line
+    // the service gave up on, and every line before it is there.
+    let service = Arc::new(GivesUpAfter {
+        key: Arc::clone(&service.key),
+        ok: 100,
+        calls: Default::default(),
+    });
+    let signer = AuthCodeSigner::new(Arc::clone(&service) as _, "acmebank").unwrap();
+    let mut output = Vec::new();
+    let summary = batch::run(
+        &signer,
+        input.as_bytes(),
+        &mut output,
+        &BatchOptions::with_concurrency(8),
+        &mut |_| {},
+    )
+    .unwrap();
+    let stopped = summary.stopped_at.expect("stopped");
+    let lines: Vec<serde_json::Value> = output
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, summary.total);
+    // Every line before the stop is signed; the last one written is either signed too (the stop came at a
+    // line skipped after the service gave up) or the error of the line the service gave up on.
+    let last = lines.len() - 1;
+    assert!(
+        lines[..last].iter().all(|l| l["jwt"].is_string()),
+        "{summary}"
+    );
+    if lines[last]["jwt"].is_null() {
+        assert_eq!(stopped, summary.total);
+        assert_eq!(lines[last]["line"], stopped);
+    } else {
+        assert_eq!(stopped, summary.total + 1);
+    }
+    assert!(summary.total >= 50, "{summary}");
+    assert!(service.calls.load(std::sync::atomic::Ordering::SeqCst) < 500);
+}
