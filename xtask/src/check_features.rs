@@ -48,11 +48,18 @@ fn targets_text(targets: &[&str]) -> String {
 /// The key backend features, each checked alone.
 const BACKENDS: &[&str] = &["file", "env", "pkcs11", "vault", "aws-kms"];
 
+/// One rule of [`SERVICE_CRATES`]: (feature, crates, the packages the rule applies to).
+pub(crate) type ServiceCrates = (
+    &'static str,
+    &'static [&'static str],
+    Option<&'static [&'static str]>,
+);
+
 /// The key-service features, and the crates that only they may bring into a product crate's normal
 /// dependency tree: (feature, crates, the packages the rule applies to — `None`: every product crate).
 /// reqwest and hyper are checked only where nothing else brings them (keycloak-client and flex-client are
 /// HTTP clients themselves).
-pub(crate) const SERVICE_CRATES: &[(&str, &[&str], Option<&[&str]>)] = &[
+pub(crate) const SERVICE_CRATES: &[ServiceCrates] = &[
     (
         "aws-kms",
         &[
