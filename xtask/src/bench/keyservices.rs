@@ -8,8 +8,9 @@
 //!    request, and kills both when the stage ends (also on an error);
 //! 2. creates an RSA-2048 key in each with `keybound keys generate --key vault:bench-issuer` /
 //!    `--key aws-kms:alias/bench-issuer`;
-//! 3. for 1, 4 and 16 requests in flight: a short raw run estimates the rate, which sets the number of lines
-//!    M (about [`Profile::seconds`] of signing); then `keybound provisioning auth-code --concurrency C --batch`
+//! 3. times a one-line batch (process start, key open, one request); then for 1, 4 and 16 requests in
+//!    flight: a short raw run estimates the rate, which sets the number of lines M (runs of 50 times that
+//!    start-up time, within [`Profile::min_seconds`] and [`Profile::max_seconds`]); then `keybound provisioning auth-code --concurrency C --batch`
 //!    over M lines and `keyservice-raw --requests M --in-flight C` alternate for [`Profile::passes`] passes
 //!    each. ours = M / the keybound process's whole wall-clock time (process start, key open, reading and
 //!    writing included); reference = the raw loop's own rate (first request to last answer, set-up
@@ -32,19 +33,33 @@ use crate::Result;
 pub(super) struct Profile {
     /// Passes of each side (ours, raw, ours, raw, …).
     pub(super) passes: usize,
-    /// About how long one measured run signs (sets the number of lines from the estimated rate).
-    pub(super) seconds: f64,
+    /// How long one measured run signs, at least and at most: within these bounds, 50 times keybound's
+    /// start-up (a one-line batch), so that starting the process and opening the key weigh 2 % of a run.
+    /// The number of lines follows from the rate a short raw run estimates.
+    pub(super) min_seconds: f64,
+    pub(super) max_seconds: f64,
 }
 
 pub(super) const FULL: Profile = Profile {
     passes: 3,
-    seconds: 2.5,
+    min_seconds: 2.0,
+    max_seconds: 5.0,
 };
 
 pub(super) const QUICK: Profile = Profile {
     passes: 3,
-    seconds: 0.8,
+    min_seconds: 0.5,
+    max_seconds: 1.5,
 };
+
+impl Profile {
+    /// Seconds of one measured run for keybound's start-up time `startup` (unknown: the minimum).
+    fn run_seconds(&self, startup: Option<Duration>) -> f64 {
+        startup.map_or(self.min_seconds, |s| {
+            (50.0 * s.as_secs_f64()).clamp(self.min_seconds, self.max_seconds)
+        })
+    }
+}
 
 /// Requests in flight: keybound's `--concurrency`, the raw loop's `--in-flight`.
 const IN_FLIGHT: [usize; 3] = [1, 4, 16];
@@ -571,7 +586,7 @@ impl Bench<'_> {
         let result = (|| -> Result<(f64, f64, usize)> {
             // A short raw run estimates the rate; M lines then take about `profile.seconds`.
             let estimate = self.raw((20 * in_flight).max(40), in_flight)?;
-            let lines = lines_for(estimate, self.profile.seconds, in_flight);
+            let lines = lines_for(estimate, self.profile.run_seconds(startup), in_flight);
             let mut ours = Vec::new();
             let mut raw = Vec::new();
             for _ in 0..self.profile.passes {
@@ -618,14 +633,14 @@ fn rates(values: &[f64]) -> String {
         .join(", ")
 }
 
-/// Lines for a run of about `seconds` at `rate` per second: a multiple of `in_flight`, at least 50 per
+/// Lines for a run of about `seconds` at `rate` per second: a multiple of `in_flight`, at least 20 per
 /// request in flight (so the ramp-up and the last stragglers weigh little), at most 200,000.
 fn lines_for(rate: f64, seconds: f64, in_flight: usize) -> usize {
     let wanted = (rate * seconds).clamp(0.0, 200_000.0);
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped above
     let wanted = wanted as usize;
     let per = in_flight.max(1);
-    (wanted.div_ceil(per) * per).max(50 * per)
+    (wanted.div_ceil(per) * per).max(20 * per)
 }
 
 /// `N signed, E errors` of keybound's batch summary on stderr
@@ -735,9 +750,15 @@ mod tests {
         assert_eq!(lines_for(1000.0, 2.5, 4), 2500);
         assert_eq!(lines_for(1000.0, 2.5, 16), 2512);
         // At least 50 per request in flight; at most 200,000.
-        assert_eq!(lines_for(10.0, 1.0, 16), 800);
+        assert_eq!(lines_for(10.0, 1.0, 16), 320);
         assert_eq!(lines_for(1e9, 10.0, 1), 200_000);
-        assert_eq!(lines_for(f64::NAN, 1.0, 1), 50);
+        assert_eq!(lines_for(f64::NAN, 1.0, 1), 20);
+        // Runs of 50 start-up times, within the profile's bounds.
+        let p = FULL;
+        assert!((p.run_seconds(None) - 2.0).abs() < 1e-9);
+        assert!((p.run_seconds(Some(Duration::from_millis(60))) - 3.0).abs() < 1e-9);
+        assert!((p.run_seconds(Some(Duration::from_millis(10))) - 2.0).abs() < 1e-9);
+        assert!((p.run_seconds(Some(Duration::from_secs(1))) - 5.0).abs() < 1e-9);
     }
 
     #[test]
