@@ -19,7 +19,8 @@ use crate::io;
 
 #[derive(Debug, Args)]
 pub struct CsrArgs {
-    /// Key reference (file:PATH, env:VAR, pkcs11:…) or configured key name; the backend signs the request.
+    /// Key reference (file:PATH, env:VAR, pkcs11:…, vault:NAME, aws-kms:KEY) or configured key name; the backend
+    /// signs the request.
     #[arg(long)]
     key: Option<String>,
     /// Subject distinguished name, most specific first: 'CN=acmebank,O=Acme Bank,C=FR' (escape a comma in a
@@ -45,8 +46,8 @@ pub struct CsrArgs {
 
 #[derive(Debug, Args)]
 pub struct CertificateArgs {
-    /// Key reference (file:PATH, env:VAR, pkcs11:…) or configured key name; the backend signs the
-    /// certificate.
+    /// Key reference (file:PATH, env:VAR, pkcs11:…, vault:NAME, aws-kms:KEY) or configured key name; the backend
+    /// signs the certificate.
     #[arg(long)]
     key: Option<String>,
     /// Subject (and issuer) distinguished name, most specific first: 'CN=acmebank,O=Acme Bank,C=FR'.
@@ -170,6 +171,11 @@ pub fn certificate(a: &CertificateArgs, ctx: &Context) -> CliResult {
         io::check_writable(out, a.force)?;
     }
     let key_ref = ctx.key_ref(a.key.as_deref())?;
+    if a.store {
+        if let Some(refusal) = crate::keys::key_service_refusal(&key_ref, "certificate --store") {
+            return Err(refusal);
+        }
+    }
     if a.store && matches!(key_ref, KeyRef::Env(_)) {
         return Err(CliError::usage(
             "--store keeps the certificate with a file: or pkcs11: key; an env: key has no place for it (use \
@@ -191,10 +197,13 @@ pub fn certificate(a: &CertificateArgs, ctx: &Context) -> CliResult {
 }
 
 pub fn attach_cert(a: &AttachCertArgs, ctx: &Context) -> CliResult {
+    let key_ref = ctx.key_ref(a.key.as_deref())?;
+    if let Some(refusal) = crate::keys::key_service_refusal(&key_ref, "attach-cert") {
+        return Err(refusal);
+    }
     let bytes = io::read_input(&a.cert)?;
     let der = key_provider::certificate_der(&bytes)
         .map_err(|e| CliError::usage(format!("{}: {e}", a.cert.display())))?;
-    let key_ref = ctx.key_ref(a.key.as_deref())?;
     key_provider::store_certificate(&key_ref, &der, a.force, &ctx.open_options())
         .map_err(storing_failed)?;
     let certificate = key_provider::Certificate::from_der(&der)?;
@@ -205,9 +214,13 @@ pub fn attach_cert(a: &AttachCertArgs, ctx: &Context) -> CliResult {
     ))
 }
 
-/// The certificate kept with the key `arg` names, if any.
+/// The certificate kept with the key `arg` names, if any (a key in a key service has none: keybound keeps
+/// certificates with `pkcs11:` and `file:` keys only).
 pub fn stored(arg: Option<&str>, ctx: &Context) -> CliResult<Option<Vec<u8>>> {
     let key_ref = ctx.key_ref(arg)?;
+    if matches!(key_ref, KeyRef::Vault(_) | KeyRef::AwsKms(_)) {
+        return Ok(None);
+    }
     Ok(key_provider::read_certificate(
         &key_ref,
         &ctx.open_options(),

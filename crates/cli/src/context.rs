@@ -9,6 +9,10 @@
 //! `KEYBOUND_PKCS11_ALLOWED_MODULES` (paths separated by `:`), `KEYBOUND_KEYCLOAK__TOKEN_URL` (double
 //! underscore = nesting). The PKCS#11 module: `--pkcs11-module`, else `KEYBOUND_PKCS11_MODULE`, else
 //! `pkcs11_module` in the file.
+//!
+//! Key-service references (`vault:NAME…`, `aws-kms:KEY…`) need no setting of their own: the reference and the
+//! services' standard variables (`VAULT_ADDR`, `VAULT_TOKEN`…, the AWS chain) carry everything, read by
+//! key-provider when the key is opened; no PIN prompt or module applies to them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,9 @@ use key_provider::{KeyBackend, KeyRef, OpenOptions};
 use serde::Deserialize;
 
 use crate::error::{CliError, CliResult};
+
+/// The schemes of key references; any other `--key` value is the name of a configured key.
+const KEY_REF_SCHEMES: [&str; 5] = ["file:", "env:", "pkcs11:", "vault:", "aws-kms:"];
 
 /// Top-level settings (unknown keys refused, here and in every section).
 #[derive(Debug, Default, Deserialize)]
@@ -86,8 +93,8 @@ impl Context {
         Ok(Self { settings })
     }
 
-    /// Resolves `--key` (or the configured default) to a key reference: a `file:`/`env:`/`pkcs11:` string, or
-    /// the name of a configured key.
+    /// Resolves `--key` (or the configured default) to a key reference: a `file:`/`env:`/`pkcs11:`/`vault:`/
+    /// `aws-kms:` string, or the name of a configured key.
     pub fn key_ref(&self, arg: Option<&str>) -> CliResult<KeyRef> {
         let raw = match arg {
             Some(a) => a,
@@ -95,14 +102,14 @@ impl Context {
                 CliError::usage("no key given: pass --key KEYREF or set `key` in the configuration")
             })?,
         };
-        let resolved = if raw.starts_with("file:")
-            || raw.starts_with("env:")
-            || raw.starts_with("pkcs11:")
-        {
+        let resolved = if KEY_REF_SCHEMES.iter().any(|s| raw.starts_with(s)) {
             raw
         } else {
             self.settings.keys.get(raw).map(String::as_str).ok_or_else(|| {
-                CliError::usage("--key must be file:PATH, env:VAR, a pkcs11: URI, or the name of a configured key")
+                CliError::usage(
+                    "--key must be file:PATH, env:VAR, a pkcs11: URI, vault:NAME, aws-kms:KEY, or the name of a \
+                     configured key",
+                )
             })?
         };
         let key_ref = resolved.parse::<KeyRef>().map_err(CliError::from)?;

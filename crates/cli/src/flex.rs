@@ -132,7 +132,8 @@ pub struct CaptureContextArgs {
     /// Key id: the merchant certificate's serial number (JWT) or the shared secret's key id.
     #[arg(long, value_name = "ID")]
     key_id: Option<String>,
-    /// JWT authentication with this key: file:PATH, env:VAR, a pkcs11: URI, or a configured key name.
+    /// JWT authentication with this key: file:PATH, env:VAR, a pkcs11: URI, vault:NAME, aws-kms:KEY, or a
+    /// configured key name.
     #[arg(long, value_name = "KEYREF")]
     key: Option<String>,
     /// HTTP Signature authentication with the base64 shared secret in this environment variable.
@@ -151,8 +152,8 @@ pub struct CaptureContextArgs {
     /// certificate in this file (the CyberSource_SJC_US certificate, PEM or DER; JWT authentication only).
     #[arg(long, value_name = "FILE")]
     mle_cert: Option<PathBuf>,
-    /// Response MLE: ask for the answer encrypted to this key (file:PATH, env:VAR, a pkcs11: URI, or a
-    /// configured key name), which decrypts it in its backend.
+    /// Response MLE: ask for the answer encrypted to this key (file:PATH, env:VAR, a pkcs11: URI, vault:NAME,
+    /// aws-kms:KEY, or a configured key name), which decrypts it in its backend.
     #[arg(long, value_name = "KEYREF", requires_all = ["mle_cert", "response_mle_kid"])]
     response_mle_key: Option<String>,
     /// The key id Cybersource knows the response MLE key by (sent as v-c-response-mle-kid).
@@ -162,7 +163,8 @@ pub struct CaptureContextArgs {
 
 #[derive(Debug, Args)]
 pub struct OpenCredentialsArgs {
-    /// The PSP's decryption key (the EPC `kid`): file:PATH, env:VAR, a pkcs11: URI, or a configured key name.
+    /// The PSP's decryption key (the EPC `kid`): file:PATH, env:VAR, a pkcs11: URI, vault:NAME, aws-kms:KEY, or a
+    /// configured key name.
     #[arg(long, value_name = "KEYREF")]
     key: String,
     /// The transient token whose paymentCredentialsReference names the EPC: a file.

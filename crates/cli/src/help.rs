@@ -74,6 +74,12 @@ const FOOTERS: &[(&str, &str, &str)] = &[
          terminal to confirm without --yes, no or several matching keys, or token failure.",
     ),
     (
+        "keys rotate",
+        "keybound keys rotate --key vault:issuer",
+        "Exit codes: 0 rotated; 2 usage, configuration, a key that is not a Transit key (vault:), or the key \
+         service failing (token refused, no such key, server unreachable).",
+    ),
+    (
         "jwt sign",
         "echo '{\"sub\":\"example-bank\"}' | keybound jwt sign --key file:lender.pem --alg RS256 --claims - \
          --exp-in 60",

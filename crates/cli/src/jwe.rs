@@ -40,7 +40,7 @@ pub struct EncryptArgs {
 
 #[derive(Debug, Args)]
 pub struct DecryptArgs {
-    /// Key reference (file:PATH, env:VAR, pkcs11:…) or configured key name.
+    /// Key reference (file:PATH, env:VAR, pkcs11:…, vault:NAME, aws-kms:KEY) or configured key name.
     #[arg(long)]
     key: Option<String>,
 }

@@ -23,7 +23,7 @@ pub enum Cmd {
 
 #[derive(Debug, Args)]
 pub struct SignArgs {
-    /// Key reference (file:PATH, env:VAR, pkcs11:…) or configured key name.
+    /// Key reference (file:PATH, env:VAR, pkcs11:…, vault:NAME, aws-kms:KEY) or configured key name.
     #[arg(long)]
     key: Option<String>,
     /// Algorithm: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384.

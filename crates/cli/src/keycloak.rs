@@ -62,7 +62,8 @@ pub struct ClientArgs {
     /// Client id (the assertion's iss and sub).
     #[arg(long, value_name = "ID")]
     client_id: Option<String>,
-    /// Signing key for private_key_jwt: file:PATH, env:VAR, a pkcs11: URI, or a configured key name.
+    /// Signing key for private_key_jwt: file:PATH, env:VAR, a pkcs11: URI, vault:NAME, aws-kms:KEY, or a configured
+    /// key name.
     #[arg(long, value_name = "KEYREF")]
     key: Option<String>,
     /// Assertion algorithm: RS256 (default for RSA keys), PS256, ES256…

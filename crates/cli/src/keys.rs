@@ -13,7 +13,15 @@
 //!
 //! `keys list` and `keys delete` work on `pkcs11:` references only. A `file:` or `env:` reference names one
 //! key, not a store of keys: `keys list` refuses it (exit 2) and points to `keys public`, and `keys delete`
-//! refuses it (exit 2): files and variables are deleted with the tools that made them.
+//! refuses it (exit 2): files and variables are deleted with the tools that made them. Key services
+//! (`vault:`, `aws-kms:`) are managed with their own tools (policies, deletion windows, audit): `keys list`,
+//! `keys delete`, `keys import` and `keys attach-cert` refuse their references (exit 2) and say which tool.
+//!
+//! Key services: `keys generate --key vault:NAME|aws-kms:alias/NAME` creates a non-exportable key in the
+//! service (refusing an existing name); `keys rotate --key vault:NAME` adds a version to a Transit key and
+//! prints it with the new version's thumbprint (the default `kid` of what the key signs from then on). Other
+//! references are refused by `keys rotate` (exit 2): a key file or token key has no versions (generate a new
+//! key), and AWS KMS does not rotate asymmetric keys (generate a new key and move the alias).
 
 use std::path::PathBuf;
 
@@ -49,6 +57,9 @@ pub enum Cmd {
     List(ListArgs),
     /// Delete a key pair from its PKCS#11 token: private key, public key and certificates with its CKA_ID.
     Delete(DeleteArgs),
+    /// Rotate an OpenBao/Vault Transit key (vault:NAME): add a version, which signs from then on; older
+    /// versions still decrypt what was encrypted to them.
+    Rotate(RotateArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -97,7 +108,8 @@ impl Bits {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Where the key goes: file:PATH (refuses to overwrite) or a pkcs11: URI.
+    /// Where the key goes: file:PATH (refuses to overwrite), a pkcs11: URI, vault:NAME (a Transit key) or
+    /// aws-kms:alias/NAME (a KMS key and its alias); an existing name is refused.
     #[arg(long)]
     key: String,
     /// Key type.
@@ -110,8 +122,9 @@ pub struct GenerateArgs {
     #[arg(long, value_enum)]
     crv: Option<Crv>,
     /// What the key may do: sign, decrypt (JWE decryption keys) or sign,decrypt. A PKCS#11 token records it
-    /// (CKA_SIGN, CKA_DECRYPT, CKA_ALLOWED_MECHANISMS) and refuses other uses; a key file records nothing
-    /// (the key can do whatever its type allows). Only RSA keys decrypt.
+    /// (CKA_SIGN, CKA_DECRYPT, CKA_ALLOWED_MECHANISMS) and refuses other uses; AWS KMS records one
+    /// (SIGN_VERIFY or ENCRYPT_DECRYPT); a key file or Transit key records nothing (the key can do whatever
+    /// its type allows). Only RSA keys decrypt.
     #[arg(long, default_value = "sign", value_parser = parse_usage)]
     usage: KeyUsage,
 }
@@ -140,6 +153,13 @@ pub struct ImportArgs {
     usage: KeyUsage,
 }
 
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The Transit key: vault:NAME[?mount=…&addr=…&namespace=…&token-source=…], or a configured key name.
+    #[arg(long)]
+    key: String,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PublicFormat {
     /// SubjectPublicKeyInfo PEM.
@@ -154,7 +174,7 @@ pub enum PublicFormat {
 
 #[derive(Debug, Args)]
 pub struct PublicArgs {
-    /// Key reference (file:PATH, env:VAR, pkcs11:…) or configured key name.
+    /// Key reference (file:PATH, env:VAR, pkcs11:…, vault:NAME, aws-kms:KEY) or configured key name.
     #[arg(long)]
     key: Option<String>,
     /// Output format.
@@ -164,7 +184,7 @@ pub struct PublicArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Key reference (file:PATH, env:VAR, pkcs11:…) or configured key name.
+    /// Key reference (file:PATH, env:VAR, pkcs11:…, vault:NAME, aws-kms:KEY) or configured key name.
     #[arg(long)]
     key: Option<String>,
     /// Directory to write public_key.pem and public_key_digest.txt into (created if missing).
@@ -216,6 +236,7 @@ pub fn run(cmd: Cmd, ctx: &Context) -> CliResult {
         Cmd::AttachCert(a) => crate::certs::attach_cert(&a, ctx),
         Cmd::List(a) => list(&a, ctx),
         Cmd::Delete(a) => delete(&a, ctx),
+        Cmd::Rotate(a) => rotate(&a, ctx),
     }
 }
 
@@ -275,17 +296,118 @@ fn generate_in(
         let key = key_provider::pkcs11::generate_with_usage(uri, spec, usage, &ctx.open_options())?;
         return Ok((key.key_label().to_owned(), key.public_key().clone()));
     }
+    #[cfg(feature = "vault")]
+    if let KeyRef::Vault(r) = key_ref {
+        let key = key_provider::vault::generate(r, spec, usage, &ctx.open_options())?;
+        if usage != KeyUsage::Sign {
+            // Transit has no usage attribute: say so rather than let it look enforced.
+            eprintln!(
+                "keybound: note: a Transit key records no usage; an RSA Transit key can sign and decrypt \
+                 (restrict each caller with Vault policies on transit/sign/… and transit/decrypt/…)"
+            );
+        }
+        return Ok((key.key_label().to_owned(), key.public_key().clone()));
+    }
+    #[cfg(feature = "aws-kms")]
+    if let KeyRef::AwsKms(r) = key_ref {
+        let key = key_provider::aws_kms::generate(r, spec, usage, &ctx.open_options())?;
+        return Ok((key.key_label().to_owned(), key.public_key().clone()));
+    }
     let _ = (spec, usage, ctx);
     Err(match key_ref {
-        KeyRef::File(_) | KeyRef::Pkcs11(_) => CliError::usage(format!(
-            "the {0} backend is not compiled into this keybound (cargo feature `{0}`)",
-            key_ref.backend()
-        )),
+        KeyRef::File(_) | KeyRef::Pkcs11(_) | KeyRef::Vault(_) | KeyRef::AwsKms(_) => {
+            not_compiled(key_ref)
+        }
         _ => CliError::usage(format!(
-            "keys generate writes to file:PATH or a pkcs11: URI, not {}",
+            "keys generate writes to file:PATH, a pkcs11: URI, vault:NAME or aws-kms:alias/NAME, not {}",
             key_ref.backend()
         )),
     })
+}
+
+/// `keys rotate`: a new version of a Transit key; every other reference refused (exit 2).
+fn rotate(a: &RotateArgs, ctx: &Context) -> CliResult {
+    let key_ref = ctx.key_ref(Some(&a.key))?;
+    match &key_ref {
+        #[cfg(feature = "vault")]
+        KeyRef::Vault(r) => {
+            let key = key_provider::vault::rotate(r, &ctx.open_options())?;
+            let version = transit_version(key.as_ref())?;
+            io::print_line(&format!(
+                "{key_ref} version={version} {} thumbprint={}",
+                key.public_key().describe(),
+                jose_core::thumbprint(key.public_key())
+            ))
+        }
+        #[cfg(not(feature = "vault"))]
+        KeyRef::Vault(_) => Err(not_compiled(&key_ref)),
+        KeyRef::AwsKms(_) => Err(CliError::usage(format!(
+            "keys rotate rotates Transit keys (vault:NAME); AWS KMS does not rotate asymmetric keys such as \
+             {key_ref}: make a new key (`keybound keys generate --key aws-kms:alias/NEW-NAME`), publish its \
+             public key, then point your alias at it (`aws kms update-alias`)"
+        ))),
+        _ => Err(CliError::usage(format!(
+            "keys rotate rotates keys in a key service (vault:NAME), where versions are the service's; a {} key \
+             has no versions: generate a new key (`keybound keys generate`), publish its public key and \
+             switch --key to it",
+            key_ref.backend()
+        ))),
+    }
+}
+
+/// The version of a Transit key as opened (after `rotate`, the new one).
+#[cfg(feature = "vault")]
+fn transit_version(key: &dyn key_provider::KeyBackend) -> CliResult<u32> {
+    key.key_version().ok_or_else(|| {
+        CliError::usage(format!(
+            "{}: the key service did not say which version the key is at",
+            key.key_label()
+        ))
+    })
+}
+
+/// "The backend is not compiled in", for a reference to a backend whose cargo feature is off.
+fn not_compiled(key_ref: &KeyRef) -> CliError {
+    CliError::usage(format!(
+        "the {0} backend is not compiled into this keybound (cargo feature `{0}`)",
+        key_ref.backend()
+    ))
+}
+
+/// The refusal of a key-management command (`keys list`, `delete`, `import`, `attach-cert`, `certificate
+/// --store`) for a key in a key service, which is managed with the service's own tools; `None` for other
+/// references.
+pub fn key_service_refusal(key_ref: &KeyRef, command: &str) -> Option<CliError> {
+    let tools = match key_ref {
+        KeyRef::Vault(r) => format!(
+            "manage Transit keys with `bao`/`vault` (e.g. `vault list {}/keys`) and Vault policies",
+            r.mount
+        ),
+        KeyRef::AwsKms(_) => {
+            "manage KMS keys with the AWS console or CLI (e.g. `aws kms list-aliases`) and key policies"
+                .to_owned()
+        }
+        _ => return None,
+    };
+    Some(CliError::usage(match command {
+        "list" => format!(
+            "keys list lists the key pairs of a PKCS#11 token, not of a key service ({key_ref}): {tools}\n  \
+             hint: see this key with `keybound keys public --key {key_ref} --format jwk`"
+        ),
+        "delete" => format!(
+            "keys delete deletes key pairs from PKCS#11 tokens, not from a key service ({key_ref}): {tools}"
+        ),
+        "import" => format!(
+            "keys import writes to a pkcs11: URI or file:PATH, not to a key service ({key_ref}): make the key \
+             in the service with `keybound keys generate`, or import key material with the service's own \
+             tools; {tools}"
+        ),
+        _ => format!(
+            "a key service ({key_ref}) keeps no certificates: keybound keeps them with pkcs11: and file: keys \
+             only; keep the certificate as a file (`keybound keys certificate --out FILE`) and give it to \
+             whoever needs it"
+        ),
+    }))
 }
 
 /// The password of `--password-source`: the variable's value, or the file's first line.
@@ -361,6 +483,9 @@ fn import(_: &ImportArgs, _: &Context) -> CliResult {
 #[cfg(any(feature = "file", feature = "env", feature = "pkcs11"))]
 fn import(a: &ImportArgs, ctx: &Context) -> CliResult {
     let key_ref = ctx.key_ref(Some(&a.key))?;
+    if let Some(refusal) = key_service_refusal(&key_ref, "import") {
+        return Err(refusal);
+    }
     let password = read_password(a.password_source.as_deref())?;
     let bytes = io::read_secret(&a.from)?;
     let file = keybound_pki::KeyFile::read(&bytes, &password)
@@ -490,6 +615,13 @@ pub fn public_jwk(public: &PublicKey) -> CliResult<Jwk> {
 }
 
 fn public(a: &PublicArgs, ctx: &Context) -> CliResult {
+    if let PublicFormat::Cert = a.format {
+        // The certificate kept with the key (a key service keeps none: refused before anything is opened).
+        let key_ref = ctx.key_ref(a.key.as_deref())?;
+        if let Some(refusal) = key_service_refusal(&key_ref, "public --format cert") {
+            return Err(refusal);
+        }
+    }
     let key = ctx.open_key(a.key.as_deref())?;
     let public = key.public_key();
     // With a certificate kept with the key, the JWK carries it (x5c, x5t#S256).
@@ -546,8 +678,11 @@ fn export(a: &ExportArgs, ctx: &Context) -> CliResult {
     ))
 }
 
-/// The `pkcs11:` URI of a `keys list` / `keys delete` reference; file and env references refused.
+/// The `pkcs11:` URI of a `keys list` / `keys delete` reference; file, env and key-service references refused.
 fn token_uri(key_ref: KeyRef, command: &str) -> CliResult<key_provider::Pkcs11Uri> {
+    if let Some(refusal) = key_service_refusal(&key_ref, command) {
+        return Err(refusal);
+    }
     let described = key_ref.to_string();
     match key_ref {
         KeyRef::Pkcs11(uri) => Ok(uri),

@@ -2,7 +2,8 @@
 //!
 //! The command-line tool over keybound's crates: keys (generate, public, export; list and delete in a token), JWT (sign, verify, decode),
 //! JWE (encrypt, decrypt), and the partner flows. Every private-key operation goes through a key reference
-//! (`file:PATH`, `env:VAR`, `pkcs11:…`), so the same commands work with files and HSMs.
+//! (`file:PATH`, `env:VAR`, `pkcs11:…`, `vault:NAME`, `aws-kms:KEY`), so the same commands work with files,
+//! HSMs and key services.
 //!
 //! Exit codes, one rule for every command (README.md, "Exit codes"; `tests/exit_codes.rs`): 0 success; 1 the
 //! input — a token, JWE, capture context, partner answer, batch line — was judged and rejected; 2 usage,

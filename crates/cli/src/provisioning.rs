@@ -1,8 +1,9 @@
 //! `keybound provisioning …`: Thales push provisioning for issuers.
 //!
 //! - `auth-code`: one authorization code (`--sub`, `--aud`), or many from JSON lines (`--batch FILE|-`),
-//!   signed through `--key` (file, env or PKCS#11); batch output is one JSON line per input line, in input
-//!   order, with a progress bar when stderr is a terminal and a summary line on stderr at the end;
+//!   signed through `--key` (file, env, PKCS#11 or a key service); batch output is one JSON line per input
+//!   line, in input order, with a progress bar when stderr is a terminal and a summary line on stderr at the
+//!   end;
 //! - `encrypt-card`: a card-data JSON document encrypted for Thales: `--format pkcs7` (default; classic push
 //!   provisioning, the Push Provisioning SDK) as CMS EnvelopedData to the TSH Issuer Gateway certificate,
 //!   `--format jwe` as the App2App enrollment-data JWE to the Thales key or certificate;
@@ -55,7 +56,7 @@ pub enum Cmd {
 
 #[derive(Debug, Args)]
 pub struct AuthCodeArgs {
-    /// Issuer key reference (file:PATH, env:VAR, pkcs11:…) or configured key name.
+    /// Issuer key reference (file:PATH, env:VAR, pkcs11:…, vault:NAME, aws-kms:KEY) or configured key name.
     #[arg(long)]
     key: Option<String>,
     /// The issuerId agreed at onboarding (`iss`).
@@ -84,7 +85,8 @@ pub struct AuthCodeArgs {
     /// {"line": N, "sub": …, "error": …} per line (N: the input line number; no sub when it could not be read).
     #[arg(long, value_name = "FILE|-")]
     batch: Option<PathBuf>,
-    /// Signing threads in batch mode (default: CPU count; 8 for PKCS#11 keys).
+    /// Signing threads in batch mode (default: CPU count; 8 for PKCS#11 keys; 16 for vault: and aws-kms:
+    /// keys, one request in flight per thread).
     #[arg(long)]
     concurrency: Option<usize>,
 }
@@ -150,7 +152,7 @@ pub struct EncryptCardArgs {
 pub struct PushArgs {
     #[command(flatten)]
     encrypt: EncryptArgs,
-    /// Issuer key reference (file:PATH, env:VAR, pkcs11:…) or configured key name.
+    /// Issuer key reference (file:PATH, env:VAR, pkcs11:…, vault:NAME, aws-kms:KEY) or configured key name.
     #[arg(long)]
     key: Option<String>,
     /// Header kid of the authorization code (default: the key's RFC 7638 thumbprint).
@@ -166,8 +168,8 @@ pub struct PushArgs {
 
 #[derive(Debug, Args)]
 pub struct DecryptArgs {
-    /// Key reference (file:PATH, env:VAR, pkcs11:…) or configured key name: the private key of the
-    /// certificate the data was encrypted to (ISSUER_PKCS7_CERT).
+    /// Key reference (file:PATH, env:VAR, pkcs11:…, vault:NAME, aws-kms:KEY) or configured key name: the private
+    /// key of the certificate the data was encrypted to (ISSUER_PKCS7_CERT).
     #[arg(long)]
     key: String,
     /// Encoding of the input on stdin: base64 (also PEM), hex or der.
@@ -334,9 +336,16 @@ fn run_batch(signer: &AuthCodeSigner, path: &Path, concurrency: Option<usize>) -
     let summary = result.map_err(cli_error)?;
     eprintln!("keybound: {summary}");
     if summary.key_failures > 0 {
+        let backend = signer.key().backend_name();
+        let what = if matches!(backend, "vault" | "aws-kms") {
+            format!("the key service ({backend})")
+        } else {
+            format!("the key ({backend})")
+        };
         return Err(CliError::usage(format!(
-            "the key failed while signing {} of {} lines; check the key's backend (see the output lines)",
-            summary.key_failures, summary.total
+            "{what} failed while signing {} of {} lines; all {} lines were written ({} signed), the failed \
+             ones as error lines with their line numbers: check the key's backend and re-run them",
+            summary.key_failures, summary.total, summary.total, summary.signed
         )));
     }
     if summary.errors > 0 {

@@ -387,6 +387,21 @@ fn one_exit_code_rule_for_every_command() {
         "a key file is not deleted by keybound",
         &["keys", "delete", "--key", &key, "--yes"],
     );
+    t.row(
+        2,
+        "a key file has no versions to rotate",
+        &["keys", "rotate", "--key", &key],
+    );
+    t.row(
+        2,
+        "a Transit address in clear text over the network",
+        &[
+            "keys",
+            "rotate",
+            "--key",
+            "vault:issuer?addr=http://vault.example.com:8200",
+        ],
+    );
     // jwt
     t.row(
         2,

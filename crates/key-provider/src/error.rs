@@ -236,6 +236,15 @@ pub enum KeyError {
         /// The configured module, or `none configured`.
         configured: String,
     },
+    /// No usable credential for a key service: no Vault token set (`VAULT_TOKEN`, `BAO_TOKEN`,
+    /// `token-source=`), an unreadable or empty token file, or one readable by group or others.
+    #[error("{backend}: no usable token: {reason}")]
+    TokenUnavailable {
+        /// Backend name.
+        backend: &'static str,
+        /// What was wrong and what to do (never the token).
+        reason: String,
+    },
     /// A key service refused the credentials: a wrong, expired or revoked token, or a policy that does not
     /// allow the operation (HTTP 401/403, KMS `AccessDeniedException`). Not retried.
     #[error("{backend}: access denied{}: {reason}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]

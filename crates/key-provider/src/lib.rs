@@ -403,6 +403,12 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
         None
     }
 
+    /// The version of the key this handle signs with, for backends that keep versions of a key (a Transit
+    /// key's latest version when it was opened, see the `vault` module); `None` by default.
+    fn key_version(&self) -> Option<u32> {
+        None
+    }
+
     /// Signs `message` (the scheme hashes it). Blocking; see the crate docs.
     ///
     /// # Errors

@@ -312,6 +312,10 @@ pub(crate) trait RemoteOps: fmt::Debug + Send + Sync + 'static {
     fn usage(&self) -> Option<KeyUsage> {
         None
     }
+    /// The key version that signs, for services with key versions (Transit).
+    fn key_version(&self) -> Option<u32> {
+        None
+    }
     /// What may explain a signature that does not verify (e.g. a service known to sign PSS with another
     /// salt length), or empty.
     fn mismatch_hint(&self, _scheme: SignatureScheme, _message_len: usize) -> String {
@@ -441,6 +445,10 @@ impl<O: RemoteOps> KeyBackend for RemoteKey<O> {
 
     fn usage(&self) -> Option<KeyUsage> {
         self.ops.usage()
+    }
+
+    fn key_version(&self) -> Option<u32> {
+        self.ops.key_version()
     }
 
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {

@@ -9,9 +9,17 @@
 //!   (`env_backend_suite_in_a_child_process`); in the parent its tests return at once.
 //! - **pkcs11**: keys generated in (or, for RFC 7515 A.2, imported into) a SoftHSM token of this process's
 //!   own. Skipped with a loud message unless `cargo xtask softhsm-test` set up the token.
+//! - **vault**: keys generated in (or, for RFC 7515 A.2, imported into) a real OpenBao Transit (`bao server
+//!   -dev`), one server per test (held by the test's thread, killed when the test ends). Skipped with a loud
+//!   message when `bao` is not installed, unless `KEYBOUND_TEST_KEYSERVICES_REQUIRED=1`.
 
 // With no backend compiled in there is nothing to run the suite against.
-#![cfg(any(feature = "file", feature = "env", feature = "pkcs11"))]
+#![cfg(any(
+    feature = "file",
+    feature = "env",
+    feature = "pkcs11",
+    feature = "vault"
+))]
 
 mod support;
 
@@ -33,6 +41,12 @@ trait Backend {
     /// Whether RSA-OAEP with SHA-256 must decrypt; when `false` it may instead fail with a clear
     /// [`KeyError::NotSupported`] (SoftHSM 2.6.1 refuses it).
     const OAEP_SHA256_REQUIRED: bool;
+    /// Whether RSA-OAEP with SHA-1 decrypts; when `false` it must fail with a clear
+    /// [`KeyError::NotSupported`] (Transit decrypts with SHA-256 only).
+    const OAEP_SHA1_SUPPORTED: bool = true;
+    /// Whether `sign_async` completes on its first poll (local keys); a key service's request runs on the
+    /// service runtime, so its future is awaited instead.
+    const ASYNC_INLINE: bool = true;
 }
 
 /// The specs every backend provides keys for.
@@ -159,6 +173,18 @@ fn oaep_decrypts<B: Backend>(scheme: DecryptionScheme) {
     let cek = support::random_cek();
     let ciphertext = support::oaep_encrypt(key.public_key(), scheme, &cek);
     let result = key.decrypt(scheme, &ciphertext);
+    if scheme == DecryptionScheme::RsaOaepSha1 && !B::OAEP_SHA1_SUPPORTED {
+        let err = result
+            .map(|_| ())
+            .expect_err("RSA-OAEP-SHA1 must be refused");
+        assert!(matches!(err, KeyError::NotSupported { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("RSA-OAEP-SHA1 is not supported by this backend"),
+            "{err}"
+        );
+        return;
+    }
     if scheme == DecryptionScheme::RsaOaepSha256 && !B::OAEP_SHA256_REQUIRED {
         if let Err(err) = &result {
             assert!(matches!(err, KeyError::NotSupported { .. }), "{err}");
@@ -229,28 +255,45 @@ fn async_variants<B: Backend>() {
             &sig
         ));
     }
-    // Without a runtime the call completes inline, on the first poll.
-    let mut future = key.sign_async(scheme, b"no runtime");
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(sig) => {
-            assert!(support::jsonwebtoken_verifies(
-                key.public_key(),
-                scheme,
-                b"no runtime",
-                &sig.expect("sign")
-            ));
+    if B::ASYNC_INLINE {
+        // Without a runtime the call completes inline, on the first poll.
+        let mut future = key.sign_async(scheme, b"no runtime");
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(sig) => {
+                assert!(support::jsonwebtoken_verifies(
+                    key.public_key(),
+                    scheme,
+                    b"no runtime",
+                    &sig.expect("sign")
+                ));
+            }
+            std::task::Poll::Pending => panic!("sign_async without a runtime must not wait"),
         }
-        std::task::Poll::Pending => panic!("sign_async without a runtime must not wait"),
+    } else {
+        // Without a runtime, awaited by a plain thread-parking executor.
+        let sig = support::block_on_without_runtime(key.sign_async(scheme, b"no runtime"))
+            .expect("sign_async without a runtime");
+        assert!(support::jsonwebtoken_verifies(
+            key.public_key(),
+            scheme,
+            b"no runtime",
+            &sig
+        ));
     }
     if let Some(rsa) = B::key(KeySpec::Rsa(2048)) {
+        let oaep = if B::OAEP_SHA1_SUPPORTED {
+            DecryptionScheme::RsaOaepSha1
+        } else {
+            DecryptionScheme::RsaOaepSha256
+        };
         let cek = support::random_cek();
-        let ct = support::oaep_encrypt(rsa.public_key(), DecryptionScheme::RsaOaepSha1, &cek);
+        let ct = support::oaep_encrypt(rsa.public_key(), oaep, &cek);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
         let plain = runtime
-            .block_on(rsa.decrypt_async(DecryptionScheme::RsaOaepSha1, &ct))
+            .block_on(rsa.decrypt_async(oaep, &ct))
             .expect("decrypt_async");
         assert_eq!(plain.as_slice(), cek.as_slice());
     }
@@ -303,7 +346,7 @@ macro_rules! conformance_suite {
                 rfc7515_a2_byte_for_byte::<$backend>();
             }
             #[test]
-            fn rsa_oaep_sha1_decrypts_a_cek() {
+            fn rsa_oaep_sha1_decrypts_a_cek_or_is_clearly_not_supported() {
                 oaep_decrypts::<$backend>(DecryptionScheme::RsaOaepSha1);
             }
             #[test]
@@ -511,3 +554,94 @@ mod pkcs11_backend {
 
 #[cfg(feature = "pkcs11")]
 conformance_suite!(pkcs11, pkcs11_backend::Pkcs11);
+
+#[cfg(feature = "vault")]
+mod vault_backend {
+    use std::cell::RefCell;
+
+    use super::*;
+    use support::vault::Bao;
+
+    pub struct Vault;
+
+    /// This test's server and the keys made in it. Held by the test's own thread (libtest runs each test on
+    /// a thread of its own), so the server is killed when the test ends.
+    struct Fixture {
+        keys: HashMap<String, Arc<dyn KeyBackend>>,
+        bao: Bao,
+    }
+
+    thread_local! {
+        /// `None` inside: `bao` is not installed (the SKIPPED line was printed once for this test).
+        static FIXTURE: RefCell<Option<Option<Fixture>>> = const { RefCell::new(None) };
+    }
+
+    fn test_name() -> String {
+        std::thread::current()
+            .name()
+            .unwrap_or("conformance::vault")
+            .to_owned()
+    }
+
+    fn with_key(
+        name: &str,
+        make: impl FnOnce(&Bao) -> Arc<dyn KeyBackend>,
+    ) -> Option<Arc<dyn KeyBackend>> {
+        FIXTURE.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let fixture = cell.get_or_insert_with(|| {
+                Bao::start(&test_name()).map(|bao| Fixture {
+                    keys: HashMap::new(),
+                    bao,
+                })
+            });
+            let fixture = fixture.as_mut()?;
+            if !fixture.keys.contains_key(name) {
+                let key = make(&fixture.bao);
+                fixture.keys.insert(name.to_owned(), key);
+            }
+            fixture.keys.get(name).cloned()
+        })
+    }
+
+    impl Backend for Vault {
+        fn key(spec: KeySpec) -> Option<Arc<dyn KeyBackend>> {
+            let name = format!("conformance-{}", spec_name(spec));
+            with_key(&name, |bao| {
+                // Transit records no usage; RSA keys sign and decrypt here.
+                let usage = match spec {
+                    KeySpec::Rsa(_) => key_provider::KeyUsage::SignAndDecrypt,
+                    _ => key_provider::KeyUsage::Sign,
+                };
+                let reference = bao.reference(&name).parse().expect("vault reference");
+                key_provider::vault::generate(
+                    &reference,
+                    spec,
+                    usage,
+                    &key_provider::OpenOptions::new(),
+                )
+                .expect("generate in Transit")
+            })
+        }
+
+        fn rfc7515_a2() -> Option<Arc<dyn KeyBackend>> {
+            with_key("rfc7515-a2", |bao| {
+                bao.import_rsa_2048("rfc7515-a2", &support::rfc7515_a2().pkcs1_der());
+                let reference: key_provider::KeyRef = bao
+                    .reference("rfc7515-a2")
+                    .parse()
+                    .expect("vault reference");
+                key_provider::open(&reference, &key_provider::OpenOptions::new())
+                    .expect("open the imported key")
+            })
+        }
+
+        const OAEP_SHA256_REQUIRED: bool = true;
+        // Transit decrypts RSA-OAEP with SHA-256 only: SHA-1 is the clear "not supported".
+        const OAEP_SHA1_SUPPORTED: bool = false;
+        const ASYNC_INLINE: bool = false;
+    }
+}
+
+#[cfg(feature = "vault")]
+conformance_suite!(vault, vault_backend::Vault);

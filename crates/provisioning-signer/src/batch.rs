@@ -41,7 +41,8 @@ use crate::error::{ProvisioningError, sanitize};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BatchOptions {
-    /// Signing threads (default: available parallelism; 8 for PKCS#11 keys, whose latency is the token's).
+    /// Signing threads (default: available parallelism; 8 for PKCS#11 keys, whose latency is the token's; 16
+    /// for key-service keys, `vault:` and `aws-kms:`, whose latency is a network round trip).
     pub concurrency: usize,
     /// Most lines read but not yet written (default: 8 × concurrency, at least 64).
     pub window: usize,
@@ -52,14 +53,19 @@ pub struct BatchOptions {
 impl BatchOptions {
     /// Default longest input line: 64 KiB.
     pub const DEFAULT_MAX_LINE_LEN: usize = 64 * 1024;
+    /// Default signing threads for a key in a key service (`vault`, `aws-kms`): 16. Each thread's blocking
+    /// sign waits on one request to the service (the requests overlap on the backend's shared runtime and
+    /// connection pool), so 16 threads keep 16 requests in flight: the round trip, not the CPU, is what
+    /// limits such a batch.
+    pub const DEFAULT_KEY_SERVICE_CONCURRENCY: usize = 16;
 
     /// Defaults for signing with `signer`'s key.
     #[must_use]
     pub fn for_signer(signer: &AuthCodeSigner) -> Self {
-        let concurrency = if signer.key().backend_name() == "pkcs11" {
-            key_provider::OpenOptions::DEFAULT_PKCS11_MAX_SESSIONS
-        } else {
-            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        let concurrency = match signer.key().backend_name() {
+            "pkcs11" => key_provider::OpenOptions::DEFAULT_PKCS11_MAX_SESSIONS,
+            "vault" | "aws-kms" => Self::DEFAULT_KEY_SERVICE_CONCURRENCY,
+            _ => std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
         };
         Self::with_concurrency(concurrency)
     }

@@ -4,6 +4,9 @@
 
 #![allow(dead_code, clippy::print_stderr)] // each test binary uses a different part of this module
 
+#[cfg(feature = "vault")]
+pub mod vault;
+
 use std::io::Write as _;
 use std::process::Command;
 
@@ -319,4 +322,23 @@ pub fn close_all_sessions(module: &std::path::Path, slot: u64) {
         module.C_CloseAllSessions(slot)
     };
     assert_eq!(rv, cryptoki_sys::CKR_OK, "C_CloseAllSessions");
+}
+
+/// Drives `future` to completion on this thread without any async runtime (a thread-parking waker).
+pub fn block_on_without_runtime<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
 }
