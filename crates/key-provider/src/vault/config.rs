@@ -111,7 +111,7 @@ pub(crate) fn resolve_with(
     let namespace = r.namespace.clone().or_else(|| {
         ["VAULT_NAMESPACE", "BAO_NAMESPACE"]
             .into_iter()
-            .find_map(|var| env(var))
+            .find_map(env)
             .map(|v| v.trim().to_owned())
     });
     if let Some(ns) = &namespace {
