@@ -7,7 +7,8 @@
 //! multi-threaded test process is unsound, so `kms_suite_in_a_child_process` starts moto and runs this
 //! binary's `kms::` tests in a child process whose environment holds them (`AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL_KMS` = moto, no IMDS probe, no profile files);
-//! `kms_no_region::` runs in a second child without a region. In the parent these tests return at once.
+//! `kms_no_region::` runs in a second child without a region, `kms_env_endpoint::` in a third whose
+//! `AWS_ENDPOINT_URL_KMS` is refused. In the parent these tests return at once.
 //!
 //! **moto 5.2 deviations, asserted rather than hidden**: PS256/384/512 and messages over 4096 bytes (sent as
 //! DIGEST) come back as signatures that do not verify, and the backend's verify-after-sign turns them into
@@ -44,8 +45,8 @@ const CHILD: &str = "KEYBOUND_AWS_KMS_TEST_ENDPOINT";
 const SECRET: &str = "kbTestSecretMustNeverBeLogged0123456789";
 
 /// Runs this binary's tests under `filter` in a child process with the AWS variables for moto (minus
-/// `without`), and asserts they all passed.
-fn run_child(moto: &MotoServer, filter: &str, without: &[&str]) {
+/// `without`, plus `with`), and asserts they all passed.
+fn run_child(moto: &MotoServer, filter: &str, without: &[&str], with: &[(&str, &str)]) {
     let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
     cmd.args([filter, "--test-threads=4"]);
     for var in [
@@ -83,6 +84,7 @@ fn run_child(moto: &MotoServer, filter: &str, without: &[&str]) {
             cmd.env(k, v);
         }
     }
+    cmd.envs(with.iter().copied());
     let out = cmd.output().expect("run the child test process");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -92,7 +94,7 @@ fn run_child(moto: &MotoServer, filter: &str, without: &[&str]) {
     );
 }
 
-/// Starts moto and runs the `kms::` and `kms_no_region::` tests in child processes.
+/// Starts moto and runs the `kms::`, `kms_no_region::` and `kms_env_endpoint::` tests in child processes.
 #[test]
 fn kms_suite_in_a_child_process() {
     if std::env::var_os(CHILD).is_some() {
@@ -101,8 +103,14 @@ fn kms_suite_in_a_child_process() {
     let Some(moto) = MotoServer::start("aws_kms::kms_suite_in_a_child_process") else {
         return;
     };
-    run_child(&moto, "kms::", &[]);
-    run_child(&moto, "kms_no_region::", &["AWS_REGION"]);
+    run_child(&moto, "kms::", &[], &[]);
+    run_child(&moto, "kms_no_region::", &["AWS_REGION"], &[]);
+    run_child(
+        &moto,
+        "kms_env_endpoint::",
+        &[],
+        &[("AWS_ENDPOINT_URL_KMS", "http://kms.example.com")],
+    );
 }
 
 /// moto's endpoint in a child process; `None` in the parent (the test returns at once). In the child, the
@@ -611,11 +619,25 @@ mod kms {
         proxy.set_mode(Mode::StatusTimes(503, 2));
         key.sign(scheme, b"unavailable").expect("sign after 503s");
         assert_eq!(proxy.injected(), 4);
+        let text = log().text();
         assert!(
-            log()
-                .text()
-                .contains("key service request failed; retrying"),
+            text.contains("key service request failed; retrying"),
             "the retries are logged"
+        );
+        // The audit event names the service (with its endpoint), KMS's algorithm and the retry.
+        let service = format!("token=kms us-east-1 ({})", proxy.url());
+        let audit = text
+            .lines()
+            .find(|l| {
+                l.contains("keybound::audit") && l.contains(&service) && l.contains("retried=true")
+            })
+            .unwrap_or_else(|| panic!("no audit event with {service} and retried=true"));
+        assert!(
+            audit.contains("backend=\"aws-kms\"")
+                && audit.contains("mechanism=\"ECDSA_SHA_256\"")
+                && audit.contains("outcome=\"success\"")
+                && audit.contains("key=aws-kms:alias/kb-test-p256-sign?endpoint="),
+            "{audit}"
         );
     }
 
@@ -924,6 +946,30 @@ mod kms_no_region {
         let err = open("aws-kms:alias/kb-any?region=us-east-1").unwrap_err();
         assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
         let err = open("aws-kms:arn:aws:kms:us-east-1:123456789012:alias/kb-any").unwrap_err();
+        assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
+    }
+}
+
+/// Run in a child process whose `AWS_ENDPOINT_URL_KMS` is plain http to a host that is not loopback.
+mod kms_env_endpoint {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_from_the_environment_is_checked_and_endpoint_wins() {
+        let Some(moto) = endpoint() else { return };
+        if std::env::var("AWS_ENDPOINT_URL_KMS").as_deref() != Ok("http://kms.example.com") {
+            return;
+        }
+        let err = open("aws-kms:alias/kb-any").unwrap_err();
+        assert!(matches!(err, KeyError::InvalidKeyRef { .. }), "{err}");
+        assert!(
+            one_line(&err).contains(
+                "AWS_ENDPOINT_URL_KMS `http://kms.example.com`: plain http:// is accepted only to a loopback"
+            ),
+            "{err}"
+        );
+        // `endpoint=` comes first: the request reaches moto, which has no such key.
+        let err = open(&format!("aws-kms:alias/kb-any?endpoint={moto}")).unwrap_err();
         assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
     }
 }

@@ -305,3 +305,88 @@ pub(super) fn malformed(what: &str) -> KeyError {
         source: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use aws_sdk_kms::config::{BehaviorVersion, Region};
+
+    use super::*;
+
+    /// A key with a client that points nowhere: every test here must fail before a request.
+    fn key(public: PublicKey, usage: KeyUsage, signing: &[&str], encryption: &[&str]) -> KmsKey {
+        let config = aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        KmsKey {
+            client: Client::from_conf(config),
+            key_id: "1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+            label: "aws-kms:alias/unit".into(),
+            service: "kms us-east-1 (http://127.0.0.1:9)".into(),
+            public,
+            usage,
+            signing_algorithms: signing.iter().map(|s| (*s).to_owned()).collect(),
+            encryption_algorithms: encryption.iter().map(|s| (*s).to_owned()).collect(),
+            retry: RetryPolicy::new(1, Duration::ZERO, Duration::ZERO),
+        }
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn rsa() -> PublicKey {
+        let mut n = vec![0xc5; 256];
+        n[255] |= 1;
+        PublicKey::rsa(&n, &[1, 0, 1]).unwrap()
+    }
+
+    #[test]
+    fn algorithms_the_key_does_not_offer_are_refused_before_a_request() {
+        let k = key(rsa(), KeyUsage::Decrypt, &[], &["RSAES_OAEP_SHA_1"]);
+        let err = run(k.decrypt(DecryptionScheme::RsaOaepSha256, vec![0; 256]))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(err, KeyError::NotSupported { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "decrypting with RSA-OAEP-SHA256 is not supported by this backend (aws-kms): KMS key \
+             aws-kms:alias/unit does not offer RSAES_OAEP_SHA_256 (it offers RSAES_OAEP_SHA_1)"
+        );
+        let k = key(rsa(), KeyUsage::Sign, &["RSASSA_PKCS1_V1_5_SHA_256"], &[]);
+        let err = run(k.sign(SignatureScheme::RsaPssSha256, b"m".to_vec())).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "does not offer RSASSA_PSS_SHA_256 (it offers RSASSA_PKCS1_V1_5_SHA_256)"
+            ),
+            "{err}"
+        );
+        let err = run(k.decrypt(DecryptionScheme::RsaOaepSha1, vec![0; 256]))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(err, KeyError::UsageNotPermitted { .. }), "{err}");
+    }
+
+    #[test]
+    fn mismatch_hints_name_the_likely_cause() {
+        let k = key(rsa(), KeyUsage::Sign, &[], &[]);
+        assert_eq!(
+            k.mismatch_hint(SignatureScheme::RsaPkcs1Sha256, RAW_LIMIT),
+            ""
+        );
+        assert!(
+            k.mismatch_hint(SignatureScheme::RsaPssSha384, 10)
+                .contains("salt other than the hash length, such as moto, cannot make JOSE PS384")
+        );
+        let both = k.mismatch_hint(SignatureScheme::RsaPssSha256, RAW_LIMIT + 1);
+        assert!(both.contains("JOSE PS256") && both.contains("hashes a DIGEST input again"));
+        assert!(!format!("{k:?}").contains("client"));
+    }
+}
