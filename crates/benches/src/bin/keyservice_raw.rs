@@ -158,16 +158,21 @@ enum Sender {
     },
 }
 
-/// The reqwest client as the `vault` backend builds it.
+/// The reqwest client as the `vault` backend builds it (`key_provider::vault::client`).
 fn transit_client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_keepalive(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("keybound-benches/keyservice-raw")
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
-/// The KMS client as the `aws-kms` backend builds it (region and credentials from the standard chain).
+/// The KMS client as the `aws-kms` backend builds it (`key_provider::aws_kms`: SDK retries off, the same
+/// timeouts; region and credentials from the standard chain).
 async fn kms_client(endpoint: &str) -> aws_sdk_kms::Client {
     use aws_config::BehaviorVersion;
     use aws_config::retry::RetryConfig;
@@ -269,6 +274,7 @@ impl Sender {
                 let answer = client
                     .post(url)
                     .header("X-Vault-Token", token.clone())
+                    .header(reqwest::header::ACCEPT, "application/json")
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.clone())
                     .send()
