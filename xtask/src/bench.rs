@@ -1214,6 +1214,20 @@ rsa  2048 bits 0.000300s 0.000010s 0.000011s 0.000290s   3333.3  100000.0  90909
     }
 
     #[test]
+    fn arguments_are_parsed() {
+        let args = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        let o = parse(&args("--quick --only keyservices")).unwrap().unwrap();
+        assert!(o.only_keyservices);
+        assert_eq!(o.profile.name, "quick");
+        assert!(!parse(&args("--quick")).unwrap().unwrap().only_keyservices);
+        assert!(parse(&args("--only pkcs11")).is_err());
+        assert!(parse(&args("--only")).is_err());
+        // One stage is never written over the whole table.
+        assert!(parse(&args("--only keyservices --write")).is_err());
+        assert!(parse(&args("--help")).unwrap().is_none());
+    }
+
+    #[test]
     fn criterion_median_is_read() {
         let json = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":240.1,"upper_bound":250.0},"point_estimate":245.5,"standard_error":1.0},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":243.0,"upper_bound":247.0},"point_estimate":2.4541e5,"standard_error":0.9}}"#;
         assert_eq!(median_ns(json), Some(245_410.0));

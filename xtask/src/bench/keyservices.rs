@@ -785,6 +785,44 @@ mod tests {
     }
 
     #[test]
+    fn the_table_shows_measured_and_skipped_lines() {
+        let outcome = Outcome {
+            measured: vec![
+                Measured {
+                    line: Line {
+                        name: Service::Transit.line_name(4),
+                        what: Service::Transit.what(4),
+                        outcome: Ok((450.0, 500.0)),
+                    },
+                    in_flight: 4,
+                    lines: 1200,
+                    startup_share: Some(0.0123),
+                },
+                skipped(Service::Kms, 16, "moto_server did not answer"),
+            ],
+            versions: vec![("OpenBao", "OpenBao v2.7.2".to_owned())],
+        };
+        let md = markdown(&outcome);
+        assert!(md.contains("- OpenBao: OpenBao v2.7.2\n"), "{md}");
+        assert!(
+            md.contains("| `transit-rs256-c4` | 4 | 1200 | 450/s | 500/s | 0.90 | 1.2 % |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| `kms-moto-rs256-c16` | 16 | | skipped | | | moto_server did not answer |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("not a production"), "{md}");
+        assert_eq!(
+            outcome.measured[0].line.printed(),
+            "transit-rs256-c4: ours=450/s reference=500/s ratio=0.90  (raw loop of the same Transit sign \
+             requests, same reqwest client, 4 in flight)"
+        );
+    }
+
+    #[test]
     fn the_http_client_reads_status_and_body() {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
