@@ -41,7 +41,7 @@ pub(super) struct Profile {
 }
 
 pub(super) const FULL: Profile = Profile {
-    passes: 3,
+    passes: 5,
     min_seconds: 2.0,
     max_seconds: 5.0,
 };

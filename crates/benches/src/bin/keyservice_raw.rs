@@ -16,7 +16,7 @@
 //!   (`DescribeKey`), as the backend names the key by its ARN after `GetPublicKey`.
 //!
 //! The message is a JWT signing input of the size `keybound provisioning auth-code` signs (its header and
-//! claims, 337 bytes). `C` tasks on a multi-thread tokio runtime with two worker threads (as the backends'
+//! claims, 301 bytes). `C` tasks on a multi-thread tokio runtime with two worker threads (as the backends'
 //! shared runtime, `key_provider::remote`) each keep one request in flight until `N` requests are done; each
 //! answer is read and its signature decoded (a failed request stops the run: exit code 2). The last line on
 //! stdout is `requests=N in_flight=C seconds=S rate=R` (R = N / S, requests per second, wall clock, timed
@@ -453,7 +453,8 @@ mod tests {
     #[test]
     fn the_signing_input_is_a_jwt_signing_input_of_an_auth_code() {
         let input = String::from_utf8(signing_input()).unwrap();
-        assert_eq!(input.len(), 337);
+        // As long as the signing input of the auth code `keybound provisioning auth-code` made for these claims.
+        assert_eq!(input.len(), 301);
         let (header, claims) = input.split_once('.').unwrap();
         let header: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
