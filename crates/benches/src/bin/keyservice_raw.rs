@@ -21,6 +21,11 @@
 //! answer is read and its signature decoded (a failed request stops the run: exit code 2). The last line on
 //! stdout is `requests=N in_flight=C seconds=S rate=R` (R = N / S, requests per second, wall clock, timed
 //! from the first request to the last answer).
+//!
+//! `--threads` (a diagnostic, not what `cargo xtask bench` compares with): C plain threads instead of C
+//! tasks, each sending its requests as keybound's blocking `sign` does (`key_provider::remote::block_on`:
+//! spawn the request on the runtime, wait for the answer on a std channel), to tell that hand-over's cost
+//! from the rest of a batch's.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -64,6 +69,8 @@ struct Args {
     key: String,
     requests: usize,
     in_flight: usize,
+    /// `--threads`: C threads each waiting on a channel for its request on the runtime.
+    threads: bool,
 }
 
 fn parse(args: &[String]) -> Result<Option<Args>> {
@@ -80,10 +87,15 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
     let mut key = None;
     let mut requests = None;
     let mut in_flight = None;
+    let mut threads = false;
     let mut iter = rest.iter();
     while let Some(flag) = iter.next() {
         if matches!(flag.as_str(), "-h" | "--help") {
             return Ok(None);
+        }
+        if flag == "--threads" {
+            threads = true;
+            continue;
         }
         let value = iter
             .next()
@@ -126,6 +138,7 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
         key: key.ok_or_else(|| need("--key"))?,
         requests: requests.ok_or_else(|| need("--requests"))?,
         in_flight: in_flight.ok_or_else(|| need("--in-flight"))?,
+        threads,
     }))
 }
 
@@ -338,15 +351,43 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-async fn run(args: Args) -> Result<()> {
-    let sender = Arc::new(Sender::new(&args).await?);
+/// `--threads`: C threads, each request spawned on the runtime and awaited on a std channel.
+fn run_threads(runtime: &tokio::runtime::Runtime, sender: &Arc<Sender>, args: &Args) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..args.in_flight)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    while next.fetch_add(1, Ordering::Relaxed) < args.requests {
+                        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                        let sender = Arc::clone(sender);
+                        runtime.spawn(async move {
+                            let _ = tx.send(sender.sign().await);
+                        });
+                        let len = rx
+                            .recv()
+                            .map_err(|_| "a request task stopped".to_owned())??;
+                        if len == 0 {
+                            return Err("an empty signature".to_owned());
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().map_err(|_| "a thread panicked".to_owned())?)
+    })
+}
+
+/// C tasks, each keeping one request in flight.
+async fn run(requests: usize, in_flight: usize, sender: Arc<Sender>) -> Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(args.in_flight);
-    for _ in 0..args.in_flight {
+    let mut tasks = Vec::with_capacity(in_flight);
+    for _ in 0..in_flight {
         let sender = Arc::clone(&sender);
         let next = Arc::clone(&next);
-        let requests = args.requests;
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < requests {
                 let len = sender.sign().await?;
@@ -360,6 +401,18 @@ async fn run(args: Args) -> Result<()> {
     for task in tasks {
         task.await
             .map_err(|e| format!("a request task failed: {e}"))??;
+    }
+    Ok(())
+}
+
+/// Sets up, runs the loop (tasks, or threads with `--threads`) and prints the rate.
+fn measure(runtime: &tokio::runtime::Runtime, args: Args) -> Result<()> {
+    let sender = Arc::new(runtime.block_on(Sender::new(&args))?);
+    let started = Instant::now();
+    if args.threads {
+        run_threads(runtime, &sender, &args)?;
+    } else {
+        runtime.block_on(run(args.requests, args.in_flight, Arc::clone(&sender)))?;
     }
     let seconds = started.elapsed().as_secs_f64();
     #[allow(clippy::cast_precision_loss)] // request counts are far below 2^52
@@ -395,7 +448,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(args)) {
+    match measure(&runtime, args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keyservice-raw: {e}");
@@ -429,7 +482,8 @@ mod tests {
                 },
                 key: "k".into(),
                 requests: 10,
-                in_flight: 4
+                in_flight: 4,
+                threads: false,
             }
         );
         let a = parse(&args(
@@ -443,6 +497,13 @@ mod tests {
                 endpoint: "http://127.0.0.1:5000".into()
             }
         );
+        assert!(!a.threads);
+        let a = parse(&args(
+            "kms --endpoint x --key k --threads --requests 3 --in-flight 2",
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(a.threads && a.in_flight == 2);
         assert!(parse(&args("kms --endpoint x --key k --requests 0 --in-flight 1")).is_err());
         assert!(parse(&args("kms --addr x --key k --requests 1 --in-flight 1")).is_err());
         assert!(parse(&args("transit --addr x --key k --requests 1 --in-flight 1")).is_err());
