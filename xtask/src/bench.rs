@@ -36,7 +36,7 @@ usage: cargo xtask bench [--quick] [--clock cpu|wall] [--write|--no-write] [--on
 Measures keybound against openssl speed, jsonwebtoken and a raw cryptoki loop on a fresh SoftHSM token, and
 its key-service backends (OpenBao Transit, AWS KMS on moto) against raw loops of the same sign requests;
 prints `NAME: ours=X/s reference=Y/s ratio=Z` per comparison, and writes the table to docs/benchmarks.md.
-  --quick       short measurements (the whole run stays under two minutes once built); does not
+  --quick       short measurements (the whole run takes about three minutes once built); does not
                 write docs/benchmarks.md unless --write is given
   --clock C     cpu (default): single-threaded benchmarks count thread CPU time, as `openssl speed`
                 counts user CPU time; wall: both use the wall clock (`openssl speed -elapsed`)
