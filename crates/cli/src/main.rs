@@ -84,7 +84,8 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Generate keys, print public keys, export them for partner onboarding, list and delete token keys.
+    /// Generate keys, print public keys, export them for partner onboarding, list and delete token keys, rotate
+    /// Transit keys.
     #[command(subcommand)]
     Keys(keys::Cmd),
     /// Sign, verify and decode JWTs.

@@ -248,8 +248,8 @@ fn rsa(public: &PublicKey) -> Vec<u8> {
 ///
 /// # Errors
 /// [`KeyError::Backend`] when the input is not such a DER value or an integer is too long.
-// For the aws-kms backend (unused while it is the placeholder of r16-base, as on the vault branch).
-#[allow(dead_code)]
+// Only KMS answers in DER (Transit answers r || s with `marshaling_algorithm=jws`).
+#[cfg_attr(not(feature = "aws-kms"), allow(dead_code))]
 pub(crate) fn ecdsa_der_to_fixed(
     backend: &'static str,
     der: &[u8],

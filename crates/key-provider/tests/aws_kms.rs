@@ -7,8 +7,8 @@
 //! multi-threaded test process is unsound, so `kms_suite_in_a_child_process` starts moto and runs this
 //! binary's `kms::` tests in a child process whose environment holds them (`AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL_KMS` = moto, no IMDS probe, no profile files);
-//! `kms_no_region::` runs in a second child without a region, `kms_env_endpoint::` in a third whose
-//! `AWS_ENDPOINT_URL_KMS` is refused. In the parent these tests return at once.
+//! `kms_no_region::` runs in a second child without a region, `kms_no_credentials::` in one without
+//! credentials, `kms_env_endpoint::` in one whose `AWS_ENDPOINT_URL_KMS` is refused. In the parent these tests return at once.
 //!
 //! **moto 5.2 deviations, asserted rather than hidden**: PS256/384/512 and messages over 4096 bytes (sent as
 //! DIGEST) come back as signatures that do not verify, and the backend's verify-after-sign turns them into
@@ -94,7 +94,8 @@ fn run_child(moto: &MotoServer, filter: &str, without: &[&str], with: &[(&str, &
     );
 }
 
-/// Starts moto and runs the `kms::`, `kms_no_region::` and `kms_env_endpoint::` tests in child processes.
+/// Starts moto and runs the `kms::`, `kms_no_region::`, `kms_no_credentials::` and `kms_env_endpoint::`
+/// tests in child processes.
 #[test]
 fn kms_suite_in_a_child_process() {
     if std::env::var_os(CHILD).is_some() {
@@ -107,9 +108,21 @@ fn kms_suite_in_a_child_process() {
     run_child(&moto, "kms_no_region::", &["AWS_REGION"], &[]);
     run_child(
         &moto,
+        "kms_no_credentials::",
+        &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        &[],
+    );
+    run_child(
+        &moto,
         "kms_env_endpoint::",
         &[],
         &[("AWS_ENDPOINT_URL_KMS", "http://kms.example.com")],
+    );
+    run_child(
+        &moto,
+        "kms_env_endpoint::",
+        &["AWS_ENDPOINT_URL_KMS"],
+        &[("AWS_ENDPOINT_URL", "http://kms.example.com")],
     );
 }
 
@@ -488,6 +501,52 @@ mod kms {
         );
         assert_eq!(described["KeyMetadata"]["KeyUsage"], "ENCRYPT_DECRYPT");
         assert_eq!(described["KeyMetadata"]["KeySpec"], "RSA_3072");
+    }
+
+    /// When the alias cannot be created after the key was (here: KMS refuses `:` in alias names, which
+    /// `DescribeKey` simply does not find), the new key is scheduled for deletion and the error says so.
+    #[test]
+    fn a_key_whose_alias_fails_is_scheduled_for_deletion() {
+        if endpoint().is_none() {
+            return;
+        }
+        let r: AwsKmsRef = "aws-kms:alias/kb-bad:name".parse().expect("reference");
+        let err = key_provider::aws_kms::generate(
+            &r,
+            KeySpec::Ec(EcCurve::P256),
+            KeyUsage::Sign,
+            &OpenOptions::new(),
+        )
+        .unwrap_err();
+        let text = one_line(&err);
+        assert!(
+            text.starts_with(
+                "aws-kms backend error: creating the alias for aws-kms:alias/kb-bad:name failed: HTTP 400 \
+                 ValidationException: alias/kb-bad:name contains invalid characters for an alias; "
+            ),
+            "{text}"
+        );
+        let keys = moto("ListKeys", &json!({"Limit": 1000}));
+        let made: Vec<Value> = keys["Keys"]
+            .as_array()
+            .expect("Keys")
+            .iter()
+            .map(|k| moto("DescribeKey", &json!({"KeyId": k["KeyId"]}))["KeyMetadata"].clone())
+            .filter(|m| {
+                m["Description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("alias/kb-bad:name"))
+            })
+            .collect();
+        assert_eq!(made.len(), 1, "one key was created");
+        assert_eq!(made[0]["KeyState"], "PendingDeletion");
+        let id = made[0]["KeyId"].as_str().expect("KeyId");
+        assert!(
+            text.ends_with(&format!(
+                "the key just created ({id}) is scheduled for deletion in 7 days"
+            )),
+            "{text}"
+        );
     }
 
     /// A key with the wrong usage is refused before any request reaches KMS.
@@ -950,26 +1009,54 @@ mod kms_no_region {
     }
 }
 
-/// Run in a child process whose `AWS_ENDPOINT_URL_KMS` is plain http to a host that is not loopback.
+/// Run in child processes whose `AWS_ENDPOINT_URL_KMS`, then `AWS_ENDPOINT_URL`, is plain http to a host that
+/// is not loopback.
 mod kms_env_endpoint {
     use super::*;
 
     #[test]
     fn an_endpoint_from_the_environment_is_checked_and_endpoint_wins() {
         let Some(moto) = endpoint() else { return };
-        if std::env::var("AWS_ENDPOINT_URL_KMS").as_deref() != Ok("http://kms.example.com") {
+        let bad = "http://kms.example.com";
+        let expected = if std::env::var("AWS_ENDPOINT_URL_KMS").as_deref() == Ok(bad) {
+            format!("AWS_ENDPOINT_URL_KMS `{bad}`: plain http:// is accepted only to a loopback")
+        } else if std::env::var("AWS_ENDPOINT_URL").as_deref() == Ok(bad) {
+            format!(
+                "the AWS endpoint_url (AWS_ENDPOINT_URL or the profile) `{bad}`: plain http:// is accepted \
+                 only to a loopback"
+            )
+        } else {
             return;
-        }
+        };
         let err = open("aws-kms:alias/kb-any").unwrap_err();
         assert!(matches!(err, KeyError::InvalidKeyRef { .. }), "{err}");
-        assert!(
-            one_line(&err).contains(
-                "AWS_ENDPOINT_URL_KMS `http://kms.example.com`: plain http:// is accepted only to a loopback"
-            ),
-            "{err}"
-        );
+        assert!(one_line(&err).contains(&expected), "{err}");
         // `endpoint=` comes first: the request reaches moto, which has no such key.
         let err = open(&format!("aws-kms:alias/kb-any?endpoint={moto}")).unwrap_err();
         assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
+    }
+}
+
+/// Run in a child process without credentials (no variables, no profile files, no instance metadata).
+mod kms_no_credentials {
+    use super::*;
+
+    #[test]
+    fn no_credentials_is_one_clear_error_without_retries() {
+        if endpoint().is_none() || std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+            return;
+        }
+        let proxy = proxy();
+        let err = open(&format!("aws-kms:alias/kb-any?endpoint={}", proxy.url())).unwrap_err();
+        let text = one_line(&err);
+        assert!(
+            text.starts_with("aws-kms backend error: the request to KMS could not be sent"),
+            "{text}"
+        );
+        assert!(
+            text.contains("credentials come from the standard AWS chain"),
+            "{text}"
+        );
+        assert_eq!(proxy.requests(), 0, "nothing was sent without credentials");
     }
 }

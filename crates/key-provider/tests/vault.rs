@@ -195,16 +195,54 @@ fn signature_requests_name_the_pinned_version_jose_parameters_and_send_the_token
         assert!(!r.body_text().contains(bao.server.token()));
         assert_eq!(r.header("X-Vault-Namespace"), None);
     }
-    // namespace= is sent as X-Vault-Namespace (the dev server has no such namespace: a clear error).
+    // namespace= is sent as X-Vault-Namespace: a key in an OpenBao namespace of its own.
+    for (method, path, body) in [
+        ("POST", "sys/namespaces/team-a", serde_json::json!({})),
+        (
+            "POST",
+            "team-a/sys/mounts/transit",
+            serde_json::json!({"type": "transit"}),
+        ),
+        (
+            "POST",
+            "team-a/transit/keys/ns-key",
+            serde_json::json!({"type": "ecdsa-p256"}),
+        ),
+    ] {
+        let (status, answer) = bao.server.admin_request(method, path, Some(&body));
+        assert!((200..300).contains(&status), "{path}: {answer}");
+    }
     proxy.clear_recorded();
-    let reference = format!("{}&namespace=team-a", bao.reference_at("rsa", &proxy.url()));
-    let err = open(&reference).map(|_| ()).unwrap_err();
-    assert_clean(&err, &[bao.server.token()]);
+    let in_namespace = open(&format!(
+        "{}&namespace=team-a",
+        bao.reference_at("ns-key", &proxy.url())
+    ))
+    .expect("open in the namespace");
+    let sig = in_namespace
+        .sign(SignatureScheme::EcdsaP256Sha256, b"namespaced")
+        .expect("sign in the namespace");
+    support::assert_jsonwebtoken_verifies(
+        in_namespace.public_key(),
+        SignatureScheme::EcdsaP256Sha256,
+        b"namespaced",
+        &sig,
+    );
+    let recorded = proxy.recorded();
+    assert_eq!(recorded.len(), 2);
     assert!(
-        proxy
-            .recorded()
+        recorded
             .iter()
             .all(|r| r.header("X-Vault-Namespace") == Some("team-a"))
+    );
+    // Outside its namespace the key does not exist.
+    let err = open(&bao.reference("ns-key")).map(|_| ()).unwrap_err();
+    assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
+    let err = open(&format!("{}&namespace=team-b", bao.reference("ns-key")))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        assert_clean(&err, &[bao.server.token()]).contains("namespace `team-b`"),
+        "{err}"
     );
     assert!(!format!("{rsa:?}").contains(bao.server.token()));
     assert!(!logs().text().contains(bao.server.token()));
@@ -328,6 +366,55 @@ fn missing_key_bad_token_and_wrong_key_types_are_one_line_errors_without_retry()
             && text.contains("`transit/keys/ec`"),
         "{text}"
     );
+
+    // A token whose policy may read the key but not sign with it: opens, then a 403 naming the policy path.
+    let (status, answer) = bao.server.admin_request(
+        "POST",
+        "sys/policies/acl/read-only",
+        Some(
+            &serde_json::json!({"policy": "path \"transit/keys/*\" { capabilities = [\"read\"] }"}),
+        ),
+    );
+    assert!((200..300).contains(&status), "{answer}");
+    let (status, answer) = bao.server.admin_request(
+        "POST",
+        "auth/token/create",
+        Some(&serde_json::json!({"policies": ["read-only"], "no_default_policy": true})),
+    );
+    assert!((200..300).contains(&status), "{answer}");
+    let reader = answer["auth"]["client_token"]
+        .as_str()
+        .expect("client_token")
+        .to_owned();
+    let reader_file = bao.token_file_with("reader-token", &reader);
+    let read_only = open(&format!(
+        "vault:ec?addr={}&token-source=file:{}",
+        proxy.url(),
+        reader_file.display()
+    ))
+    .expect("the reader may read the key");
+    let (err, n) = count(&|| {
+        read_only
+            .sign(SignatureScheme::EcdsaP256Sha256, b"x")
+            .map(|_| ())
+    });
+    assert!(
+        matches!(
+            err,
+            KeyError::AccessDenied {
+                status: Some(403),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(n, 1, "not retried: {err}");
+    let text = assert_clean(&err, &[token.as_str(), wrong, reader.as_str()]);
+    assert!(
+        text.contains("grants `update` on `transit/sign/ec/*`"),
+        "{text}"
+    );
+    assert!(!logs().text().contains(reader.as_str()));
 
     for (name, needle) in [
         ("ed", "Transit type ed25519"),

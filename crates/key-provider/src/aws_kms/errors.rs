@@ -89,6 +89,19 @@ where
                 request,
             )
         }
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            Failure::Fatal(KeyError::Backend {
+                backend: BACKEND,
+                message: format!(
+                    "{} for {}: no usable answer ({}); not retried, as KMS may have carried it out: check \
+                     before trying again",
+                    request.operation,
+                    request.key,
+                    chain(err)
+                ),
+                source: None,
+            })
+        }
         _ => Failure::Fatal(cannot_send(err)),
     }
 }

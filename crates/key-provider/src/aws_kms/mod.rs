@@ -5,9 +5,10 @@
 //!   (and `AWS_SESSION_TOKEN`), profiles (`AWS_PROFILE`, `~/.aws`), SSO, web identity, the ECS or EC2 role,
 //!   so a key reference works unchanged on a laptop and in a fleet. Region: `region=` > a key ARN's region >
 //!   `AWS_REGION` / the profile / the instance's region; none is a clear error. Endpoint: `endpoint=` >
-//!   `AWS_ENDPOINT_URL_KMS` > `AWS_ENDPOINT_URL` > the region's; every explicit endpoint is checked with
-//!   [`check_service_url`] (plain `http://` only to loopback). Credentials are the SDK's: never in a
-//!   message, a log line or `Debug` output of keybound's.
+//!   `AWS_ENDPOINT_URL_KMS` > `AWS_ENDPOINT_URL` (or a profile's `endpoint_url`) > the region's; each is
+//!   checked with [`check_service_url`] (plain `http://` only to loopback), except a service-specific
+//!   `endpoint_url` in a profile's `services` section, which aws-config applies unseen. Credentials are the
+//!   SDK's: never in a message, a log line or `Debug` output of keybound's.
 //! - **One client per (region, endpoint) per process**, on the shared key-service runtime ([`crate::remote`]),
 //!   so connections are reused and concurrent callers overlap their requests. The SDK's own retries are off;
 //!   keybound's bounded jittered retries ([`RetryPolicy`]) handle throttling (`ThrottlingException`,
@@ -85,20 +86,22 @@ type Clients = Mutex<HashMap<(Option<String>, Option<String>), Service>>;
 
 static CLIENTS: OnceLock<Clients> = OnceLock::new();
 
-/// The endpoint the SDK will use besides the region's, and where it came from: `endpoint=`, then
-/// `AWS_ENDPOINT_URL_KMS`, then `AWS_ENDPOINT_URL` (which aws-config reads itself); each is checked.
+/// The endpoint asked for besides the region's, checked: `endpoint=`, else `AWS_ENDPOINT_URL_KMS` (which
+/// aws-config reads itself). The general `AWS_ENDPOINT_URL` (or a profile's `endpoint_url`) is checked once
+/// aws-config has read it ([`service`]).
 fn endpoint(r: &AwsKmsRef) -> Result<Option<String>, KeyError> {
     if let Some(e) = &r.endpoint {
         check_service_url(e, "aws-kms: `endpoint=`")?;
         return Ok(Some(e.clone()));
     }
-    for var in ["AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL"] {
-        if let Some(value) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
-            check_service_url(&value, var)?;
-            return Ok(Some(value));
+    const VAR: &str = "AWS_ENDPOINT_URL_KMS";
+    match std::env::var(VAR).ok().filter(|v| !v.trim().is_empty()) {
+        Some(value) => {
+            check_service_url(&value, VAR)?;
+            Ok(Some(value))
         }
+        None => Ok(None),
     }
-    Ok(None)
 }
 
 /// The client for `r`'s region and endpoint: made once per process, on the key-service runtime.
@@ -145,6 +148,17 @@ fn service(r: &AwsKmsRef) -> Result<Service, KeyError> {
             ),
             source: None,
         });
+    };
+    let endpoint = match (endpoint, config.endpoint_url()) {
+        (Some(url), _) => Some(url),
+        (None, Some(general)) => {
+            check_service_url(
+                general,
+                "the AWS endpoint_url (AWS_ENDPOINT_URL or the profile)",
+            )?;
+            Some(general.to_owned())
+        }
+        (None, None) => None,
     };
     let label = match &endpoint {
         Some(url) => format!("kms {region} ({url})"),
@@ -428,7 +442,13 @@ async fn create(
                         what: format!("the alias {alias} (created by someone else just now)"),
                     }))
                 }
-                Err(e) => Err(classify(&e, once)),
+                Err(e) => Err(classify(
+                    &e,
+                    Request {
+                        operation: "creating the alias",
+                        ..once
+                    },
+                )),
             }
         }
     })
@@ -464,6 +484,11 @@ async fn create(
         KeyError::KeyExists { backend, what } => KeyError::KeyExists {
             backend,
             what: format!("{what}; {cleanup}"),
+        },
+        KeyError::Backend { message, .. } => KeyError::Backend {
+            backend: BACKEND,
+            message: format!("{message}; {cleanup}"),
+            source: None,
         },
         other => KeyError::Backend {
             backend: BACKEND,

@@ -95,6 +95,17 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// What the request does, for messages.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Read => "reading",
+            Self::Create => "creating",
+            Self::Rotate => "rotating",
+            Self::Sign => "signing",
+            Self::Decrypt => "decrypting",
+        }
+    }
+
     /// The policy path the token needs, relative to the mount, and the capability.
     fn policy(self, name: &str) -> (String, &'static str) {
         match self {
@@ -266,7 +277,7 @@ impl Conn {
                 || lower.contains("does not support") =>
             {
                 Failure::Fatal(KeyError::NotSupported {
-                    operation: format!("{op:?} with {}", self.describe()).to_lowercase(),
+                    operation: format!("{} with {}", op.name(), self.describe()),
                     backend: BACKEND,
                     reason: message.to_owned(),
                 })
