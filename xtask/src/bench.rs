@@ -9,7 +9,11 @@
 //!    several short passes (software, PKCS#11, software, …) with criterion's results in this run's
 //!    directory (`CRITERION_HOME`), and takes for each benchmark the median of its passes' medians;
 //! 5. measures the peak RSS of `keybound provisioning auth-code --batch` over growing inputs;
-//! 6. prints one line per comparison, `NAME: ours=X/s reference=Y/s ratio=Z` (ratio = ours / reference),
+//! 6. key services ([`keyservices`]): starts OpenBao (`bao server -dev`) and moto (`moto_server`) from
+//!    `target/keyservices/venv`, and compares `keybound provisioning auth-code --batch` through a Transit key
+//!    and a KMS key with `keyservice-raw`, a loop of the same sign requests with the same client, at 1, 4 and
+//!    16 requests in flight (`--only keyservices` runs this stage alone);
+//! 7. prints one line per comparison, `NAME: ours=X/s reference=Y/s ratio=Z` (ratio = ours / reference),
 //!    and writes the table, the machine, the date and the load into `docs/benchmarks.md` (between the
 //!    `xtask bench` markers; a `--quick` run writes only with `--write`).
 //!
@@ -24,17 +28,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::Result;
 
-const HELP: &str = "\
-usage: cargo xtask bench [--quick] [--clock cpu|wall] [--write|--no-write]
+mod keyservices;
 
-Measures keybound against openssl speed, jsonwebtoken and a raw cryptoki loop on a fresh SoftHSM token,
+const HELP: &str = "\
+usage: cargo xtask bench [--quick] [--clock cpu|wall] [--write|--no-write] [--only keyservices]
+
+Measures keybound against openssl speed, jsonwebtoken and a raw cryptoki loop on a fresh SoftHSM token, and
+its key-service backends (OpenBao Transit, AWS KMS on moto) against raw loops of the same sign requests;
 prints `NAME: ours=X/s reference=Y/s ratio=Z` per comparison, and writes the table to docs/benchmarks.md.
-  --quick       short measurements (the whole run stays under two minutes once built); does not
+  --quick       short measurements (the whole run takes about three minutes once built); does not
                 write docs/benchmarks.md unless --write is given
   --clock C     cpu (default): single-threaded benchmarks count thread CPU time, as `openssl speed`
                 counts user CPU time; wall: both use the wall clock (`openssl speed -elapsed`)
   --write       write docs/benchmarks.md (the default for a full run)
   --no-write    print only
+  --only keyservices
+                only the key-service stage (builds keybound and keyservice-raw, starts OpenBao and
+                moto); prints its lines, never writes docs/benchmarks.md
 ";
 
 /// What a PKCS#11 line says when there is no SoftHSM token (the full reason is printed once).
@@ -64,6 +74,8 @@ struct Profile {
     openssl_seconds: u32,
     /// Input sizes of the batch RSS measurement.
     batch_lines: &'static [usize],
+    /// The key-service stage.
+    keyservices: keyservices::Profile,
 }
 
 const FULL: Profile = Profile {
@@ -74,6 +86,7 @@ const FULL: Profile = Profile {
     samples: "20",
     openssl_seconds: 6,
     batch_lines: &[1_000, 10_000, 100_000],
+    keyservices: keyservices::FULL,
 };
 
 const QUICK: Profile = Profile {
@@ -84,6 +97,7 @@ const QUICK: Profile = Profile {
     samples: "10",
     openssl_seconds: 1,
     batch_lines: &[1_000, 10_000],
+    keyservices: keyservices::QUICK,
 };
 
 /// Where a reference rate comes from.
@@ -294,6 +308,8 @@ struct Options {
     profile: Profile,
     wall: bool,
     write: Option<bool>,
+    /// `--only keyservices`.
+    only_keyservices: bool,
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>> {
@@ -301,6 +317,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
         profile: FULL,
         wall: false,
         write: None,
+        only_keyservices: false,
     };
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -314,8 +331,17 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
                 Some("wall") => options.wall = true,
                 _ => return Err(format!("--clock takes `cpu` or `wall`\n\n{HELP}")),
             },
+            "--only" => match iter.next().map(String::as_str) {
+                Some("keyservices") => options.only_keyservices = true,
+                _ => return Err(format!("--only takes `keyservices`\n\n{HELP}")),
+            },
             other => return Err(format!("unknown argument `{other}`\n\n{HELP}")),
         }
+    }
+    if options.only_keyservices && options.write == Some(true) {
+        return Err(format!(
+            "--only keyservices measures one stage and does not write docs/benchmarks.md\n\n{HELP}"
+        ));
     }
     Ok(Some(options))
 }
@@ -341,6 +367,28 @@ pub fn run(args: &[String]) -> Result<()> {
     println!("load average: {load_before}");
 
     let build_started = Instant::now();
+    if options.only_keyservices {
+        build_keyservices(&root)?;
+        println!("built in {:.1?}", build_started.elapsed());
+        let measured = Instant::now();
+        let outcome = keyservices::run(
+            &release_binary(&root, "keybound"),
+            &release_binary(&root, "keyservice-raw"),
+            &run_dir,
+            profile.keyservices,
+        );
+        println!("\n==> results ({} run, key services only)", profile.name);
+        for m in &outcome.measured {
+            println!("{}", m.line.printed());
+        }
+        println!(
+            "measured in {:.1?} (after the build); load average {load_before} before, {} after",
+            measured.elapsed(),
+            load_average()
+        );
+        println!("docs/benchmarks.md not written (--only keyservices)");
+        return Ok(());
+    }
     build(&root)?;
     println!("built in {:.1?}", build_started.elapsed());
     let measured = Instant::now();
@@ -401,6 +449,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let openssl_after = openssl_speed(profile.openssl_seconds, options.wall);
     let openssl = best_of(openssl_before, openssl_after);
     let rss = batch_rss(&root, &run_dir, profile.batch_lines);
+    let key_services = keyservices::run(
+        &release_binary(&root, "keybound"),
+        &release_binary(&root, "keyservice-raw"),
+        &run_dir,
+        profile.keyservices,
+    );
     let elapsed = measured.elapsed();
     let load_after = load_average();
 
@@ -416,6 +470,9 @@ pub fn run(args: &[String]) -> Result<()> {
     println!("\n==> results ({} run, {clock} clock)", profile.name);
     for line in &lines {
         println!("{}", line.printed());
+    }
+    for m in &key_services.measured {
+        println!("{}", m.line.printed());
     }
     for (name, id, _) in STANDALONE {
         match results.bench(id) {
@@ -447,6 +504,7 @@ pub fn run(args: &[String]) -> Result<()> {
             lines: &lines,
             results: &results,
             rss: &rss,
+            key_services: &key_services,
             load_before: &load_before,
             load_after: &load_after,
             elapsed,
@@ -489,11 +547,18 @@ fn cargo_status(root: &Path, args: &[&str]) -> Result<()> {
     }
 }
 
-fn build(root: &Path) -> Result<()> {
-    cargo_status(
-        root,
-        &["bench", "-p", "keybound-benches", "--no-run", "--quiet"],
-    )?;
+/// `target/release/NAME` (under `CARGO_TARGET_DIR` when set).
+fn release_binary(root: &Path, name: &str) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("release")
+        .join(name)
+}
+
+/// The `keybound` binary and the key-service reference loop (`keyservice-raw`).
+fn build_keyservices(root: &Path) -> Result<()> {
+    // Two invocations: one would unify keybound's features with the bench crate's (whose
+    // test-support dependency turns on test hooks).
     cargo_status(
         root,
         &[
@@ -505,7 +570,27 @@ fn build(root: &Path) -> Result<()> {
             "keybound",
             "--quiet",
         ],
+    )?;
+    cargo_status(
+        root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "keybound-benches",
+            "--bin",
+            "keyservice-raw",
+            "--quiet",
+        ],
     )
+}
+
+fn build(root: &Path) -> Result<()> {
+    cargo_status(
+        root,
+        &["bench", "-p", "keybound-benches", "--no-run", "--quiet"],
+    )?;
+    build_keyservices(root)
 }
 
 /// Runs one criterion benchmark binary; its output goes to `<run>/<bench>.log`, and each result line is
@@ -1000,6 +1085,7 @@ struct MarkdownInput<'a> {
     lines: &'a [Line],
     results: &'a Results,
     rss: &'a Result<Vec<RssPoint>>,
+    key_services: &'a keyservices::Outcome,
     load_before: &'a str,
     load_after: &'a str,
     elapsed: Duration,
@@ -1055,6 +1141,10 @@ fn markdown(input: &MarkdownInput<'_>) -> String {
         s.push_str(&line.printed());
         s.push('\n');
     }
+    for m in &input.key_services.measured {
+        s.push_str(&m.line.printed());
+        s.push('\n');
+    }
     s.push_str("```\n");
     match input.rss {
         Ok(points) => {
@@ -1070,6 +1160,7 @@ fn markdown(input: &MarkdownInput<'_>) -> String {
         }
         Err(e) => s.push_str(&format!("\nBatch peak RSS: skipped ({e}).\n")),
     }
+    s.push_str(&keyservices::markdown(input.key_services));
     s
 }
 
@@ -1120,6 +1211,20 @@ rsa  2048 bits 0.000300s 0.000010s 0.000011s 0.000290s   3333.3  100000.0  90909
             Some((3333.3, 100000.0))
         );
         assert_eq!(parse_openssl_speed("nothing", "rsa 2048 bits"), None);
+    }
+
+    #[test]
+    fn arguments_are_parsed() {
+        let args = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        let o = parse(&args("--quick --only keyservices")).unwrap().unwrap();
+        assert!(o.only_keyservices);
+        assert_eq!(o.profile.name, "quick");
+        assert!(!parse(&args("--quick")).unwrap().unwrap().only_keyservices);
+        assert!(parse(&args("--only pkcs11")).is_err());
+        assert!(parse(&args("--only")).is_err());
+        // One stage is never written over the whole table.
+        assert!(parse(&args("--only keyservices --write")).is_err());
+        assert!(parse(&args("--help")).unwrap().is_none());
     }
 
     #[test]
