@@ -87,8 +87,8 @@ usage: cargo xtask check-features [-p PACKAGE]...
 
 Runs `cargo check` (library and binaries, normal dependencies only) and `cargo check --all-targets`
 for every product crate (or the ones given with -p) with --no-default-features, with
---no-default-features --features F for each backend feature F it has (file, env, pkcs11, vault, aws-kms),
-and with --all-features. Then proves with `cargo tree` that no selection leaving `vault` or `aws-kms` off
+--no-default-features --features F for each backend feature F it has (file, env, pkcs11; vault and
+aws-kms where the crate's code names them, not only passes them down), and with --all-features. Then proves with `cargo tree` that no selection leaving `vault` or `aws-kms` off
 compiles their dependencies. Fails on any error or warning.
 ";
 
@@ -137,7 +137,12 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         let manifest = std::fs::read_to_string(root.join(dir).join("Cargo.toml"))
             .map_err(|e| format!("cannot read {dir}/Cargo.toml: {e}"))?;
-        combinations.extend(combinations_for(package, &features_of(&manifest)));
+        let sources = rust_sources(&root.join(dir));
+        combinations.extend(combinations_for(
+            package,
+            &features_of(&manifest),
+            |feature| sources.contains(&format!("feature = \"{feature}\"")),
+        ));
     }
 
     let started = Instant::now();
@@ -336,14 +341,51 @@ fn tree(
         .collect())
 }
 
-/// The combinations for one package: no default features, each backend alone, all features.
-fn combinations_for(package: &str, features: &[String]) -> Vec<Combination> {
+/// The key-service backends, checked alone only in a crate whose code names them (`feature = "vault"`): in
+/// the others they only pass the feature down to key-provider, so alone they build exactly what
+/// `--no-default-features` builds plus key-provider's own check (each of these checks costs a rebuild of
+/// the crate and its dependents).
+const SERVICES: &[&str] = &["vault", "aws-kms"];
+
+/// The text of every `.rs` file under `dir`'s `src/`, `tests/`, `benches/` and `examples/` (for
+/// [`SERVICES`]).
+fn rust_sources(dir: &Path) -> String {
+    fn walk(dir: &Path, out: &mut String) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = String::new();
+    for sub in ["src", "tests", "benches", "examples"] {
+        walk(&dir.join(sub), &mut out);
+    }
+    out
+}
+
+/// The combinations for one package: no default features, each backend alone (a key service only where
+/// `names_feature` says the crate's code names it), all features.
+fn combinations_for(
+    package: &str,
+    features: &[String],
+    names_feature: impl Fn(&str) -> bool,
+) -> Vec<Combination> {
     let combination = |args: &[&str]| Combination {
         package: package.to_owned(),
         args: args.iter().map(|a| (*a).to_owned()).collect(),
     };
     let mut out = vec![combination(&["--no-default-features"])];
     for backend in BACKENDS {
+        if SERVICES.contains(backend) && !names_feature(backend) {
+            continue;
+        }
         if features.iter().any(|f| f == backend) {
             out.push(combination(&[
                 "--no-default-features",
@@ -412,7 +454,7 @@ mod tests {
 
     #[test]
     fn combinations_skip_missing_backends() {
-        let c = combinations_for("p", &["default".into(), "pkcs11".into()]);
+        let c = combinations_for("p", &["default".into(), "pkcs11".into()], |_| true);
         let described: Vec<String> = c.iter().map(Combination::describe).collect();
         assert_eq!(
             described,
@@ -422,6 +464,33 @@ mod tests {
                 "-p p --all-features",
             ]
         );
+    }
+
+    #[test]
+    fn key_services_are_checked_alone_only_where_the_code_names_them() {
+        let features: Vec<String> = ["default", "file", "vault", "aws-kms"]
+            .map(String::from)
+            .to_vec();
+        let described = |names: bool| -> Vec<String> {
+            combinations_for("p", &features, |_| names)
+                .iter()
+                .map(Combination::describe)
+                .collect()
+        };
+        assert_eq!(
+            described(false),
+            [
+                "-p p --no-default-features",
+                "-p p --no-default-features --features file",
+                "-p p --all-features",
+            ]
+        );
+        assert!(
+            described(true).contains(&"-p p --no-default-features --features aws-kms".to_owned())
+        );
+        let root = crate::root();
+        assert!(rust_sources(&root.join("crates/key-provider")).contains("feature = \"vault\""));
+        assert!(!rust_sources(&root.join("crates/jose-core")).contains("feature = \"vault\""));
     }
 
     #[test]
