@@ -24,7 +24,9 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+#[cfg(any(feature = "file", feature = "env", feature = "pkcs11"))]
+use std::sync::OnceLock;
 #[cfg(any(feature = "file", feature = "env"))]
 use std::sync::{Mutex, PoisonError};
 
