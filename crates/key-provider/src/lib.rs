@@ -409,6 +409,14 @@ pub trait KeyBackend: fmt::Debug + Send + Sync {
         None
     }
 
+    /// The tokio runtime this key's requests run on, for a key service (`vault`, `aws-kms`); `None` (the
+    /// default) for keys that sign in this process or in a token. A caller with many concurrent operations
+    /// (batch signing) can run its tasks there and call the `_async` variants, which then run inline on the
+    /// same worker thread as the request's connection instead of handing over to another thread.
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        None
+    }
+
     /// Signs `message` (the scheme hashes it). Blocking; see the crate docs.
     ///
     /// # Errors

@@ -34,6 +34,11 @@ use crate::{
 
 static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
 
+thread_local! {
+    /// Whether this thread is one of the key-service runtime's workers.
+    static ON_REMOTE_RUNTIME: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The runtime every key-service request runs on (created on first use).
 ///
 /// # Errors
@@ -44,6 +49,7 @@ pub(crate) fn runtime(backend: &'static str) -> Result<&'static tokio::runtime::
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .thread_name("keybound-remote")
+                .on_thread_start(|| ON_REMOTE_RUNTIME.with(|on| on.set(true)))
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())
@@ -73,6 +79,17 @@ where
     T: Send + 'static,
     F: Future<Output = Result<T, KeyError>> + Send + 'static,
 {
+    if ON_REMOTE_RUNTIME.with(std::cell::Cell::get) {
+        // Waiting here would hold one of the runtime's two workers until a request it may itself have to
+        // drive completes: refuse instead of risking a deadlock.
+        return Err(KeyError::Backend {
+            backend,
+            message: "a blocking sign or decrypt was called on the key-service runtime (a task spawned on \
+                      KeyBackend::runtime); call sign_async / decrypt_async there"
+                .into(),
+            source: None,
+        });
+    }
     let rt = runtime(backend)?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     rt.spawn(async move {
@@ -82,7 +99,9 @@ where
     rx.recv().map_err(|_| task_failed(backend))?
 }
 
-/// Runs `fut` on the key-service runtime and awaits it from any async context.
+/// Runs `fut` on the key-service runtime and awaits it from any async context. A caller that already runs
+/// on that runtime (a task spawned on [`KeyBackend::runtime`], as batch signing does) runs it inline: no
+/// hand-over to another task, so the request, its connection and the caller stay on one worker thread.
 ///
 /// # Errors
 /// As [`block_on`].
@@ -91,6 +110,9 @@ where
     T: Send + 'static,
     F: Future<Output = Result<T, KeyError>> + Send + 'static,
 {
+    if ON_REMOTE_RUNTIME.with(std::cell::Cell::get) {
+        return fut.await;
+    }
     runtime(backend)?
         .spawn(fut)
         .await
@@ -447,6 +469,12 @@ impl<O: RemoteOps> KeyBackend for RemoteKey<O> {
 
     fn usage(&self) -> Option<KeyUsage> {
         self.ops.usage()
+    }
+
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        runtime(self.ops.backend())
+            .ok()
+            .map(|rt| rt.handle().clone())
     }
 
     fn key_version(&self) -> Option<u32> {

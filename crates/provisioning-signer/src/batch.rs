@@ -28,16 +28,19 @@
 //!
 //! The reader takes a permit before each line and the writer returns it once that line's output is
 //! written, so at most `window` lines are ever held, however slow one signature is. Signing is blocking
-//! (PKCS#11), so workers are plain threads, never async worker threads. The writer flushes whenever it
+//! (PKCS#11), so workers are plain threads, never async worker threads — except for a key service's key
+//! (`vault:`, `aws-kms:`, [`key_provider::KeyBackend::runtime`]): there each worker is a task on the key
+//! service's own runtime, calling [`AuthCodeSigner::sign_async`], so a line's request runs on the worker
+//! thread that drives its connection, with no hand-over between threads per line. The writer flushes whenever it
 //! would otherwise wait, so output appears as soon as it is in order. Lines longer than
 //! [`BatchOptions::max_line_len`] are skipped to their end and reported, never buffered whole.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::panic::AssertUnwindSafe;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jose_core::JoseError;
@@ -53,8 +56,9 @@ use crate::error::{ProvisioningError, sanitize};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BatchOptions {
-    /// Signing threads (default: available parallelism; 8 for PKCS#11 keys, whose latency is the token's; 16
-    /// for key-service keys, `vault:` and `aws-kms:`, whose latency is a network round trip).
+    /// Signing threads — for key-service keys, tasks on the service's runtime: requests in flight (default:
+    /// available parallelism; 8 for PKCS#11 keys, whose latency is the token's; 16 for key-service keys,
+    /// `vault:` and `aws-kms:`, whose latency is a network round trip).
     pub concurrency: usize,
     /// Most lines read but not yet written (default: 8 × concurrency, at least 64).
     pub window: usize,
@@ -273,11 +277,30 @@ where
         // Cannot fail: the channel has room for exactly `window` permits and its receiver is alive.
         let _ = permit_tx.send(());
     }
-    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(window);
-    let job_rx = Mutex::new(job_rx);
     let (done_tx, done_rx) = mpsc::channel::<(u64, Done)>();
     // Set once the key service gave up on a line: nothing more is read or signed.
-    let stop = AtomicBool::new(false);
+    let stop = Arc::new(AtomicBool::new(false));
+    // A key service's key: the signing workers are tasks on its runtime (see `work_async`); otherwise threads.
+    let workers = match signer.key().runtime() {
+        Some(runtime) => {
+            let (job_tx, job_rx) = tokio::sync::mpsc::channel::<Job>(window);
+            let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
+            let signer = Arc::new(signer.clone());
+            for _ in 0..concurrency {
+                runtime.spawn(work_async(
+                    Arc::clone(&signer),
+                    Arc::clone(&job_rx),
+                    done_tx.clone(),
+                    Arc::clone(&stop),
+                ));
+            }
+            Workers::Tasks(job_tx)
+        }
+        None => {
+            let (job_tx, job_rx) = mpsc::sync_channel::<Job>(window);
+            Workers::Threads(job_tx, Mutex::new(job_rx))
+        }
+    };
 
     tracing::info!(
         issuer_id = signer.issuer_id(),
@@ -287,14 +310,21 @@ where
         "batch started"
     );
 
+    let (send_job, job_rx): (Box<dyn FnMut(Job) -> bool + Send>, _) = match workers {
+        Workers::Tasks(job_tx) => (Box::new(move |job| job_tx.blocking_send(job).is_ok()), None),
+        Workers::Threads(job_tx, job_rx) => {
+            (Box::new(move |job| job_tx.send(job).is_ok()), Some(job_rx))
+        }
+    };
     let (summary, read_result) = std::thread::scope(|scope| {
-        let stop = &stop;
+        let stop = &*stop;
         let reader =
-            scope.spawn(move || read_lines(input, &permit_rx, &job_tx, max_line_len, stop));
-        for _ in 0..concurrency {
-            let done_tx = done_tx.clone();
-            let job_rx = &job_rx;
-            scope.spawn(move || work(signer, job_rx, &done_tx, stop));
+            scope.spawn(move || read_lines(input, &permit_rx, send_job, max_line_len, stop));
+        if let Some(job_rx) = &job_rx {
+            for _ in 0..concurrency {
+                let done_tx = done_tx.clone();
+                scope.spawn(move || work(signer, job_rx, &done_tx, stop));
+            }
         }
         drop(done_tx);
         let written = write_in_order(output, &done_rx, &permit_tx, progress);
@@ -344,7 +374,7 @@ where
 fn read_lines<R: BufRead>(
     mut input: R,
     permits: &Receiver<()>,
-    jobs: &SyncSender<Job>,
+    mut send_job: Box<dyn FnMut(Job) -> bool + Send + '_>,
     max_line_len: usize,
     stop: &AtomicBool,
 ) -> Result<(), ProvisioningError> {
@@ -390,7 +420,7 @@ fn read_lines<R: BufRead>(
         };
         pending_bytes = 0;
         seq += 1;
-        if jobs.send(job).is_err() {
+        if !send_job(job) {
             return Ok(()); // Every worker is gone: the batch is being torn down.
         }
     }
@@ -493,28 +523,100 @@ fn work(
     }
 }
 
+/// Where the signing workers run.
+enum Workers {
+    /// Tasks on a key service's runtime, fed through an async channel.
+    Tasks(tokio::sync::mpsc::Sender<Job>),
+    /// Threads (software and PKCS#11 keys), fed through a std channel.
+    Threads(SyncSender<Job>, Mutex<Receiver<Job>>),
+}
+
+/// A signing worker as a task on a key service's runtime: the same steps as [`work`], with
+/// [`AuthCodeSigner::sign_async`], which then runs the request inline on this task's worker thread (no
+/// hand-over between threads per line; `cargo xtask bench` compares it with a raw request loop).
+async fn work_async(
+    signer: Arc<AuthCodeSigner>,
+    jobs: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>,
+    done: mpsc::Sender<(u64, Done)>,
+    stop: Arc<AtomicBool>,
+) {
+    loop {
+        let job = {
+            let mut rx = jobs.lock().await;
+            match rx.recv().await {
+                Some(job) => job,
+                None => return,
+            }
+        };
+        let (output, outcome) = if stop.load(Ordering::Acquire) {
+            (Vec::new(), Outcome::Skipped)
+        } else {
+            match prepare(job.line_no, job.line) {
+                Ok((sub, request)) => finish(
+                    job.line_no,
+                    sub.as_deref(),
+                    signer.sign_async(&request).await,
+                ),
+                Err(refused) => refused,
+            }
+        };
+        if outcome == Outcome::ServiceGaveUp {
+            stop.store(true, Ordering::Release);
+        }
+        let finished = Done {
+            bytes: job.bytes,
+            line_no: job.line_no,
+            output,
+            outcome,
+        };
+        if done.send((job.seq, finished)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The request of one input line, with its `sub` for the output line, or the line's error output when the
+/// line is refused before signing.
+fn prepare(
+    line_no: u64,
+    line: Result<Vec<u8>, String>,
+) -> Result<(Option<String>, AuthCodeRequest), (Vec<u8>, Outcome)> {
+    let line = match line {
+        Ok(l) => l,
+        Err(reason) => return Err((render_error(line_no, None, &reason), Outcome::Refused)),
+    };
+    let (sub, request) = parse_line(&line);
+    // A `sub` that looks like a card number is refused by the signer; the error line must not repeat it.
+    let sub = sub.filter(|s| !crate::card::looks_like_pan(s));
+    match request {
+        Ok(r) => Ok((sub, r)),
+        Err(e) => Err((render_error(line_no, sub.as_deref(), &e), Outcome::Refused)),
+    }
+}
+
 /// One input line (number `line_no`) to one output line (with its trailing newline) and what became of it.
 fn process(
     signer: &AuthCodeSigner,
     line_no: u64,
     line: Result<Vec<u8>, String>,
 ) -> (Vec<u8>, Outcome) {
-    let line = match line {
-        Ok(l) => l,
-        Err(reason) => return (render_error(line_no, None, &reason), Outcome::Refused),
-    };
-    let (sub, request) = parse_line(&line);
-    // A `sub` that looks like a card number is refused by the signer; the error line must not repeat it.
-    let sub = sub.filter(|s| !crate::card::looks_like_pan(s));
-    let request = match request {
-        Ok(r) => r,
-        Err(e) => return (render_error(line_no, sub.as_deref(), &e), Outcome::Refused),
-    };
-    match signer.sign(&request) {
+    match prepare(line_no, line) {
+        Ok((sub, request)) => finish(line_no, sub.as_deref(), signer.sign(&request)),
+        Err(refused) => refused,
+    }
+}
+
+/// The output line of one signed (or failed) request.
+fn finish(
+    line_no: u64,
+    sub: Option<&str>,
+    signed: Result<crate::auth_code::AuthCode, ProvisioningError>,
+) -> (Vec<u8>, Outcome) {
+    match signed {
         Ok(code) => (
             render(&OutputLine {
                 line: None,
-                sub: sub.as_deref(),
+                sub: sub,
                 jwt: Some(code.as_str()),
                 error: None,
             }),
@@ -525,17 +627,14 @@ fn process(
             e @ (ProvisioningError::Key(KeyError::ServiceUnavailable { .. })
             | ProvisioningError::Jose(JoseError::Key(KeyError::ServiceUnavailable { .. }))),
         ) => (
-            render_error(line_no, sub.as_deref(), &e.to_string()),
+            render_error(line_no, sub, &e.to_string()),
             Outcome::ServiceGaveUp,
         ),
         Err(e @ (ProvisioningError::Jose(_) | ProvisioningError::Key(_))) => (
-            render_error(line_no, sub.as_deref(), &e.to_string()),
+            render_error(line_no, sub, &e.to_string()),
             Outcome::KeyFailed,
         ),
-        Err(e) => (
-            render_error(line_no, sub.as_deref(), &e.to_string()),
-            Outcome::Refused,
-        ),
+        Err(e) => (render_error(line_no, sub, &e.to_string()), Outcome::Refused),
     }
 }
 
