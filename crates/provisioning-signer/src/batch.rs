@@ -616,7 +616,7 @@ fn finish(
         Ok(code) => (
             render(&OutputLine {
                 line: None,
-                sub: sub,
+                sub,
                 jwt: Some(code.as_str()),
                 error: None,
             }),
