@@ -286,7 +286,12 @@ impl Pkcs11Uri {
 }
 
 fn decode_value(attr: &str, raw: &str) -> Result<Vec<u8>, KeyError> {
-    // Validate the percent escapes ourselves: percent_decode passes malformed ones through.
+    percent_decode_strict(&format!("pkcs11 attribute `{attr}`"), raw)
+}
+
+/// Percent-decodes `raw`, refusing a malformed escape with "bad percent-encoding in {what}" (percent_decode
+/// passes malformed ones through). Shared by the PKCS#11 URI and the key-service references.
+pub(crate) fn percent_decode_strict(what: &str, raw: &str) -> Result<Vec<u8>, KeyError> {
     let bytes = raw.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -296,7 +301,7 @@ fn decode_value(attr: &str, raw: &str) -> Result<Vec<u8>, KeyError> {
                 && bytes[i + 2].is_ascii_hexdigit();
             if !ok {
                 return Err(KeyError::invalid_ref(format!(
-                    "bad percent-encoding in pkcs11 attribute `{attr}`"
+                    "bad percent-encoding in {what}"
                 )));
             }
             i += 3;

@@ -124,24 +124,9 @@ fn query_pairs(scheme: &str, query: Option<&str>) -> Result<Vec<(String, String)
 }
 
 fn decode(scheme: &str, attr: &str, raw: &str) -> Result<String, KeyError> {
-    let bytes = raw.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let ok = bytes.len() > i + 2
-                && bytes[i + 1].is_ascii_hexdigit()
-                && bytes[i + 2].is_ascii_hexdigit();
-            if !ok {
-                return Err(KeyError::invalid_ref(format!(
-                    "bad percent-encoding in `{scheme}:` attribute `{attr}`"
-                )));
-            }
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    String::from_utf8(percent_encoding::percent_decode(bytes).collect()).map_err(|_| {
+    let bytes =
+        crate::keyref::percent_decode_strict(&format!("`{scheme}:` attribute `{attr}`"), raw)?;
+    String::from_utf8(bytes).map_err(|_| {
         KeyError::invalid_ref(format!("`{scheme}:` attribute `{attr}` is not valid UTF-8"))
     })
 }
