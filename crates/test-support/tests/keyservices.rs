@@ -20,7 +20,7 @@ use serde_json::json;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// A small keep-alive upstream: answers each request with JSON `{method, target, body, n}` (n = requests it
-/// has seen), `/chunked` with a chunked body; `close_after_each` closes each connection after one answer
+/// has seen), `/chunked` with a chunked body, `/slow` after half a second; `close_after_each` closes each connection after one answer
 /// without saying so (as a server dropping an idle keep-alive connection does).
 struct Upstream {
     addr: SocketAddr,
@@ -40,6 +40,9 @@ fn upstream(close_after_each: bool) -> Upstream {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut writer = stream;
                 while let Ok(Some(request)) = http::read_request(&mut reader) {
+                    if request.target == "/slow" {
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                    }
                     let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
                     let body = json!({
                         "method": request.method,
@@ -521,4 +524,46 @@ fn proxy_counts_exactly_under_concurrent_clients() {
     );
     assert_eq!(up.hits.load(Ordering::SeqCst), 30);
     assert_eq!(proxy.mode(), Mode::Pass);
+}
+
+/// `max_in_flight` counts requests the proxy holds at once, not connections: requests one after another,
+/// on one connection or on a new connection each, count 1; three clients whose requests the upstream holds
+/// half a second count 3 (never more: there are only three).
+#[test]
+fn proxy_counts_the_most_requests_in_flight_at_once() {
+    let up = upstream(false);
+    let proxy = Arc::new(FaultProxy::start(&up.addr.to_string()));
+    let mut connection = HttpConnection::connect(proxy.addr()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(get(&mut connection, "/slow").unwrap().status, 200);
+    }
+    for _ in 0..3 {
+        let mut fresh = HttpConnection::connect(proxy.addr()).unwrap();
+        assert_eq!(get(&mut fresh, "/a").unwrap().status, 200);
+    }
+    assert_eq!((proxy.max_in_flight(), proxy.connections()), (1, 4));
+
+    let start = Arc::new(std::sync::Barrier::new(3));
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (proxy, start) = (Arc::clone(&proxy), Arc::clone(&start));
+            std::thread::spawn(move || {
+                let mut connection = HttpConnection::connect(proxy.addr()).unwrap();
+                start.wait();
+                get(&mut connection, "/slow").unwrap().status
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    assert_eq!(proxy.max_in_flight(), 3);
+    // Injected answers and refused requests are let go too.
+    proxy.set_mode(Mode::Status(503));
+    let mut connection = HttpConnection::connect(proxy.addr()).unwrap();
+    assert_eq!(get(&mut connection, "/a").unwrap().status, 503);
+    proxy.set_mode(Mode::Pass);
+    let mut connection = HttpConnection::connect(proxy.addr()).unwrap();
+    assert_eq!(get(&mut connection, "/a").unwrap().status, 200);
+    assert_eq!(proxy.max_in_flight(), 3);
 }

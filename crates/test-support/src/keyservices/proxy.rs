@@ -102,6 +102,9 @@ struct Shared {
     forwarded: AtomicU64,
     injected: AtomicU64,
     refused: AtomicU64,
+    /// Requests read whole and not yet answered (or dropped), and the most there ever were at once.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
     record: AtomicBool,
     recorded: Mutex<Vec<Recorded>>,
     /// Each client connection's sockets (client side, upstream side), to shut them down from outside.
@@ -140,6 +143,8 @@ impl FaultProxy {
             forwarded: AtomicU64::new(0),
             injected: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
             record: AtomicBool::new(false),
             recorded: Mutex::new(Vec::new()),
             live: Mutex::new(HashMap::new()),
@@ -221,6 +226,15 @@ impl FaultProxy {
     #[must_use]
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// The most requests the proxy ever held at once: read whole from a client and not yet answered,
+    /// forwarded or dropped. This is how many requests a client really had in flight, which connections
+    /// cannot say (an HTTP/1.1 client may open a connection more while one it could reuse is being handed
+    /// back to its pool, and a server answering `Connection: close` costs a connection per request).
+    #[must_use]
+    pub fn max_in_flight(&self) -> u64 {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Turns keeping a copy of each request on or off (off at start).
@@ -328,6 +342,23 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     }
 }
 
+/// One request held by the proxy, counted in [`Shared::in_flight`] until dropped.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Serves one client connection until either side closes it.
 fn serve(shared: &Shared, id: u64, client: TcpStream) -> io::Result<()> {
     client.set_nodelay(true)?;
@@ -347,6 +378,9 @@ fn serve(shared: &Shared, id: u64, client: TcpStream) -> io::Result<()> {
             writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         let (raw_body, body) = http::read_body(&mut reader, head.request_framing()?)?;
+        // Held until just before the client can see the answer (or the close), so a client that sends its
+        // next request the moment it has an answer never finds this one still counted.
+        let in_flight = InFlight::new(shared);
         shared.requests.fetch_add(1, Ordering::SeqCst);
         if shared.record.load(Ordering::SeqCst) {
             lock(&shared.recorded).push(Recorded {
@@ -358,11 +392,13 @@ fn serve(shared: &Shared, id: u64, client: TcpStream) -> io::Result<()> {
         match shared.decide() {
             Action::Close => {
                 shared.refused.fetch_add(1, Ordering::SeqCst);
+                drop(in_flight);
                 return Ok(());
             }
             Action::Answer(status) => {
                 let (content_type, body) = lock(&shared.injected_body).clone();
                 shared.injected.fetch_add(1, Ordering::SeqCst);
+                drop(in_flight);
                 http::write_response(
                     &mut writer,
                     status,
@@ -377,6 +413,7 @@ fn serve(shared: &Shared, id: u64, client: TcpStream) -> io::Result<()> {
                 let (response, raw) = forward(shared, id, &mut upstream, &method, &request)?;
                 // Counted before the client can see the answer, so a test reads a settled count.
                 shared.forwarded.fetch_add(1, Ordering::SeqCst);
+                drop(in_flight);
                 writer.write_all(&raw)?;
                 writer.flush()?;
                 let until_close = response.response_framing(&method)? == Framing::UntilClose;
