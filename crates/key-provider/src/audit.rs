@@ -1,6 +1,6 @@
 //! Audit events: one `tracing` event under target [`AUDIT_TARGET`] (`keybound::audit`) per private-key
-//! operation (sign, decrypt) of every backend, per PKCS#11 login attempt, and per key created in or deleted
-//! from a token.
+//! operation (sign, decrypt) of every backend, per PKCS#11 login attempt, per key created in or deleted
+//! from a token, and per key created or rotated in a key service.
 //! INFO on success, WARN on failure.
 //!
 //! Every operation event carries the same fields, whatever the backend, so one parser reads them all:
@@ -8,6 +8,10 @@
 //! and env keys, whose operations run in aws-lc-rs), `outcome` (`success`/`failure`), `latency_us`,
 //! `retried`, and on failure `ckr` (`-` when no token call failed) and `error`. Login events carry
 //! `backend`, `token`, `operation` (`login`), `outcome`, `latency_us` and on failure `ckr` and `error`.
+//! Key-service management events (`vault`, `aws-kms`) carry `backend`, `token` (the service), `key`,
+//! `operation` (`generate`, `rotate`), `key_type`, `usage`, `version` (`-` where the service has none or it
+//! is unknown), `outcome`, `latency_us` and on failure `error`: a failed rotation is recorded too, since it
+//! may have happened on the service although its answer was lost.
 //! Never the PIN, the data signed, the ciphertext or the plaintext.
 
 #[cfg(any(feature = "software", feature = "pkcs11", feature = "remote"))]
@@ -101,6 +105,61 @@ pub(crate) fn login(backend: &str, token: &str, started: Instant, outcome: Outco
             outcome = "failure",
             latency_us,
             ckr = ckr.unwrap_or("-"),
+            error = %error,
+        ),
+    }
+}
+
+/// One key created or rotated in a key service, for [`management`].
+#[cfg(feature = "remote")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Management<'a> {
+    /// `vault` or `aws-kms`.
+    pub(crate) backend: &'a str,
+    /// The service: Transit's address and mount, or `kms REGION`.
+    pub(crate) service: &'a str,
+    /// The key reference (`vault:issuer`, `aws-kms:alias/issuer`).
+    pub(crate) key: &'a str,
+    /// `generate` or `rotate`.
+    pub(crate) operation: &'a str,
+    /// The service's key type (`rsa-2048`, `RSA_2048`), `-` when not known.
+    pub(crate) key_type: &'a str,
+    /// The usage asked for (`sign`, `decrypt`, `sign,decrypt`), `-` when none was.
+    pub(crate) usage: &'a str,
+}
+
+/// Emits the audit event of one key created or rotated in a key service: the version it has now on success.
+#[cfg(feature = "remote")]
+pub(crate) fn management(
+    m: Management<'_>,
+    started: Instant,
+    outcome: Result<Option<u32>, &dyn std::fmt::Display>,
+) {
+    let latency_us = latency_us(started);
+    match outcome {
+        Ok(version) => tracing::info!(
+            target: AUDIT_TARGET,
+            backend = m.backend,
+            token = %m.service,
+            key = %m.key,
+            operation = m.operation,
+            key_type = m.key_type,
+            usage = m.usage,
+            version = %version.map_or_else(|| "-".to_owned(), |v| v.to_string()),
+            outcome = "success",
+            latency_us,
+        ),
+        Err(error) => tracing::warn!(
+            target: AUDIT_TARGET,
+            backend = m.backend,
+            token = %m.service,
+            key = %m.key,
+            operation = m.operation,
+            key_type = m.key_type,
+            usage = m.usage,
+            version = "-",
+            outcome = "failure",
+            latency_us,
             error = %error,
         ),
     }

@@ -56,6 +56,18 @@ fn generate(bao: &Bao, name: &str, spec: KeySpec) -> Arc<dyn KeyBackend> {
     .expect("generate")
 }
 
+/// The audit events of `operation` (`generate`, `rotate`) on the key `reference`, in order.
+fn management_events(reference: &str, operation: &str) -> Vec<String> {
+    let key = format!("key={} ", vault_ref(reference));
+    let operation = format!("operation=\"{operation}\"");
+    logs()
+        .text()
+        .lines()
+        .filter(|l| l.contains("keybound::audit") && l.contains(&key) && l.contains(&operation))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Asserts an error is one line and carries neither token.
 fn assert_clean(err: &KeyError, secrets: &[&str]) -> String {
     let text = err.to_string();
@@ -83,6 +95,16 @@ fn rotation_signs_with_the_new_version_and_old_ciphertexts_still_decrypt() {
         key_provider::vault::rotate(&vault_ref(&bao.reference("issuer")), &OpenOptions::new())
             .expect("rotate");
     assert_eq!(key_provider::vault::version(rotated.as_ref()), Some(2));
+    let events = management_events(&bao.reference("issuer"), "rotate");
+    assert_eq!(events.len(), 1, "{events:?}");
+    for field in [
+        "outcome=\"success\"",
+        "version=2",
+        "key_type=\"rsa-2048\"",
+        "(mount transit)",
+    ] {
+        assert!(events[0].contains(field), "{field} in {}", events[0]);
+    }
     assert_ne!(
         rotated.public_key(),
         key.public_key(),
@@ -269,6 +291,26 @@ fn generate_refuses_an_existing_name_and_what_transit_cannot_make() {
             .contains("Transit key `taken` in mount `transit`"),
         "{err}"
     );
+    // Both attempts are audited: the key made (its type, usage and version), then the refusal.
+    let events = management_events(&r.to_string(), "generate");
+    assert_eq!(events.len(), 2, "{events:?}");
+    for field in [
+        "outcome=\"success\"",
+        "key_type=\"ecdsa-p256\"",
+        "usage=\"sign\"",
+        "version=1",
+    ] {
+        assert!(events[0].contains(field), "{field} in {}", events[0]);
+    }
+    for field in [
+        "WARN",
+        "outcome=\"failure\"",
+        "key_type=\"rsa-2048\"",
+        "already exists",
+    ] {
+        assert!(events[1].contains(field), "{field} in {}", events[1]);
+    }
+    assert!(!events[1].contains(bao.server.token()), "{}", events[1]);
     // An existing key of a type keybound does not use is still an existing name.
     bao.server.create_transit_key("ed", "ed25519");
     let err = key_provider::vault::generate(
@@ -301,6 +343,11 @@ fn generate_refuses_an_existing_name_and_what_transit_cannot_make() {
         "{err}"
     );
     assert_eq!(proxy.requests(), before);
+    // Nothing reached the service, so nothing is audited.
+    assert_eq!(
+        management_events(&fresh.to_string(), "generate"),
+        Vec::<String>::new()
+    );
     // What Transit made is not exportable.
     let (status, body) = bao.server.admin_request("GET", "transit/keys/taken", None);
     assert_eq!(status, 200);
@@ -311,6 +358,14 @@ fn generate_refuses_an_existing_name_and_what_transit_cannot_make() {
         .map(|_| ())
         .unwrap_err();
     assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
+    // A failed rotation is audited too (one whose answer is lost may have happened).
+    let events = management_events(&bao.reference("missing"), "rotate");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].contains("outcome=\"failure\"") && events[0].contains("version=\"-\""),
+        "{}",
+        events[0]
+    );
 }
 
 #[test]

@@ -46,7 +46,7 @@ mod key;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -58,6 +58,7 @@ use aws_sdk_kms::types::{KeySpec as KmsKeySpec, KeyUsageType};
 
 use self::errors::{Request, classify};
 use self::key::{KmsKey, malformed};
+use crate::audit;
 use crate::remote::{self, Failure, RemoteKey, RetryPolicy};
 use crate::{
     AwsKmsRef, EcCurve, KeyBackend, KeyError, KeySpec, KeyUsage, OpenOptions, PublicKey,
@@ -364,9 +365,28 @@ pub fn generate(
     let service = service(r)?;
     let label = r.to_string();
     let client = service.client.clone();
-    remote::block_on(BACKEND, async move {
-        create(&client, &label, &alias, kms_spec, kms_usage).await
-    })?;
+    let key_type = kms_spec.as_str().to_owned();
+    let started = Instant::now();
+    let key = label.clone();
+    let created = remote::block_on(BACKEND, async move {
+        create(&client, &key, &alias, kms_spec, kms_usage).await
+    });
+    audit::management(
+        audit::Management {
+            backend: BACKEND,
+            service: &service.label,
+            key: &label,
+            operation: "generate",
+            key_type: &key_type,
+            usage: usage.name(),
+        },
+        started,
+        match &created {
+            Ok(()) => Ok(None),
+            Err(e) => Err(e),
+        },
+    );
+    created?;
     open(r, options)
 }
 

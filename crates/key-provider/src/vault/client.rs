@@ -124,6 +124,20 @@ impl Conn {
         format!("{}/v1/{}/{path}", self.settings.addr, self.mount)
     }
 
+    /// The service, for audit events: `ADDR (mount M[, namespace N][, version V])`.
+    pub(crate) fn service(&self, version: Option<u32>) -> String {
+        let ns = self
+            .settings
+            .namespace
+            .as_ref()
+            .map(|n| format!(", namespace {n}"))
+            .unwrap_or_default();
+        let version = version
+            .map(|v| format!(", version {v}"))
+            .unwrap_or_default();
+        format!("{} (mount {}{ns}{version})", self.settings.addr, self.mount)
+    }
+
     /// Where the key is, for messages: `key `issuer` in mount `transit` at https://…`.
     pub(crate) fn describe(&self) -> String {
         let ns = self

@@ -45,6 +45,7 @@ mod config;
 mod keys;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -52,6 +53,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+use crate::audit;
 use crate::remote::{
     self, Decrypted, Failure, RemoteKey, RemoteOps, RetryPolicy, Signed, with_retries,
 };
@@ -98,26 +100,35 @@ pub fn generate(
     let key_type = keys::transit_type(spec)?;
     let conn = connect(r, options)?;
     let label = r.to_string();
+    let service = conn.service(None);
+    let started = Instant::now();
+    let key = label.clone();
     let created = remote::block_on(BACKEND, async move {
         keys::create(&conn, key_type).await?;
         let info = keys::read(&conn).await?;
-        VaultKey::new(label, conn, info)
-    })?;
-    tracing::info!(
-        target: crate::AUDIT_TARGET,
-        backend = BACKEND,
-        token = %created.service,
-        key = %r,
-        operation = "generate",
-        key_type,
-        outcome = "success",
+        VaultKey::new(key, conn, info)
+    });
+    audit::management(
+        audit::Management {
+            backend: BACKEND,
+            service: &service,
+            key: &label,
+            operation: "generate",
+            key_type,
+            usage: usage.name(),
+        },
+        started,
+        match &created {
+            Ok(k) => Ok(Some(k.version)),
+            Err(e) => Err(e),
+        },
     );
-    Ok(Arc::new(RemoteKey::new(created)))
+    Ok(Arc::new(RemoteKey::new(created?)))
 }
 
 /// Rotates the Transit key `r` names (`POST keys/NAME/rotate`: a new version becomes the latest) and opens it
 /// at the new version. Its [`version`] and the thumbprint of its new public key are what to announce;
-/// ciphertexts made for older versions still decrypt (see the module docs).
+/// ciphertexts made for older versions still decrypt (see the module docs). Audited, also when it fails.
 ///
 /// # Errors
 /// As [`open`]; a rotation whose answer was lost on the way is not repeated (it may have happened) and is
@@ -125,21 +136,30 @@ pub fn generate(
 pub fn rotate(r: &VaultRef, options: &OpenOptions) -> Result<Arc<dyn KeyBackend>, KeyError> {
     let conn = connect(r, options)?;
     let label = r.to_string();
+    let service = conn.service(None);
+    let started = Instant::now();
+    let key = label.clone();
     let rotated = remote::block_on(BACKEND, async move {
         keys::rotate(&conn).await?;
         let info = keys::read(&conn).await?;
-        VaultKey::new(label, conn, info)
-    })?;
-    tracing::info!(
-        target: crate::AUDIT_TARGET,
-        backend = BACKEND,
-        token = %rotated.service,
-        key = %r,
-        operation = "rotate",
-        version = rotated.version,
-        outcome = "success",
+        VaultKey::new(key, conn, info)
+    });
+    audit::management(
+        audit::Management {
+            backend: BACKEND,
+            service: &service,
+            key: &label,
+            operation: "rotate",
+            key_type: rotated.as_ref().map_or("-", |k| k.key_type),
+            usage: "-",
+        },
+        started,
+        match &rotated {
+            Ok(k) => Ok(Some(k.version)),
+            Err(e) => Err(e),
+        },
     );
-    Ok(Arc::new(RemoteKey::new(rotated)))
+    Ok(Arc::new(RemoteKey::new(rotated?)))
 }
 
 /// The Transit key version a `vault:` key handle signs with (its latest version when it was opened or
@@ -188,16 +208,7 @@ impl VaultKey {
             });
         };
         let older: Vec<u32> = info.versions.keys().rev().copied().collect();
-        let ns = conn
-            .settings
-            .namespace
-            .as_ref()
-            .map(|n| format!(", namespace {n}"))
-            .unwrap_or_default();
-        let service = format!(
-            "{} (mount {}{ns}, version {version})",
-            conn.settings.addr, conn.mount
-        );
+        let service = conn.service(Some(version));
         Ok(Self {
             conn,
             label,
