@@ -231,38 +231,71 @@ where
     }
 }
 
-/// Whether `signature` is a valid JOSE-form signature (RSA: modulus-wide; ECDSA: fixed-width `r || s`) of
-/// `message` under `public` with `scheme`. RSA-PSS must use a salt as long as the hash, as JOSE requires.
-pub(crate) fn verifies(
-    public: &PublicKey,
+/// aws-lc-rs's verification algorithm for `scheme` (RSA-PSS with a salt as long as the hash, as JOSE
+/// requires; ECDSA in the fixed-width `r || s` form).
+fn verification_algorithm(
     scheme: SignatureScheme,
-    message: &[u8],
-    signature: &[u8],
-) -> bool {
-    let (algorithm, key): (&'static dyn signature::VerificationAlgorithm, Vec<u8>) = match scheme {
-        SignatureScheme::RsaPkcs1Sha256 => (&signature::RSA_PKCS1_2048_8192_SHA256, rsa(public)),
-        SignatureScheme::RsaPkcs1Sha384 => (&signature::RSA_PKCS1_2048_8192_SHA384, rsa(public)),
-        SignatureScheme::RsaPkcs1Sha512 => (&signature::RSA_PKCS1_2048_8192_SHA512, rsa(public)),
-        SignatureScheme::RsaPssSha256 => (&signature::RSA_PSS_2048_8192_SHA256, rsa(public)),
-        SignatureScheme::RsaPssSha384 => (&signature::RSA_PSS_2048_8192_SHA384, rsa(public)),
-        SignatureScheme::RsaPssSha512 => (&signature::RSA_PSS_2048_8192_SHA512, rsa(public)),
-        SignatureScheme::EcdsaP256Sha256 => (
-            &signature::ECDSA_P256_SHA256_FIXED,
-            public.ec_point().unwrap_or_default(),
-        ),
-        SignatureScheme::EcdsaP384Sha384 => (
-            &signature::ECDSA_P384_SHA384_FIXED,
-            public.ec_point().unwrap_or_default(),
-        ),
-    };
-    !key.is_empty()
-        && signature::UnparsedPublicKey::new(algorithm, key)
-            .verify(message, signature)
-            .is_ok()
+) -> &'static dyn signature::VerificationAlgorithm {
+    match scheme {
+        SignatureScheme::RsaPkcs1Sha256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        SignatureScheme::RsaPkcs1Sha384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+        SignatureScheme::RsaPkcs1Sha512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+        SignatureScheme::RsaPssSha256 => &signature::RSA_PSS_2048_8192_SHA256,
+        SignatureScheme::RsaPssSha384 => &signature::RSA_PSS_2048_8192_SHA384,
+        SignatureScheme::RsaPssSha512 => &signature::RSA_PSS_2048_8192_SHA512,
+        SignatureScheme::EcdsaP256Sha256 => &signature::ECDSA_P256_SHA256_FIXED,
+        SignatureScheme::EcdsaP384Sha384 => &signature::ECDSA_P384_SHA384_FIXED,
+    }
 }
 
-fn rsa(public: &PublicKey) -> Vec<u8> {
-    public.rsa_public_key_der().unwrap_or_default()
+/// `public` parsed for verifying `scheme` signatures; `None` when it is not a key of that kind.
+fn parse_for(public: &PublicKey, scheme: SignatureScheme) -> Option<signature::ParsedPublicKey> {
+    let key = match scheme {
+        SignatureScheme::EcdsaP256Sha256 | SignatureScheme::EcdsaP384Sha384 => public.ec_point(),
+        _ => public.rsa_public_key_der(),
+    }
+    .unwrap_or_default();
+    if key.is_empty() {
+        return None;
+    }
+    signature::ParsedPublicKey::new(verification_algorithm(scheme), key).ok()
+}
+
+/// One key's public key, parsed once per scheme for verify-after-sign: parsing an RSA key and setting up
+/// its Montgomery context cost more than the verification itself, and aws-lc keeps that context with the
+/// parsed key.
+#[derive(Default)]
+struct Verifiers([OnceLock<Option<signature::ParsedPublicKey>>; SignatureScheme::ALL.len()]);
+
+impl Verifiers {
+    /// Whether `signature` of `message` verifies under `public` (the key these verifiers are for).
+    fn verifies(
+        &self,
+        public: &PublicKey,
+        scheme: SignatureScheme,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        let Some(slot) = SignatureScheme::ALL.iter().position(|s| *s == scheme) else {
+            return false;
+        };
+        self.0[slot]
+            .get_or_init(|| parse_for(public, scheme))
+            .as_ref()
+            .is_some_and(|key| key.verify_sig(message, signature).is_ok())
+    }
+}
+
+impl fmt::Debug for Verifiers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parsed: Vec<SignatureScheme> = SignatureScheme::ALL
+            .iter()
+            .zip(&self.0)
+            .filter(|(_, slot)| slot.get().is_some())
+            .map(|(scheme, _)| *scheme)
+            .collect();
+        f.debug_tuple("Verifiers").field(&parsed).finish()
+    }
 }
 
 /// Converts a DER `ECDSA-Sig-Value` (`SEQUENCE { r INTEGER, s INTEGER }`, as KMS returns it) to JOSE's
@@ -359,11 +392,16 @@ pub(crate) trait RemoteOps: fmt::Debug + Send + Sync + 'static {
 #[derive(Debug)]
 pub(crate) struct RemoteKey<O: RemoteOps> {
     ops: Arc<O>,
+    /// The public key parsed for verify-after-sign, once per scheme.
+    verifiers: Verifiers,
 }
 
 impl<O: RemoteOps> RemoteKey<O> {
     pub(crate) fn new(ops: O) -> Self {
-        Self { ops: Arc::new(ops) }
+        Self {
+            ops: Arc::new(ops),
+            verifiers: Verifiers::default(),
+        }
     }
 
     fn finish_sign(
@@ -376,7 +414,10 @@ impl<O: RemoteOps> RemoteKey<O> {
         let mut retried = false;
         let result = result.and_then(|signed| {
             retried = signed.retries > 0;
-            if verifies(self.ops.public_key(), scheme, message, &signed.signature) {
+            if self
+                .verifiers
+                .verifies(self.ops.public_key(), scheme, message, &signed.signature)
+            {
                 Ok(signed.signature)
             } else {
                 Err(KeyError::SignatureMismatch {
@@ -555,6 +596,42 @@ impl<O: RemoteOps> KeyBackend for RemoteKey<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cached verifiers accept the key's signatures under each scheme, again and again, and refuse a
+    /// changed message, a signature of another scheme and a scheme of another key type.
+    #[test]
+    fn verifiers_parse_once_and_check_every_signature() {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::KeyPair as _;
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let public = PublicKey::from_pkcs1_der(pair.public_key().as_ref()).unwrap();
+        let sign = |padding: &'static dyn signature::RsaEncoding, message: &[u8]| {
+            let mut sig = vec![0; pair.public_modulus_len()];
+            pair.sign(padding, &SystemRandom::new(), message, &mut sig)
+                .unwrap();
+            sig
+        };
+        let verifiers = Verifiers::default();
+        let pss = sign(&signature::RSA_PSS_SHA256, b"message");
+        let pkcs1 = sign(&signature::RSA_PKCS1_SHA256, b"message");
+        for _ in 0..2 {
+            assert!(verifiers.verifies(&public, SignatureScheme::RsaPssSha256, b"message", &pss));
+            assert!(verifiers.verifies(
+                &public,
+                SignatureScheme::RsaPkcs1Sha256,
+                b"message",
+                &pkcs1
+            ));
+        }
+        assert!(!verifiers.verifies(&public, SignatureScheme::RsaPssSha256, b"messagE", &pss));
+        assert!(!verifiers.verifies(&public, SignatureScheme::RsaPkcs1Sha256, b"message", &pss));
+        assert!(!verifiers.verifies(&public, SignatureScheme::RsaPssSha384, b"message", &pss));
+        assert!(!verifiers.verifies(&public, SignatureScheme::EcdsaP256Sha256, b"message", &pss));
+        assert_eq!(
+            format!("{verifiers:?}"),
+            "Verifiers([RsaPkcs1Sha256, RsaPssSha256, RsaPssSha384, EcdsaP256Sha256])"
+        );
+    }
 
     #[test]
     fn der_ecdsa_signatures_become_fixed_width() {

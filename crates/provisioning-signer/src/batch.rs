@@ -23,11 +23,14 @@
 //! ```text
 //!  reader thread ──jobs (bounded)──▶ N worker threads ──results──▶ writer (calling thread)
 //!       ▲                              KeyBackend::sign             reorders by line number,
-//!       └────────── permits (window) ◀──────────────────────────── writes, releases one permit a line
+//!       └────────── permits (window) ◀──────────────────────────── writes, releases permits in bunches
 //! ```
 //!
 //! The reader takes a permit before each line and the writer returns it once that line's output is
-//! written, so at most `window` lines are ever held, however slow one signature is. Signing is blocking
+//! written, so at most `window` lines are ever held, however slow one signature is. The writer gives
+//! permits back a quarter of the window at a time: a reader woken for every single line would cost a
+//! context switch a line, and holding back fewer than a quarter of the window never leaves the reader
+//! without permits while no line is in flight. Signing is blocking
 //! (PKCS#11), so workers are plain threads, never async worker threads — except for a key service's key
 //! (`vault:`, `aws-kms:`, [`key_provider::KeyBackend::runtime`]): there each worker is a task on the key
 //! service's own runtime, calling [`AuthCodeSigner::sign_async`], so a line's request runs on the worker
@@ -40,7 +43,7 @@ use std::io::{BufRead, Write};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use jose_core::JoseError;
@@ -272,11 +275,7 @@ where
     let window = options.window.max(concurrency);
     let max_line_len = options.max_line_len.max(16);
 
-    let (permit_tx, permit_rx) = mpsc::sync_channel::<()>(window);
-    for _ in 0..window {
-        // Cannot fail: the channel has room for exactly `window` permits and its receiver is alive.
-        let _ = permit_tx.send(());
-    }
+    let permits = Permits::new(window);
     let (done_tx, done_rx) = mpsc::channel::<(u64, Done)>();
     // Set once the key service gave up on a line: nothing more is read or signed.
     let stop = Arc::new(AtomicBool::new(false));
@@ -318,8 +317,8 @@ where
     };
     let (summary, read_result) = std::thread::scope(|scope| {
         let stop = &*stop;
-        let reader =
-            scope.spawn(move || read_lines(input, &permit_rx, send_job, max_line_len, stop));
+        let permits = &permits;
+        let reader = scope.spawn(move || read_lines(input, permits, send_job, max_line_len, stop));
         if let Some(job_rx) = &job_rx {
             for _ in 0..concurrency {
                 let done_tx = done_tx.clone();
@@ -327,9 +326,9 @@ where
             }
         }
         drop(done_tx);
-        let written = write_in_order(output, &done_rx, &permit_tx, progress);
+        let written = write_in_order(output, &done_rx, permits, window, progress);
         // On a write error, stop the reader (no more permits) and drain the workers.
-        drop(permit_tx);
+        permits.close();
         drop(done_rx);
         let read_result = reader.join().unwrap_or_else(|_| {
             Err(ProvisioningError::Io {
@@ -370,10 +369,58 @@ where
     Ok(summary)
 }
 
+/// The window's permits: a count the reader takes one of per line and the writer gives back (a bunch at a
+/// time, with one wake-up); closed when the writer is done.
+struct Permits {
+    state: Mutex<(usize, bool)>,
+    available: Condvar,
+}
+
+impl Permits {
+    fn new(window: usize) -> Self {
+        Self {
+            state: Mutex::new((window, false)),
+            available: Condvar::new(),
+        }
+    }
+
+    /// Waits for a permit and takes it; `false` once closed.
+    fn take(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match *state {
+                (_, true) => return false,
+                (0, false) => {
+                    state = self
+                        .available
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                (ref mut n, false) => {
+                    *n -= 1;
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Gives `n` permits back (the reader may have ended: permits nobody takes are fine).
+    fn give(&self, n: usize) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).0 += n;
+        self.available.notify_one();
+    }
+
+    /// No more permits: a waiting reader ends.
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).1 = true;
+        self.available.notify_one();
+    }
+}
+
 /// The reader: one permit per line, then the line (or why it could not be taken) to the workers.
 fn read_lines<R: BufRead>(
     mut input: R,
-    permits: &Receiver<()>,
+    permits: &Permits,
     mut send_job: Box<dyn FnMut(Job) -> bool + Send + '_>,
     max_line_len: usize,
     stop: &AtomicBool,
@@ -383,7 +430,7 @@ fn read_lines<R: BufRead>(
     let mut buf = Vec::new();
     let mut pending_bytes = 0u64;
     loop {
-        if permits.recv().is_err() || stop.load(Ordering::Acquire) {
+        if !permits.take() || stop.load(Ordering::Acquire) {
             // The writer stopped (output failed), or the key service gave up: nothing more to read.
             return Ok(());
         }
@@ -762,9 +809,15 @@ struct Written {
 fn write_in_order<W: Write>(
     output: W,
     done: &Receiver<(u64, Done)>,
-    permits: &SyncSender<()>,
+    permits: &Permits,
+    window: usize,
     progress: &mut dyn FnMut(&BatchProgress),
 ) -> Result<Written, ProvisioningError> {
+    // Permits owed to the reader, returned `bunch` at a time (see the module docs): the reader always has
+    // `window - owed` lines read or readable, and `owed < bunch <= window / 4`, so some line is in flight
+    // whenever the reader waits.
+    let bunch = (window / 4).max(1);
+    let mut owed = 0usize;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, output);
     let io_err = |source| ProvisioningError::Io {
         what: "output",
@@ -799,7 +852,7 @@ fn write_in_order<W: Write>(
                 stopped_at = Some(d.line_no);
                 pending.clear();
                 // Wake the reader if it waits for a permit: it sees the stop and ends, and so do the workers.
-                let _ = permits.try_send(());
+                permits.give(1);
                 break;
             }
             out.write_all(&d.output).map_err(io_err)?;
@@ -813,11 +866,17 @@ fn write_in_order<W: Write>(
                 key_failures += 1;
             }
             // The reader may have stopped (end of input); a permit nobody takes is fine.
-            let _ = permits.try_send(());
+            owed += 1;
+            if owed >= bunch {
+                permits.give(owed);
+                owed = 0;
+            }
             progress(&state);
             if d.outcome == Outcome::ServiceGaveUp {
                 stopped_at = Some(d.line_no);
                 pending.clear();
+                // As for a skipped line: wake the reader, whose permits may be among those owed.
+                permits.give(1);
                 break;
             }
         }
