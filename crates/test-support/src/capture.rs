@@ -8,7 +8,7 @@
 //!   threads; only one can be installed per process.
 //! - [`Captured::subscriber`]: a subscriber to scope by hand (`tracing::subscriber::with_default`).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, Once, PoisonError};
 
 use tracing::Level;
 use tracing::subscriber::DefaultGuard;
@@ -70,14 +70,57 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 /// guard lives.
 #[must_use]
 pub fn capture() -> (Captured, DefaultGuard) {
+    // tracing caches each callsite's interest process-wide, computed from the dispatchers alive when the
+    // callsite is first hit. A callsite another test thread is registering while this dispatcher is being
+    // set keeps an interest computed without it — `never`, when no other dispatcher wants it — and its
+    // events then never reach this capture, even after a rebuild of the interest cache (the callsite
+    // joins the registry only once its interest is stored). Seen under load twice in CI: a test missed the
+    // one event it asserted. A global subscriber that answers `sometimes` for every callsite makes every
+    // cached interest at least `sometimes`, so each event asks this thread's dispatcher.
+    static SOMETIMES: Once = Once::new();
+    SOMETIMES.call_once(|| {
+        // Another global subscriber (a test binary's own) is fine too: then nothing changes.
+        let _ = tracing::subscriber::set_global_default(AskEveryTime);
+    });
     let captured = Captured::default();
     let guard = tracing::subscriber::set_default(captured.subscriber(Level::TRACE));
-    // tracing caches each callsite's interest process-wide. A callsite that another test thread registers
-    // while this dispatcher is being registered can keep an interest computed without it, and its events
-    // then never reach this capture (a race seen under load: a test missed the one event it asserted).
-    // Recomputing every callsite's interest now, with this dispatcher registered, closes that window.
     tracing::callsite::rebuild_interest_cache();
     (captured, guard)
+}
+
+/// The process's global subscriber under [`capture`]: keeps nothing, but never lets tracing cache a
+/// callsite as uninteresting.
+struct AskEveryTime;
+
+impl tracing::Subscriber for AskEveryTime {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, _: &tracing::Event<'_>) {}
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// A subscriber for events up to `max_level` writing into the returned [`Captured`], installed as the
@@ -115,6 +158,25 @@ mod tests {
         );
         assert!(!text.contains("after the guard"), "{text}");
         assert!(!text.contains('\u{1b}'), "ANSI escapes in {text:?}");
+    }
+
+    /// A callsite first hit on a thread without a capture (so no dispatcher wanted it) still reaches a
+    /// capture set later on another thread: the global subscriber keeps its cached interest `sometimes`.
+    #[test]
+    fn a_callsite_first_hit_elsewhere_still_reaches_the_capture() {
+        let (first, guard) = capture();
+        drop(guard);
+        assert!(tracing::dispatcher::has_been_set());
+        let emit = || tracing::warn!(outcome = "error", "first hit elsewhere");
+        std::thread::spawn(emit).join().unwrap();
+        let (captured, _guard) = capture();
+        emit();
+        assert!(
+            captured.text().contains("first hit elsewhere"),
+            "{captured:?}"
+        );
+        // The thread without a capture kept nothing.
+        assert!(!first.text().contains("first hit elsewhere"));
     }
 
     #[test]
