@@ -98,32 +98,7 @@ pub fn generate(
 ) -> Result<Arc<dyn KeyBackend>, KeyError> {
     usage.check(spec)?;
     let key_type = keys::transit_type(spec)?;
-    let conn = connect(r, options)?;
-    let label = r.to_string();
-    let service = conn.service(None);
-    let started = Instant::now();
-    let key = label.clone();
-    let created = remote::block_on(BACKEND, async move {
-        keys::create(&conn, key_type).await?;
-        let info = keys::read(&conn).await?;
-        VaultKey::new(key, conn, info)
-    });
-    audit::management(
-        audit::Management {
-            backend: BACKEND,
-            service: &service,
-            key: &label,
-            operation: "generate",
-            key_type,
-            usage: usage.name(),
-        },
-        started,
-        match &created {
-            Ok(k) => Ok(Some(k.version)),
-            Err(e) => Err(e),
-        },
-    );
-    Ok(Arc::new(RemoteKey::new(created?)))
+    change(r, options, Change::Create(key_type), usage.name())
 }
 
 /// Rotates the Transit key `r` names (`POST keys/NAME/rotate`: a new version becomes the latest) and opens it
@@ -134,32 +109,57 @@ pub fn generate(
 /// As [`open`]; a rotation whose answer was lost on the way is not repeated (it may have happened) and is
 /// reported as [`KeyError::Backend`].
 pub fn rotate(r: &VaultRef, options: &OpenOptions) -> Result<Arc<dyn KeyBackend>, KeyError> {
+    change(r, options, Change::Rotate, "-")
+}
+
+/// A change to a Transit key: [`generate`] (of this Transit type) or [`rotate`].
+#[derive(Clone, Copy)]
+enum Change {
+    Create(&'static str),
+    Rotate,
+}
+
+/// Makes the change `what` to the key `r` names, opens the key at its latest version, and writes the audit
+/// event (also when the change failed; `usage` as asked, `-` for none).
+fn change(
+    r: &VaultRef,
+    options: &OpenOptions,
+    what: Change,
+    usage: &str,
+) -> Result<Arc<dyn KeyBackend>, KeyError> {
     let conn = connect(r, options)?;
     let label = r.to_string();
     let service = conn.service(None);
     let started = Instant::now();
     let key = label.clone();
-    let rotated = remote::block_on(BACKEND, async move {
-        keys::rotate(&conn).await?;
+    let changed = remote::block_on(BACKEND, async move {
+        match what {
+            Change::Create(key_type) => keys::create(&conn, key_type).await?,
+            Change::Rotate => keys::rotate(&conn).await?,
+        }
         let info = keys::read(&conn).await?;
         VaultKey::new(key, conn, info)
     });
+    let (operation, asked_type) = match what {
+        Change::Create(key_type) => ("generate", key_type),
+        Change::Rotate => ("rotate", "-"),
+    };
     audit::management(
         audit::Management {
             backend: BACKEND,
             service: &service,
             key: &label,
-            operation: "rotate",
-            key_type: rotated.as_ref().map_or("-", |k| k.key_type),
-            usage: "-",
+            operation,
+            key_type: changed.as_ref().map_or(asked_type, |k| k.key_type),
+            usage,
         },
         started,
-        match &rotated {
+        match &changed {
             Ok(k) => Ok(Some(k.version)),
             Err(e) => Err(e),
         },
     );
-    Ok(Arc::new(RemoteKey::new(rotated?)))
+    Ok(Arc::new(RemoteKey::new(changed?)))
 }
 
 /// The Transit key version a `vault:` key handle signs with (its latest version when it was opened or
