@@ -466,34 +466,28 @@ mod kms {
         assert!(matches!(err, KeyError::KeyExists { .. }), "{err}");
         assert!(one_line(&err).contains("alias/kb-generated-p384"), "{err}");
         // Both attempts are audited: the key made, then the refusal.
-        let events: Vec<String> = log()
-            .text()
-            .lines()
-            .filter(|l| {
-                l.contains("keybound::audit")
-                    && l.contains("key=aws-kms:alias/kb-generated-p384 ")
-                    && l.contains("operation=\"generate\"")
-            })
-            .map(str::to_owned)
-            .collect();
+        let events =
+            support::audit_events(&log().text(), "aws-kms:alias/kb-generated-p384", "generate");
         assert_eq!(events.len(), 2, "{events:?}");
-        for field in [
-            "backend=\"aws-kms\"",
-            "outcome=\"success\"",
-            "key_type=\"ECC_NIST_P384\"",
-            "usage=\"sign\"",
-            "token=kms ",
-        ] {
-            assert!(events[0].contains(field), "{field} in {}", events[0]);
-        }
-        for field in [
-            "WARN",
-            "outcome=\"failure\"",
-            "key_type=\"ECC_NIST_P256\"",
-            "already exists",
-        ] {
-            assert!(events[1].contains(field), "{field} in {}", events[1]);
-        }
+        support::assert_fields(
+            &events[0],
+            &[
+                "backend=\"aws-kms\"",
+                "outcome=\"success\"",
+                "key_type=\"ECC_NIST_P384\"",
+                "usage=\"sign\"",
+                "token=kms ",
+            ],
+        );
+        support::assert_fields(
+            &events[1],
+            &[
+                "WARN",
+                "outcome=\"failure\"",
+                "key_type=\"ECC_NIST_P256\"",
+                "already exists",
+            ],
+        );
         // No second key was created for the refused alias.
         let keys = moto("ListKeys", &json!({"Limit": 1000}));
         let made_for_alias = keys["Keys"]

@@ -1,6 +1,6 @@
 //! Helpers shared by the key-provider integration tests: the RFC 7515 A.2 fixture, two independent
 //! verifiers (the `jsonwebtoken` crate and the `openssl` command line), OAEP encryption with aws-lc-rs, and
-//! the DER odds and ends they need.
+//! the DER odds and ends they need, and the audit lines of a log capture.
 
 #![allow(dead_code, clippy::print_stderr)] // each test binary uses a different part of this module
 
@@ -340,5 +340,23 @@ pub fn block_on_without_runtime<F: std::future::Future>(future: F) -> F::Output 
             return out;
         }
         std::thread::park();
+    }
+}
+
+/// The `keybound::audit` lines of `log` (a capture's text) about the key `key` (as the event prints it)
+/// and `operation` (`generate`, `rotate`), in order.
+pub fn audit_events(log: &str, key: &str, operation: &str) -> Vec<String> {
+    let key = format!("key={key} ");
+    let operation = format!("operation=\"{operation}\"");
+    log.lines()
+        .filter(|l| l.contains("keybound::audit") && l.contains(&key) && l.contains(&operation))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts `event` carries every one of `fields` (e.g. `outcome="success"`).
+pub fn assert_fields(event: &str, fields: &[&str]) {
+    for field in fields {
+        assert!(event.contains(field), "{field} in {event}");
     }
 }
