@@ -410,7 +410,7 @@ impl Permits {
         self.available.notify_one();
     }
 
-    /// No more permits: a waiting reader ends.
+    /// No more permits (the writer is done, or the batch stopped): a waiting reader ends.
     fn close(&self) {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).1 = true;
         self.available.notify_one();
@@ -851,8 +851,8 @@ fn write_in_order<W: Write>(
             if d.outcome == Outcome::Skipped {
                 stopped_at = Some(d.line_no);
                 pending.clear();
-                // Wake the reader if it waits for a permit: it sees the stop and ends, and so do the workers.
-                permits.give(1);
+                // Nothing more to read: a reader waiting for a permit ends, and so do the workers.
+                permits.close();
                 break;
             }
             out.write_all(&d.output).map_err(io_err)?;
@@ -875,8 +875,8 @@ fn write_in_order<W: Write>(
             if d.outcome == Outcome::ServiceGaveUp {
                 stopped_at = Some(d.line_no);
                 pending.clear();
-                // As for a skipped line: wake the reader, whose permits may be among those owed.
-                permits.give(1);
+                // As for a skipped line (the reader's permits may be among those owed).
+                permits.close();
                 break;
             }
         }
